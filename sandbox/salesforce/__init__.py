@@ -1,0 +1,1 @@
+"""Simulated Salesforce org: OAuth, REST API and Change Data Capture over the Pub/Sub API."""

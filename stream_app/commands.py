@@ -1,0 +1,69 @@
+"""Project commands on the app's Faust CLI: ``stream-app kafka ...`` and friends."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+from faust.cli import AppCommand, argument, option
+
+from stream_app.app import app
+from stream_app.kafka_local import LocalKafka, LocalKafkaError, wait_for_broker
+
+__all__ = ["kafka"]
+
+
+@app.command(
+    argument("action", type=click.Choice(["up", "down", "status", "reset"])),
+    option("--port", type=int, default=None, help="Broker port (default 9092, or CONNECT_KAFKA_PORT)."),
+    option("--timeout", type=float, default=90.0, help="Seconds to wait for the broker to answer."),
+)
+async def kafka(self: AppCommand, action: str, port: int | None, timeout: float) -> None:
+    """Run a local Apache Kafka broker (KRaft, one node) for development and tests.
+
+    up: fetch the pinned Kafka jars with Maven (once), format storage, start, wait until it
+    answers; idempotent. down: stop it. status: bootstrap address and version. reset: stop it
+    and delete its data. With KAFKA_BOOTSTRAP_SERVERS set, that broker is used and nothing starts.
+    """
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        if action == "status" or action == "up":
+            ok = wait_for_broker(external, timeout=timeout if action == "up" else 10)
+            state = "answering" if ok else "NOT answering"
+            print(f"external broker at {external} (KAFKA_BOOTSTRAP_SERVERS): {state}; nothing started here")
+            if not ok:
+                sys.exit(1)
+        else:
+            print(f"KAFKA_BOOTSTRAP_SERVERS={external} is set: that broker is not managed here; nothing to {action}")
+        return
+    broker = LocalKafka(port=port)
+    try:
+        if action == "up":
+            status = broker.up(timeout=timeout)
+            print(f"bootstrap: {status.bootstrap}")
+            print(f"export KAFKA_BOOTSTRAP_SERVERS={status.bootstrap}  # optional: this is the default")
+        elif action == "down":
+            broker.down()
+        elif action == "reset":
+            broker.reset()
+        else:
+            status = broker.status()
+            print(status.describe())
+            print(f"bootstrap: {status.bootstrap}")
+            print(f"version: {status.version}")
+            if not status.running:
+                sys.exit(3)
+    except LocalKafkaError as exc:
+        print(f"stream-app kafka {action}: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+@app.command()
+async def demo(self: AppCommand) -> None:
+    """Start the demo: for now a worker on the local broker (Ctrl-C stops it)."""
+    import shutil
+
+    exe = shutil.which("stream-app") or sys.argv[0]
+    print(f"demo: starting a worker on {os.environ.get('KAFKA_BOOTSTRAP_SERVERS', '127.0.0.1:9092')}; Ctrl-C stops it")
+    os.execvp(exe, [exe, "worker", "--loglevel", "info"])

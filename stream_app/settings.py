@@ -1,0 +1,155 @@
+"""Worker settings: the one place that reads the environment.
+
+Every setting is an environment variable named ``CONNECT_<FIELD>`` (``KAFKA_BOOTSTRAP_SERVERS``
+has no prefix, as Kafka tooling expects). ``CONNECT_CONFIG_FILE`` may name a YAML file holding
+the same fields in lower case; the environment wins over the file. Settings are validated once,
+at start-up; :func:`load_settings` turns a validation failure into :class:`SettingsError`, whose
+message names each wrong setting by its environment variable.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+__all__ = ["Settings", "SettingsError", "StoreKind", "load_settings", "env_name"]
+
+ENV_PREFIX = "CONNECT_"
+CONFIG_FILE_ENV = "CONNECT_CONFIG_FILE"
+
+
+class SettingsError(ValueError):
+    """Raised when the configuration is invalid; the message names the settings to fix."""
+
+
+class StoreKind(str, enum.Enum):
+    rocksdb = "rocksdb://"
+    memory = "memory://"
+
+
+class LogLevel(str, enum.Enum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+class _YamlFileSource(PydanticBaseSettingsSource):
+    """Reads the optional file named by CONNECT_CONFIG_FILE."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        path = os.environ.get(CONFIG_FILE_ENV)
+        self._data: dict[str, Any] = {}
+        if not path:
+            return
+        file = Path(path)
+        if not file.is_file():
+            raise SettingsError(f"{CONFIG_FILE_ENV}={path}: no such file")
+        try:
+            loaded = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise SettingsError(f"{CONFIG_FILE_ENV}={path}: not valid YAML ({exc})") from exc
+        if not isinstance(loaded, dict):
+            raise SettingsError(f"{CONFIG_FILE_ENV}={path}: expected a mapping of setting: value")
+        unknown = sorted(set(loaded) - set(settings_cls.model_fields))
+        if unknown:
+            raise SettingsError(f"{CONFIG_FILE_ENV}={path}: unknown settings {', '.join(unknown)}")
+        self._data = loaded
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+class Settings(BaseSettings):
+    """Validated worker configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="ignore", case_sensitive=False
+    )
+
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:9092",
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "kafka_bootstrap_servers"),
+        description="Kafka bootstrap servers, host:port[,host:port...]",
+    )
+    app_id: str = Field(default="pardot-tims-connect", min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    topic_prefix: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9._-]*$",
+        description="Prefix for every topic the app owns, to share one cluster between environments",
+    )
+    topic_partitions: int = Field(default=4, ge=1, le=1024)
+    topic_replication_factor: int = Field(default=1, ge=1, le=16)
+    store: StoreKind = StoreKind.rocksdb
+    data_dir: Path = Path("./var/data")
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=6066, ge=1, le=65535)
+    log_level: LogLevel = LogLevel.info
+    broker_commit_interval: float = Field(default=2.0, gt=0, le=60)
+    max_poll_records: int = Field(default=500, ge=1, le=100_000)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlFileSource(settings_cls))
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _check_bootstrap(cls, value: str) -> str:
+        hosts = [part.strip() for part in value.split(",") if part.strip()]
+        if not hosts:
+            raise ValueError("must list at least one host:port")
+        for host in hosts:
+            name, sep, port = host.rpartition(":")
+            if not sep or not name or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{host!r} is not host:port")
+        return ",".join(hosts)
+
+    @property
+    def broker_url(self) -> str:
+        return ";".join(f"kafka://{host}" for host in self.kafka_bootstrap_servers.split(","))
+
+    def topic(self, name: str) -> str:
+        """The full name of one of our topics, with the environment prefix."""
+        return f"{self.topic_prefix}{name}"
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable that sets ``field_name``."""
+    if field_name == "kafka_bootstrap_servers":
+        return "KAFKA_BOOTSTRAP_SERVERS"
+    return f"{ENV_PREFIX}{field_name.upper()}"
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        value = error.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"{env_name(field)}: {error['msg']}{shown}")
+    return "invalid settings:\n  " + "\n  ".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate the settings; raise SettingsError naming what is wrong."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None

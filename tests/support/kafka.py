@@ -1,0 +1,77 @@
+"""Produce to and read from a real broker in tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any, Callable, Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+__all__ = ["produce_json", "read_json", "create_topics"]
+
+
+async def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 4) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        new = [NewTopic(n, partitions, 1) for n in names if n not in existing]
+        if new:
+            await admin.create_topics(new)
+    finally:
+        await admin.close()
+
+
+async def produce_json(bootstrap: str, topic: str, records: Iterable[tuple[str, Any]]) -> int:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    count = 0
+    try:
+        batch = []
+        for key, value in records:
+            batch.append(await producer.send(topic, json.dumps(value).encode(), key=key.encode()))
+            count += 1
+        await asyncio.gather(*batch)
+    finally:
+        await producer.stop()
+    return count
+
+
+async def read_json(
+    bootstrap: str,
+    topic: str,
+    until: Callable[[list[dict[str, Any]]], bool],
+    timeout: float = 60.0,
+    quiet_after: float = 0.0,
+) -> list[dict[str, Any]]:
+    """Read the topic from the start until ``until(values)`` holds (then, optionally, keep
+    reading until nothing new arrived for ``quiet_after`` seconds). Raises TimeoutError with
+    what was read so far."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None,
+        enable_auto_commit=False, metadata_max_age_ms=1000,
+    )
+    await consumer.start()
+    values: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        satisfied_at: float | None = None
+        last_new = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if satisfied_at is None and until(values):
+                satisfied_at = now
+            if satisfied_at is not None and now - last_new >= quiet_after:
+                return values
+            if now > deadline:
+                raise TimeoutError(f"{topic}: condition not met after {timeout}s; read {len(values)} messages")
+            batches = await consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                for record in records:
+                    values.append(json.loads(record.value))
+                    last_new = time.monotonic()
+    finally:
+        await consumer.stop()

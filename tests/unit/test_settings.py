@@ -1,0 +1,95 @@
+"""Settings: defaults, the environment, the optional file, and errors that name the setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stream_app.settings import Settings, SettingsError, StoreKind, env_name, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("CONNECT_") or name == "KAFKA_BOOTSTRAP_SERVERS":
+            monkeypatch.delenv(name)
+
+
+def test_defaults_are_safe_for_production() -> None:
+    settings = load_settings()
+    assert settings.store is StoreKind.rocksdb
+    assert settings.kafka_bootstrap_servers == "127.0.0.1:9092"
+    assert settings.broker_url == "kafka://127.0.0.1:9092"
+
+
+def test_environment_is_read_with_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "a:1, b:2")
+    monkeypatch.setenv("CONNECT_STORE", "memory://")
+    monkeypatch.setenv("CONNECT_WEB_PORT", "7001")
+    monkeypatch.setenv("CONNECT_TOPIC_PREFIX", "staging.")
+    settings = load_settings()
+    assert settings.kafka_bootstrap_servers == "a:1,b:2"
+    assert settings.broker_url == "kafka://a:1;kafka://b:2"
+    assert settings.store is StoreKind.memory
+    assert settings.web_port == 7001
+    assert settings.topic("src.tims.customer") == "staging.src.tims.customer"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "complaint"),
+    [
+        ("CONNECT_WEB_PORT", "seventy", "valid integer"),
+        ("CONNECT_WEB_PORT", "70000", "less than or equal to 65535"),
+        ("CONNECT_STORE", "redis://", "rocksdb://"),
+        ("KAFKA_BOOTSTRAP_SERVERS", "localhost", "not host:port"),
+        ("CONNECT_TOPIC_PARTITIONS", "0", "greater than or equal to 1"),
+        ("CONNECT_APP_ID", "has space", "pattern"),
+        ("CONNECT_LOG_LEVEL", "loud", "debug"),
+    ],
+)
+def test_a_wrong_value_names_the_setting(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, complaint: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    message = str(error.value)
+    assert f"{variable}:" in message
+    assert complaint in message
+
+
+def test_several_errors_are_reported_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONNECT_WEB_PORT", "x")
+    monkeypatch.setenv("CONNECT_TOPIC_PARTITIONS", "-3")
+    message = str(pytest.raises(SettingsError, load_settings).value)
+    assert "CONNECT_WEB_PORT" in message and "CONNECT_TOPIC_PARTITIONS" in message
+
+
+def test_config_file_is_read_and_environment_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    file = tmp_path / "connect.yaml"
+    file.write_text("app_id: from-file\nweb_port: 7100\n")
+    monkeypatch.setenv("CONNECT_CONFIG_FILE", str(file))
+    monkeypatch.setenv("CONNECT_WEB_PORT", "7200")
+    settings = load_settings()
+    assert settings.app_id == "from-file"
+    assert settings.web_port == 7200
+
+
+def test_config_file_problems_are_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CONNECT_CONFIG_FILE", str(tmp_path / "missing.yaml"))
+    assert "CONNECT_CONFIG_FILE" in str(pytest.raises(SettingsError, load_settings).value)
+    file = tmp_path / "bad.yaml"
+    file.write_text("web_prot: 1\n")
+    monkeypatch.setenv("CONNECT_CONFIG_FILE", str(file))
+    assert "web_prot" in str(pytest.raises(SettingsError, load_settings).value)
+    file.write_text("web_port: nope\n")
+    assert "CONNECT_WEB_PORT" in str(pytest.raises(SettingsError, load_settings).value)
+
+
+def test_every_field_has_an_environment_name() -> None:
+    names = {env_name(field) for field in Settings.model_fields}
+    assert "KAFKA_BOOTSTRAP_SERVERS" in names
+    assert all(n == "KAFKA_BOOTSTRAP_SERVERS" or n.startswith("CONNECT_") for n in names)
