@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 
@@ -26,6 +27,11 @@ async def kafka(self: AppCommand, action: str, port: int | None, timeout: float)
     answers; idempotent. down: stop it. status: bootstrap address and version. reset: stop it
     and delete its data. With KAFKA_BOOTSTRAP_SERVERS set, that broker is used and nothing starts.
     """
+    # LocalKafka is synchronous (it polls the broker with its own event loop): keep it off ours.
+    await asyncio.to_thread(_kafka_action, action, port, timeout)
+
+
+def _kafka_action(action: str, port: int | None, timeout: float) -> None:
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if external:
         if action == "status" or action == "up":
