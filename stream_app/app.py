@@ -32,6 +32,8 @@ def create_app(config: Settings) -> faust.App:
         topic_replication_factor=config.topic_replication_factor,
         broker_commit_interval=config.broker_commit_interval,
         broker_max_poll_records=config.max_poll_records,
+        broker_session_timeout=config.broker_session_timeout,
+        broker_heartbeat_interval=config.broker_heartbeat_interval,
         web_host=config.web_host,
         web_bind=config.web_host,
         web_port=config.web_port,

@@ -284,7 +284,7 @@ class LocalKafka:
                     "share.coordinator.state.topic.replication.factor=1",
                     "share.coordinator.state.topic.min.isr=1",
                     "group.initial.rebalance.delay.ms=0",
-                    "auto.create.topics.enable=true",
+                    "auto.create.topics.enable=false",
                     "log.retention.hours=168",
                     "",
                 ]

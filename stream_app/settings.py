@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 __all__ = ["Settings", "SettingsError", "StoreKind", "load_settings", "env_name"]
@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     log_level: LogLevel = LogLevel.info
     broker_commit_interval: float = Field(default=2.0, gt=0, le=60)
     max_poll_records: int = Field(default=500, ge=1, le=100_000)
+    #: how long a crashed worker keeps its partitions before the group moves them on
+    broker_session_timeout: float = Field(default=30.0, ge=6, le=300)
+    broker_heartbeat_interval: float = Field(default=3.0, gt=0, le=60)
 
     @classmethod
     def settings_customise_sources(
@@ -121,6 +124,14 @@ class Settings(BaseSettings):
                 raise ValueError(f"{host!r} is not host:port")
         return ",".join(hosts)
 
+    @model_validator(mode="after")
+    def _heartbeat_below_session(self) -> "Settings":
+        if self.broker_heartbeat_interval * 3 > self.broker_session_timeout:
+            raise ValueError(
+                "CONNECT_BROKER_HEARTBEAT_INTERVAL must be at most a third of CONNECT_BROKER_SESSION_TIMEOUT"
+            )
+        return self
+
     @property
     def broker_url(self) -> str:
         return ";".join(f"kafka://{host}" for host in self.kafka_bootstrap_servers.split(","))
@@ -140,9 +151,13 @@ def env_name(field_name: str) -> str:
 def _describe(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
-        field = str(error["loc"][0]) if error["loc"] else "?"
+        if not error["loc"]:
+            lines.append(str(error["msg"]).removeprefix("Value error, "))
+            continue
+        field = str(error["loc"][0])
         value = error.get("input")
-        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        secret = "secret" in field or "key" in field or "token" in field or "password" in field
+        shown = "" if isinstance(value, dict) or secret else f" (got {value!r})"
         lines.append(f"{env_name(field)}: {error['msg']}{shown}")
     return "invalid settings:\n  " + "\n  ".join(lines)
 

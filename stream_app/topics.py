@@ -1,8 +1,8 @@
 """Topics the app owns: declared once here so every worker creates them alike at start-up.
 
-Faust only creates topics marked internal; an agent's source topic that does not exist yet is
-ignored at subscription time and would stay unread until a metadata refresh. Declaring our
-topics internal makes the worker create them with the configured partitions before it joins.
+Faust only creates topics marked internal that it subscribes to; an agent's source topic that
+does not exist yet is ignored at subscription time and stays unread until a metadata refresh,
+and a topic we only write to would never be created (the local broker does not auto-create).
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from faust.types import TopicT
 
 from stream_app.app import app, settings
 
-__all__ = ["owned_topic"]
+__all__ = ["owned_topic", "declare_owned_topics"]
+
+_OWNED: list[TopicT] = []
 
 
 def owned_topic(name: str, **options: Any) -> TopicT:
@@ -22,4 +24,14 @@ def owned_topic(name: str, **options: Any) -> TopicT:
     options.setdefault("key_serializer", "raw")
     options.setdefault("partitions", settings.topic_partitions)
     options.setdefault("replicas", settings.topic_replication_factor)
-    return app.topic(settings.topic(name), internal=True, **options)
+    topic = app.topic(settings.topic(name), internal=True, **options)
+    _OWNED.append(topic)
+    return topic
+
+
+@app.task
+async def declare_owned_topics() -> None:
+    """Create every owned topic at start-up, the ones we only write to as well: Faust itself
+    declares only the topics it subscribes to."""
+    for topic in _OWNED:
+        await topic.maybe_declare()

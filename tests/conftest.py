@@ -55,4 +55,6 @@ def app_env(tmp_path: Path, kafka_bootstrap: str) -> dict[str, str]:
         "CONNECT_DATA_DIR": str(tmp_path / "data"),
         "CONNECT_TOPIC_PARTITIONS": "4",
         "CONNECT_BROKER_COMMIT_INTERVAL": "0.5",
+        "CONNECT_BROKER_SESSION_TIMEOUT": "10",
+        "CONNECT_BROKER_HEARTBEAT_INTERVAL": "1",
     }

@@ -80,7 +80,7 @@ async def test_killed_worker_loses_nothing(app_env: dict[str, str], tmp_path: Pa
     with WorkerProcess(app_env, log, "second").start() as second:
         out = await read_json(
             bootstrap, f"{prefix}diag.pong",
-            until=lambda vs: ids_in(vs) >= set(range(300)), timeout=120, quiet_after=3.0,
+            until=lambda vs: ids_in(vs) >= set(range(300)), timeout=180, quiet_after=3.0,
         )
         second.stop()
 

@@ -93,3 +93,10 @@ def test_every_field_has_an_environment_name() -> None:
     names = {env_name(field) for field in Settings.model_fields}
     assert "KAFKA_BOOTSTRAP_SERVERS" in names
     assert all(n == "KAFKA_BOOTSTRAP_SERVERS" or n.startswith("CONNECT_") for n in names)
+
+
+def test_heartbeat_must_fit_the_session_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONNECT_BROKER_SESSION_TIMEOUT", "10")
+    monkeypatch.setenv("CONNECT_BROKER_HEARTBEAT_INTERVAL", "5")
+    message = str(pytest.raises(SettingsError, load_settings).value)
+    assert "CONNECT_BROKER_HEARTBEAT_INTERVAL" in message
