@@ -1,0 +1,75 @@
+"""The one retry policy every client uses: exponential backoff with full jitter.
+
+``Retry-After`` from the server wins over the computed delay. ``AuthExpiredError`` triggers
+one credential refresh (through the ``on_auth_expired`` hook) and an immediate retry; a second
+one in the same call is fatal. Other errors are not retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, TypeVar
+
+from connectors.errors import AuthExpiredError, FatalError, RetryableError
+
+__all__ = ["RetryPolicy", "RetryStats"]
+
+T = TypeVar("T")
+
+
+@dataclass
+class RetryStats:
+    """Counters a client exposes (and the metrics layer reads)."""
+
+    retries: int = 0
+    auth_refreshes: int = 0
+    gave_up: int = 0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 8
+    base_delay: float = 0.2
+    max_delay: float = 30.0
+    rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before attempt ``attempt + 1`` (attempt counts from 1)."""
+        if retry_after is not None and retry_after >= 0:
+            return min(retry_after, self.max_delay)
+        ceiling = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        return self.rng.uniform(0, ceiling)
+
+    async def run(
+        self,
+        call: Callable[[], Awaitable[T]],
+        *,
+        on_auth_expired: Callable[[], Awaitable[None]] | None = None,
+        stats: RetryStats | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> T:
+        """Run ``call`` (which rebuilds its request on each attempt) under this policy."""
+        stats = stats if stats is not None else RetryStats()
+        refreshed = False
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await call()
+            except AuthExpiredError as exc:
+                if refreshed or on_auth_expired is None:
+                    stats.gave_up += 1
+                    raise FatalError(f"authentication still rejected after a refresh: {exc}",
+                                     code=exc.code, status=exc.status) from exc
+                refreshed = True
+                stats.auth_refreshes += 1
+                await on_auth_expired()
+                attempt -= 1  # a refresh is not a failed attempt
+            except RetryableError as exc:
+                if attempt >= self.max_attempts:
+                    stats.gave_up += 1
+                    raise
+                stats.retries += 1
+                await sleep(self.delay(attempt, exc.retry_after))
