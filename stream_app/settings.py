@@ -12,13 +12,23 @@ from __future__ import annotations
 import enum
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, SecretStr, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-__all__ = ["Settings", "SettingsError", "StoreKind", "load_settings", "env_name"]
+if TYPE_CHECKING:
+    from connectors.pardot.config import PardotConfig
+    from connectors.salesforce.config import SalesforceConfig
+    from connectors.tims.config import TimsConfig
+
+__all__ = [
+    "Settings", "SettingsError", "StoreKind", "load_settings", "env_name",
+    "salesforce_config", "pardot_config", "tims_config",
+]
+
+_M = TypeVar("_M", bound=BaseModel)
 
 ENV_PREFIX = "CONNECT_"
 CONFIG_FILE_ENV = "CONNECT_CONFIG_FILE"
@@ -101,6 +111,31 @@ class Settings(BaseSettings):
     broker_session_timeout: float = Field(default=30.0, ge=6, le=300)
     broker_heartbeat_interval: float = Field(default=3.0, gt=0, le=60)
 
+    # Salesforce (connectors/salesforce/config.py says what each means)
+    salesforce_login_url: str = "https://login.salesforce.com"
+    salesforce_auth_flow: str = "jwt"
+    salesforce_client_id: str = ""
+    salesforce_client_secret: SecretStr | None = None
+    salesforce_username: str | None = None
+    salesforce_private_key_file: Path | None = None
+    salesforce_refresh_token: SecretStr | None = None
+    salesforce_api_version: str = "62.0"
+    salesforce_client_name: str = "pardot-tims-connect"
+    salesforce_pubsub_endpoint: str = "api.pubsub.salesforce.com:7443"
+    salesforce_pubsub_tls: bool = True
+    salesforce_entities: str = "Lead,Contact,Account"
+
+    # Pardot
+    pardot_base_url: str = "https://pi.pardot.com"
+    pardot_business_unit_id: str = ""
+    pardot_daily_limit: int = Field(default=25_000, ge=1)
+
+    # TIMS
+    tims_base_url: str = ""
+    tims_api_key: SecretStr | None = None
+    tims_client_name: str = "connect"
+    tims_webhook_secret: SecretStr | None = None
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -139,6 +174,49 @@ class Settings(BaseSettings):
     def topic(self, name: str) -> str:
         """The full name of one of our topics, with the environment prefix."""
         return f"{self.topic_prefix}{name}"
+
+
+def _connector_config(model: type[_M], prefix: str, values: dict[str, Any]) -> _M:
+    try:
+        return model(**{k: v for k, v in values.items() if v is not None})
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            where = env_name(prefix + str(error["loc"][0])) if error["loc"] else f"{ENV_PREFIX}{prefix.upper()}*"
+            lines.append(f"{where}: {str(error['msg']).removeprefix('Value error, ')}")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
+
+
+def salesforce_config(settings: Settings) -> "SalesforceConfig":
+    """The Salesforce connection, validated; SettingsError names the CONNECT_SALESFORCE_* to fix."""
+    from connectors.salesforce.config import SalesforceConfig
+
+    return _connector_config(SalesforceConfig, "salesforce_", {
+        "login_url": settings.salesforce_login_url, "auth_flow": settings.salesforce_auth_flow,
+        "client_id": settings.salesforce_client_id, "client_secret": settings.salesforce_client_secret,
+        "username": settings.salesforce_username, "private_key_file": settings.salesforce_private_key_file,
+        "refresh_token": settings.salesforce_refresh_token, "api_version": settings.salesforce_api_version,
+        "client_name": settings.salesforce_client_name, "pubsub_endpoint": settings.salesforce_pubsub_endpoint,
+        "pubsub_tls": settings.salesforce_pubsub_tls,
+    })
+
+
+def pardot_config(settings: Settings) -> "PardotConfig":
+    from connectors.pardot.config import PardotConfig
+
+    return _connector_config(PardotConfig, "pardot_", {
+        "base_url": settings.pardot_base_url, "business_unit_id": settings.pardot_business_unit_id,
+        "daily_limit": settings.pardot_daily_limit,
+    })
+
+
+def tims_config(settings: Settings) -> "TimsConfig":
+    from connectors.tims.config import TimsConfig
+
+    return _connector_config(TimsConfig, "tims_", {
+        "base_url": settings.tims_base_url, "api_key": settings.tims_api_key,
+        "client_name": settings.tims_client_name, "webhook_secret": settings.tims_webhook_secret,
+    })
 
 
 def env_name(field_name: str) -> str:

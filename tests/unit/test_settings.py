@@ -100,3 +100,31 @@ def test_heartbeat_must_fit_the_session_timeout(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("CONNECT_BROKER_HEARTBEAT_INTERVAL", "5")
     message = str(pytest.raises(SettingsError, load_settings).value)
     assert "CONNECT_BROKER_HEARTBEAT_INTERVAL" in message
+
+
+def test_connector_settings_name_the_variable_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stream_app.settings import pardot_config, salesforce_config, tims_config
+
+    monkeypatch.setenv("CONNECT_SALESFORCE_CLIENT_ID", "consumer-key")
+    monkeypatch.setenv("CONNECT_SALESFORCE_AUTH_FLOW", "client_credentials")
+    message = str(pytest.raises(SettingsError, salesforce_config, load_settings()).value)
+    assert "client_secret" in message
+    monkeypatch.setenv("CONNECT_SALESFORCE_CLIENT_SECRET", "hush-hush")
+    monkeypatch.setenv("CONNECT_SALESFORCE_API_VERSION", "sixty")
+    message = str(pytest.raises(SettingsError, salesforce_config, load_settings()).value)
+    assert "CONNECT_SALESFORCE_API_VERSION" in message and "hush-hush" not in message
+    monkeypatch.setenv("CONNECT_SALESFORCE_API_VERSION", "62.0")
+    assert salesforce_config(load_settings()).client_secret.get_secret_value() == "hush-hush"
+
+    monkeypatch.setenv("CONNECT_PARDOT_BUSINESS_UNIT_ID", "nope")
+    assert "CONNECT_PARDOT_BUSINESS_UNIT_ID" in str(pytest.raises(SettingsError, pardot_config, load_settings()).value)
+    message = str(pytest.raises(SettingsError, tims_config, load_settings()).value)
+    assert "CONNECT_TIMS_BASE_URL" in message and "CONNECT_TIMS_API_KEY" in message
+
+
+def test_secrets_are_never_echoed_in_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONNECT_TIMS_API_KEY", "k" * 5)
+    assert "kkkkk" not in repr(load_settings())
+    monkeypatch.setenv("CONNECT_WEB_PORT", "bad")
+    message = str(pytest.raises(SettingsError, load_settings).value)
+    assert "kkkkk" not in message

@@ -1,0 +1,1 @@
+"""Pardot (Account Engagement) API v5: prospects, visitor activities, lists."""

@@ -1,0 +1,1 @@
+"""The TIMS ERP, through the contract in docs/tims-openapi.yaml."""
