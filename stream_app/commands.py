@@ -73,3 +73,18 @@ async def demo(self: AppCommand) -> None:
     exe = shutil.which("stream-app") or sys.argv[0]
     print(f"demo: starting a worker on {os.environ.get('KAFKA_BOOTSTRAP_SERVERS', '127.0.0.1:9092')}; Ctrl-C stops it")
     os.execvp(exe, [exe, "worker", "--loglevel", "info"])
+
+
+@app.command(argument("system", type=click.Choice(["salesforce", "tims", "pardot"])))
+async def source(self: AppCommand, system: str) -> None:
+    """Run one source (Salesforce CDC, TIMS change feed, Pardot) until SIGTERM or Ctrl-C."""
+    from stream_app.run_source import build, run_source
+    from stream_app.app import settings as current
+    from stream_app.settings import SettingsError
+
+    try:
+        instance = build(system, current)
+    except SettingsError as exc:
+        print(f"stream-app source {system}: {exc}", file=sys.stderr)
+        sys.exit(2)
+    await run_source(instance)
