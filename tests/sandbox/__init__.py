@@ -1,0 +1,1 @@
+"""Tests of the sandbox simulators, against their real servers on loopback."""
