@@ -1,0 +1,1 @@
+"""Salesforce: OAuth, REST client, CDC source over the Pub/Sub API, sObject sink."""
