@@ -88,3 +88,26 @@ async def source(self: AppCommand, system: str) -> None:
         print(f"stream-app source {system}: {exc}", file=sys.stderr)
         sys.exit(2)
     await run_source(instance)
+
+
+@app.command(
+    option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on."),
+    option("--salesforce-port", type=int, default=8090, show_default=True, help="Salesforce OAuth + REST."),
+    option("--pubsub-port", type=int, default=7443, show_default=True, help="Salesforce Pub/Sub API (gRPC, plaintext)."),
+    option("--pardot-port", type=int, default=8091, show_default=True, help="Pardot API v5."),
+    option("--tims-port", type=int, default=8092, show_default=True, help="TIMS (docs/tims-openapi.yaml)."),
+)
+async def sandbox(self: AppCommand, host: str, salesforce_port: int, pubsub_port: int,
+                  pardot_port: int, tims_port: int) -> None:
+    """Run the simulators of Salesforce, Pardot and TIMS until Ctrl-C (0 as a port picks a free one)."""
+    from sandbox.run import serve_forever, start_sandbox
+
+    try:
+        running = await start_sandbox(host, {"salesforce-rest": salesforce_port, "salesforce-pubsub": pubsub_port,
+                                             "pardot": pardot_port, "tims": tims_port})
+    except OSError as exc:
+        print(f"stream-app sandbox: {exc}. Free the port or choose another with --*-port.", file=sys.stderr)
+        sys.exit(1)
+    for line in running.lines():
+        print(line, flush=True)
+    await serve_forever(running)
