@@ -1,0 +1,216 @@
+"""The golden customer record and everything decided about it: dedupe, echoes, conflicts, writes.
+
+A golden record is a plain JSON-able dict (it lives in the ``customer_master`` table):
+
+- ``fields``: canonical field → ``{"v": value, "src": system, "ts": commit ms}``
+- ``links``: link name → the record's id in that system (``salesforce_contact`` ...)
+- ``refs``: every source reference already linked to this customer
+- ``known``: target → {field: value} as far as we know the target holds it (what we wrote and
+  what we saw). Outbound writes are the difference between the golden projection and this, so
+  an accepted edit is never written back to where it came from (no ping-pong), and a rejected
+  edit (a non-owner changed an owned field) is overwritten with the owner's value.
+- ``sent``: target → {field: [recent values we wrote]}: an incoming value equal to one of them
+  is our own write coming back (an echo), even when it is an older one.
+- ``seen``: the latest event ids (dedupe window), ``version``: bumped on every real change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from connectors.envelope import SinkCommand, SourceEvent
+from topologies.customer_sync.identity import company_refs, crossrefs, source_ref
+from topologies.customer_sync.mapping import Mappings
+
+__all__ = ["Policy", "Outcome", "new_record", "apply_event", "apply_tims_link", "LINK_OF", "DEFAULT_OWNERS"]
+
+SEEN_WINDOW = 200
+SENT_HISTORY = 4
+DEFAULT_OWNERS = {
+    "payment_terms": "tims", "credit_limit": "tims", "total_revenue": "tims",
+    "first_name": "salesforce", "last_name": "salesforce", "email": "salesforce", "phone": "salesforce",
+    "score": "pardot", "grade": "pardot",
+}
+#: the link a record's own id fills, by source entity
+LINK_OF = {
+    ("salesforce", "Lead"): "salesforce_lead", ("salesforce", "Contact"): "salesforce_contact",
+    ("salesforce", "Account"): "salesforce_account", ("pardot", "prospect"): "pardot_prospect",
+    ("tims", "customer"): "tims_customer",
+}
+_REF_LINK = {f"{system}:{entity}": link for (system, entity), link in LINK_OF.items()}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Per-field ownership, then last writer wins by commit time; ties go to the system earlier
+    in ``rank``, then to the smaller value (so every run decides the same way)."""
+
+    owners: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_OWNERS))
+    rank: tuple[str, ...] = ("salesforce", "tims", "pardot")
+    #: edits from two systems closer than this are reported as conflicts even when LWW decides
+    conflict_window_ms: int = 60_000
+
+
+@dataclass
+class Outcome:
+    duplicate: bool = False
+    changed: list[str] = field(default_factory=list)
+    echo_fields: list[str] = field(default_factory=list)
+    conflicts: list[dict[str, Any]] = field(default_factory=list)
+    commands: list[SinkCommand] = field(default_factory=list)
+    new_refs: list[str] = field(default_factory=list)
+
+
+def new_record(key: str) -> dict[str, Any]:
+    return {"key": key, "version": 0, "fields": {}, "links": {}, "refs": [], "known": {}, "sent": {}, "seen": []}
+
+
+def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for name, value in values.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{name}."))
+        else:
+            flat[f"{prefix}{name}"] = value
+    return flat
+
+
+def _link(record: dict[str, Any], ref: str, outcome: Outcome) -> None:
+    if ref not in record["refs"]:
+        record["refs"].append(ref)
+        outcome.new_refs.append(ref)
+    system, entity, record_id = ref.split(":", 2)
+    link = _REF_LINK.get(f"{system}:{entity}")
+    if link and not record["links"].get(link):
+        record["links"][link] = record_id
+        outcome.changed.append(f"link:{link}")
+
+
+def _wins(policy: Policy, field_name: str, current: Mapping[str, Any], src: str, value: Any, ts: int) -> tuple[bool, str]:
+    owner = policy.owners.get(field_name)
+    if owner is not None:
+        if src == owner:
+            return True, "owner"
+        if current["src"] == owner:
+            return False, "owner"
+    if ts != current["ts"]:
+        return ts > current["ts"], "last_writer"
+    rank = {name: i for i, name in enumerate(policy.rank)}
+    mine, theirs = rank.get(src, len(rank)), rank.get(current["src"], len(rank))
+    if mine != theirs:
+        return mine < theirs, "tie_break"
+    return str(value) < str(current["v"]), "tie_break"
+
+
+def _merge(record: dict[str, Any], policy: Policy, src: str, ts: int, values: Mapping[str, Any],
+           event_id: str, outcome: Outcome) -> None:
+    for name, value in values.items():
+        current = record["fields"].get(name)
+        if current is None:
+            if value is not None:
+                record["fields"][name] = {"v": value, "src": src, "ts": ts}
+                outcome.changed.append(name)
+            continue
+        if current["v"] == value:
+            if policy.owners.get(name) == src != current["src"]:
+                current.update(src=src, ts=ts)  # the owner confirms it: from now on it is the owner's
+            continue
+        accepted, rule = _wins(policy, name, current, src, value, ts)
+        different_source = current["src"] != src
+        if different_source and (not accepted or abs(ts - current["ts"]) <= policy.conflict_window_ms):
+            winner = (src, value, ts) if accepted else (current["src"], current["v"], current["ts"])
+            loser = (current["src"], current["v"], current["ts"]) if accepted else (src, value, ts)
+            outcome.conflicts.append({
+                "customer_key": record["key"], "field": name, "rule": rule,
+                "owner": policy.owners.get(name),
+                "winner": {"system": winner[0], "value": winner[1], "commit_timestamp": winner[2]},
+                "loser": {"system": loser[0], "value": loser[1], "commit_timestamp": loser[2]},
+                "event_id": event_id,
+            })
+        if accepted:
+            record["fields"][name] = {"v": value, "src": src, "ts": ts}
+            outcome.changed.append(name)
+
+
+def _is_echo(record: dict[str, Any], target: str, name: str, value: Any) -> bool:
+    return value in record["sent"].get(target, {}).get(name, [])
+
+
+def _outbound(record: dict[str, Any], mappings: Mappings, event: SourceEvent | None, outcome: Outcome) -> None:
+    golden = {name: slot["v"] for name, slot in record["fields"].items()}
+    links = record["links"]
+    for target, spec in mappings.outbound.items():
+        key = mappings.key_for(target, links)
+        if key is None:
+            continue
+        key_field, key_value, exists = key
+        if not exists and not mappings.may_create(target, golden, links):
+            continue
+        projection = {k: v for k, v in mappings.to_target(target, golden, links).items() if v is not None}
+        known = record["known"].setdefault(target, {})
+        diff = {k: v for k, v in projection.items() if known.get(k) != v}
+        if not diff:
+            continue
+        # Nested objects (an address) go whole: APIs replace them rather than merge their parts.
+        touched = {k.split(".", 1)[0] for k in diff if "." in k}
+        payload = {k: v for k, v in projection.items() if k in diff or k.split(".", 1)[0] in touched}
+        nested: dict[str, Any] = {}
+        for name, value in payload.items():
+            parts = name.split(".")
+            node = nested
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+            node[parts[-1]] = value
+        nested.pop(key_field, None)
+        known.update(payload)
+        sent = record["sent"].setdefault(target, {})
+        for name, value in payload.items():
+            history = [v for v in sent.get(name, []) if v != value][-(SENT_HISTORY - 1):]
+            sent[name] = history + [value]
+        outcome.commands.append(SinkCommand(
+            system=spec.system, object=spec.object, operation="upsert", external_id_field=key_field,
+            external_id=key_value, fields=nested, version=record["version"], record_key=record["key"],
+            source_commit_timestamp=event.commit_timestamp if event else None,
+            source_event_id=event.event_id if event else None,
+        ))
+
+
+def apply_event(record: dict[str, Any], event: SourceEvent, mappings: Mappings, policy: Policy) -> Outcome:
+    """Fold one source event into the golden record (in place); say what to write and report.
+
+    Raises ``Uncleanable`` (topologies.customer_sync.cleansing) when a value cannot be made
+    valid: the caller quarantines the event and the record stays as it was."""
+    outcome = Outcome()
+    if event.event_id in record["seen"]:
+        outcome.duplicate = True
+        return outcome
+    target = f"{event.source}.{event.entity}"
+    flat = _flatten(event.fields)
+    echoes = {name for name, value in flat.items() if _is_echo(record, target, name, value)}
+    fresh = {name: value for name, value in flat.items() if name not in echoes}
+    present = set(fresh) | {name.split(".", 1)[0] for name in fresh}
+    canonical = {} if event.change_type == "DELETE" else mappings.to_canonical(target, event.fields, present)
+
+    before = record["version"]
+    outcome.echo_fields = sorted(echoes)
+    if target in mappings.outbound:
+        record["known"].setdefault(target, {}).update(flat)
+    for ref in [source_ref(event), *crossrefs(event), *company_refs(event)]:
+        _link(record, ref, outcome)
+    _merge(record, policy, event.source, event.commit_timestamp, canonical, event.event_id, outcome)
+    if outcome.changed:
+        record["version"] = before + 1
+    _outbound(record, mappings, event, outcome)
+    record["seen"] = (record["seen"] + [event.event_id])[-SEEN_WINDOW:]
+    return outcome
+
+
+def apply_tims_link(record: dict[str, Any], tims_id: str, mappings: Mappings) -> Outcome:
+    """The TIMS writer created (or found) the customer: link it and write its id back."""
+    outcome = Outcome()
+    _link(record, f"tims:customer:{tims_id}", outcome)
+    if outcome.changed:
+        record["version"] += 1
+    _outbound(record, mappings, None, outcome)
+    return outcome
