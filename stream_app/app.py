@@ -15,7 +15,9 @@ __all__ = ["app", "settings", "create_app"]
 #: Modules that declare agents, tables and commands; imported when the app finalises.
 FLOW_MODULES = [
     "stream_app.diagnostics",
+    "topologies.customer_sync.agents",
     "stream_app.commands",
+    "stream_app.sinks.agents",
 ]
 
 

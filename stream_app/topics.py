@@ -18,13 +18,13 @@ __all__ = ["owned_topic", "declare_owned_topics"]
 _OWNED: list[TopicT] = []
 
 
-def owned_topic(name: str, **options: Any) -> TopicT:
-    """A JSON topic named ``<prefix><name>``, created by the worker if missing."""
+def owned_topic(*names: str, **options: Any) -> TopicT:
+    """A JSON topic (or several read as one) named ``<prefix><name>``, created by the worker."""
     options.setdefault("value_serializer", "json")
     options.setdefault("key_serializer", "raw")
     options.setdefault("partitions", settings.topic_partitions)
     options.setdefault("replicas", settings.topic_replication_factor)
-    topic = app.topic(settings.topic(name), internal=True, **options)
+    topic = app.topic(*(settings.topic(name) for name in names), internal=True, **options)
     _OWNED.append(topic)
     return topic
 

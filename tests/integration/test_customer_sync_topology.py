@@ -1,0 +1,47 @@
+"""The customer sync agents in a real worker on the real broker, fed with source events."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from tests.support.kafka import produce_json, read_json
+from tests.support.worker import WorkerProcess
+
+pytestmark = pytest.mark.integration
+_ids = itertools.count(1)
+
+
+def src(source: str, entity: str, record_id: str, ts: int, change: str = "CREATE", **fields) -> tuple[str, dict]:
+    return record_id, {"event_id": f"t{next(_ids)}", "source": source, "entity": entity, "record_id": record_id,
+                       "change_type": change, "fields": fields, "commit_timestamp": ts}
+
+
+async def test_one_person_from_four_systems_becomes_one_customer(app_env: dict[str, str], tmp_path: Path) -> None:
+    bootstrap, prefix = app_env["KAFKA_BOOTSTRAP_SERVERS"], app_env["CONNECT_TOPIC_PREFIX"]
+    with WorkerProcess(app_env, tmp_path / "worker.log").start() as worker:
+        await produce_json(bootstrap, f"{prefix}src.salesforce.Account", [src("salesforce", "Account", "001A", 900, Name="Acme Welding")])
+        await produce_json(bootstrap, f"{prefix}src.pardot.prospect", [
+            src("pardot", "prospect", "77", 1000, email="Ada@Example.com", firstName="Ada", lastName="Lovelace", score=150, grade="A")])
+        await produce_json(bootstrap, f"{prefix}src.salesforce.Lead", [
+            src("salesforce", "Lead", "00QA", 1100, Email="ada@example.com", FirstName="Ada", LastName="Lovelace", Company="Acme Welding")])
+        await produce_json(bootstrap, f"{prefix}src.tims.customer", [
+            src("tims", "customer", "C9", 1150, name="Ada Lovelace", email="ada@example.com", modified_by="tims-ui")])
+        await produce_json(bootstrap, f"{prefix}src.salesforce.Contact", [
+            src("salesforce", "Contact", "003A", 1200, Email="ada@example.com", FirstName="Ada", LastName="Lovelace", AccountId="001A")])
+
+        commands = await read_json(bootstrap, f"{prefix}sink.salesforce.Contact",
+                                   until=lambda vs: any(v["fields"].get("TIMS_Customer_ID__c") == "C9" for v in vs), timeout=90)
+        accounts = await read_json(bootstrap, f"{prefix}sink.salesforce.Account",
+                                   until=lambda vs: any(v["fields"].get("TIMS_Customer_ID__c") == "C9" for v in vs), timeout=60)
+        tims = await read_json(bootstrap, f"{prefix}sink.tims.customer", until=lambda vs: len(vs) >= 1, timeout=60, quiet_after=3)
+        worker.stop()
+
+    keys = {c["record_key"] for c in commands + accounts + tims}
+    assert len(keys) == 1, "one person must be one customer"
+    # The TIMS customer existed already: it is updated by its TIMS id, never created again.
+    assert all(c["external_id_field"] == "customer_id" and c["external_id"] == "C9" for c in tims)
+    assert tims[-1]["fields"].get("external_id") == "003A"
+    assert {c["external_id"] for c in accounts} == {"001A"}

@@ -1,0 +1,185 @@
+"""Faust agents of the customer sync, thin around the pure modules beside them.
+
+Stages, each keyed so that its table lookups run on the partition that owns the key:
+
+    src.* ──ingest──► customer_sync.identify (key: system:entity:id)  id_map, pending
+                          │ hit                 │ miss, has email
+                          │                     ▼
+                          │           customer_sync.match (key: email)  email_index
+                          ▼                     │
+                      customer_sync.merge (key: customer key)  customer_master
+                          ├─► sink.<system>.<object>   (writes)
+                          ├─► audit.conflicts
+                          └─► identify / match          (new links)
+    links.tims ──ingest──► merge
+
+Every stage first publishes what it derived and waits for the broker's ack, then updates its
+table: a crash in between repeats the work (idempotent) instead of losing the output.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any
+
+from pydantic import ValidationError
+
+from connectors.envelope import SourceEvent
+from stream_app.app import app
+from stream_app.topics import owned_topic
+from topologies.customer_sync.cleansing import Uncleanable
+from topologies.customer_sync.golden import Policy, apply_event, apply_tims_link, new_record
+from topologies.customer_sync.identity import crossrefs, mint_key, normalize_email, source_ref
+from topologies.customer_sync.mapping import load_mappings
+
+__all__ = ["counters", "SOURCE_TOPICS"]
+
+log = logging.getLogger(__name__)
+FLOW = "customer_sync"
+SOURCE_TOPICS = ["src.salesforce.Lead", "src.salesforce.Contact", "src.salesforce.Account",
+                 "src.pardot.prospect", "src.tims.customer"]
+PENDING_LIMIT = 50
+
+mappings = load_mappings()
+policy = Policy()
+counters: Counter[str] = Counter()
+
+source_topic = owned_topic(*SOURCE_TOPICS)
+tims_links_topic = owned_topic("links.tims")
+identify_topic = owned_topic(f"{FLOW}.identify")
+match_topic = owned_topic(f"{FLOW}.match")
+merge_topic = owned_topic(f"{FLOW}.merge")
+conflicts_topic = owned_topic("audit.conflicts")
+quarantine_topic = owned_topic(f"quarantine.{FLOW}")
+sink_topics = {target: owned_topic(f"sink.{target}") for target in mappings.outbound}
+
+id_map = app.Table("id_map", default=None, key_type=str)
+pending = app.Table("pending_identity", default=None, key_type=str)
+email_index = app.Table("email_index", default=None, key_type=str)
+customer_master = app.Table("customer_master", default=None, key_type=str)
+
+
+async def _send(topic: Any, key: str, value: Any) -> None:
+    """Publish and wait for the broker's ack."""
+    await (await topic.send(key=key.encode(), value=value))
+
+
+async def _quarantine(reason: str, raw: Any) -> None:
+    counters["quarantined"] += 1
+    await _send(quarantine_topic, FLOW, {"flow": FLOW, "reason": reason, "raw": raw})
+
+
+def _email_of(event: SourceEvent) -> str | None:
+    return normalize_email(event.fields.get("Email", event.fields.get("email")))
+
+
+@app.agent(source_topic, concurrency=1)
+async def ingest(stream):  # type: ignore[no-untyped-def]
+    """Validate source events and re-key them by source reference."""
+    async for value in stream:
+        try:
+            event = SourceEvent.model_validate(value)
+        except ValidationError as exc:
+            await _quarantine(f"not a source event: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}", value)
+            continue
+        counters["events_in"] += 1
+        ref = source_ref(event)
+        tries = [ref, *crossrefs(event)]
+        await _send(identify_topic, ref, {"kind": "event", "event": event.model_dump(mode="json"),
+                                          "tries": tries, "i": 0})
+
+
+@app.agent(tims_links_topic, concurrency=1)
+async def tims_links(stream):  # type: ignore[no-untyped-def]
+    """TIMS ids from the TIMS writer go to the customer they were created for."""
+    async for value in stream:
+        key, tims_id = value.get("record_key"), value.get("tims_id")
+        if not key or not tims_id:
+            await _quarantine("links.tims entry without record_key or tims_id", value)
+            continue
+        await _send(merge_topic, key, {"kind": "tims_link", "tims_id": tims_id})
+
+
+@app.agent(identify_topic, concurrency=1)
+async def identify(stream):  # type: ignore[no-untyped-def]
+    async for message in stream:
+        if message["kind"] == "link":
+            ref, key = message["ref"], message["customer_key"]
+            for parked in pending.get(ref) or []:
+                await _send(merge_topic, key, {"kind": "event", "event": parked})
+            if id_map.get(ref) is None:
+                id_map[ref] = key
+            if pending.get(ref) is not None:
+                pending.pop(ref)
+            continue
+        tries, i = message["tries"], message["i"]
+        known = id_map.get(tries[i])
+        event = message["event"]
+        if known is not None:
+            counters["identified_by_ref"] += 1
+            await _send(merge_topic, known, {"kind": "event", "event": event})
+        elif i + 1 < len(tries):
+            await _send(identify_topic, tries[i + 1], {**message, "i": i + 1})
+        elif (email := _email_of(SourceEvent.model_validate(event))) is not None:
+            await _send(match_topic, email, {"kind": "event", "event": event})
+        elif message.get("park") or len(tries) == 1:
+            parked = (pending.get(tries[i]) or [])[-(PENDING_LIMIT - 1):]
+            pending[tries[i]] = parked + [event]
+            counters["parked"] += 1
+        else:
+            await _send(identify_topic, tries[0], {**message, "tries": [tries[0]], "i": 0, "park": True})
+
+
+@app.agent(match_topic, concurrency=1)
+async def match(stream):  # type: ignore[no-untyped-def]
+    async for event in stream.events():
+        email = event.key.decode()
+        message = event.value
+        if message["kind"] == "link":
+            if email_index.get(email) is None:
+                email_index[email] = message["customer_key"]
+            continue
+        key = email_index.get(email)
+        if key is None:
+            key = mint_key(email)
+            counters["customers_minted"] += 1
+        await _send(merge_topic, key, {"kind": "event", "event": message["event"]})
+        if email_index.get(email) is None:
+            email_index[email] = key
+
+
+@app.agent(merge_topic, concurrency=1)
+async def merge(stream):  # type: ignore[no-untyped-def]
+    async for event in stream.events():
+        key = event.key.decode()
+        message = event.value
+        record = customer_master.get(key) or new_record(key)
+        before_email = (record["fields"].get("email") or {}).get("v")
+        if message["kind"] == "tims_link":
+            outcome = apply_tims_link(record, message["tims_id"], mappings)
+        else:
+            source_event = SourceEvent.model_validate(message["event"])
+            try:
+                outcome = apply_event(record, source_event, mappings, policy)
+            except Uncleanable as exc:
+                await _quarantine(f"{source_event.source}.{source_event.entity} {source_event.record_id}: {exc}",
+                                  message["event"])
+                continue
+            if outcome.duplicate:
+                counters["duplicates"] += 1
+                continue
+            counters["echo_fields"] += len(outcome.echo_fields)
+        for command in outcome.commands:
+            await _send(sink_topics[f"{command.system}.{command.object}"], command.partition_key,
+                        command.model_dump(mode="json"))
+        for conflict in outcome.conflicts:
+            await _send(conflicts_topic, key, conflict)
+        for ref in outcome.new_refs:
+            await _send(identify_topic, ref, {"kind": "link", "ref": ref, "customer_key": key})
+        email = (record["fields"].get("email") or {}).get("v")
+        if email and email != before_email:
+            await _send(match_topic, email, {"kind": "link", "customer_key": key})
+        counters["commands"] += len(outcome.commands)
+        counters["conflicts"] += len(outcome.conflicts)
+        customer_master[key] = record
