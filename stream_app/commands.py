@@ -111,3 +111,29 @@ async def sandbox(self: AppCommand, host: str, salesforce_port: int, pubsub_port
     for line in running.lines():
         print(line, flush=True)
     await serve_forever(running)
+
+
+@app.command(
+    argument("action", type=click.Choice(["check", "preview"])),
+    argument("flow", required=False),
+    argument("record", required=False, type=click.Path(exists=True, dir_okay=False)),
+)
+async def mappings(self: AppCommand, action: str, flow: str | None, record: str | None) -> None:
+    """Validate the flow mappings (check), or show what one record maps to (preview FLOW RECORD.json).
+
+    RECORD.json is a source event ({"source": "salesforce", "entity": "Contact", "fields": {...}})
+    or {"source": "salesforce.Contact", "fields": {...}, "links": {"salesforce_contact": "003..."}}.
+    """
+    from stream_app.app import settings as current
+    from topologies.customer_sync.preview import check, preview
+
+    try:
+        if action == "check":
+            print(check(current.mappings_dir))
+        else:
+            if not flow or not record:
+                raise click.UsageError("preview needs FLOW and RECORD.json")
+            print(preview(current.mappings_dir, flow, record))
+    except ValueError as exc:
+        print(f"stream-app mappings {action}: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     broker_session_timeout: float = Field(default=30.0, ge=6, le=300)
     broker_heartbeat_interval: float = Field(default=3.0, gt=0, le=60)
 
+    #: folder of the flow mapping files (*.yaml); default: the ones shipped in topologies/mappings
+    mappings_dir: Path | None = None
+
     # Salesforce (connectors/salesforce/config.py says what each means)
     salesforce_login_url: str = "https://login.salesforce.com"
     salesforce_auth_flow: str = "jwt"

@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from connectors.envelope import SourceEvent
-from stream_app.app import app
+from stream_app.app import app, settings
 from stream_app.topics import owned_topic
 from topologies.customer_sync.cleansing import Uncleanable
 from topologies.customer_sync.golden import Policy, apply_event, apply_tims_link, new_record
@@ -41,7 +41,7 @@ SOURCE_TOPICS = ["src.salesforce.Lead", "src.salesforce.Contact", "src.salesforc
                  "src.pardot.prospect", "src.tims.customer"]
 PENDING_LIMIT = 50
 
-mappings = load_mappings()
+mappings = load_mappings(settings.mappings_dir)
 policy = Policy()
 counters: Counter[str] = Counter()
 

@@ -103,6 +103,8 @@ class Outbound:
     fields: dict[str, Rule] = field(default_factory=dict)
     create_when: Any = None
     origin: str = ""
+    #: the flow files that define part of this target
+    files: set[str] = field(default_factory=set)
 
     @property
     def system(self) -> str:
@@ -310,6 +312,7 @@ def _load_file(file: Path, into: Mappings) -> None:
         _target_name(reader, doc["outbound"], target, where)
         _check_keys(reader, spec, {"key", "fields", "create_when"}, where)
         out = into.outbound.setdefault(target, Outbound(target, origin=f"{reader.name}:{spec.line}"))
+        out.files.add(reader.name)
         if "key" in spec:
             if out.keys:
                 raise reader.fail(spec, "key", f"{where}.key", f"already defined in {out.origin}")
