@@ -65,14 +65,12 @@ def _kafka_action(action: str, port: int | None, timeout: float) -> None:
         sys.exit(1)
 
 
-@app.command()
-async def demo(self: AppCommand) -> None:
-    """Start the demo: for now a worker on the local broker (Ctrl-C stops it)."""
-    import shutil
+@app.command(option("--once", is_flag=True, help="Play the scenario, print the report and exit (0 only if all arrived)."))
+async def demo(self: AppCommand, once: bool) -> None:
+    """The sandbox, a worker and the sources playing the customer flows; runs until Ctrl-C."""
+    from stream_app.demo import run_demo
 
-    exe = shutil.which("stream-app") or sys.argv[0]
-    print(f"demo: starting a worker on {os.environ.get('KAFKA_BOOTSTRAP_SERVERS', '127.0.0.1:9092')}; Ctrl-C stops it")
-    os.execvp(exe, [exe, "worker", "--loglevel", "info"])
+    sys.exit(await run_demo(once))
 
 
 @app.command(argument("system", type=click.Choice(["salesforce", "tims", "pardot"])))

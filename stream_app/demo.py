@@ -1,0 +1,221 @@
+"""`stream-app demo`: the sandbox, a worker and the three sources, playing the two customer flows.
+
+1. Website lead capture → TIMS onboarding: a Pardot form creates a prospect, Pardot scores and
+   grades it and syncs a Lead; the Lead is converted; the qualified ones become TIMS customers
+   exactly once, and the TIMS id lands on the Contact and the Account.
+2. Customer master both ways: a Salesforce user edits a phone and a city (→ TIMS); a TIMS user
+   edits payment terms and the credit limit (→ Salesforce custom fields).
+
+The sandbox runs in this process; the worker and the sources run as subprocesses, as an
+operator would run them. Each run uses its own app id and topic prefix, so runs never mix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from sandbox.run import Sandbox, start_sandbox
+
+__all__ = ["run_demo", "PEOPLE"]
+
+
+@dataclass
+class Person:
+    first: str
+    last: str
+    email: str
+    company: str
+    score: int
+    grade: str
+    ids: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def qualified(self) -> bool:
+        return self.grade in ("A", "A+") and self.score > 100
+
+
+PEOPLE = [
+    Person("Ada", "Lovelace", "ada@analytical.example", "Analytical Engines Ltd", 180, "A"),
+    Person("Grace", "Hopper", "grace@cobol.example", "Compiler Works", 240, "A+"),
+    Person("Alan", "Turing", "alan@bombe.example", "Bletchley Supplies", 95, "B"),
+    Person("Katherine", "Johnson", "katherine@orbits.example", "Trajectory Gas Co", 130, "A"),
+]
+
+
+class Processes:
+    """The worker and the sources, each with its own log file."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env, self.logs = env, logs
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.exe = shutil.which("stream-app") or str(Path(sys.executable).with_name("stream-app"))
+
+    def start(self, name: str, *args: str) -> None:
+        log = open(self.logs / f"{name}.log", "ab")
+        self.procs[name] = subprocess.Popen([self.exe, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+
+    def check(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode}; see {self.logs / (name + '.log')}")
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+async def _wait_for(what: str, check: Callable[[], bool], processes: Processes, timeout: float, say: Callable[[str], None]) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        processes.check()
+        if check():
+            say(f"  ✓ {what}")
+            return True
+        await asyncio.sleep(0.5)
+    say(f"  ✗ {what} (not after {timeout:.0f}s)")
+    return False
+
+
+_SALESFORCE_WRITES = {"create", "update", "delete", "upsert", "collections.create", "collections.update",
+                      "collections.delete", "collections.upsert"}
+
+
+def _api_writes(sandbox: Sandbox) -> dict[str, int]:
+    """Writes made by the connector so far, per system (to see the systems go quiet)."""
+    api = sandbox.org.snapshot(with_records=False)["api"]
+    salesforce = sum(count for client_kind, count in api["by_client_kind"].items()
+                     if client_kind.split(" ")[0] == "pardot-tims-connect"
+                     and client_kind.split(" ")[-1] in _SALESFORCE_WRITES)
+    tims = sum(1 for change in sandbox.tims.changes if change.modified_by == "connect")
+    return {"salesforce": salesforce, "tims": tims}
+
+
+async def _play(sandbox: Sandbox, processes: Processes, say: Callable[[str], None], timeout: float) -> bool:
+    org, pardot, tims = sandbox.org, sandbox.pardot, sandbox.tims
+    ok = True
+    say("flow 1: website lead capture → TIMS customer onboarding")
+    for person in PEOPLE:
+        prospect, _ = pardot.submit_form(person.email, {"firstName": person.first, "lastName": person.last,
+                                                         "company": person.company})
+        pardot.update_prospect(prospect["id"], score=person.score, grade=person.grade)
+        lead_id = org.create("Lead", {"FirstName": person.first, "LastName": person.last, "Email": person.email,
+                                      "Company": person.company, "pi__score__c": float(person.score),
+                                      "pi__grade__c": person.grade})
+        pardot.link_crm(prospect["id"], lead_id=lead_id)
+        converted = org.convert_lead(lead_id)
+        pardot.link_crm(prospect["id"], contact_id=converted.contact_id, account_id=converted.account_id)
+        person.ids = {"prospect": prospect["id"], "lead": lead_id, "contact": converted.contact_id,
+                      "account": converted.account_id}
+        say(f"  {person.first} {person.last}: form → prospect {prospect['id']} (score {person.score}, grade "
+            f"{person.grade}) → Lead {lead_id} → converted: Contact {converted.contact_id}, Account {converted.account_id}")
+
+    def tims_customer(person: Person) -> dict[str, Any] | None:
+        try:
+            return tims.customer_by_external_id(person.ids["contact"])
+        except Exception:
+            return None
+
+    for person in PEOPLE:
+        if person.qualified:
+            ok &= await _wait_for(f"{person.first}: TIMS customer created with ExternalID {person.ids['contact']}",
+                                  lambda p=person: tims_customer(p) is not None, processes, timeout, say)
+            customer = tims_customer(person)
+            if customer is None:
+                continue
+            person.ids["tims"] = customer["customer_id"]
+            ok &= await _wait_for(
+                f"{person.first}: TIMS CustomerID {customer['customer_id']} on Contact and Account",
+                lambda p=person: (org.get("Contact", p.ids["contact"]) or {}).get("TIMS_Customer_ID__c") == p.ids["tims"]
+                and (org.get("Account", p.ids["account"]) or {}).get("TIMS_Customer_ID__c") == p.ids["tims"],
+                processes, timeout, say)
+        else:
+            say(f"  · {person.first}: grade {person.grade}, score {person.score}: not onboarded (by design)")
+
+    say("flow 2: customer master sync both ways")
+    first = next(p for p in PEOPLE if p.qualified and "tims" in p.ids) if any("tims" in p.ids for p in PEOPLE) else None
+    if first is None:
+        return False
+    org.update("Contact", first.ids["contact"], {"Phone": "(415) 555-0134", "MailingCity": "Sheffield"})
+    say(f"  Salesforce user edits {first.first}'s phone and mailing city")
+    ok &= await _wait_for(f"TIMS {first.ids['tims']} has phone +14155550134 and city Sheffield",
+                          lambda: (tims.customer(first.ids["tims"]).get("phone") == "+14155550134"
+                                   and (tims.customer(first.ids["tims"]).get("billing_address") or {}).get("city") == "Sheffield"),
+                          processes, timeout, say)
+    tims.update_customer(first.ids["tims"], payment_terms="NET60", credit_limit=25000)
+    say(f"  TIMS user sets {first.first}'s payment terms NET60 and credit limit 25,000")
+    ok &= await _wait_for("Salesforce Contact and Account show NET60 and 25,000",
+                          lambda: (org.get("Contact", first.ids["contact"]) or {}).get("TIMS_Payment_Terms__c") == "NET60"
+                          and (org.get("Account", first.ids["account"]) or {}).get("TIMS_Credit_Limit__c") == 25000,
+                          processes, timeout, say)
+    return ok
+
+
+def _report(sandbox: Sandbox, say: Callable[[str], None]) -> None:
+    say("what each system holds now")
+    for person in PEOPLE:
+        contact = sandbox.org.get("Contact", person.ids.get("contact", "")) or {}
+        say(f"  {person.first:<10} Pardot {person.ids.get('prospect')}  Contact {person.ids.get('contact')} "
+            f"(TIMS_Customer_ID__c={contact.get('TIMS_Customer_ID__c')})  TIMS {person.ids.get('tims', '-')}")
+    api = sandbox.org.snapshot(with_records=False)["api"]
+    say(f"  Salesforce API calls by client: {api['by_client']} (daily usage {api['used']}/{api['limit']})")
+    writes = _api_writes(sandbox)
+    say(f"  writes by the connector: Salesforce {writes['salesforce']}, TIMS {writes['tims']}")
+    say(f"  TIMS records: {len(sandbox.tims.all('customers'))} customers")
+
+
+async def run_demo(once: bool, say: Callable[[str], None] = print, timeout: float = 90.0) -> int:
+    run = time.strftime("%Y%m%d%H%M%S")
+    logs = Path("var/demo") / run
+    logs.mkdir(parents=True, exist_ok=True)
+    ports = {"salesforce-rest": 0, "salesforce-pubsub": 0, "pardot": 0, "tims": 0} if once else None
+    sandbox = await start_sandbox(ports=ports, keepalive_seconds=5)
+    env = {**os.environ, **sandbox.worker_env(), "CONNECT_APP_ID": f"demo-{run}",
+           "CONNECT_TOPIC_PREFIX": f"demo-{run}.", "CONNECT_DATA_DIR": str(logs / "data"),
+           "CONNECT_WEB_PORT": os.environ.get("CONNECT_WEB_PORT", "6066")}
+    processes = Processes(env, logs)
+    say("sandbox:")
+    for line in sandbox.lines():
+        say(f"  {line}")
+    try:
+        processes.start("worker", "worker", "--loglevel", "info")
+        for system in ("salesforce", "tims", "pardot"):
+            processes.start(f"source-{system}", "source", system)
+        say(f"worker and sources started (logs in {logs}); worker web: http://127.0.0.1:{env['CONNECT_WEB_PORT']}")
+        await asyncio.sleep(8)
+        ok = await _play(sandbox, processes, say, timeout)
+        before = _api_writes(sandbox)
+        await asyncio.sleep(5)
+        quiet = _api_writes(sandbox) == before
+        say(f"  {'✓' if quiet else '✗'} the systems are quiet once they agree (no writes in the last 5 s)")
+        ok &= quiet
+        _report(sandbox, say)
+        say("demo: every expected record arrived" if ok else "demo: some expected records did not arrive")
+        if not once:
+            say("running until Ctrl-C; the URLs above are live")
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await stop.wait()
+        return 0 if ok else 1
+    finally:
+        processes.stop()
+        await sandbox.stop()
