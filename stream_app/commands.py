@@ -135,3 +135,36 @@ async def mappings(self: AppCommand, action: str, flow: str | None, record: str 
     except ValueError as exc:
         print(f"stream-app mappings {action}: {exc}", file=sys.stderr)
         sys.exit(1)
+
+
+@app.command(
+    option("--topic", required=True, help="Topic to reprocess (with or without CONNECT_TOPIC_PREFIX)."),
+    option("--partition", "partitions", type=int, multiple=True, help="Only these partitions (repeatable)."),
+    option("--from-offset", type=int, default=None, help="Reprocess from this offset."),
+    option("--from-time", default=None, help="Reprocess from this time (ISO 8601, e.g. 2026-11-26T10:00:00Z)."),
+    option("--dry-run", is_flag=True, help="Print current and new offsets and what would be reprocessed; change nothing."),
+)
+async def replay(self: AppCommand, topic: str, partitions: tuple[int, ...], from_offset: int | None,
+                 from_time: str | None, dry_run: bool) -> None:
+    """Reset the app's consumer-group offsets so stopped workers reprocess a topic on restart."""
+    from stream_app.app import settings as current
+    from stream_app.replay import ReplayError, apply, group_members, parse_time, plan, resolve_topic
+
+    bootstrap, group = current.kafka_bootstrap_servers, app.conf.id
+    try:
+        full = await resolve_topic(bootstrap, topic, current.topic_prefix)
+        since = parse_time(from_time) if from_time else None
+        plans = await plan(bootstrap, group, full, list(partitions) or None, from_offset, since)
+        for item in plans:
+            print(item.line(full))
+        print(f"total: {sum(p.to_reprocess for p in plans)} messages to reprocess by group {group}")
+        if dry_run:
+            if await group_members(bootstrap, group):
+                print(f"note: group {group} has live members now; stop the workers before the real run")
+            print("dry run: nothing changed")
+            return
+        await apply(bootstrap, group, full, plans)
+        print(f"done: offsets of {group} on {full} reset; start the workers to reprocess")
+    except ReplayError as exc:
+        print(f"stream-app replay: {exc}", file=sys.stderr)
+        sys.exit(1)

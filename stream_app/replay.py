@@ -1,0 +1,118 @@
+"""Replay: move the app's consumer-group offsets back (or forward) so workers reprocess.
+
+Workers must be stopped: Kafka only lets a group's offsets be changed from outside while the
+group has no members, and we refuse before trying. ``plan`` computes, per partition, the current
+committed offset, the new one and how many messages that reprocesses; ``apply`` commits the new
+offsets. Replays are safe because every write downstream is an idempotent, version-guarded
+upsert and events are deduped by id (README, "Replay").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+__all__ = ["ReplayError", "PartitionPlan", "resolve_topic", "plan", "apply", "group_members", "parse_time"]
+
+
+class ReplayError(RuntimeError):
+    """The replay cannot go ahead; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class PartitionPlan:
+    partition: int
+    current: int | None  # committed offset, None when the group never committed here
+    new: int
+    end: int
+
+    @property
+    def to_reprocess(self) -> int:
+        start = self.end if self.current is None else self.current
+        return max(0, start - self.new)
+
+    def line(self, topic: str) -> str:
+        current = "none" if self.current is None else str(self.current)
+        return (f"{topic}[{self.partition}]: committed {current} → {self.new} (end {self.end}); "
+                f"{self.to_reprocess} messages to reprocess")
+
+
+def parse_time(text: str) -> int:
+    """ISO 8601 → epoch milliseconds (naive times are UTC)."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ReplayError(f"--from-time {text!r} is not ISO 8601 (e.g. 2026-11-26T10:00:00Z)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp() * 1000)
+
+
+async def resolve_topic(bootstrap: str, topic: str, prefix: str) -> str:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        topics = set(await admin.list_topics())
+    finally:
+        await admin.close()
+    for candidate in (topic, f"{prefix}{topic}"):
+        if candidate in topics:
+            return candidate
+    near = sorted(t for t in topics if topic in t)[:5]
+    raise ReplayError(f"no topic {topic!r} (nor {prefix + topic!r})" + (f"; did you mean {', '.join(near)}?" if near else ""))
+
+
+async def group_members(bootstrap: str, group: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [response] = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    groups = response.to_object()["groups"]
+    return sum(len(g["members"]) for g in groups if g["group"] == group)
+
+
+async def plan(bootstrap: str, group: str, topic: str, partitions: list[int] | None,
+               from_offset: int | None = None, from_time_ms: int | None = None) -> list[PartitionPlan]:
+    if (from_offset is None) == (from_time_ms is None):
+        raise ReplayError("give exactly one of --from-offset or --from-time")
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        available = consumer.partitions_for_topic(topic) or set()
+        if not available:
+            await consumer._client.force_metadata_update()
+            available = consumer.partitions_for_topic(topic) or set()
+        chosen = sorted(available) if partitions is None else partitions
+        missing = sorted(set(chosen) - available)
+        if missing:
+            raise ReplayError(f"{topic} has partitions {sorted(available)}; no partition {missing}")
+        tps = [TopicPartition(topic, p) for p in chosen]
+        starts = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
+        committed = {tp: await consumer.committed(tp) for tp in tps}
+        if from_time_ms is not None:
+            found = await consumer.offsets_for_times({tp: from_time_ms for tp in tps})
+            targets = {tp: (found[tp].offset if found[tp] is not None else ends[tp]) for tp in tps}
+        else:
+            targets = {tp: min(max(from_offset or 0, starts[tp]), ends[tp]) for tp in tps}
+        return [PartitionPlan(tp.partition, committed[tp], targets[tp], ends[tp]) for tp in tps]
+    finally:
+        await consumer.stop()
+
+
+async def apply(bootstrap: str, group: str, topic: str, plans: list[PartitionPlan]) -> None:
+    if await group_members(bootstrap, group):
+        raise ReplayError(f"consumer group {group!r} has live members: stop every worker first, then replay")
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = {TopicPartition(topic, p.partition): p.new for p in plans}
+        consumer.assign(list(tps))
+        await consumer.commit(tps)
+    finally:
+        await consumer.stop()
