@@ -17,7 +17,6 @@ FLOW_MODULES = [
     "stream_app.diagnostics",
     "topologies.customer_sync.agents",
     "stream_app.commands",
-    "stream_app.sinks.agents",
 ]
 
 
