@@ -106,6 +106,8 @@ class PositionStore:
         self.target = target
         self.topic = target.topic(self.TOPIC)
         self._producer = AIOKafkaProducer(bootstrap_servers=target.bootstrap, acks="all", enable_idempotence=True)
+        #: the last position saved per key, with when (epoch seconds): read by the metrics layer
+        self.saved: dict[str, tuple[float, dict[str, Any]]] = {}
 
     async def start(self) -> None:
         await ensure_topics(self.target, [self.topic], compacted=True)
@@ -140,3 +142,4 @@ class PositionStore:
     async def save(self, key: str, position: dict[str, Any]) -> None:
         """Durably record ``position`` (call only after the events up to it were acked)."""
         await self._producer.send_and_wait(self.topic, json.dumps(position).encode(), key=key.encode())
+        self.saved[key] = (time.time(), position)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import time
+from collections import Counter
 from typing import Any
 
 from connectors.envelope import SourceEvent
@@ -28,6 +30,10 @@ class Source(abc.ABC):
         self.positions = positions
         self._stopping = asyncio.Event()
         self.published = 0
+        #: read by the metrics layer: events acked per topic, and when each stream last read its
+        #: system successfully (epoch seconds; see :meth:`polled`)
+        self.published_per_topic: Counter[str] = Counter()
+        self.last_poll: dict[str, float] = {}
 
     async def start(self) -> None:
         await self.publisher.start()
@@ -56,6 +62,11 @@ class Source(abc.ABC):
             return False
         return True
 
+    def polled(self, stream: str) -> None:
+        """Record a successful read of ``stream`` (named as in its position key, after
+        ``<system>:``), also one that found nothing: a quiet source is not a stalled one."""
+        self.last_poll[stream] = time.time()
+
     async def publish(self, events: list[SourceEvent]) -> None:
         """Publish events (grouped per entity topic) and wait for all acks."""
         by_topic: dict[str, list[tuple[str, dict[str, Any]]]] = {}
@@ -64,4 +75,5 @@ class Source(abc.ABC):
                 (event.record_id, event.model_dump(mode="json")))
         for topic, records in by_topic.items():
             await self.publisher.send_many(topic, records)
+            self.published_per_topic[topic] += len(records)
         self.published += len(events)

@@ -109,9 +109,10 @@ class SalesforceRest:
         return response
 
     # -- operations ----------------------------------------------------------------------------
-    async def query(self, soql: str) -> AsyncIterator[dict[str, Any]]:
-        """All rows of a SOQL query, following nextRecordsUrl."""
-        response = await self.request("GET", "query", params={"q": soql})
+    async def query(self, soql: str, *, include_deleted: bool = False) -> AsyncIterator[dict[str, Any]]:
+        """All rows of a SOQL query, following nextRecordsUrl; ``include_deleted`` runs it as
+        queryAll (deleted records too, with IsDeleted true)."""
+        response = await self.request("GET", "queryAll" if include_deleted else "query", params={"q": soql})
         while True:
             body = response.json()
             for row in body.get("records", []):

@@ -27,6 +27,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from fastavro import parse_schema, schemaless_writer
 
+from connectors.salesforce.bitmaps import encode_bitmap
+
 from .avro_schemas import (
     COMPOUND_CHILDREN,
     FieldSpec,
@@ -37,7 +39,6 @@ from .avro_schemas import (
     schema_json,
     specs_from_describe,
 )
-from .bitmaps import encode_bitmap
 from .changes import RecordChange
 
 __all__ = [
@@ -422,6 +423,28 @@ class EventBus:
             commit_user=commit_user,
         )
         return self._append(entity, header, build_record(self._entities[entity].fields, {}, ())).replay_id
+
+    def inject_raw(self, entity: str, payload: bytes, *, schema_id: str | None = None) -> bytes:
+        """An event carrying exactly ``payload`` on ``entity``'s channels (broken Avro, a header
+        Salesforce would never write, or an unknown ``schema_id``), so tests can check that a
+        subscriber quarantines what it cannot trust; returns its replay id."""
+        self._require(entity)
+        with self._lock:
+            self._seq += 1
+            event = StoredEvent(
+                seq=self._seq,
+                entity=entity,
+                change_type="RAW",
+                record_ids=(),
+                event_id=str(uuid.uuid4()),
+                schema_id=schema_id or self._entities[entity].schema_id,
+                payload=payload,
+                stored_at=self._clock(),
+            )
+            self._log.append(event)
+            self.counters["RAW"] += 1
+        self._notify()
+        return event.replay_id
 
     def _require(self, entity: str) -> None:
         if not self._refresh_schema(entity):

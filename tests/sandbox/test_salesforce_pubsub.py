@@ -22,7 +22,7 @@ from fastavro import parse_schema, schemaless_reader
 from connectors.salesforce.proto import pubsub_api_pb2 as pb
 from connectors.salesforce.proto import pubsub_api_pb2_grpc as pb_grpc
 from sandbox.faults import FaultConfig, Faults
-from sandbox.salesforce.bitmaps import decode_bitmap
+from connectors.salesforce.bitmaps import decode_bitmap
 from sandbox.salesforce.changes import RecordChange
 from sandbox.salesforce.eventbus import EventBus, admin_routes
 from sandbox.salesforce.org import FieldDef, Org

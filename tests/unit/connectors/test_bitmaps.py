@@ -9,6 +9,7 @@ import json
 import pytest
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
+from connectors.salesforce.bitmaps import BitmapError, bits_to_hex, decode_bitmap, encode_bitmap, hex_to_bits
 from sandbox.salesforce.avro_schemas import (
     CHANGE_TYPES,
     build_record,
@@ -19,7 +20,6 @@ from sandbox.salesforce.avro_schemas import (
     schema_json,
     specs_from_describe,
 )
-from sandbox.salesforce.bitmaps import BitmapError, bits_to_hex, decode_bitmap, encode_bitmap, hex_to_bits
 from sandbox.salesforce.eventbus import DEFAULT_ENTITY_FIELDS
 
 CONTACT = change_event_schema("Contact", DEFAULT_ENTITY_FIELDS["Contact"])
