@@ -168,3 +168,17 @@ async def replay(self: AppCommand, topic: str, partitions: tuple[int, ...], from
     except ReplayError as exc:
         print(f"stream-app replay: {exc}", file=sys.stderr)
         sys.exit(1)
+
+
+@app.command(
+    argument("system", type=click.Choice(["salesforce", "tims", "pardot"])),
+    option("--entity", "entities", multiple=True, help="Only this entity (repeatable); default: all configured."),
+)
+async def backfill(self: AppCommand, system: str, entities: tuple[str, ...]) -> None:
+    """Snapshot existing records into the source topics (progress on stderr), then hand over to the live source."""
+    import importlib
+
+    from stream_app.app import settings as current
+
+    module = importlib.import_module(f"connectors.{system}.backfill")
+    sys.exit(await module.run_backfill(current, list(entities) or None))
