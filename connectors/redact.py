@@ -14,6 +14,7 @@ __all__ = ["mask_email", "mask_phone", "redact_fields", "redact_text"]
 
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
 _PHONE = re.compile(r"\+?\d[\d\s().-]{6,}\d")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _EMAIL_FIELD = re.compile(r"e-?mail", re.IGNORECASE)
 _PHONE_FIELD = re.compile(r"phone|fax|mobile", re.IGNORECASE)
 
@@ -35,7 +36,7 @@ def mask_phone(value: str) -> str:
 def redact_text(text: str) -> str:
     """Mask every email and phone-like number inside free text."""
     text = _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)
-    return _PHONE.sub(lambda m: mask_phone(m.group(0)), text)
+    return _PHONE.sub(lambda m: m.group(0) if _DATE.match(m.group(0)) else mask_phone(m.group(0)), text)
 
 
 def redact_fields(fields: Mapping[str, Any]) -> dict[str, Any]:

@@ -46,3 +46,11 @@ def create_app(config: Settings) -> faust.App:
 
 settings = load_settings()
 app = create_app(settings)
+
+
+@app.task
+async def mask_personal_data_in_logs() -> None:
+    """Runs once the worker has set up its logging: mask emails and phones on every handler."""
+    from stream_app.logs import configure
+
+    configure(settings.log_level.value)

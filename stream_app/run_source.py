@@ -14,6 +14,7 @@ import signal
 
 from connectors.kafka_io import KafkaTarget
 from connectors.source import Source
+from stream_app.logs import configure as configure_logging
 from stream_app.settings import Settings
 
 __all__ = ["SYSTEMS", "kafka_target", "build", "run_source"]
@@ -34,7 +35,14 @@ def build(system: str, settings: Settings) -> Source:
     return module.build_source(settings, kafka_target(settings))
 
 
-async def run_source(source: Source) -> None:
+async def run_source(source: Source, metrics_port: int | None = None, metrics_host: str = "127.0.0.1",
+                     log_level: str = "info") -> None:
+    """Run until SIGTERM/SIGINT; with ``metrics_port``, serve /metrics there (0: any free port)."""
+    configure_logging(log_level)
+    if metrics_port is not None:
+        from stream_app.metrics_server import serve_source_metrics
+
+        serve_source_metrics(source, metrics_port, metrics_host)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, source.stop)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import yaml
 from pydantic import AliasChoices, BaseModel, SecretStr, Field, ValidationError, field_validator, model_validator
@@ -132,12 +132,30 @@ class Settings(BaseSettings):
     pardot_base_url: str = "https://pi.pardot.com"
     pardot_business_unit_id: str = ""
     pardot_daily_limit: int = Field(default=25_000, ge=1)
+    pardot_poll_interval: float = Field(default=30.0, gt=0)
+    pardot_overlap_seconds: float = Field(default=60.0, ge=0)
+    pardot_page_size: int = Field(default=200, ge=1, le=1000)
+    pardot_entities: str = "prospect,visitor_activity"
+    #: extra prospect fields to read (custom fields such as TIMS_Customer_ID__c), comma-separated
+    pardot_prospect_fields: str = ""
 
     # TIMS
     tims_base_url: str = ""
     tims_api_key: SecretStr | None = None
     tims_client_name: str = "connect"
     tims_webhook_secret: SecretStr | None = None
+    #: poll the change feed, or receive TIMS webhooks (then reconcile with the feed now and then)
+    tims_source_mode: Literal["poll", "webhook"] = "poll"
+    tims_poll_interval: float = Field(default=2.0, gt=0)
+    tims_overlap_seconds: float = Field(default=10.0, ge=0)
+    tims_page_size: int = Field(default=500, ge=1, le=1000)
+    #: entities to read from the change feed, comma-separated; empty: all
+    tims_entities: str = ""
+    tims_webhook_host: str = "127.0.0.1"
+    tims_webhook_port: int = Field(default=8093, ge=1, le=65535)
+    tims_webhook_path: str = "/tims/webhook"
+    tims_webhook_tolerance: float = Field(default=300.0, gt=0)
+    tims_reconcile_interval: float = Field(default=60.0, ge=0)
 
     @classmethod
     def settings_customise_sources(
