@@ -73,8 +73,12 @@ async def demo(self: AppCommand, once: bool) -> None:
     sys.exit(await run_demo(once))
 
 
-@app.command(argument("system", type=click.Choice(["salesforce", "tims", "pardot"])))
-async def source(self: AppCommand, system: str) -> None:
+@app.command(
+    argument("system", type=click.Choice(["salesforce", "tims", "pardot"])),
+    option("--metrics-port", type=int, default=None,
+           help="Serve Prometheus /metrics on this port (default: CONNECT_METRICS_PORT; none: off)."),
+)
+async def source(self: AppCommand, system: str, metrics_port: int | None) -> None:
     """Run one source (Salesforce CDC, TIMS change feed, Pardot) until SIGTERM or Ctrl-C."""
     from stream_app.run_source import build, run_source
     from stream_app.app import settings as current
@@ -85,7 +89,8 @@ async def source(self: AppCommand, system: str) -> None:
     except SettingsError as exc:
         print(f"stream-app source {system}: {exc}", file=sys.stderr)
         sys.exit(2)
-    await run_source(instance)
+    port = metrics_port if metrics_port is not None else getattr(current, "metrics_port", None)
+    await run_source(instance, port, getattr(current, "metrics_host", current.web_host), current.log_level.value)
 
 
 @app.command(
@@ -182,3 +187,46 @@ async def backfill(self: AppCommand, system: str, entities: tuple[str, ...]) -> 
 
     module = importlib.import_module(f"connectors.{system}.backfill")
     sys.exit(await module.run_backfill(current, list(entities) or None))
+
+
+@app.command(
+    argument("action", type=click.Choice(["list", "show", "replay", "purge"])),
+    argument("ids", nargs=-1),
+    option("--all", "replay_all", is_flag=True, help="replay: every entry."),
+    option("--yes", is_flag=True, help="purge: do not ask."),
+)
+async def dlq(self: AppCommand, action: str, ids: tuple[str, ...], replay_all: bool, yes: bool) -> None:
+    """Dead-lettered sink commands: list | show ID | replay (--all | ID...) | purge."""
+    import json
+
+    from stream_app.app import settings as current
+    from stream_app.dlq import DlqError, format_entry_line, purge, read_entries, replay_entries, select
+
+    bootstrap, prefix = current.kafka_bootstrap_servers, current.topic_prefix
+    try:
+        if action == "purge":
+            if not yes and not click.confirm("Delete every DLQ entry?", default=False):
+                print("nothing deleted")
+                return
+            print(f"purged {await purge(bootstrap, prefix)} DLQ entries")
+            return
+        entries = await read_entries(bootstrap, prefix)
+        if action == "list":
+            for entry in entries:
+                print(format_entry_line(entry))
+            print(f"{len(entries)} entries")
+        elif action == "show":
+            if not ids:
+                raise DlqError("show needs an ID; `stream-app dlq list` shows them")
+            for entry in select(entries, ids):
+                print(json.dumps(entry.shown(), indent=2, default=str))
+        else:
+            if replay_all == bool(ids):
+                raise DlqError("replay needs --all or some IDs (not both)")
+            chosen = entries if replay_all else select(entries, ids)
+            count = await replay_entries(bootstrap, prefix, chosen)
+            print(f"replayed {count} commands to their sink topics; the version guard skips any that newer data "
+                  "has overtaken. Purge the DLQ once they landed.")
+    except DlqError as exc:
+        print(f"stream-app dlq {action}: {exc}", file=sys.stderr)
+        sys.exit(1)

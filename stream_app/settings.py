@@ -111,6 +111,12 @@ class Settings(BaseSettings):
     broker_session_timeout: float = Field(default=30.0, ge=6, le=300)
     broker_heartbeat_interval: float = Field(default=3.0, gt=0, le=60)
 
+    #: a source process serves Prometheus /metrics on this port (None: off)
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    #: seconds between consumer-lag measurements (by the leader worker)
+    metrics_lag_interval: float = Field(default=15.0, gt=0)
+
     #: folder of the flow mapping files (*.yaml); default: the ones shipped in topologies/mappings
     mappings_dir: Path | None = None
 

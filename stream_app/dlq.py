@@ -1,0 +1,154 @@
+"""Dead letters: list, show, put back through the sinks, purge.
+
+Entries live on ``dlq.<system>`` (written by the sink engine, see stream_app/sinks/engine.py:
+the command, the error, the attempts). An entry's id is ``<system>:<partition>:<offset>``.
+Replaying publishes the entry's command again on ``sink.<system>.<object>`` under its own key:
+the sink's version guard makes that safe even when newer data landed since. Purging deletes
+the records of the DLQ topics up to their current end (Kafka DeleteRecords).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+
+from connectors.redact import redact_fields, redact_text
+
+__all__ = ["DlqEntry", "DlqError", "SYSTEMS", "read_entries", "replay_entries", "purge", "format_entry_line"]
+
+SYSTEMS = ("salesforce", "tims", "pardot")
+
+
+class DlqError(RuntimeError):
+    """The DLQ operation cannot go ahead; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class DlqEntry:
+    system: str
+    partition: int
+    offset: int
+    value: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return f"{self.system}:{self.partition}:{self.offset}"
+
+    @property
+    def command(self) -> dict[str, Any]:
+        return self.value.get("command") or {}
+
+    def shown(self) -> dict[str, Any]:
+        """The entry as an operator sees it: personal data masked."""
+        value = dict(self.value)
+        if "command" in value:
+            value["command"] = {**self.command, "fields": redact_fields(self.command.get("fields") or {})}
+        if "error" in value and isinstance(value["error"], str):
+            value["error"] = redact_text(value["error"])
+        return {"id": self.id, **value}
+
+
+def format_entry_line(entry: DlqEntry) -> str:
+    command = entry.command
+    error = redact_text(str(entry.value.get("error", "")))[:80]
+    return (f"{entry.id:<22} {command.get('object', '?'):<10} {command.get('external_id_field', '?')}="
+            f"{command.get('external_id', '?'):<20} v{command.get('version', '?'):<4} "
+            f"{entry.value.get('error_code', '?'):<34} attempts={entry.value.get('attempts', '?'):<3} {error}")
+
+
+async def _existing(bootstrap: str, names: Iterable[str]) -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        topics = set(await admin.list_topics())
+    finally:
+        await admin.close()
+    return [name for name in names if name in topics]
+
+
+async def read_entries(bootstrap: str, prefix: str) -> list[DlqEntry]:
+    """Every entry still on the DLQ topics, oldest first per partition."""
+    topics = await _existing(bootstrap, [f"{prefix}dlq.{s}" for s in SYSTEMS])
+    if not topics:
+        return []
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    entries: list[DlqEntry] = []
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        if not tps:
+            await consumer._client.force_metadata_update()
+            tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        await consumer.seek_to_beginning(*tps)
+        pending = {tp for tp in tps if ends[tp] > await consumer.position(tp)}
+        while pending:
+            batch = await consumer.getmany(*pending, timeout_ms=1000)
+            for tp, records in batch.items():
+                system = tp.topic[len(prefix) + len("dlq."):]
+                for record in records:
+                    try:
+                        value = json.loads(record.value)
+                    except (TypeError, ValueError):
+                        value = {"error_code": "UNREADABLE", "error": "entry is not JSON"}
+                    entries.append(DlqEntry(system, tp.partition, record.offset, value))
+            pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
+    finally:
+        await consumer.stop()
+    return entries
+
+
+def select(entries: list[DlqEntry], ids: Iterable[str]) -> list[DlqEntry]:
+    by_id = {entry.id: entry for entry in entries}
+    wanted = list(ids)
+    missing = [i for i in wanted if i not in by_id]
+    if missing:
+        raise DlqError(f"no DLQ entry {', '.join(missing)}; `stream-app dlq list` shows the ids")
+    return [by_id[i] for i in wanted]
+
+
+async def replay_entries(bootstrap: str, prefix: str, entries: list[DlqEntry]) -> int:
+    """Publish each entry's command again to its sink topic; returns how many."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for entry in entries:
+            command = entry.command
+            if not command.get("object") or not command.get("system"):
+                raise DlqError(f"{entry.id} carries no command to replay")
+            key = str(entry.value.get("partition_key") or
+                      f"{command['system']}:{command['object']}:{command.get('external_id', '')}")
+            await producer.send_and_wait(f"{prefix}sink.{command['system']}.{command['object']}",
+                                         json.dumps(command).encode(), key=key.encode())
+    finally:
+        await producer.stop()
+    return len(entries)
+
+
+async def purge(bootstrap: str, prefix: str) -> int:
+    """Delete every entry on the DLQ topics; returns how many were there."""
+    topics = await _existing(bootstrap, [f"{prefix}dlq.{s}" for s in SYSTEMS])
+    if not topics:
+        return 0
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        starts = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    count = sum(ends[tp] - starts[tp] for tp in tps)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_records({tp: RecordsToDelete(ends[tp]) for tp in tps if ends[tp] > starts[tp]})
+    finally:
+        await admin.close()
+    return count
