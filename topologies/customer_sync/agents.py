@@ -13,12 +13,15 @@ Stages, each keyed so that its table lookups run on the partition that owns the 
                           └─► identify / match          (new links)
     links.tims ──ingest──► merge
 
-Every stage first publishes what it derived and waits for the broker's ack, then updates its
-table: a crash in between repeats the work (idempotent) instead of losing the output.
+Where a table write would stop a redone event from producing its output again (the golden
+record remembers event ids; released parked events leave ``pending``), the stage waits for the
+acks of its outputs before the write. Elsewhere sends are not awaited: Faust flushes the
+producer before committing offsets, so a crash redoes the event and nothing is lost.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from typing import Any
@@ -44,6 +47,7 @@ PENDING_LIMIT = 50
 mappings = load_mappings(settings.mappings_dir)
 policy = Policy()
 counters: Counter[str] = Counter()
+metrics.declare_flow(FLOW, ("salesforce", "pardot", "tims"))
 
 source_topic = owned_topic(*SOURCE_TOPICS)
 tims_links_topic = owned_topic("links.tims")
@@ -60,9 +64,16 @@ email_index = app.Table("email_index", default=None, key_type=str)
 customer_master = app.Table("customer_master", default=None, key_type=str)
 
 
-async def _send(topic: Any, key: str, value: Any) -> None:
-    """Publish and wait for the broker's ack."""
-    await (await topic.send(key=key.encode(), value=value))
+async def _send(topic: Any, key: str, value: Any) -> Any:
+    """Publish; returns the future of the broker's ack. Faust flushes the producer before it
+    commits offsets, so a send nobody awaits is still never lost: the event is redone."""
+    return await topic.send(key=key.encode(), value=value)
+
+
+async def _acked(*futures: Any) -> None:
+    """Wait for the acks of sends that a table write is about to make unrepeatable."""
+    if futures:
+        await asyncio.gather(*futures)
 
 
 async def _quarantine(reason: str, raw: Any) -> None:
@@ -106,8 +117,8 @@ async def identify(stream):  # type: ignore[no-untyped-def]
     async for message in stream:
         if message["kind"] == "link":
             ref, key = message["ref"], message["customer_key"]
-            for parked in pending.get(ref) or []:
-                await _send(merge_topic, key, {"kind": "event", "event": parked})
+            await _acked(*[await _send(merge_topic, key, {"kind": "event", "event": parked})
+                           for parked in pending.get(ref) or []])
             if id_map.get(ref) is None:
                 id_map[ref] = key
             if pending.get(ref) is not None:
@@ -170,16 +181,19 @@ async def merge(stream):  # type: ignore[no-untyped-def]
                 counters["duplicates"] += 1
                 continue
             counters["echo_fields"] += len(outcome.echo_fields)
+        sent = []
         for command in outcome.commands:
-            await _send(sink_topics[f"{command.system}.{command.object}"], command.partition_key,
-                        command.model_dump(mode="json"))
+            sent.append(await _send(sink_topics[f"{command.system}.{command.object}"], command.partition_key,
+                                    command.model_dump(mode="json")))
         for conflict in outcome.conflicts:
-            await _send(conflicts_topic, key, conflict)
+            sent.append(await _send(conflicts_topic, key, conflict))
         for ref in outcome.new_refs:
-            await _send(identify_topic, ref, {"kind": "link", "ref": ref, "customer_key": key})
+            sent.append(await _send(identify_topic, ref, {"kind": "link", "ref": ref, "customer_key": key}))
         email = (record["fields"].get("email") or {}).get("v")
         if email and email != before_email:
-            await _send(match_topic, email, {"kind": "link", "customer_key": key})
+            sent.append(await _send(match_topic, email, {"kind": "link", "customer_key": key}))
         counters["commands"] += len(outcome.commands)
         counters["conflicts"] += len(outcome.conflicts)
+        # The record now remembers this event (dedupe): its outputs must be safe before it does.
+        await _acked(*sent)
         customer_master[key] = record

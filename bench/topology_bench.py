@@ -1,0 +1,222 @@
+"""Customer-sync benchmark: the topology against raw aiokafka on the same broker, same run.
+
+Prints:
+1. baseline: raw aiokafka consume→produce (one consumer, one producer, JSON in and out), msgs/s;
+2. topology throughput: source events in → sink commands out through a real worker, events/s,
+   and the ratio to the baseline;
+3. end-to-end latency at a fixed offered rate: source commit time → sink command on Kafka, p50/p99;
+4. Salesforce API calls per 1,000 records: the same events through the sinks into the sandbox.
+
+Usage: .venv/bin/python bench/topology_bench.py [--events 5000] [--rate 200] [--seconds 20]
+Needs a broker (KAFKA_BOOTSTRAP_SERVERS or the local one: `stream-app kafka up`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from connectors.kafka_io import KafkaTarget, ensure_topics  # noqa: E402
+
+BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+PARTITIONS = 4
+
+
+def customer_event(i: int, run: str) -> tuple[bytes, bytes]:
+    """A TIMS customer linked to a Salesforce Contact: each one makes one Contact write."""
+    record_id = f"C{run[:5]}{i:010d}"
+    value = {"event_id": f"bench:{run}:{i}", "source": "tims", "entity": "customer", "record_id": record_id,
+             "change_type": "CREATE", "commit_timestamp": int(time.time() * 1000),
+             "fields": {"customer_id": record_id, "external_id": f"003{run[:5]}{i:010d}", "name": f"Bench Person{i}",
+                        "email": f"person{i}.{run}@bench.example", "payment_terms": "NET30",
+                        "billing_address": {"city": "Leeds"}, "modified_by": "tims-ui"}}
+    return record_id.encode(), json.dumps(value).encode()
+
+
+async def produce(topic: str, messages: list[tuple[bytes, bytes]], rate: float | None = None) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=5, acks=1)
+    await producer.start()
+    try:
+        started = time.monotonic()
+        pending = []
+        for i, (key, value) in enumerate(messages):
+            if rate:
+                delay = started + i / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                key, value = _stamped_now(value)
+            pending.append(await producer.send(topic, value, key=key))
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+def _stamped_now(value: bytes) -> tuple[bytes, bytes]:
+    """The same event, committed "now" (the latency run measures from this instant)."""
+    event = json.loads(value)
+    event["commit_timestamp"] = int(time.time() * 1000)
+    return event["record_id"].encode(), json.dumps(event).encode()
+
+
+async def consume(topic: str, count: int, timeout: float, on_value=None) -> float:
+    """Seconds until ``count`` messages were read from ``topic`` (from its start)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=BOOTSTRAP, group_id=None, auto_offset_reset="earliest",
+                                metadata_max_age_ms=1000)
+    await consumer.start()
+    seen = 0
+    started = time.monotonic()
+    try:
+        while seen < count:
+            if time.monotonic() - started > timeout:
+                raise TimeoutError(f"{topic}: {seen}/{count} after {timeout}s")
+            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+            for records in batch.values():
+                seen += len(records)
+                if on_value:
+                    for record in records:
+                        on_value(record)
+        return time.monotonic() - started
+    finally:
+        await consumer.stop()
+
+
+async def baseline(events: int) -> float:
+    run = uuid.uuid4().hex[:8]
+    source, sink = f"bench-{run}.in", f"bench-{run}.out"
+    target = KafkaTarget(BOOTSTRAP, "", PARTITIONS)
+    await ensure_topics(target, [source, sink])
+    await produce(source, [customer_event(i, run) for i in range(events)])
+
+    consumer = AIOKafkaConsumer(source, bootstrap_servers=BOOTSTRAP, group_id=f"bench-{run}",
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=5, acks="all")
+    await consumer.start()
+    await producer.start()
+    done = 0
+    started = time.monotonic()
+    try:
+        while done < events:
+            batch = await consumer.getmany(timeout_ms=500, max_records=500)
+            futures = []
+            for records in batch.values():
+                for record in records:
+                    value = json.loads(record.value)
+                    value["forwarded"] = True
+                    futures.append(await producer.send(sink, json.dumps(value).encode(), key=record.key))
+            await asyncio.gather(*futures)
+            await consumer.commit()
+            done += len(futures)
+        return events / (time.monotonic() - started)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Worker:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        exe = shutil.which("stream-app") or str(Path(sys.executable).with_name("stream-app"))
+        self.log = log
+        self.proc = subprocess.Popen([exe, "worker", "--loglevel", "info"], env={**os.environ, **env},
+                                     stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "[^Worker]: Ready" in self.log.read_text(errors="replace"):
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(self.log.read_text()[-3000:])
+            time.sleep(0.3)
+        raise TimeoutError("worker not ready")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def worker_env(run: str, data: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {"KAFKA_BOOTSTRAP_SERVERS": BOOTSTRAP, "CONNECT_APP_ID": f"bench-{run}", "CONNECT_TOPIC_PREFIX": f"bench-{run}.",
+            "CONNECT_DATA_DIR": data, "CONNECT_TOPIC_PARTITIONS": str(PARTITIONS), "CONNECT_WEB_PORT": str(_free_port()),
+            "CONNECT_LOG_LEVEL": "warning", **(extra or {})}
+
+
+async def topology(events: int, rate: float, seconds: float, workdir: Path) -> tuple[float, list[float]]:
+    run = uuid.uuid4().hex[:8]
+    prefix = f"bench-{run}."
+    worker = Worker(worker_env(run, str(workdir / "data")), workdir / "worker.log")
+    try:
+        worker.wait_ready()
+        await asyncio.sleep(2)
+        messages = [customer_event(i, run) for i in range(events)]
+        produce_started = time.monotonic()
+        await produce(f"{prefix}src.tims.customer", messages)
+        await consume(f"{prefix}sink.salesforce.Contact", events, timeout=600)
+        throughput = events / (time.monotonic() - produce_started)
+
+        latencies: list[float] = []
+        paced = [customer_event(events + i, run) for i in range(int(rate * seconds))]
+
+        def record_latency(record) -> None:  # type: ignore[no-untyped-def]
+            command = json.loads(record.value)
+            stamp = command.get("source_commit_timestamp")
+            if stamp and int(command["external_id"][-10:]) >= events:
+                latencies.append((record.timestamp - stamp) / 1000)
+
+        reader = asyncio.create_task(consume(f"{prefix}sink.salesforce.Contact", events + len(paced), timeout=600,
+                                             on_value=record_latency))
+        await produce(f"{prefix}src.tims.customer", paced, rate=rate)
+        await reader
+        return throughput, latencies
+    finally:
+        worker.stop()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=5000)
+    parser.add_argument("--rate", type=float, default=200.0, help="offered rate for the latency run, events/s")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        base = await baseline(args.events)
+        print(f"baseline raw aiokafka consume→produce: {base:,.0f} msgs/s ({args.events} messages)")
+        throughput, latencies = await topology(args.events, args.rate, args.seconds, Path(tmp))
+        print(f"topology (ingest→identify→match→merge→sink command): {throughput:,.0f} events/s "
+              f"= {throughput / base:.3f} × baseline")
+        if latencies:
+            ordered = sorted(latencies)
+            p50 = statistics.median(ordered)
+            p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+            print(f"latency at {args.rate:.0f} events/s offered for {args.seconds:.0f}s: p50 {p50 * 1000:.0f} ms, "
+                  f"p99 {p99 * 1000:.0f} ms ({len(ordered)} samples)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
