@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?= -ra
 
-.PHONY: setup demo test test-unit kafka-up kafka-down sandbox proto clean
+.PHONY: setup demo test test-unit kafka-up kafka-down sandbox proto dashboards prometheus clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10+ is needed (found " + sys.version.split()[0] + ")")'
@@ -27,11 +27,25 @@ kafka-down: setup
 demo: kafka-up
 	$(BIN)/stream-app demo
 
-test: kafka-up
+test: kafka-up prometheus
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test-unit: setup
+test-unit: setup prometheus
 	$(BIN)/pytest $(PYTEST_ARGS) tests/unit
+
+# Prometheus and promtool for the observability tests: the Debian package, installed when missing
+# (root or sudo needed); its own service, if the package started one, is stopped again.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+prometheus:
+	@command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || { \
+	  echo "installing the Debian package prometheus (prometheus, promtool)"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null && \
+	  { $(SUDO) systemctl disable --now prometheus >/dev/null 2>&1 || true; }; }
+
+# Grafana dashboards as code: grafana/build.py writes grafana/dashboards/*.json
+dashboards: setup
+	$(BIN)/python grafana/build.py
 
 sandbox: setup
 	$(BIN)/stream-app sandbox

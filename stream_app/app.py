@@ -17,6 +17,8 @@ FLOW_MODULES = [
     "stream_app.diagnostics",
     "topologies.customer_sync.agents",
     "stream_app.commands",
+    "stream_app.sinks.agents",
+    "stream_app.metrics",
 ]
 
 

@@ -111,6 +111,15 @@ class Settings(BaseSettings):
     broker_session_timeout: float = Field(default=30.0, ge=6, le=300)
     broker_heartbeat_interval: float = Field(default=3.0, gt=0, le=60)
 
+    # Sinks (stream_app/sinks/registry.py): which sink agents this worker runs, and how they batch
+    #: "<system>.<object>,..." e.g. "salesforce.Contact,salesforce.Account,tims.customer"; empty: none
+    sink_objects: str = ""
+    sink_batch_size: int = Field(default=500, ge=1, le=10_000)
+    sink_linger: float = Field(default=0.5, gt=0, le=60)
+    sink_max_attempts: int = Field(default=8, ge=1, le=100)
+    sink_retry_base_delay: float = Field(default=0.2, gt=0, le=60)
+    sink_retry_max_delay: float = Field(default=30.0, gt=0, le=3600)
+
     #: a source process serves Prometheus /metrics on this port (None: off)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"

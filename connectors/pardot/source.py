@@ -288,6 +288,7 @@ class PardotSource(Source):
                 published += await self._emit(stream, position, rows)
                 if self.stopping:
                     break
+        self.polled(stream.entity)
         return published
 
     async def _emit(self, stream: Stream, position: StreamPosition, rows: list[dict[str, Any]]) -> int:

@@ -244,6 +244,7 @@ class TimsSource(Source):
         await self._emit(page.changes)
         position.cursor = page.next_cursor
         await self._save()
+        self.polled(POSITION_KEY.split(":", 1)[1])
         return not page.has_more
 
     async def sweep(self) -> int:

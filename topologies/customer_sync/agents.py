@@ -29,6 +29,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from connectors.envelope import SourceEvent
+from stream_app import metrics
 from stream_app.app import app, settings
 from stream_app.topics import owned_topic
 from topologies.customer_sync.cleansing import Uncleanable
@@ -78,6 +79,7 @@ async def _acked(*futures: Any) -> None:
 
 async def _quarantine(reason: str, raw: Any) -> None:
     counters["quarantined"] += 1
+    metrics.observe_quarantined(FLOW)
     await _send(quarantine_topic, FLOW, {"flow": FLOW, "reason": reason, "raw": raw})
 
 
@@ -95,6 +97,7 @@ async def ingest(stream):  # type: ignore[no-untyped-def]
             await _quarantine(f"not a source event: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}", value)
             continue
         counters["events_in"] += 1
+        metrics.observe_event_in(FLOW, event.source, event.entity)
         ref = source_ref(event)
         tries = [ref, *crossrefs(event)]
         await _send(identify_topic, ref, {"kind": "event", "event": event.model_dump(mode="json"),
@@ -179,14 +182,18 @@ async def merge(stream):  # type: ignore[no-untyped-def]
                 continue
             if outcome.duplicate:
                 counters["duplicates"] += 1
+                metrics.observe_duplicate(FLOW, source_event.source)
                 continue
             counters["echo_fields"] += len(outcome.echo_fields)
+            metrics.observe_echo_fields(FLOW, source_event.source, len(outcome.echo_fields))
         sent = []
         for command in outcome.commands:
             sent.append(await _send(sink_topics[f"{command.system}.{command.object}"], command.partition_key,
                                     command.model_dump(mode="json")))
+            metrics.observe_command_out(FLOW, command.system, command.object, command.source_commit_timestamp)
         for conflict in outcome.conflicts:
             sent.append(await _send(conflicts_topic, key, conflict))
+            metrics.observe_conflict(FLOW, conflict.get("owner"), conflict.get("rule", "unknown"))
         for ref in outcome.new_refs:
             sent.append(await _send(identify_topic, ref, {"kind": "link", "ref": ref, "customer_key": key}))
         email = (record["fields"].get("email") or {}).get("v")

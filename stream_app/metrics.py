@@ -1,0 +1,515 @@
+"""Prometheus metrics of the worker and the sources: every metric is defined here, once.
+
+Dashboards and alert rules (grafana/) name these metrics, and tests/unit/test_dashboards.py
+checks each name they use against :func:`exported_names`, so a rename here that forgets a
+dashboard fails a test instead of leaving an empty panel.
+
+Two ways in, both cheap on the event path:
+
+- hooks (``observe_*``), called where a thing happens: a counter increment, no I/O;
+- watchers (``watch_*``), which read counters that objects keep anyway (``SinkStats``,
+  ``RetryStats``, ``TokenProvider``, ``ApiBudget``, a source's published counts and saved
+  positions) when Prometheus scrapes: connectors stay free of Prometheus, and nothing is paid
+  per event.
+
+Label values are bounded: systems, entities and objects, flows, outcomes and topics come from
+code or configuration, never record ids or emails. :func:`bounded` is the last guard: a label
+takes at most ``LABEL_VALUES_LIMIT`` distinct values, anything beyond (or anything that looks
+like an email) is reported as ``other``.
+
+The worker serves ``REGISTRY`` and ``WORKER_REGISTRY`` (Faust's own sensors, and the consumer
+group's lag, measured by the leader every ``LAG_INTERVAL`` seconds) at ``/metrics`` on its web
+port. Source processes serve ``REGISTRY`` from a port of their own (stream_app/metrics_server.py).
+docs/adr/0008-observability.md says why it is built this way.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from faust import web
+from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from connectors.budget import ApiBudget
+from connectors.retry import RetryStats
+from connectors.salesforce.auth import TokenProvider
+from stream_app.app import app, settings
+
+__all__ = [
+    "REGISTRY", "WORKER_REGISTRY", "LATENCY_BUCKETS", "LABEL_VALUES_LIMIT", "SALESFORCE_RETENTION_SECONDS",
+    "LAG_INTERVAL", "bounded", "refresh", "exported_names", "position_time", "declare_flow",
+    "observe_event_in", "observe_command_out", "observe_duplicate", "observe_echo_fields",
+    "observe_conflict", "observe_quarantined", "observe_sink_ack",
+    "watch_sinks", "watch_clients", "watch_source", "ConsumerLag",
+]
+
+log = logging.getLogger(__name__)
+
+#: source commit → flow output or sink acknowledgement, in seconds
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
+LABEL_VALUES_LIMIT = 100
+#: Salesforce keeps change events for 72 hours; a saved replay id older than that is refused
+SALESFORCE_RETENTION_SECONDS = 72 * 3600
+LAG_INTERVAL: float = float(getattr(settings, "metrics_lag_interval", 15.0))
+
+# ``*_created`` series double the series count and no dashboard reads them.
+disable_created_metrics()
+#: what every process serves (worker and sources)
+REGISTRY = CollectorRegistry(auto_describe=True)
+#: what only the worker serves: Faust's sensors and the consumer group's lag
+WORKER_REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+GCCollector(registry=REGISTRY)
+
+# -- flows (worker) -------------------------------------------------------------------------------
+FLOW_EVENTS_IN = Counter("connect_flow_events_in", "Source events a flow accepted",
+                         ["flow", "source", "entity"], registry=REGISTRY)
+FLOW_COMMANDS_OUT = Counter("connect_flow_commands_out", "Sink commands a flow published (broker acked)",
+                            ["flow", "system", "object"], registry=REGISTRY)
+FLOW_LATENCY = Histogram("connect_flow_latency_seconds",
+                         "Source commit time to the flow's sink command acked by the broker",
+                         ["flow"], buckets=LATENCY_BUCKETS, registry=REGISTRY)
+FLOW_DUPLICATES = Counter("connect_flow_duplicates", "Events dropped as already seen (same event id)",
+                          ["flow", "source"], registry=REGISTRY)
+FLOW_ECHO_FIELDS = Counter("connect_flow_echo_fields", "Fields recognised as our own writes coming back",
+                           ["flow", "source"], registry=REGISTRY)
+FLOW_CONFLICTS = Counter("connect_flow_conflicts", "Field conflicts between systems, by the field's owner",
+                         ["flow", "owner", "rule"], registry=REGISTRY)
+QUARANTINED = Counter("connect_quarantined", "Messages set aside as unreadable (quarantine.* topics)",
+                      ["component"], registry=REGISTRY)
+
+# -- sinks (worker) -------------------------------------------------------------------------------
+SINK_COMMANDS = Counter(
+    "connect_sink_commands",
+    "Sink commands by outcome: received, stale, folded, written, created, retried, dead_lettered, linked",
+    ["system", "object", "outcome"], registry=REGISTRY)
+SINK_CALLS = Counter("connect_sink_calls", "Writer calls to the target API (one batch request each)",
+                     ["system", "object"], registry=REGISTRY)
+SINK_BATCHES = Counter("connect_sink_batches", "Batches a sink took from its topic",
+                       ["system", "object"], registry=REGISTRY)
+SINK_AUTH_WAITS = Counter("connect_sink_auth_waits", "Rounds a sink waited for credentials the target refused",
+                          ["system", "object"], registry=REGISTRY)
+SINK_LATENCY = Histogram("connect_sink_latency_seconds",
+                         "Source commit time to the sink's confirmed write (end to end)",
+                         ["system", "object"], buckets=LATENCY_BUCKETS, registry=REGISTRY)
+
+# -- API clients (worker and sources) ---------------------------------------------------------------
+API_USED = Gauge("connect_api_daily_used", "API requests used today, as the system last reported",
+                 ["system"], registry=REGISTRY)
+API_LIMIT = Gauge("connect_api_daily_limit", "Daily API request limit, as the system last reported",
+                  ["system"], registry=REGISTRY)
+API_BUDGET_WAITS = Counter("connect_api_budget_waits", "Pauses because the daily quota reached its reserve",
+                           ["system"], registry=REGISTRY)
+API_RETRIES = Counter("connect_api_retries", "Calls retried after a retryable failure", ["system"],
+                      registry=REGISTRY)
+API_GAVE_UP = Counter("connect_api_gave_up", "Calls that failed after their last attempt", ["system"],
+                      registry=REGISTRY)
+TOKEN_REFRESHES = Counter("connect_token_refreshes", "OAuth access tokens refreshed", ["system"],
+                          registry=REGISTRY)
+TOKEN_FAILURES = Counter("connect_token_failures", "OAuth token requests that failed", ["system"],
+                         registry=REGISTRY)
+
+# -- sources (source processes) ---------------------------------------------------------------------
+SOURCE_EVENTS = Counter("connect_source_events", "Events a source published (broker acked)",
+                        ["source", "entity"], registry=REGISTRY)
+SOURCE_POSITION_AGE = Gauge(
+    "connect_source_position_age_seconds",
+    "How far the saved position is behind now (Salesforce: the replay id's event time)",
+    ["source", "stream"], registry=REGISTRY)
+SOURCE_LAST_POLL = Gauge("connect_source_last_poll_timestamp_seconds",
+                         "When the source last read its system successfully (epoch seconds)",
+                         ["source", "stream"], registry=REGISTRY)
+SOURCE_RETENTION = Gauge("connect_source_retention_seconds",
+                         "How long the system keeps events a saved position can resume from",
+                         ["source"], registry=REGISTRY)
+
+# -- Kafka (worker leader) --------------------------------------------------------------------------
+CONSUMER_LAG = Gauge("connect_consumer_lag", "End offset minus the group's committed offset",
+                     ["topic", "partition"], registry=WORKER_REGISTRY)
+LAG_ERRORS = Counter("connect_consumer_lag_errors", "Lag measurements that failed", registry=WORKER_REGISTRY)
+
+# Faust's own sensors (rebalances, commit and send latency, table operations, web requests), under
+# a fixed prefix: Faust's default prefix is the app id, which differs per environment and test run.
+app.monitor = PrometheusMonitor(metrics=FaustMetrics.create(WORKER_REGISTRY, "faust"))
+
+
+# -- label guard ------------------------------------------------------------------------------------
+_LABEL_TEXT = re.compile(r"[A-Za-z0-9_.:/\-]{1,100}")
+_seen_values: dict[str, set[str]] = {}
+
+
+def bounded(label: str, value: object) -> str:
+    """``value`` as a label value, or ``other`` once ``label`` has seen too many distinct ones."""
+    text = "none" if value is None or value == "" else str(value)
+    if not _LABEL_TEXT.fullmatch(text):
+        return "other"
+    seen = _seen_values.setdefault(label, set())
+    if text not in seen:
+        if len(seen) >= LABEL_VALUES_LIMIT:
+            return "other"
+        seen.add(text)
+    return text
+
+
+# -- hooks ------------------------------------------------------------------------------------------
+_flows: list[tuple[str, tuple[str, ...]]] = []
+
+
+def declare_flow(flow: str, sources: Iterable[str]) -> None:
+    """Have the worker start a flow's counters at 0, so the first duplicate or quarantined message
+    is an increase Prometheus sees (a series that appears at 1 hides it from ``increase()``)."""
+    _flows.append((flow, tuple(sources)))
+
+
+def _start_flow_counters() -> None:
+    for flow, sources in _flows:
+        QUARANTINED.labels(bounded("component", flow))
+        for source in sources:
+            FLOW_DUPLICATES.labels(flow, bounded("source", source))
+            FLOW_ECHO_FIELDS.labels(flow, bounded("source", source))
+
+
+def observe_event_in(flow: str, source: str, entity: str) -> None:
+    FLOW_EVENTS_IN.labels(flow, bounded("source", source), bounded("entity", entity)).inc()
+
+
+def observe_command_out(flow: str, system: str, sobject: str, source_commit_ms: int | None) -> None:
+    """A sink command the broker acked; its latency counts from the source's commit time."""
+    FLOW_COMMANDS_OUT.labels(flow, bounded("system", system), bounded("object", sobject)).inc()
+    if source_commit_ms:
+        FLOW_LATENCY.labels(flow).observe(max(0.0, time.time() - source_commit_ms / 1000))
+
+
+def observe_duplicate(flow: str, source: str) -> None:
+    FLOW_DUPLICATES.labels(flow, bounded("source", source)).inc()
+
+
+def observe_echo_fields(flow: str, source: str, count: int) -> None:
+    FLOW_ECHO_FIELDS.labels(flow, bounded("source", source)).inc(count)
+
+
+def observe_conflict(flow: str, owner: str | None, rule: str) -> None:
+    FLOW_CONFLICTS.labels(flow, bounded("system", owner), bounded("rule", rule)).inc()
+
+
+def observe_quarantined(component: str, count: int = 1) -> None:
+    QUARANTINED.labels(bounded("component", component)).inc(count)
+
+
+def observe_sink_ack(system: str, sobject: str, source_commit_ms: int | None) -> None:
+    """A write the target confirmed: end-to-end latency from the source's commit time."""
+    if source_commit_ms:
+        SINK_LATENCY.labels(bounded("system", system), bounded("object", sobject)).observe(
+            max(0.0, time.time() - source_commit_ms / 1000))
+
+
+# -- watchers: read counters objects keep anyway, at scrape time -----------------------------------
+class _Deltas:
+    """Turns monotonically growing attributes into counter increments (a reset starts over)."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[Any, ...], float] = {}
+
+    def feed(self, counter: Counter, labels: tuple[str, ...], key: tuple[Any, ...], value: float) -> None:
+        child = counter.labels(*labels)
+        previous = self._last.get(key)
+        if previous is not None and value > previous:
+            child.inc(value - previous)
+        elif previous is None and value > 0:
+            child.inc(value)
+        self._last[key] = value
+
+
+_deltas = _Deltas()
+_refreshers: list[Callable[[], None]] = []
+
+
+def refresh() -> None:
+    """Bring watched counters up to date; the /metrics handlers call it before each scrape."""
+    for refresher in list(_refreshers):
+        try:
+            refresher()
+        except Exception:  # noqa: BLE001 - a broken watcher must not break the scrape
+            log.exception("metrics: refreshing %r failed", refresher)
+
+
+_SINK_OUTCOMES = {"received": "received", "stale": "stale", "folded": "folded", "written": "written",
+                  "created": "created", "retries": "retried", "dead_lettered": "dead_lettered",
+                  "links": "linked"}
+
+
+def watch_sinks(runtimes: Mapping[str, Any]) -> None:
+    """The sink agents (objects with ``spec``, ``stats`` and ``engine``): their ``SinkStats``, the
+    end-to-end latency of each confirmed write, and the API clients their writers hold."""
+    for runtime in runtimes.values():
+        system, sobject = bounded("system", runtime.spec.system), bounded("object", runtime.spec.object)
+        for outcome in _SINK_OUTCOMES.values():
+            SINK_COMMANDS.labels(system, sobject, outcome)
+        for counter in (SINK_CALLS, SINK_BATCHES, SINK_AUTH_WAITS):
+            counter.labels(system, sobject)
+        QUARANTINED.labels("sink")
+        _observe_writes(runtime.engine, system, sobject)
+        watch_clients(system, runtime.engine.writer)
+        _refreshers.append(lambda runtime=runtime, system=system, sobject=sobject:
+                           _read_sink(runtime, system, sobject))
+
+
+def _read_sink(runtime: Any, system: str, sobject: str) -> None:
+    stats, key = runtime.stats, id(runtime)
+    for name, outcome in _SINK_OUTCOMES.items():
+        _deltas.feed(SINK_COMMANDS, (system, sobject, outcome), (key, name), getattr(stats, name))
+    _deltas.feed(SINK_CALLS, (system, sobject), (key, "calls"), stats.calls)
+    _deltas.feed(SINK_BATCHES, (system, sobject), (key, "batches"), stats.batches)
+    _deltas.feed(SINK_AUTH_WAITS, (system, sobject), (key, "auth_waits"), stats.auth_waits)
+    _deltas.feed(QUARANTINED, ("sink",), (key, "quarantined"), stats.quarantined)
+
+
+def _observe_writes(engine: Any, system: str, sobject: str) -> None:
+    """Wrap ``engine.run`` to time each write the target confirmed (``BatchResult.written``).
+    Interim: once the sink calls :func:`observe_sink_ack` itself, this wrapper goes."""
+    run = engine.run
+
+    async def run_and_observe(batch: Any, guard: Any) -> Any:
+        result = await run(batch, guard)
+        for write, _outcome in result.written:
+            observe_sink_ack(system, sobject, write.command.source_commit_timestamp)
+        return result
+
+    engine.run = run_and_observe
+
+
+def _client_objects(root: Any, depth: int = 3) -> Iterator[Any]:
+    """Budgets, token providers and retry stats reachable from ``root`` through attributes."""
+    seen: set[int] = set()
+    todo = [(root, 0)]
+    while todo:
+        obj, level = todo.pop()
+        if obj is None or id(obj) in seen or isinstance(obj, (str, bytes, int, float, bool)):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, (ApiBudget, TokenProvider, RetryStats)):
+            yield obj
+            continue
+        if level < depth and hasattr(obj, "__dict__") and not isinstance(obj, type):
+            todo.extend((value, level + 1) for value in vars(obj).values())
+
+
+_clients: dict[int, tuple[str, Any]] = {}
+
+
+def watch_clients(system: str, root: Any) -> None:
+    """Watch the API budget, token provider and retry counters of a client (found by walking a few
+    attributes down from ``root``: a writer, a source). Each object is read once, whoever holds it."""
+    if not _clients:
+        _refreshers.append(_read_clients)
+    for obj in _client_objects(root):
+        if id(obj) in _clients:
+            continue
+        if isinstance(obj, ApiBudget):
+            owner = bounded("system", obj.name)
+        elif isinstance(obj, TokenProvider):
+            owner = "salesforce"  # Pardot reuses Salesforce's tokens
+        else:
+            owner = bounded("system", system)
+        _clients[id(obj)] = (owner, obj)
+        if isinstance(obj, TokenProvider):
+            TOKEN_REFRESHES.labels(owner)
+            TOKEN_FAILURES.labels(owner)
+        elif isinstance(obj, RetryStats):
+            API_RETRIES.labels(owner)
+            API_GAVE_UP.labels(owner)
+        else:
+            API_BUDGET_WAITS.labels(owner)
+
+
+def _read_clients() -> None:
+    newest: dict[str, ApiBudget] = {}
+    for key, (system, obj) in list(_clients.items()):
+        if isinstance(obj, TokenProvider):
+            _deltas.feed(TOKEN_REFRESHES, (system,), (key, "refreshes"), obj.refreshes)
+            _deltas.feed(TOKEN_FAILURES, (system,), (key, "failures"), obj.failures)
+        elif isinstance(obj, RetryStats):
+            _deltas.feed(API_RETRIES, (system,), (key, "retries"), obj.retries)
+            _deltas.feed(API_GAVE_UP, (system,), (key, "gave_up"), obj.gave_up)
+        else:
+            _deltas.feed(API_BUDGET_WAITS, (system,), (key, "waits"), obj.waits)
+            if obj.usage.limit and (system not in newest or obj.usage.seen_at > newest[system].usage.seen_at):
+                newest[system] = obj
+    for system, budget in newest.items():
+        API_USED.labels(system).set(budget.usage.used)
+        API_LIMIT.labels(system).set(budget.usage.limit)
+
+
+def position_time(position: Mapping[str, Any]) -> float | None:
+    """When the point a saved position resumes from was current, in epoch seconds.
+
+    Salesforce: a replay id equal to the stream's latest was current when it was saved
+    (``saved_at``); otherwise it is the last event's ``commit_timestamp``. Cursor sources (TIMS,
+    Pardot): their ``updated_at``.
+    """
+    saved_at = position.get("saved_at")
+    latest = position.get("latest_replay_id")
+    if latest and latest == position.get("replay_id") and isinstance(saved_at, (int, float)):
+        return saved_at / 1000
+    commit = position.get("commit_timestamp")
+    if isinstance(commit, (int, float)) and commit > 0:
+        return commit / 1000
+    updated = position.get("updated_at")
+    if isinstance(updated, str) and updated:
+        try:
+            return datetime.fromisoformat(updated.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+    return saved_at / 1000 if isinstance(saved_at, (int, float)) else None
+
+
+def watch_source(source: Any) -> None:
+    """A source process's counters: events published per entity (``Source.published_per_topic``),
+    positions saved (``PositionStore.saved``: age and proof of a successful read), polls
+    (``Source.last_poll``), quarantined input, and the source's API clients."""
+    system = bounded("source", source.system)
+    if system == "salesforce":
+        SOURCE_RETENTION.labels(system).set(SALESFORCE_RETENTION_SECONDS)
+    QUARANTINED.labels(system)
+    watch_clients(system, source)
+
+    def read() -> None:
+        now = time.time()
+        for topic, count in list(getattr(source, "published_per_topic", {}).items()):
+            entity = topic.rsplit(".", 1)[-1]
+            _deltas.feed(SOURCE_EVENTS, (system, bounded("entity", entity)), (id(source), topic), count)
+        publisher = getattr(source, "publisher", None)
+        _deltas.feed(QUARANTINED, (system,), (id(source), "quarantined"), getattr(publisher, "quarantined", 0))
+        polls: dict[str, float] = dict(getattr(source, "last_poll", {}))
+        for key, (saved_at, position) in list(getattr(source.positions, "saved", {}).items()):
+            stream = key.split(":", 1)[1] if ":" in key else key
+            polls[stream] = max(polls.get(stream, 0.0), saved_at)
+            at = position_time(position)
+            if at is not None:
+                SOURCE_POSITION_AGE.labels(system, bounded("stream", stream)).set(max(0.0, now - at))
+        for stream, at in polls.items():
+            SOURCE_LAST_POLL.labels(system, bounded("stream", stream)).set(at)
+
+    _refreshers.append(read)
+
+
+# -- consumer lag -----------------------------------------------------------------------------------
+class ConsumerLag:
+    """End offset minus committed offset per topic-partition of one consumer group.
+
+    Faust's sensors only see the partitions of their own worker, and nothing at all once the
+    consumer is stuck; this asks the broker, as ``kafka-consumer-groups --describe`` does. A
+    partition without a committed offset counts from its first retained offset.
+    """
+
+    def __init__(self, bootstrap: str, group: str) -> None:
+        self.bootstrap = bootstrap
+        self.group = group
+        self._admin: AIOKafkaAdminClient | None = None
+        self._offsets: AIOKafkaConsumer | None = None
+
+    async def measure(self, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+        if self._admin is None or self._offsets is None:
+            self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=f"{self.group}-lag")
+            await self._admin.start()
+            self._offsets = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
+                                             enable_auto_commit=False, client_id=f"{self.group}-lag")
+            await self._offsets.start()
+        committed = {tp: meta.offset for tp, meta in
+                     (await self._admin.list_consumer_group_offsets(self.group)).items() if meta.offset >= 0}
+        names = sorted(set(topics) | {tp.topic for tp in committed})
+        partitions: list[TopicPartition] = []
+        if names:
+            for topic in await self._admin.describe_topics(names):
+                if not topic.get("error_code"):
+                    partitions.extend(TopicPartition(topic["topic"], p["partition"]) for p in topic["partitions"])
+        if not partitions:
+            return {}
+        ends = await self._offsets.end_offsets(partitions)
+        missing = [tp for tp in partitions if tp not in committed]
+        starts = await self._offsets.beginning_offsets(missing) if missing else {}
+        return {(tp.topic, tp.partition): max(0, ends[tp] - committed.get(tp, starts.get(tp, 0)))
+                for tp in partitions}
+
+    async def close(self) -> None:
+        for client in (self._offsets, self._admin):
+            if client is not None:
+                await (client.stop() if isinstance(client, AIOKafkaConsumer) else client.close())
+        self._admin = self._offsets = None
+
+
+def _publish_lag(lags: Mapping[tuple[str, int], int]) -> None:
+    CONSUMER_LAG.clear()
+    for (topic, partition), lag in lags.items():
+        CONSUMER_LAG.labels(bounded("topic", topic), str(partition)).set(lag)
+
+
+_lag = ConsumerLag(settings.kafka_bootstrap_servers, app.conf.id)
+
+
+@app.timer(interval=LAG_INTERVAL, name="stream_app.metrics.measure_consumer_lag")
+async def measure_consumer_lag() -> None:
+    """On the leader only, so each partition's lag is reported once across the workers."""
+    if not app.is_leader():
+        CONSUMER_LAG.clear()
+        return
+    try:
+        _publish_lag(await _lag.measure(app.topics.acking_topics))
+    except Exception as exc:  # noqa: BLE001 - a failed measurement is counted, the next one retried
+        LAG_ERRORS.inc()
+        log.warning("metrics: consumer lag not measured: %s: %s", type(exc).__name__, exc)
+        await _lag.close()
+
+
+@app.on_before_shutdown.connect
+async def close_lag_clients(sender: Any, **kwargs: Any) -> None:
+    await _lag.close()
+
+
+@app.task
+async def watch_worker() -> None:
+    """Counters of this worker's flows and sinks (the sink agents' module, when autodiscovered,
+    has filled its registry at import)."""
+    _start_flow_counters()
+    sinks = sys.modules.get("stream_app.sinks.agents")
+    if sinks is not None:
+        watch_sinks(sinks.SINKS)
+
+
+@app.page("/metrics")
+async def metrics_view(self: web.View, request: web.Request) -> web.Response:
+    refresh()
+    body = generate_latest(REGISTRY) + generate_latest(WORKER_REGISTRY)
+    return self.bytes(body, headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
+
+
+# -- what is exported -------------------------------------------------------------------------------
+_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",),
+             "summary": ("", "_sum", "_count"), "info": ("_info",), "untyped": ("",),
+             "stateset": ("",), "gaugehistogram": ("_bucket", "_gsum", "_gcount")}
+
+
+def exported_names() -> set[str]:
+    """Every sample name the worker and the sources can expose, also for metrics with no samples yet."""
+    names: set[str] = set()
+    for registry in (REGISTRY, WORKER_REGISTRY):
+        for family in registry.collect():
+            names.update(family.name + suffix for suffix in _SUFFIXES.get(family.type, ("",)))
+    return names
+

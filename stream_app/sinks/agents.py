@@ -1,0 +1,224 @@
+"""Sink agents: one Faust agent (concurrency 1) per enabled ``sink.<system>.<object>`` topic.
+
+Each agent takes batches with ``stream.noack_take(batch_size, within=linger)`` and acks the
+batch's events only after :class:`~stream_app.sinks.engine.SinkEngine` has written them, the
+version table has advanced, and the dead letters, links and quarantined messages have been
+acked by the broker; the producer is flushed first, so the table's changelog is in Kafka
+before the offsets that depend on it are committed. ``take()`` is not used: it acks the
+batch in a ``finally`` that also runs when the generator is closed (worker stop, agent
+crash), which would commit offsets of commands that were never written (docs/adr/0007).
+
+The version table ``sink-applied-versions`` is keyed by ``SinkCommand.partition_key``, the
+sink topics' Kafka key, so it is co-partitioned with them. Faust picks a table key's
+partition from the *current event*; a batch spans partitions, so every read and write of
+the table runs with that key's own event as the current one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
+
+import faust.streams
+from faust.types import AppT, EventT, StreamT, TopicT
+
+from stream_app.app import app, settings
+from stream_app.sinks.engine import (
+    MalformedCommand, Received, SinkEngine, SinkStats, Source, VersionGuard, parse_command,
+)
+from stream_app.sinks.registry import (
+    SinkOptions, SinkSpec, build_writer, enabled_sinks, shared_salesforce, sink_options,
+)
+from stream_app.topics import owned_topic
+
+__all__ = ["SinkRuntime", "TableGuard", "PublishMany", "install", "SINKS", "QUARANTINE_TOPIC", "VERSION_TABLE"]
+
+log = logging.getLogger(__name__)
+
+QUARANTINE_TOPIC = "quarantine.sink"
+VERSION_TABLE = "sink-applied-versions"
+_RAW_LIMIT = 10_000
+
+#: ``publish_many(topic, [(key, value), ...])`` returns once the broker acked every message
+PublishMany = Callable[[str, Sequence[tuple[str, dict[str, Any]]]], Awaitable[None]]
+
+
+@contextlib.contextmanager
+def _current(event: EventT) -> Iterator[None]:
+    token = faust.streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        faust.streams._current_event.reset(token)
+
+
+class TableGuard:
+    """A VersionGuard over the Faust table, each key read and written as its own event."""
+
+    def __init__(self, table: MutableMapping[str, int], events: Mapping[str, EventT]) -> None:
+        self.table = table
+        self.events = events
+
+    def applied(self, key: str) -> int | None:
+        with _current(self.events[key]):
+            return self.table.get(key)
+
+    def advance(self, key: str, version: int) -> None:
+        with _current(self.events[key]):
+            self.table[key] = version
+
+
+@dataclass
+class SinkRuntime:
+    """What one sink agent runs per batch; built once per enabled sink."""
+
+    spec: SinkSpec
+    engine: SinkEngine
+    options: SinkOptions
+    guard_for: Callable[[Mapping[str, EventT]], VersionGuard]
+    publish_many: PublishMany
+    flush: Callable[[], Awaitable[Any]]
+
+    @property
+    def stats(self) -> SinkStats:
+        return self.engine.stats
+
+    async def consume(self, stream: StreamT) -> None:
+        """The agent's body. The writer stays open when the agent is restarted by Faust's
+        supervisor; it is closed with the app (``close_writers``)."""
+        await self.engine.writer.start()
+        async for events in stream.noack_take(self.options.batch_size, within=self.options.linger):
+            await self.handle(events)
+            for event in events:
+                await stream.ack(event)
+
+    async def handle(self, events: Sequence[EventT]) -> None:
+        started = time.monotonic()
+        received: list[Received] = []
+        latest: dict[str, EventT] = {}
+        quarantined: list[tuple[str, dict[str, Any]]] = []
+        for event in events:
+            message = event.message
+            source = Source(message.topic, message.partition, message.offset)
+            try:
+                command = parse_command(event.value, message.key, self.spec.system, self.spec.object)
+            except MalformedCommand as exc:
+                quarantined.append(self._quarantine_entry(event, source, exc.reason))
+                continue
+            received.append(Received(command, source))
+            latest[command.partition_key] = event
+        before = (self.stats.calls, self.stats.retries)
+        result = await self.engine.run(received, self.guard_for(latest)) if received else None
+        if quarantined:
+            await self.publish_many(QUARANTINE_TOPIC, quarantined)
+            self.stats.quarantined += len(quarantined)
+        if result is not None and result.dead_letters:
+            await self.publish_many(self.spec.dlq_topic, [(d["partition_key"], d) for d in result.dead_letters])
+        if result is not None and result.links and self.spec.links_topic:
+            await self.publish_many(self.spec.links_topic, [(link["record_key"], link) for link in result.links])
+        await self.flush()
+        log.info(
+            "sink %s.%s: %d message(s), %d stale, %d written in %d call(s), %d retried, %d dead-lettered, "
+            "%d quarantined (%.2fs)", self.spec.system, self.spec.object, len(events),
+            len(result.stale) if result else 0, len(result.written) if result else 0,
+            self.stats.calls - before[0], self.stats.retries - before[1],
+            len(result.dead_letters) if result else 0, len(quarantined), time.monotonic() - started)
+
+    def _quarantine_entry(self, event: EventT, source: Source, reason: str) -> tuple[str, dict[str, Any]]:
+        raw = event.value
+        text = raw.decode(errors="replace") if isinstance(raw, (bytes, bytearray)) else str(raw)
+        key = event.message.key
+        key_text = key.decode(errors="replace") if isinstance(key, (bytes, bytearray)) else key
+        return (key_text or self.spec.topic, {
+            "source": "sink", "reason": reason, "raw": text[:_RAW_LIMIT],
+            "context": {"topic": source.topic, "partition": source.partition, "offset": source.offset,
+                        "key": key_text, "sink": f"{self.spec.system}.{self.spec.object}"},
+            "quarantined_at": int(time.time() * 1000),
+        })
+
+
+def _publisher(topics: Mapping[str, TopicT]) -> PublishMany:
+    declared: set[str] = set()
+
+    async def publish_many(name: str, entries: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        topic = topics[name]
+        if name not in declared:  # a backlog can be read before declare_owned_topics ran
+            await topic.maybe_declare()
+            declared.add(name)
+        pending = [await topic.send(key=key.encode(), value=value) for key, value in entries]
+        await asyncio.gather(*pending)
+    return publish_many
+
+
+def install(faust_app: AppT, specs: Sequence[SinkSpec], options: SinkOptions,
+            writer_for: Callable[[SinkSpec], Any], table: MutableMapping[str, int],
+            publish_many: PublishMany, flush: Callable[[], Awaitable[Any]],
+            source_for: Callable[[SinkSpec], Any]) -> dict[str, SinkRuntime]:
+    """One agent per sink on ``faust_app``; ``source_for(spec)`` is the channel it reads."""
+    runtimes: dict[str, SinkRuntime] = {}
+    for spec in specs:
+        engine = SinkEngine(writer_for(spec), options.policy(), publish_links=spec.links_topic is not None)
+        runtime = SinkRuntime(spec, engine, options, lambda events: TableGuard(table, events), publish_many, flush)
+
+        async def consume(stream: StreamT, runtime: SinkRuntime = runtime) -> None:
+            await runtime.consume(stream)
+
+        consume.__name__ = consume.__qualname__ = spec.agent_name.replace("-", "_")
+        faust_app.agent(source_for(spec), name=spec.agent_name, concurrency=1)(consume)
+        runtimes[spec.agent_name] = runtime
+    return runtimes
+
+
+def _stats() -> dict[str, Any]:
+    out: dict[str, Any] = {"sinks": {name: runtime.stats.as_dict() for name, runtime in SINKS.items()}}
+    if any(runtime.spec.system == "salesforce" for runtime in SINKS.values()):
+        rest = shared_salesforce(settings)
+        out["salesforce"] = {
+            "calls": rest.calls, "retries": rest.stats.retries, "auth_refreshes": rest.stats.auth_refreshes,
+            "gave_up": rest.stats.gave_up, "token_refreshes": rest.tokens.refreshes,
+            "budget_waits": rest.budget.waits,
+            "api_usage": {"used": rest.budget.usage.used, "limit": rest.budget.usage.limit},
+        }
+    return out
+
+
+def _register() -> dict[str, SinkRuntime]:
+    specs = enabled_sinks(settings)
+    if not specs:
+        return {}
+    table = app.Table(VERSION_TABLE, key_type=str, value_type=int,  # both json: Faust derives it from the types
+                      help="last version each sink applied per target record")
+    outputs = {QUARANTINE_TOPIC: owned_topic(QUARANTINE_TOPIC)}
+    for spec in specs:
+        for name in (spec.dlq_topic, spec.links_topic):
+            if name and name not in outputs:
+                outputs[name] = owned_topic(name)
+    writers = {spec: build_writer(spec, settings) for spec in specs}
+    runtimes = install(
+        app, specs, sink_options(settings), writers.__getitem__, table, _publisher(outputs),
+        lambda: app.producer.flush(), lambda spec: owned_topic(spec.topic, value_serializer="raw"),
+    )
+
+    @app.page("/sinks/stats/")
+    async def sink_stats(view: Any, request: Any) -> Any:
+        return view.json(_stats())
+
+    @app.on_before_shutdown.connect
+    async def close_writers(sender: Any, **kwargs: Any) -> None:
+        for writer in writers.values():
+            await writer.close()
+        if any(spec.system in ("salesforce", "pardot") for spec in specs):
+            rest = shared_salesforce(settings)
+            await rest.aclose()
+            await rest.tokens.aclose()
+
+    return runtimes
+
+
+#: the running sinks by agent name
+SINKS: dict[str, SinkRuntime] = _register()

@@ -1,0 +1,382 @@
+"""From a batch of sink commands to confirmed writes, without Kafka (the agents wrap this).
+
+A batch goes through three steps:
+
+1. **plan** — per target record (``SinkCommand.partition_key``), drop what the version guard
+   says is already applied (``version <= applied``) and fold consecutive upserts into one
+   (newer fields over older: the same end state as applying them in turn, also when commands
+   carry only changed fields). An operation change (upsert → delete) starts a new write. The
+   i-th write of every record forms wave i, so a record's writes never change order.
+2. **write** each wave in chunks of ``writer.max_batch``. Retryable outcomes are retried
+   inside the batch, with the shared :class:`~connectors.retry.RetryPolicy` backoff, until
+   they land or run out of attempts: the batch (and its partitions) wait, so a later command
+   for the same record can never overtake a retried one.
+3. **account** — a confirmed write advances the guard; a refused one, or one out of
+   attempts, becomes a dead letter; a write the target confirmed with an id can become a
+   link (TIMS customer ids the topology must record).
+
+The version guard is only advanced after the target confirmed the write, so an older command
+(retried, replayed or taken back from the DLQ) never overwrites newer data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Awaitable, Callable, Iterator, Protocol, Sequence
+
+from pydantic import ValidationError
+
+from connectors.envelope import SinkCommand
+from connectors.errors import AuthExpiredError, FatalError
+from connectors.retry import RetryPolicy
+from connectors.sink import WriteOutcome, Writer
+
+__all__ = [
+    "Source", "Received", "PlannedWrite", "Plan", "plan_batch", "VersionGuard", "MemoryGuard",
+    "SinkStats", "BatchResult", "SinkEngine", "MalformedCommand", "parse_command", "dead_letter",
+    "link_entry",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a command was read from (kept in dead letters for tracing and replay)."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Received:
+    command: SinkCommand
+    source: Source | None = None
+
+
+@dataclass
+class PlannedWrite:
+    """One write of one record: the newest command, with the older ones folded into it."""
+
+    command: SinkCommand
+    sources: list[Source] = field(default_factory=list)
+    #: idempotency keys of the older commands whose fields this write carries
+    folded: list[str] = field(default_factory=list)
+    attempts: int = 0
+    first_attempt_at: float | None = None
+    last_attempt_at: float | None = None
+    error_code: str | None = None
+    error: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.command.partition_key
+
+    def begin_attempt(self, now: float) -> None:
+        self.attempts += 1
+        if self.first_attempt_at is None:
+            self.first_attempt_at = now
+        self.last_attempt_at = now
+
+
+@dataclass
+class Plan:
+    waves: list[list[PlannedWrite]]
+    stale: list[Received]
+    folded: int
+
+
+def plan_batch(batch: Sequence[Received], applied: Callable[[str], int | None]) -> Plan:
+    """Group a batch into waves of writes; see the module docstring for the rules."""
+    per_key: dict[str, list[PlannedWrite]] = {}
+    newest: dict[str, int] = {}
+    stale: list[Received] = []
+    folded = 0
+    for item in batch:
+        command = item.command
+        key = command.partition_key
+        if key not in newest:
+            known = applied(key)
+            newest[key] = -1 if known is None else known
+        if command.version <= newest[key]:
+            stale.append(item)
+            continue
+        newest[key] = command.version
+        writes = per_key.setdefault(key, [])
+        last = writes[-1] if writes else None
+        if last is not None and last.command.operation == command.operation:
+            fields = {**last.command.fields, **command.fields} if command.operation == "upsert" else command.fields
+            last.folded.append(last.command.idempotency_key)
+            last.command = command.model_copy(update={"fields": fields})
+            folded += 1
+        else:
+            last = PlannedWrite(command)
+            writes.append(last)
+        if item.source is not None:
+            last.sources.append(item.source)
+    depth = max((len(w) for w in per_key.values()), default=0)
+    waves = [[writes[i] for writes in per_key.values() if len(writes) > i] for i in range(depth)]
+    return Plan(waves, stale, folded)
+
+
+class VersionGuard(Protocol):
+    """The last version applied per record; the agents back it with a Faust table."""
+
+    def applied(self, key: str) -> int | None: ...
+
+    def advance(self, key: str, version: int) -> None: ...
+
+
+class MemoryGuard:
+    """A VersionGuard in a dict (unit tests, tools)."""
+
+    def __init__(self, versions: dict[str, int] | None = None) -> None:
+        self.versions = dict(versions or {})
+
+    def applied(self, key: str) -> int | None:
+        return self.versions.get(key)
+
+    def advance(self, key: str, version: int) -> None:
+        self.versions[key] = version
+
+
+@dataclass
+class SinkStats:
+    """Counters of one sink (the metrics layer reads them)."""
+
+    batches: int = 0
+    received: int = 0
+    stale: int = 0
+    folded: int = 0
+    written: int = 0
+    created: int = 0
+    #: writer calls (one sObject Collections request per object and external-id field each)
+    calls: int = 0
+    #: records sent again after a retryable failure
+    retries: int = 0
+    #: rounds spent waiting for credentials that the target refused
+    auth_waits: int = 0
+    dead_lettered: int = 0
+    quarantined: int = 0
+    links: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass
+class BatchResult:
+    written: list[tuple[PlannedWrite, WriteOutcome]] = field(default_factory=list)
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    links: list[dict[str, Any]] = field(default_factory=list)
+    stale: list[Received] = field(default_factory=list)
+
+
+def _epoch_ms(seconds: float | None) -> int | None:
+    return None if seconds is None else int(seconds * 1000)
+
+
+def dead_letter(write: PlannedWrite, *, exhausted: bool, now: float) -> dict[str, Any]:
+    """The DLQ entry for a write that did not land: enough to understand it and replay it."""
+    command = write.command
+    return {
+        "reason": "retries_exhausted" if exhausted else "rejected",
+        "error_code": write.error_code,
+        "error": write.error,
+        "attempts": write.attempts,
+        "first_attempt_at": _epoch_ms(write.first_attempt_at),
+        "last_attempt_at": _epoch_ms(write.last_attempt_at),
+        "dead_lettered_at": _epoch_ms(now),
+        "system": command.system,
+        "object": command.object,
+        "partition_key": command.partition_key,
+        "command": command.model_dump(mode="json"),
+        "folded": list(write.folded),
+        "sources": [asdict(s) for s in write.sources],
+    }
+
+
+def link_entry(write: PlannedWrite, outcome: WriteOutcome) -> dict[str, Any]:
+    """The target's id for a record we wrote (``links.<system>``), for the topology to record."""
+    command = write.command
+    return {
+        "system": command.system,
+        "object": command.object,
+        "record_key": command.record_key,
+        "external_id_field": command.external_id_field,
+        "external_id": command.external_id,
+        f"{command.system}_id": outcome.target_id,
+        "target_id": outcome.target_id,
+        "created": outcome.created,
+        "version": command.version,
+    }
+
+
+def _chunks(items: list[PlannedWrite], size: int) -> Iterator[list[PlannedWrite]]:
+    for start in range(0, len(items), max(1, size)):
+        yield items[start:start + size]
+
+
+class SinkEngine:
+    """Runs batches through one writer; never raises for a record's or a call's failure."""
+
+    def __init__(
+        self,
+        writer: Writer,
+        policy: RetryPolicy,
+        *,
+        publish_links: bool = False,
+        stats: SinkStats | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.writer = writer
+        self.policy = policy
+        self.publish_links = publish_links
+        self.stats = stats if stats is not None else SinkStats()
+        self._clock = clock
+        self._sleep = sleep
+
+    async def run(self, batch: Sequence[Received], guard: VersionGuard) -> BatchResult:
+        result = BatchResult()
+        plan = plan_batch(batch, guard.applied)
+        self.stats.batches += 1
+        self.stats.received += len(batch)
+        self.stats.stale += len(plan.stale)
+        self.stats.folded += plan.folded
+        result.stale = plan.stale
+        for wave in plan.waves:
+            await self._write_wave(wave, guard, result)
+        return result
+
+    async def _write_wave(self, wave: list[PlannedWrite], guard: VersionGuard, result: BatchResult) -> None:
+        pending = wave
+        rounds = 0
+        while pending:
+            retry: list[PlannedWrite] = []
+            hints: list[float] = []
+            for chunk in _chunks(pending, self.writer.max_batch):
+                again, hint = await self._attempt(chunk, guard, result)
+                retry.extend(again)
+                if hint is not None:
+                    hints.append(hint)
+            if not retry:
+                return
+            rounds += 1
+            delay = self.policy.delay(rounds, max(hints) if hints else None)
+            log.info("sink %s: %d record(s) to retry in %.2fs (round %d)",
+                     self.writer.system, len(retry), delay, rounds)
+            await self._sleep(delay)
+            pending = retry
+
+    async def _attempt(self, chunk: list[PlannedWrite], guard: VersionGuard,
+                       result: BatchResult) -> tuple[list[PlannedWrite], float | None]:
+        """One writer call; returns the writes to retry and the server's Retry-After, if any."""
+        now = self._clock()
+        for write in chunk:
+            write.begin_attempt(now)
+        self.stats.calls += 1
+        try:
+            outcomes = await self.writer.write([w.command for w in chunk])
+            if len(outcomes) != len(chunk):
+                raise RuntimeError(f"writer returned {len(outcomes)} outcomes for {len(chunk)} commands")
+        except AuthExpiredError as exc:
+            # Our credentials, not the commands: wait for them without spending attempts.
+            log.error("sink %s: the target refuses our credentials (%s); waiting", self.writer.system, exc)
+            self.stats.auth_waits += 1
+            for write in chunk:
+                write.attempts -= 1
+            return chunk, None
+        except FatalError as exc:
+            for write in chunk:
+                self._give_up(write, exc.code or "FATAL", str(exc), exhausted=False, result=result)
+            return [], None
+        except Exception as exc:  # noqa: BLE001 - a failed call is an outcome for each command in it
+            code = getattr(exc, "code", None) or type(exc).__name__
+            again = [w for w in chunk if self._failed(w, str(code), str(exc), True, result)]
+            return again, getattr(exc, "retry_after", None)
+        again = []
+        for write, outcome in zip(chunk, outcomes):
+            if outcome.ok:
+                self._landed(write, outcome, guard, result)
+            elif self._failed(write, outcome.error_code or "UNKNOWN", outcome.error or "", outcome.retryable, result):
+                again.append(write)
+        return again, None
+
+    def _landed(self, write: PlannedWrite, outcome: WriteOutcome, guard: VersionGuard, result: BatchResult) -> None:
+        guard.advance(write.key, write.command.version)
+        result.written.append((write, outcome))
+        self.stats.written += 1
+        if outcome.created:
+            self.stats.created += 1
+        if self.publish_links and outcome.target_id:
+            result.links.append(link_entry(write, outcome))
+            self.stats.links += 1
+
+    def _failed(self, write: PlannedWrite, code: str, message: str, retryable: bool, result: BatchResult) -> bool:
+        """Record a failure; True when the write should be tried again."""
+        write.error_code, write.error = code, message
+        if retryable and write.attempts < self.policy.max_attempts:
+            self.stats.retries += 1
+            return True
+        self._give_up(write, code, message, exhausted=retryable, result=result)
+        return False
+
+    def _give_up(self, write: PlannedWrite, code: str, message: str, *, exhausted: bool, result: BatchResult) -> None:
+        write.error_code, write.error = code, message
+        result.dead_letters.append(dead_letter(write, exhausted=exhausted, now=self._clock()))
+        self.stats.dead_lettered += 1
+        log.warning("sink %s: %s to the DLQ after %d attempt(s): %s",
+                    self.writer.system, write.command.object, write.attempts, code)
+
+
+class MalformedCommand(ValueError):
+    """A sink-topic message that is not a usable command; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def parse_command(raw: Any, key: bytes | str | None, system: str, sobject: str) -> SinkCommand:
+    """Read one message of ``sink.<system>.<object>``; MalformedCommand says what is wrong.
+
+    Beyond the envelope's own validation: the command must be for this topic's system and
+    object, its Kafka key must be its ``partition_key`` (else its record's commands could
+    spread over partitions and lose their order), and ``fields`` must not name another value
+    for the external-id field (the upsert would silently target another record).
+    """
+    if isinstance(raw, (bytes, bytearray)):
+        try:
+            raw = raw.decode()
+        except UnicodeDecodeError:
+            raise MalformedCommand("not UTF-8 text") from None
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise MalformedCommand(f"not JSON: {exc.msg} at position {exc.pos}") from None
+    if not isinstance(raw, dict):
+        raise MalformedCommand(f"expected a JSON object, got {type(raw).__name__}")
+    try:
+        command = SinkCommand.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'command'}: {e['msg']}" for e in exc.errors()
+        )
+        raise MalformedCommand(f"not a SinkCommand: {problems}") from None
+    if (command.system, command.object) != (system, sobject):
+        raise MalformedCommand(
+            f"command for {command.system}.{command.object} on the topic of {system}.{sobject}")
+    key_text = key.decode(errors="replace") if isinstance(key, (bytes, bytearray)) else key
+    if key_text != command.partition_key:
+        raise MalformedCommand(f"Kafka key {key_text!r} is not the command's partition_key {command.partition_key!r}")
+    named = next((k for k in command.fields if k.lower() == command.external_id_field.lower()), None)
+    if named is not None and str(command.fields[named]) != command.external_id:
+        raise MalformedCommand(f"fields.{named} differs from external_id")
+    return command
