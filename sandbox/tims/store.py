@@ -343,9 +343,21 @@ class TimsStore:
             existing_id = self._by_external[resource].get(ext)
         if existing_id is None and by_id and isinstance(data.get(info.id_field), str):
             existing_id = data[info.id_field] if data[info.id_field] in self._data[resource] else None
+        if existing_id is None and resource == "customers" and isinstance(ext, str) and ext:
+            existing_id = self._unlinked_customer_with_email(data.get("email"))
         if existing_id is None:
             return self._write(resource, data, None, "create", modified_by, ts, trusted)
         return self._write(resource, data, self.get(resource, existing_id), "merge", modified_by, ts, trusted)
+
+    def _unlinked_customer_with_email(self, email: Any) -> str | None:
+        """The contract's adoption rule: an upsert by an unknown external_id takes over the one
+        customer with the same email that has no external_id yet, rather than creating a twin."""
+        if not isinstance(email, str) or not email.strip():
+            return None
+        wanted = email.strip().lower()
+        matches = [cid for cid, rec in self._data["customers"].items()
+                   if not rec.get("external_id") and str(rec.get("email") or "").strip().lower() == wanted]
+        return matches[0] if len(matches) == 1 else None
 
     def _write(self, resource: str, data: Mapping[str, Any], existing: dict[str, Any] | None, mode: str,
                modified_by: str, ts: datetime, trusted: bool) -> WriteResult:

@@ -523,3 +523,17 @@ async def test_admin_state_and_reset(tims: Tims) -> None:
     assert state["counts"]["customers"] == 1 and state["changes"] == 1
     await tims.client.post("/__admin/reset")
     assert tims.store.all("customers") == [] and tims.store.changes == []
+
+
+def test_upsert_by_a_new_external_id_adopts_the_unlinked_customer_with_that_email() -> None:
+    from sandbox.tims import TimsStore
+
+    store = TimsStore()
+    entered = store.upsert_customer(name="Ada Lovelace", email="Ada@Example.com")
+    [result] = store.batch_upsert("customers", [{"external_id": "003A", "name": "Ada Lovelace",
+                                                  "email": "ada@example.com"}], modified_by="connect")
+    assert result["success"] and result["created"] is False and result["id"] == entered["customer_id"]
+    assert store.customer(entered["customer_id"])["external_id"] == "003A"
+    [other] = store.batch_upsert("customers", [{"external_id": "003B", "name": "Someone Else",
+                                                 "email": "ada@example.com"}], modified_by="connect")
+    assert other["created"] is True  # the only candidate is linked now: no second adoption
