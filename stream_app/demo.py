@@ -189,7 +189,9 @@ async def run_demo(once: bool, say: Callable[[str], None] = print, timeout: floa
     sandbox = await start_sandbox(ports=ports, keepalive_seconds=5)
     env = {**os.environ, **sandbox.worker_env(), "CONNECT_APP_ID": f"demo-{run}",
            "CONNECT_TOPIC_PREFIX": f"demo-{run}.", "CONNECT_DATA_DIR": str(logs / "data"),
-           "CONNECT_WEB_PORT": os.environ.get("CONNECT_WEB_PORT", "6066")}
+           "CONNECT_WEB_PORT": os.environ.get("CONNECT_WEB_PORT", "6066"),
+           "CONNECT_SINK_OBJECTS": "salesforce.Contact,salesforce.Account,tims.customer",
+           "CONNECT_SINK_LINGER": "0.2", "CONNECT_TIMS_POLL_INTERVAL": "1", "CONNECT_PARDOT_POLL_INTERVAL": "2"}
     processes = Processes(env, logs)
     say("sandbox:")
     for line in sandbox.lines():

@@ -1,0 +1,31 @@
+"""Flows 1 and 2 end to end, as `make demo` plays them: the real broker, the sandbox, a worker
+subprocess and the three source processes; `--once` exits 0 only if every expected record arrived
+in every system and the systems went quiet afterwards."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.worker import STREAM_APP, free_port
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_once_plays_both_flows(kafka_bootstrap: str, tmp_path: Path) -> None:
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "CONNECT_WEB_PORT": str(free_port())}
+    result = subprocess.run([STREAM_APP, "demo", "--once"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=400)
+    out = result.stdout
+    assert result.returncode == 0, out[-4000:] + result.stderr[-3000:]
+    assert out.count("TIMS customer created with ExternalID") == 3
+    assert out.count("on Contact and Account") == 3
+    assert "not onboarded (by design)" in out
+    assert "has phone +14155550134 and city Sheffield" in out
+    assert "Salesforce Contact and Account show NET60 and 25,000" in out
+    assert "the systems are quiet once they agree" in out
+    assert "TIMS records: 3 customers" in out
+    assert "✗" not in out
