@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-__all__ = ["KafkaTarget", "Publisher", "PositionStore", "ensure_topics"]
+__all__ = ["KafkaTarget", "Publisher", "PositionStore", "ensure_topics", "list_topics"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,15 @@ class KafkaTarget:
 
     def topic(self, name: str) -> str:
         return f"{self.prefix}{name}"
+
+
+async def list_topics(bootstrap: str) -> set[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
 
 
 async def ensure_topics(target: KafkaTarget, names: Iterable[str], *, compacted: bool = False) -> None:

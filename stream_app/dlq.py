@@ -16,6 +16,7 @@ from typing import Any, Iterable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
+from connectors.kafka_io import list_topics
 from connectors.redact import redact_fields, redact_text
 
 __all__ = ["DlqEntry", "DlqError", "SYSTEMS", "read_entries", "replay_entries", "purge", "format_entry_line"]
@@ -61,12 +62,7 @@ def format_entry_line(entry: DlqEntry) -> str:
 
 
 async def _existing(bootstrap: str, names: Iterable[str]) -> list[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        topics = set(await admin.list_topics())
-    finally:
-        await admin.close()
+    topics = await list_topics(bootstrap)
     return [name for name in names if name in topics]
 
 

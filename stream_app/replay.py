@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from connectors.kafka_io import list_topics
+
 __all__ = ["ReplayError", "PartitionPlan", "resolve_topic", "plan", "apply", "group_members", "parse_time"]
 
 
@@ -52,12 +54,7 @@ def parse_time(text: str) -> int:
 
 
 async def resolve_topic(bootstrap: str, topic: str, prefix: str) -> str:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        topics = set(await admin.list_topics())
-    finally:
-        await admin.close()
+    topics = await list_topics(bootstrap)
     for candidate in (topic, f"{prefix}{topic}"):
         if candidate in topics:
             return candidate
