@@ -5,9 +5,12 @@ Prints:
 2. topology throughput: source events in → sink commands out through a real worker, events/s,
    and the ratio to the baseline;
 3. end-to-end latency at a fixed offered rate: source commit time → sink command on Kafka, p50/p99;
-4. Salesforce API calls per 1,000 records: the same events through the sinks into the sandbox.
+4. Salesforce API calls per 1,000 records: TIMS customers linked to Contacts that exist in the
+   sandbox org (started in this process) go through a worker whose Salesforce sink writes their
+   TIMS id, payment terms and city onto the Contacts; the org counts the calls our client made.
 
 Usage: .venv/bin/python bench/topology_bench.py [--events 5000] [--rate 200] [--seconds 20]
+           [--sf-records 1000] [--parts 1,2,3,4]
 Needs a broker (KAFKA_BOOTSTRAP_SERVERS or the local one: `stream-app kafka up`).
 """
 
@@ -198,24 +201,98 @@ async def topology(events: int, rate: float, seconds: float, workdir: Path) -> t
         worker.stop()
 
 
+SALESFORCE_CLIENT = "pardot-tims-connect"
+
+
+def _our_calls(org) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """Salesforce API calls our client made so far, by kind (the org's own count)."""
+    by_client_kind = org.snapshot(with_records=False)["api"]["by_client_kind"]
+    return {key.split(" ", 1)[1]: n for key, n in by_client_kind.items() if key.split(" ", 1)[0] == SALESFORCE_CLIENT}
+
+
+async def salesforce_calls(records: int, workdir: Path) -> tuple[dict[str, int], float]:
+    """Part 4: (our Salesforce API calls by kind, seconds) to write ``records`` TIMS customers'
+    ids onto the Contacts they are linked to, through the topology and the Salesforce sink."""
+    from sandbox.run import start_sandbox  # only this part needs the sandbox
+
+    sandbox = await start_sandbox(ports={"salesforce-rest": 0, "salesforce-pubsub": 0, "pardot": 0, "tims": 0},
+                                  keepalive_seconds=5)
+    run = uuid.uuid4().hex[:8]
+    worker = None
+    try:
+        org = sandbox.org
+        contacts = []
+        for i in range(records):
+            account = org.create("Account", {"Name": f"Bench Gases {i}"})
+            contacts.append(org.create("Contact", {"LastName": f"Person{i}", "AccountId": account,
+                                                   "Email": f"person{i}.{run}@bench.example"}))
+        messages = []
+        for i, contact in enumerate(contacts):
+            key, value = customer_event(i, run)
+            event = json.loads(value)
+            event["fields"]["external_id"] = contact
+            messages.append((key, json.dumps(event).encode()))
+        worker = Worker(worker_env(run, str(workdir / "data-sf"), {
+            **sandbox.worker_env(), "CONNECT_SINK_OBJECTS": "salesforce.Contact,salesforce.Account"}),
+            workdir / "worker-sf.log")
+        await asyncio.to_thread(worker.wait_ready)  # the sandbox answers on this loop meanwhile
+        await asyncio.sleep(2)
+        before = _our_calls(org)
+        started = time.monotonic()
+        await produce(f"bench-{run}.src.tims.customer", messages)
+
+        def written() -> int:
+            return sum(1 for c in contacts if (org.get("Contact", c) or {}).get("TIMS_Customer_ID__c"))
+
+        deadline = started + 600
+        while written() < records:
+            if time.monotonic() > deadline or worker.proc.poll() is not None:
+                raise TimeoutError(f"{written()}/{records} Contacts written; see {worker.log}")
+            await asyncio.sleep(0.2)
+        elapsed = time.monotonic() - started
+        settled = _our_calls(org)
+        await asyncio.sleep(3)  # nothing trails behind the last write
+        after = _our_calls(org)
+        if after != settled:
+            print(f"  (calls after the last Contact was written: {after} vs {settled})")
+        return {kind: after.get(kind, 0) - before.get(kind, 0) for kind in after
+                if after.get(kind, 0) != before.get(kind, 0)}, elapsed
+    finally:
+        if worker is not None:
+            await asyncio.to_thread(worker.stop)
+        await sandbox.stop()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--rate", type=float, default=200.0, help="offered rate for the latency run, events/s")
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--sf-records", type=int, default=1000, help="records for the API-calls part")
+    parser.add_argument("--parts", default="1,2,3,4", help="which parts to run (2 and 3 run together)")
     args = parser.parse_args()
+    parts = {int(p) for p in args.parts.split(",") if p.strip()}
     with tempfile.TemporaryDirectory() as tmp:
-        base = await baseline(args.events)
-        print(f"baseline raw aiokafka consume→produce: {base:,.0f} msgs/s ({args.events} messages)")
-        throughput, latencies = await topology(args.events, args.rate, args.seconds, Path(tmp))
-        print(f"topology (ingest→identify→match→merge→sink command): {throughput:,.0f} events/s "
-              f"= {throughput / base:.3f} × baseline")
-        if latencies:
-            ordered = sorted(latencies)
-            p50 = statistics.median(ordered)
-            p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-            print(f"latency at {args.rate:.0f} events/s offered for {args.seconds:.0f}s: p50 {p50 * 1000:.0f} ms, "
-                  f"p99 {p99 * 1000:.0f} ms ({len(ordered)} samples)")
+        base = None
+        if 1 in parts:
+            base = await baseline(args.events)
+            print(f"baseline raw aiokafka consume→produce: {base:,.0f} msgs/s ({args.events} messages)")
+        if parts & {2, 3}:
+            throughput, latencies = await topology(args.events, args.rate, args.seconds, Path(tmp))
+            ratio = f" = {throughput / base:.3f} × baseline" if base else ""
+            print(f"topology (ingest→identify→match→merge→sink command): {throughput:,.0f} events/s{ratio}")
+            if latencies:
+                ordered = sorted(latencies)
+                p50 = statistics.median(ordered)
+                p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+                print(f"latency at {args.rate:.0f} events/s offered for {args.seconds:.0f}s: p50 {p50 * 1000:.0f} ms, "
+                      f"p99 {p99 * 1000:.0f} ms ({len(ordered)} samples)")
+        if 4 in parts:
+            calls, elapsed = await salesforce_calls(args.sf_records, Path(tmp))
+            total = sum(calls.values())
+            print(f"Salesforce API calls per 1,000 records: {total * 1000 / args.sf_records:.1f} "
+                  f"({total} calls by {SALESFORCE_CLIENT} for {args.sf_records} Contacts written through the sink "
+                  f"in {elapsed:.1f}s: {calls})")
 
 
 if __name__ == "__main__":

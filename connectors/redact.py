@@ -14,7 +14,8 @@ __all__ = ["mask_email", "mask_phone", "redact_fields", "redact_text"]
 
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
 _PHONE = re.compile(r"\+?\d[\d\s().-]{6,}\d")
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+#: shapes the phone pattern also matches but which are not phones: dates and IPv4 addresses
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}|\d{1,3}(\.\d{1,3}){3}\b")
 _EMAIL_FIELD = re.compile(r"e-?mail", re.IGNORECASE)
 _PHONE_FIELD = re.compile(r"phone|fax|mobile", re.IGNORECASE)
 

@@ -15,7 +15,7 @@ class RedactingFilter(logging.Filter):
         message = record.getMessage()
         masked = redact_text(message)
         if masked != message:
-            record.msg, record.args = masked, None
+            record.msg, record.args = masked, ()
         return True
 
 

@@ -11,7 +11,10 @@ A golden record is a plain JSON-able dict (it lives in the ``customer_master`` t
   edit (a non-owner changed an owned field) is overwritten with the owner's value.
 - ``sent``: target → {field: [recent values we wrote]}: an incoming value equal to one of them
   is our own write coming back (an echo), even when it is an older one.
-- ``seen``: the latest event ids (dedupe window), ``version``: bumped on every real change.
+- ``observed``: source reference → {field: value} as its latest event showed them (the fields
+  the mappings read): a full-state event's unchanged fields are not edits.
+- ``seen``: the latest event ids (dedupe window), ``version``: bumped on every real change and
+  before any write the change did not cause (the sinks apply only versions newer than the last).
 """
 
 from __future__ import annotations
@@ -63,7 +66,8 @@ class Outcome:
 
 
 def new_record(key: str) -> dict[str, Any]:
-    return {"key": key, "version": 0, "fields": {}, "links": {}, "refs": [], "known": {}, "sent": {}, "seen": []}
+    return {"key": key, "version": 0, "fields": {}, "links": {}, "refs": [], "known": {}, "sent": {}, "observed": {},
+            "seen": []}
 
 
 def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -133,11 +137,33 @@ def _merge(record: dict[str, Any], policy: Policy, src: str, ts: int, values: Ma
             outcome.changed.append(name)
 
 
+def _read_paths(mappings: Mappings, target: str) -> set[str]:
+    """The flat field names the inbound mappings of ``target`` read (an address and its parts)."""
+    paths: set[str] = set()
+    for rule in mappings.inbound.get(target, {}).values():
+        if rule.source:
+            paths |= {rule.source, rule.source.split(".", 1)[0]}
+    return paths
+
+
+def _unchanged(last_seen: Mapping[str, Any], name: str, value: Any) -> bool:
+    """The record showed this field so before (absent counts as empty, and so do the parts of a
+    nested value: an address that had a city is not unchanged when it becomes empty)."""
+    if value is None:
+        return all(v is None for k, v in last_seen.items() if k == name or k.startswith(name + "."))
+    return name in last_seen and last_seen[name] == value
+
+
 def _is_echo(record: dict[str, Any], target: str, name: str, value: Any) -> bool:
     return value in record["sent"].get(target, {}).get(name, [])
 
 
-def _outbound(record: dict[str, Any], mappings: Mappings, event: SourceEvent | None, outcome: Outcome) -> None:
+def _outbound(record: dict[str, Any], mappings: Mappings, event: SourceEvent | None, outcome: Outcome,
+              *, bumped: bool) -> None:
+    """Commands for what the targets lack. Each needs a version its target has not applied yet,
+    or the sinks' version guard drops it as stale: a write the record did not change for (an
+    owner winning back a field edited elsewhere, a target catching up after an echo) bumps the
+    version first (``bumped``: this event already did)."""
     golden = {name: slot["v"] for name, slot in record["fields"].items()}
     links = record["links"]
     for target, spec in mappings.outbound.items():
@@ -163,6 +189,9 @@ def _outbound(record: dict[str, Any], mappings: Mappings, event: SourceEvent | N
                 node = node.setdefault(part, {})
             node[parts[-1]] = value
         nested.pop(key_field, None)
+        if not bumped:
+            record["version"] += 1
+            bumped = True
         known.update(payload)
         sent = record["sent"].setdefault(target, {})
         for name, value in payload.items():
@@ -186,22 +215,33 @@ def apply_event(record: dict[str, Any], event: SourceEvent, mappings: Mappings, 
         outcome.duplicate = True
         return outcome
     target = f"{event.source}.{event.entity}"
+    ref = source_ref(event)
     flat = _flatten(event.fields)
     echoes = {name for name, value in flat.items() if _is_echo(record, target, name, value)}
-    fresh = {name: value for name, value in flat.items() if name not in echoes}
-    present = set(fresh) | {name.split(".", 1)[0] for name in fresh}
-    canonical = {} if event.change_type == "DELETE" else mappings.to_canonical(target, event.fields, present)
+    # A full-state event (TIMS, Pardot, a Salesforce create or snapshot) restates every field at
+    # its commit time. A field it carries as the record's previous event showed it (an empty one
+    # as never seen) was not edited then: taken as an edit, it would win last-writer-wins over a
+    # newer edit made elsewhere (a TIMS user changing the payment terms would put back the city a
+    # Salesforce user just changed; a new Contact with no city would clear the one TIMS has).
+    last_seen = record.get("observed", {}).get(ref, {})
+    restated = {name for name, value in flat.items() if event.full_state and _unchanged(last_seen, name, value)}
+    fresh = {name: value for name, value in flat.items() if name not in echoes and name not in restated}
+    # only the parts of an address that changed (a nulled address still clears every part)
+    canonical = {} if event.change_type == "DELETE" else mappings.to_canonical(target, event.fields, set(fresh))
+    read = _read_paths(mappings, target)
+    record.setdefault("observed", {})[ref] = ({} if event.full_state else dict(last_seen)) | {
+        name: value for name, value in flat.items() if name in read}
 
     before = record["version"]
     outcome.echo_fields = sorted(echoes)
     if target in mappings.outbound:
         record["known"].setdefault(target, {}).update(flat)
-    for ref in [source_ref(event), *crossrefs(event), *company_refs(event)]:
-        _link(record, ref, outcome)
+    for linked in [ref, *crossrefs(event), *company_refs(event)]:
+        _link(record, linked, outcome)
     _merge(record, policy, event.source, event.commit_timestamp, canonical, event.event_id, outcome)
     if outcome.changed:
         record["version"] = before + 1
-    _outbound(record, mappings, event, outcome)
+    _outbound(record, mappings, event, outcome, bumped=bool(outcome.changed))
     record["seen"] = (record["seen"] + [event.event_id])[-SEEN_WINDOW:]
     return outcome
 
@@ -212,5 +252,5 @@ def apply_tims_link(record: dict[str, Any], tims_id: str, mappings: Mappings) ->
     _link(record, f"tims:customer:{tims_id}", outcome)
     if outcome.changed:
         record["version"] += 1
-    _outbound(record, mappings, None, outcome)
+    _outbound(record, mappings, None, outcome, bumped=bool(outcome.changed))
     return outcome

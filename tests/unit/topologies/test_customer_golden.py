@@ -140,3 +140,33 @@ def test_values_that_cannot_be_cleaned_are_refused_whole() -> None:
     with pytest.raises(Uncleanable, match="phone"):
         apply_event(record, event("salesforce", "Contact", "003A", Phone="12", Email="ada@example.com"), MAPPINGS, POLICY)
     assert repr(record) == before
+
+
+def full(source: str, entity: str, record_id: str, ts: int, **fields) -> SourceEvent:
+    return SourceEvent(event_id=f"e{next(_ids)}", source=source, entity=entity, record_id=record_id,
+                       change_type="UPDATE", fields=fields, full_state=True, commit_timestamp=ts)
+
+
+def test_every_win_back_carries_a_version_the_sink_has_not_applied() -> None:
+    record = onboarded_record()
+    apply_tims_link(record, "C000001", MAPPINGS)
+    versions = []
+    for typo in ("typo1@example.com", "typo2@example.com"):
+        [restore] = apply_event(record, event("tims", "customer", "C000001", ts=9_000, email=typo), MAPPINGS, POLICY).commands
+        versions.append(restore.version)
+    assert versions[0] < versions[1]
+
+
+def test_a_full_state_event_does_not_revert_a_newer_edit_made_elsewhere() -> None:
+    record = onboarded_record()
+    apply_tims_link(record, "C000001", MAPPINGS)
+    tims_state = {"customer_id": "C000001", "external_id": "003A", "name": "Ada Lovelace", "email": "ada@example.com"}
+    apply_event(record, full("tims", "customer", "C000001", 5_000, **tims_state, billing_address={"city": "Leeds"},
+                             payment_terms="NET30"), MAPPINGS, POLICY)
+    apply_event(record, event("salesforce", "Contact", "003A", ts=6_000, MailingCity="York"), MAPPINGS, POLICY)
+    # A TIMS user changes only the payment terms; the feed restates the old city with a newer time.
+    outcome = apply_event(record, full("tims", "customer", "C000001", 7_000, **tims_state,
+                                       billing_address={"city": "Leeds"}, payment_terms="NET60"), MAPPINGS, POLICY)
+    assert record["fields"]["city"]["v"] == "York"
+    assert record["fields"]["payment_terms"]["v"] == "NET60"
+    assert not any(c["field"] == "city" for c in outcome.conflicts)
