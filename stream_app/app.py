@@ -36,6 +36,8 @@ def create_app(config: Settings) -> faust.App:
         broker_commit_interval=config.broker_commit_interval,
         broker_max_poll_records=config.max_poll_records,
         broker_session_timeout=config.broker_session_timeout,
+        # a topic created after the group's assignment is picked up within this time
+        consumer_metadata_max_age_ms=30_000,
         broker_heartbeat_interval=config.broker_heartbeat_interval,
         web_host=config.web_host,
         web_bind=config.web_host,

@@ -14,7 +14,23 @@ def main() -> None:
         print(f"stream-app: {exc}", file=sys.stderr)
         print("Fix the environment variables above (or CONNECT_CONFIG_FILE) and run again.", file=sys.stderr)
         sys.exit(2)
+    if len(sys.argv) > 1 and sys.argv[1] == "worker":
+        _create_topics_first(app)
     app.main()
+
+
+def _create_topics_first(app) -> None:  # type: ignore[no-untyped-def]
+    """Import the flows and create their topics, so the first group assignment includes them."""
+    import asyncio
+
+    from stream_app.topics import create_owned_topics
+
+    app.discover()
+    try:
+        asyncio.run(create_owned_topics())
+    except Exception as exc:  # the worker itself reports an unreachable broker, with retries
+        print(f"stream-app worker: could not create topics up front ({type(exc).__name__}: {exc}); "
+              "the worker will create them", file=sys.stderr)
 
 
 if __name__ == "__main__":

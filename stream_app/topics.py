@@ -13,7 +13,7 @@ from faust.types import TopicT
 
 from stream_app.app import app, settings
 
-__all__ = ["owned_topic", "declare_owned_topics"]
+__all__ = ["owned_topic", "declare_owned_topics", "create_owned_topics"]
 
 _OWNED: list[TopicT] = []
 
@@ -27,6 +27,19 @@ def owned_topic(*names: str, **options: Any) -> TopicT:
     topic = app.topic(*(settings.topic(name) for name in names), internal=True, **options)
     _OWNED.append(topic)
     return topic
+
+
+async def create_owned_topics() -> int:
+    """Create every owned topic before a worker joins its group (``stream-app worker`` runs this
+    first): topics that appear after the group's first assignment stay unassigned until the
+    next metadata refresh. Returns how many topics the app owns."""
+    from connectors.kafka_io import KafkaTarget, ensure_topics
+
+    target = KafkaTarget(settings.kafka_bootstrap_servers, "", settings.topic_partitions,
+                         settings.topic_replication_factor)
+    names = [name for topic in _OWNED for name in topic.topics]
+    await ensure_topics(target, names)
+    return len(set(names))
 
 
 @app.task
