@@ -19,11 +19,14 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def configure(level: str = "info") -> None:
-    """Give the root logger a handler (when it has none) and mask personal data on every handler."""
+def configure(level: str | None = "info") -> None:
+    """Give the root logger a handler (when it has none) and the level (None: keep the one the
+    worker's --loglevel set), and mask personal data on every handler."""
     root = logging.getLogger()
+    if level is not None:
+        root.setLevel(level.upper())
     if not root.handlers:
-        logging.basicConfig(level=level.upper(), format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+        logging.basicConfig(format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
     for handler in root.handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(RedactingFilter())
