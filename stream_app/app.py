@@ -26,6 +26,7 @@ def create_app(config: Settings) -> faust.App:
     """A Faust app configured from validated settings (no I/O happens here)."""
     return faust.App(
         config.app_id,
+        version=config.app_version,
         broker=config.broker_url,
         store=config.store.value,
         datadir=str(config.data_dir),

@@ -230,3 +230,25 @@ async def dlq(self: AppCommand, action: str, ids: tuple[str, ...], replay_all: b
     except DlqError as exc:
         print(f"stream-app dlq {action}: {exc}", file=sys.stderr)
         sys.exit(1)
+
+
+@app.command(
+    option("--wipe", is_flag=True, help="Delete the group's table changelogs and this machine's table files first."),
+    option("--previous-group", default=None, help="Group of the state being replaced (default: the previous app version's)."),
+    option("--keep-commands", is_flag=True, help="Let the sinks write the commands the rebuild derives again (default: skip them)."),
+    option("--force", is_flag=True, help="Go ahead despite failed checks (unfinished previous state, DLQ entries, truncated topics)."),
+    option("--dry-run", is_flag=True, help="Print the plan and the checks; change nothing."),
+    option("--timeout", type=float, default=0.0, help="Give up after this many seconds (0: no limit)."),
+    option("--yes", is_flag=True, help="--wipe: do not ask."),
+)
+async def rebuild(self: AppCommand, wipe: bool, previous_group: str | None, keep_commands: bool, force: bool,
+                  dry_run: bool, timeout: float, yes: bool) -> None:
+    """Rebuild the flow tables from the source topics (workers and sources stopped), with progress."""
+    from stream_app.app import settings as current
+    from stream_app.rebuild import rebuild as run_rebuild
+
+    if wipe and not dry_run and not yes and not click.confirm("Delete this group's table state and rebuild it?", default=False):
+        print("nothing changed")
+        return
+    sys.exit(await run_rebuild(current, previous_group=previous_group, wipe=wipe, keep_commands=keep_commands,
+                               force=force, dry_run=dry_run, timeout=timeout))

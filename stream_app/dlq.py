@@ -71,7 +71,8 @@ async def read_entries(bootstrap: str, prefix: str) -> list[DlqEntry]:
     topics = await _existing(bootstrap, [f"{prefix}dlq.{s}" for s in SYSTEMS])
     if not topics:
         return []
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
     await consumer.start()
     entries: list[DlqEntry] = []
     try:
@@ -79,10 +80,12 @@ async def read_entries(bootstrap: str, prefix: str) -> list[DlqEntry]:
         if not tps:
             await consumer._client.force_metadata_update()
             tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
-        consumer.assign(tps)
+        starts = await consumer.beginning_offsets(tps)
         ends = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
-        pending = {tp for tp in tps if ends[tp] > await consumer.position(tp)}
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, starts[tp])
+        pending = {tp for tp in tps if ends[tp] > starts[tp]}
         while pending:
             batch = await consumer.getmany(*pending, timeout_ms=1000)
             for tp, records in batch.items():

@@ -93,6 +93,8 @@ class Settings(BaseSettings):
         description="Kafka bootstrap servers, host:port[,host:port...]",
     )
     app_id: str = Field(default="pardot-tims-connect", min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    #: from 2 on: a new consumer group, new changelogs and new local state (see `stream-app rebuild`)
+    app_version: int = Field(default=1, ge=1)
     topic_prefix: str = Field(
         default="",
         pattern=r"^[A-Za-z0-9._-]*$",

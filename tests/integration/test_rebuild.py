@@ -1,0 +1,164 @@
+"""`stream_app.rebuild` end to end: the flow tables rebuilt from the source topics after the flows
+ran, with the state wiped (same group) or under a new app version (new group, changelogs and data
+directory), on the real broker with the sandbox, a worker and the sources.
+
+Afterwards the tables hold what they held before, nothing was written anywhere during the
+rebuild, and the first edits after it map to the same customers and write exactly what they
+change: the ids and links, and the memory of what each target holds, were rebuilt too.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from stream_app import rebuild as rb
+from stream_app.settings import Settings, load_settings
+from topologies.customer_sync.mapping import load_mappings
+from tests.integration.test_replay_e2e import GROUP_TOPICS, Connect, connect, first_onboarded  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.integration
+
+FLOW_TABLES = ("customer_master", "id_map", "email_index")
+
+
+def settings_for(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return load_settings()
+
+
+async def tables(connect: Connect, group: str) -> dict[str, dict[str, Any]]:
+    out = {}
+    for name in FLOW_TABLES:
+        raw = await rb.read_table(connect.bootstrap, f"{group}-{name}-changelog")
+        out[name] = {json.loads(k) if k.startswith(b'"') else k.decode(): json.loads(v) for k, v in raw.items()}
+    return out
+
+
+def substance(state: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What the tables mean: per customer its field values, links, source references and what
+    it believes each target holds of the fields we write; the id and email maps. Left out: the
+    golden record's version counter, the commit time and system behind each value, the dedupe
+    window, the write history and the targets' other fields (LastModifiedDate ...): they depend
+    on the order in which the rebuild read the topics' partitions, not on the customer."""
+    outbound = load_mappings().outbound
+    master = {key: {"fields": {name: slot["v"] for name, slot in record["fields"].items()},
+                    "links": record["links"], "refs": sorted(record["refs"]),
+                    "known": {target: {f: v for f, v in values.items() if f in outbound[target].fields}
+                              for target, values in record["known"].items() if target in outbound}}
+              for key, record in state["customer_master"].items()}
+    return {"customer_master": master, "id_map": state["id_map"], "email_index": state["email_index"]}
+
+
+async def rebuilt_and_edited(connect: Connect, monkeypatch: pytest.MonkeyPatch, group: str,
+                             before: dict[str, Any], **options: Any) -> list[str]:
+    """Run the rebuild with the workers and sources stopped; check that it wrote nothing and
+    rebuilt the tables; start everything again and play two edits. Returns the rebuild's output."""
+    snapshot, writes = connect.snapshot(), connect.writes()
+    await connect.stop_worker()
+    await connect.stop_sources()
+
+    lines: list[str] = []
+    settings = settings_for(connect.env, monkeypatch)
+    assert rb.group_id(settings) == group
+    code = await rb.rebuild(settings, env=connect.worker.env, log_path=connect.logs / "rebuild.log",
+                            timeout=150, say=lines.append, **options)
+    output = "\n".join(lines)
+    assert code == 0, output
+    skipped = re.search(r"^skipped (\d+) restated sink commands", output, re.M)
+    assert skipped and int(skipped.group(1)) > 0, output
+    assert f"customer_master {len(before['customer_master'])}" in output
+
+    assert connect.writes() == writes, "the rebuild wrote to a system"
+    assert connect.snapshot() == snapshot
+    assert substance(await tables(connect, group)) == substance(before)
+    # the group now starts past everything: nothing waits on any topic it reads
+    assert await connect_lag(connect, group) == 0
+
+    await connect.start_worker()
+    connect.start_sources()
+    await connect.settle(quiet=5)
+    assert connect.writes() == writes, "starting after the rebuild wrote to a system"
+    assert connect.snapshot() == snapshot
+
+    # A TIMS user edits payment terms: the same customer, one upsert per Salesforce object.
+    person = first_onboarded()
+    tims, org = connect.sandbox.tims, connect.sandbox.org
+    tims_id, contact_id, account_id = person.ids["tims"], person.ids["contact"], person.ids["account"]
+    tims.update_customer(tims_id, payment_terms="NET45")
+    await connect.wait_for("NET45 on the Contact and the Account",
+                           lambda: org.get("Contact", contact_id)["TIMS_Payment_Terms__c"] == "NET45"
+                           and org.get("Account", account_id)["TIMS_Payment_Terms__c"] == "NET45")
+    await connect.settle()
+    after_tims_edit = connect.writes()
+    assert after_tims_edit == {"salesforce": writes["salesforce"] + 2, "tims": writes["tims"]}, (writes, after_tims_edit)
+
+    # A Salesforce user edits the phone: one write to the same TIMS customer, by its TIMS id.
+    sink_topic = f"{connect.prefix}sink.tims.customer"
+    commands_before = await rb.end_offsets(connect.bootstrap, [sink_topic])
+    org.update("Contact", contact_id, {"Phone": "+44 113 496 0000"})
+    await connect.wait_for("the phone reaches TIMS", lambda: tims.customer(tims_id).get("phone") == "+441134960000")
+    await connect.settle()
+    assert connect.writes() == {"salesforce": after_tims_edit["salesforce"], "tims": after_tims_edit["tims"] + 1}
+    assert len(tims.all("customers")) == 3
+    [command] = await messages_since(connect.bootstrap, commands_before)
+    assert (command["external_id_field"], command["external_id"]) == ("customer_id", tims_id)
+    assert command["fields"] == {"phone": "+441134960000"}
+    return lines
+
+
+async def messages_since(bootstrap: str, offsets: dict[TopicPartition, int]) -> list[dict[str, Any]]:
+    """The messages after ``offsets`` (per partition), up to the current ends."""
+    ends = await rb.end_offsets(bootstrap, {tp.topic for tp in offsets})
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    found: list[dict[str, Any]] = []
+    try:
+        wanted = [tp for tp in ends if ends[tp] > offsets.get(tp, 0)]
+        consumer.assign(wanted)
+        for tp in wanted:
+            consumer.seek(tp, offsets.get(tp, 0))
+        while wanted:
+            for tp, records in (await consumer.getmany(*wanted, timeout_ms=1000)).items():
+                found += [json.loads(r.value) for r in records if r.offset < ends[tp]]
+            wanted = [tp for tp in wanted if await consumer.position(tp) < ends[tp]]
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def connect_lag(connect: Connect, group: str) -> int:
+    return sum((await rb.lag(connect.bootstrap, group, [connect.prefix + t for t in GROUP_TOPICS])).values())
+
+
+async def test_rebuild_after_wiping_the_state_of_the_group(connect: Connect, monkeypatch: pytest.MonkeyPatch) -> None:
+    group = connect.group
+    before = await tables(connect, group)
+    assert len(before["customer_master"]) == 4 and before["id_map"] and before["email_index"]
+    # A group that holds state is never rebuilt over without wipe.
+    refused: list[str] = []
+    assert await rb.rebuild(settings_for(connect.env, monkeypatch), dry_run=True, say=refused.append) == 1
+    assert "already has table state" in refused[-1] and "--wipe" in refused[-1]
+
+    lines = await rebuilt_and_edited(connect, monkeypatch, group, before, wipe=True)
+    assert "wiped the state of " + group in "\n".join(lines)
+
+
+async def test_rebuild_under_a_new_app_version(connect: Connect, monkeypatch: pytest.MonkeyPatch) -> None:
+    old = connect.group
+    before = await tables(connect, old)
+    # The new version: a new consumer group, new changelogs, a new data directory, which is what
+    # Faust's `version` changes (CONNECT_APP_ID=<id>-v2 names the group and changelogs exactly as
+    # version 2 of <id> does).
+    new = f"{old}-v2"
+    for env in (connect.env, connect.worker.env):
+        env.update(CONNECT_APP_ID=new, CONNECT_DATA_DIR=str(connect.logs / "data-v2"))
+
+    lines = await rebuilt_and_edited(connect, monkeypatch, new, before, previous_group=old)
+    assert f"previous state: group {old}" in "\n".join(lines)
+    assert substance(await tables(connect, old)) == substance(before)  # the old version is left alone
