@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -45,13 +46,25 @@ async def list_topics(bootstrap: str) -> set[str]:
         await admin.close()
 
 
+#: Topics a state rebuild reads from the start: kept forever (change events carry only changed
+#: fields, so compaction would lose data). Other topics keep the broker's default retention.
+_KEEP_FOREVER = re.compile(r"(^|\.)(src\.[^.]+\.[^.]+|links\.tims)$")
+
+
+def _topic_configs(name: str, compacted: bool) -> dict[str, str]:
+    if compacted:
+        return {"cleanup.policy": "compact"}
+    return {"retention.ms": "-1"} if _KEEP_FOREVER.search(name) else {}
+
+
 async def ensure_topics(target: KafkaTarget, names: Iterable[str], *, compacted: bool = False) -> None:
+    """Create the topics that do not exist yet (source topics and links kept forever)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=target.bootstrap)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        configs = {"cleanup.policy": "compact"} if compacted else {}
-        new = [NewTopic(n, 1 if compacted else target.partitions, target.replication, topic_configs=configs)
+        new = [NewTopic(n, 1 if compacted else target.partitions, target.replication,
+                        topic_configs=_topic_configs(n, compacted))
                for n in dict.fromkeys(names) if n not in existing]
         if new:
             try:
