@@ -110,13 +110,22 @@ async def _metadata_ok(bootstrap: str, timeout: float) -> bool:
 
 
 def wait_for_broker(bootstrap: str, timeout: float = 60.0) -> bool:
-    """Poll until the broker answers a metadata request, or the timeout passes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if asyncio.run(_metadata_ok(bootstrap, 5.0)):
-            return True
-        time.sleep(0.5)
-    return False
+    """Poll until the broker answers a metadata request, or the timeout passes. The client's own
+    connection errors are expected while a broker starts: they are kept out of the output."""
+    import logging
+
+    client_log = logging.getLogger("aiokafka")
+    level = client_log.level
+    client_log.setLevel(logging.CRITICAL)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if asyncio.run(_metadata_ok(bootstrap, 5.0)):
+                return True
+            time.sleep(0.5)
+        return False
+    finally:
+        client_log.setLevel(level)
 
 
 class LocalKafka:
