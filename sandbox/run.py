@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from sandbox.faults import Faults, admin_routes
+from sandbox.http import serve
 from sandbox.pardot import PardotStore
 from sandbox.pardot import start_server as start_pardot
 from sandbox.salesforce import eventbus as eventbus_module
@@ -69,13 +70,6 @@ class Sandbox:
             await runner.cleanup()
 
 
-async def _serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    return runner, f"http://{host}:{runner.addresses[0][1]}"
-
-
 async def start_sandbox(host: str = "127.0.0.1", ports: dict[str, int] | None = None,
                         keepalive_seconds: float = 270.0) -> Sandbox:
     """Start all four servers; ports default to :data:`DEFAULT_PORTS` (0 picks free ones)."""
@@ -99,7 +93,7 @@ async def start_sandbox(host: str = "127.0.0.1", ports: dict[str, int] | None = 
         pubsub_admin.add_routes(admin_routes(faults["salesforce-pubsub"]))
         rest_app.add_subapp("/__admin/pubsub/", pubsub_admin)
         rest_app.add_routes(eventbus_module.admin_routes(bus))
-        runner, rest_url = await _serve(rest_app, host, chosen["salesforce-rest"])
+        runner, rest_url = await serve(rest_app, host, chosen["salesforce-rest"])
         sandbox._runners.append(runner)
 
         runner, pardot_url = await start_pardot(host, chosen["pardot"], sandbox.pardot, faults["pardot"],

@@ -24,6 +24,7 @@ from typing import Any, Awaitable, Callable, Collection, Mapping
 from aiohttp import web
 
 from sandbox.faults import Fault, Faults, admin_routes
+from sandbox.http import serve
 from sandbox.pardot.objects import (
     PardotError,
     decode_page_token,
@@ -122,11 +123,7 @@ def create_app(store: PardotStore, faults: Faults, **config: Any) -> web.Applica
 async def start_server(host: str, port: int, store: PardotStore, faults: Faults,
                        **config: Any) -> tuple[web.AppRunner, str]:
     """Serve on ``host:port`` (0 = any free port); returns the runner and the real base URL."""
-    runner = web.AppRunner(create_app(store, faults, **config), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    return runner, f"http://{host}:{runner.addresses[0][1]}"
+    return await serve(create_app(store, faults, **config), host, port)
 
 
 # -- the gate -------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 
 from ..faults import Fault, Faults, admin_routes
+from ..http import serve
 from . import soql
 from .oauth import OAuthConfig, authenticate, oauth_routes
 from .org import (ConvertResult, MultipleMatches, Org, OrgTransaction, SalesforceError, Session, SfError,
@@ -671,15 +672,7 @@ async def start_rest_server(host: str, port: int, org: Org, faults: Faults, *,
                             **options: Any) -> tuple[web.AppRunner, str]:
     """Serve :func:`create_app` on ``host:port`` (0 picks a free port); returns (runner, url).
     Stop it with ``await runner.cleanup()``."""
-    runner = web.AppRunner(create_app(org, faults, **options), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
-    await site.start()
-    bound = runner.addresses[0][1]
-    shown = "127.0.0.1" if host in ("", "0.0.0.0") else host
-    if ":" in shown:
-        shown = f"[{shown}]"
-    return runner, f"{'https' if ssl_context else 'http'}://{shown}:{bound}"
+    return await serve(create_app(org, faults, **options), host, port, ssl_context=ssl_context)
 
 
 def self_signed_tls(directory: Path, host: str = "127.0.0.1") -> tuple[ssl.SSLContext, Path]:

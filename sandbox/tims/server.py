@@ -19,6 +19,7 @@ from typing import Any, Awaitable, Callable, Mapping
 from aiohttp import web
 
 from sandbox.faults import Fault, Faults, admin_routes
+from sandbox.http import serve
 from sandbox.tims.store import (
     UI_USER,
     RecordInvalid,
@@ -117,12 +118,7 @@ def create_app(store: TimsStore, faults: Faults, **config: Any) -> web.Applicati
 async def start_server(host: str, port: int, store: TimsStore, faults: Faults,
                        **config: Any) -> tuple[web.AppRunner, str]:
     """Serve on ``host:port`` (0 = any free port); returns the runner and the real base URL."""
-    runner = web.AppRunner(create_app(store, faults, **config), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    real_port = runner.addresses[0][1]
-    return runner, f"http://{host}:{real_port}"
+    return await serve(create_app(store, faults, **config), host, port)
 
 
 # -- gate: faults, then authentication -----------------------------------------------------
