@@ -59,6 +59,9 @@ class SinkCommand(BaseModel):
     fields: dict[str, Any] = Field(default_factory=dict)
     #: the golden record's version; a sink never applies a lower one over a higher one
     version: int = Field(ge=0)
+    #: per-field versions where they differ from ``version`` (a dead letter of several folded
+    #: commands carries each field's own version, so its replay is guarded field by field)
+    field_versions: dict[str, int] | None = None
     #: our customer key (or other golden-record key) this command derives from
     record_key: str = Field(min_length=1)
     #: commit time of the source change that caused this command (latency), epoch ms
@@ -74,6 +77,12 @@ class SinkCommand(BaseModel):
             ).hexdigest()[:32]
             object.__setattr__(self, "idempotency_key", digest)
         return self
+
+    def version_of(self, name: str) -> int:
+        """The version of one field of this command (``version`` unless set per field)."""
+        if self.field_versions and name in self.field_versions:
+            return self.field_versions[name]
+        return self.version
 
     @property
     def partition_key(self) -> str:

@@ -97,7 +97,8 @@ QUARANTINED = Counter("connect_quarantined", "Messages set aside as unreadable (
 # -- sinks (worker) -------------------------------------------------------------------------------
 SINK_COMMANDS = Counter(
     "connect_sink_commands",
-    "Sink commands by outcome: received, stale, folded, written, created, retried, dead_lettered, linked",
+    "Sink commands by outcome: received, stale, trimmed (written in part: newer fields kept), folded, "
+    "written, created, retried, dead_lettered, linked",
     ["system", "object", "outcome"], registry=REGISTRY)
 SINK_CALLS = Counter("connect_sink_calls", "Writer calls to the target API (one batch request each)",
                      ["system", "object"], registry=REGISTRY)
@@ -249,7 +250,8 @@ def refresh() -> None:
             log.exception("metrics: refreshing %r failed", refresher)
 
 
-_SINK_OUTCOMES = {"received": "received", "stale": "stale", "folded": "folded", "written": "written",
+_SINK_OUTCOMES = {"received": "received", "stale": "stale", "trimmed": "trimmed", "folded": "folded",
+                  "written": "written",
                   "created": "created", "retries": "retried", "dead_lettered": "dead_lettered",
                   "links": "linked"}
 

@@ -8,7 +8,7 @@ before the offsets that depend on it are committed. ``take()`` is not used: it a
 batch in a ``finally`` that also runs when the generator is closed (worker stop, agent
 crash), which would commit offsets of commands that were never written (docs/adr/0007).
 
-The version table ``sink-applied-versions`` is keyed by ``SinkCommand.partition_key``, the
+The version table ``sink-applied-versions`` (per top-level field, see the engine) is keyed by ``SinkCommand.partition_key``, the
 sink topics' Kafka key, so it is co-partitioned with them. Faust picks a table key's
 partition from the *current event*; a batch spans partitions, so every read and write of
 the table runs with that key's own event as the current one.
@@ -29,7 +29,7 @@ from faust.types import AppT, EventT, StreamT, TopicT
 
 from stream_app.app import app, settings
 from stream_app.sinks.engine import (
-    MalformedCommand, Received, SinkEngine, SinkStats, Source, VersionGuard, parse_command,
+    Applied, MalformedCommand, Received, SinkEngine, SinkStats, Source, VersionGuard, parse_command,
 )
 from stream_app.sinks.registry import (
     SinkOptions, SinkSpec, build_writer, enabled_sinks, shared_salesforce, sink_options,
@@ -60,17 +60,17 @@ def _current(event: EventT) -> Iterator[None]:
 class TableGuard:
     """A VersionGuard over the Faust table, each key read and written as its own event."""
 
-    def __init__(self, table: MutableMapping[str, int], events: Mapping[str, EventT]) -> None:
+    def __init__(self, table: MutableMapping[str, Any], events: Mapping[str, EventT]) -> None:
         self.table = table
         self.events = events
 
-    def applied(self, key: str) -> int | None:
+    def applied(self, key: str) -> Applied | None:
         with _current(self.events[key]):
-            return self.table.get(key)
+            return Applied.from_stored(self.table.get(key))
 
-    def advance(self, key: str, version: int) -> None:
+    def advance(self, key: str, applied: Applied) -> None:
         with _current(self.events[key]):
-            self.table[key] = version
+            self.table[key] = applied.to_json()
 
 
 @dataclass
@@ -191,8 +191,11 @@ def _register() -> dict[str, SinkRuntime]:
     specs = enabled_sinks(settings)
     if not specs:
         return {}
-    table = app.Table(VERSION_TABLE, key_type=str, value_type=int,  # both json: Faust derives it from the types
-                      help="last version each sink applied per target record")
+    # JSON values: {"floor": n, "fields": {name: version}}; a bare int (stored before versions
+    # were kept per field) still reads as one version for the whole record. value_type=None:
+    # Faust would cast an int-typed value with int().
+    table = app.Table(VERSION_TABLE, key_type=str, value_type=None,
+                      help="versions each sink applied per target record and field")
     outputs = {QUARANTINE_TOPIC: owned_topic(QUARANTINE_TOPIC)}
     for spec in specs:
         for name in (spec.dlq_topic, spec.links_topic):

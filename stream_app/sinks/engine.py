@@ -2,11 +2,13 @@
 
 A batch goes through three steps:
 
-1. **plan** — per target record (``SinkCommand.partition_key``), drop what the version guard
-   says is already applied (``version <= applied``) and fold consecutive upserts into one
-   (newer fields over older: the same end state as applying them in turn, also when commands
-   carry only changed fields). An operation change (upsert → delete) starts a new write. The
-   i-th write of every record forms wave i, so a record's writes never change order.
+1. **plan** — per target record (``SinkCommand.partition_key``), drop the fields the version
+   guard says are already applied at the same or a newer version (a command left with no
+   field is stale) and fold consecutive upserts into one (each field from the newest command
+   that carries it: the same end state as applying them in turn, also when commands carry only
+   changed fields). A delete, or an upsert with no fields, is guarded by the record's newest
+   version. An operation change (upsert → delete) starts a new write. The i-th write of every
+   record forms wave i, so a record's writes never change order.
 2. **write** each wave in chunks of ``writer.max_batch``. Retryable outcomes are retried
    inside the batch, with the shared :class:`~connectors.retry.RetryPolicy` backoff, until
    they land or run out of attempts: the batch (and its partitions) wait, so a later command
@@ -16,7 +18,9 @@ A batch goes through three steps:
    link (TIMS customer ids the topology must record).
 
 The version guard is only advanced after the target confirmed the write, so an older command
-(retried, replayed or taken back from the DLQ) never overwrites newer data.
+(retried, replayed or taken back from the DLQ) never overwrites newer data; it keeps a
+version per top-level field (:class:`Applied`), so the fields such a command alone carries
+still land (docs/adr/0010).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from connectors.retry import RetryPolicy
 from connectors.sink import WriteOutcome, Writer
 
 __all__ = [
-    "Source", "Received", "PlannedWrite", "Plan", "plan_batch", "VersionGuard", "MemoryGuard",
+    "Source", "Received", "Applied", "PlannedWrite", "Plan", "plan_batch", "VersionGuard", "MemoryGuard",
     "SinkStats", "BatchResult", "SinkEngine", "MalformedCommand", "parse_command", "dead_letter",
     "link_entry",
 ]
@@ -60,10 +64,51 @@ class Received:
 
 
 @dataclass
+class Applied:
+    """What a sink has applied to one target record, field by field.
+
+    ``floor`` is a version every field is at least at (a delete, or a value stored before
+    versions were kept per field); ``fields`` holds the newer version of each written field.
+    The guard is per top-level field: a command that arrives late (retried, replayed, taken
+    back from the DLQ) still lands the fields no newer write has set.
+    """
+
+    floor: int = -1
+    fields: dict[str, int] = field(default_factory=dict)
+
+    def of(self, name: str) -> int:
+        return max(self.floor, self.fields.get(name, -1))
+
+    @property
+    def latest(self) -> int:
+        return max([self.floor, *self.fields.values()])
+
+    def copy(self) -> "Applied":
+        return Applied(self.floor, dict(self.fields))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"floor": self.floor, "fields": dict(self.fields)}
+
+    @classmethod
+    def from_stored(cls, value: Any) -> "Applied | None":
+        """Read a table value: ``None``, a bare int (one version for the whole record, as
+        stored before per-field versions) or ``{"floor": n, "fields": {...}}``."""
+        if value is None:
+            return None
+        if isinstance(value, int):
+            return cls(floor=value)
+        if isinstance(value, Applied):
+            return value.copy()
+        return cls(int(value.get("floor", -1)), {str(k): int(v) for k, v in value.get("fields", {}).items()})
+
+
+@dataclass
 class PlannedWrite:
     """One write of one record: the newest command, with the older ones folded into it."""
 
     command: SinkCommand
+    #: the version each written field carries (folded commands keep their own)
+    versions: dict[str, int] = field(default_factory=dict)
     sources: list[Source] = field(default_factory=list)
     #: idempotency keys of the older commands whose fields this write carries
     folded: list[str] = field(default_factory=list)
@@ -83,66 +128,97 @@ class PlannedWrite:
             self.first_attempt_at = now
         self.last_attempt_at = now
 
+    def applied_after(self, before: Applied | None) -> Applied:
+        """The guard's value for this record once this write has landed."""
+        state = before.copy() if before is not None else Applied()
+        if self.command.operation == "delete":
+            floor = max(state.floor, self.command.version)
+            return Applied(floor, {k: v for k, v in state.fields.items() if v > floor})
+        for name, version in self.versions.items():
+            state.fields[name] = max(state.fields.get(name, -1), version)
+        return state
+
 
 @dataclass
 class Plan:
     waves: list[list[PlannedWrite]]
     stale: list[Received]
     folded: int
+    #: commands written only in part: some of their fields were already applied at a newer version
+    trimmed: int = 0
 
 
-def plan_batch(batch: Sequence[Received], applied: Callable[[str], int | None]) -> Plan:
+def _with_fields(command: SinkCommand, fields: dict[str, Any], versions: dict[str, int]) -> SinkCommand:
+    mixed = {name: v for name, v in versions.items() if v != command.version}
+    return command.model_copy(update={"fields": fields, "field_versions": mixed or None})
+
+
+def plan_batch(batch: Sequence[Received], applied: Callable[[str], Applied | None]) -> Plan:
     """Group a batch into waves of writes; see the module docstring for the rules."""
     per_key: dict[str, list[PlannedWrite]] = {}
-    newest: dict[str, int] = {}
+    state: dict[str, Applied] = {}
     stale: list[Received] = []
-    folded = 0
+    folded = trimmed = 0
     for item in batch:
         command = item.command
         key = command.partition_key
-        if key not in newest:
-            known = applied(key)
-            newest[key] = -1 if known is None else known
-        if command.version <= newest[key]:
-            stale.append(item)
-            continue
-        newest[key] = command.version
+        if key not in state:
+            state[key] = Applied.from_stored(applied(key)) or Applied()
+        known = state[key]
+        if command.operation == "upsert" and command.fields:
+            fresh = {n: v for n, v in command.fields.items() if command.version_of(n) > known.of(n)}
+            if not fresh:
+                stale.append(item)
+                continue
+            trimmed += len(fresh) < len(command.fields)
+            versions = {n: command.version_of(n) for n in fresh}
+            known.fields.update(versions)
+        else:  # a delete, or an upsert that carries no field: one version for the record
+            if command.version <= known.latest:
+                stale.append(item)
+                continue
+            fresh, versions = {}, {}
+            if command.operation == "delete":
+                state[key] = Applied(command.version)
         writes = per_key.setdefault(key, [])
         last = writes[-1] if writes else None
         if last is not None and last.command.operation == command.operation:
-            fields = {**last.command.fields, **command.fields} if command.operation == "upsert" else command.fields
-            last.folded.append(last.command.idempotency_key)
-            last.command = command.model_copy(update={"fields": fields})
+            newer, older = (command, last.command) if command.version >= last.command.version else (last.command, command)
+            last.folded.append(older.idempotency_key)
+            last.versions = {**last.versions, **versions}
+            fields = {**last.command.fields, **fresh} if command.operation == "upsert" else {}
+            last.command = _with_fields(newer, fields, last.versions)
             folded += 1
         else:
-            last = PlannedWrite(command)
+            last = PlannedWrite(_with_fields(command, fresh, versions) if fresh else command, versions)
             writes.append(last)
         if item.source is not None:
             last.sources.append(item.source)
     depth = max((len(w) for w in per_key.values()), default=0)
     waves = [[writes[i] for writes in per_key.values() if len(writes) > i] for i in range(depth)]
-    return Plan(waves, stale, folded)
+    return Plan(waves, stale, folded, trimmed)
 
 
 class VersionGuard(Protocol):
-    """The last version applied per record; the agents back it with a Faust table."""
+    """What a sink applied per record; the agents back it with a Faust table."""
 
-    def applied(self, key: str) -> int | None: ...
+    def applied(self, key: str) -> Applied | None: ...
 
-    def advance(self, key: str, version: int) -> None: ...
+    def advance(self, key: str, applied: Applied) -> None: ...
 
 
 class MemoryGuard:
-    """A VersionGuard in a dict (unit tests, tools)."""
+    """A VersionGuard in a dict (unit tests, tools); ints are read as whole-record versions."""
 
-    def __init__(self, versions: dict[str, int] | None = None) -> None:
-        self.versions = dict(versions or {})
+    def __init__(self, versions: dict[str, int | Applied] | None = None) -> None:
+        self.versions: dict[str, Applied] = {
+            k: a for k, v in (versions or {}).items() if (a := Applied.from_stored(v)) is not None}
 
-    def applied(self, key: str) -> int | None:
+    def applied(self, key: str) -> Applied | None:
         return self.versions.get(key)
 
-    def advance(self, key: str, version: int) -> None:
-        self.versions[key] = version
+    def advance(self, key: str, applied: Applied) -> None:
+        self.versions[key] = applied
 
 
 @dataclass
@@ -164,6 +240,8 @@ class SinkStats:
     dead_lettered: int = 0
     quarantined: int = 0
     links: int = 0
+    #: commands written in part: fields a newer write had already set were left out
+    trimmed: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -249,6 +327,7 @@ class SinkEngine:
         self.stats.received += len(batch)
         self.stats.stale += len(plan.stale)
         self.stats.folded += plan.folded
+        self.stats.trimmed += plan.trimmed
         result.stale = plan.stale
         for wave in plan.waves:
             await self._write_wave(wave, guard, result)
@@ -309,7 +388,7 @@ class SinkEngine:
         return again, None
 
     def _landed(self, write: PlannedWrite, outcome: WriteOutcome, guard: VersionGuard, result: BatchResult) -> None:
-        guard.advance(write.key, write.command.version)
+        guard.advance(write.key, write.applied_after(guard.applied(write.key)))
         result.written.append((write, outcome))
         self.stats.written += 1
         if outcome.created:

@@ -8,7 +8,9 @@ way a topology does: JSON ``SinkCommand`` keyed by ``partition_key`` on ``sink.s
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -23,7 +25,7 @@ from sandbox.salesforce.oauth import OAuthConfig
 from sandbox.salesforce.org import Org
 from sandbox.salesforce.rest import start_rest_server
 from tests.support.kafka import create_topics, produce_json, read_json
-from tests.support.worker import WorkerProcess
+from tests.support.worker import STREAM_APP, WorkerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -261,6 +263,44 @@ async def test_poison_goes_to_the_dlq_older_versions_change_nothing_and_malforme
     assert salesforce.contacts()["T-0007"]["LastName"] == "Customer 7"
     assert len(dead_after) == 1, "the stale command from the DLQ was not even attempted"
     assert sink["stale"] == 2 and sink["dead_lettered"] == 1 and sink["quarantined"] == 2
+
+
+async def test_a_dead_letter_overtaken_by_a_newer_write_lands_only_the_fields_it_alone_carries(
+    app_env: dict[str, str], salesforce: SalesforceSandbox, tmp_path: Path
+) -> None:
+    bootstrap, prefix = app_env["KAFKA_BOOTSTRAP_SERVERS"], app_env["CONNECT_TOPIC_PREFIX"]
+    salesforce.admin("POST", "/validation-rules", json={"object": "Contact", "field": "Title",
+                                                        "equals": "Chief Poison Officer", "message": "no such title"})
+
+    def command(version: int, **fields: str) -> tuple[str, dict[str, Any]]:
+        c = SinkCommand(system="salesforce", object="Contact", external_id_field=EXT, external_id=ext_id(42),
+                        fields=fields, version=version, record_key="ck-42")
+        return c.partition_key, c.model_dump(mode="json")
+
+    await create_topics(bootstrap, [prefix + TOPIC])
+    env = {**app_env, **salesforce.env()}
+    with WorkerProcess(env, tmp_path / "worker.log").start() as worker:
+        await produce_json(bootstrap, prefix + TOPIC, [command(1, LastName="Lovelace", Title="Engineer", Description="v1")])
+        await wait_for(lambda: "T-0042" in salesforce.contacts(), 60, "the record", worker)
+        await produce_json(bootstrap, prefix + TOPIC, [command(4, Title="Chief Poison Officer", Description="v4")])
+        await read_json(bootstrap, f"{prefix}dlq.salesforce", until=lambda vs: len(vs) >= 1, timeout=60)
+        # A newer change to the Description lands while the v4 waits in the DLQ.
+        await produce_json(bootstrap, prefix + TOPIC, [command(6, Description="v6")])
+        await wait_for(lambda: salesforce.contacts()["T-0042"]["Description"] == "v6", 30, "v6", worker)
+
+        salesforce.admin("DELETE", "/validation-rules")  # the operator fixes the cause
+        replay = subprocess.run([STREAM_APP, "dlq", "replay", "--all"], capture_output=True, text=True,
+                                timeout=120, env={**os.environ, **env})
+        assert replay.returncode == 0, replay.stderr
+        await wait_for(lambda: salesforce.contacts()["T-0042"]["Title"] == "Chief Poison Officer", 30,
+                       "the title only the dead letter carried", worker)
+        sink = (await stats(worker))["sinks"]["sink-salesforce-Contact"]
+        worker.stop()
+
+    record = salesforce.contacts()["T-0042"]
+    assert record["Description"] == "v6", "the replayed v4 overwrote the newer v6"
+    assert record["LastName"] == "Lovelace"
+    assert sink["trimmed"] == 1 and sink["dead_lettered"] == 1 and sink["stale"] == 0, sink
 
 
 async def test_a_worker_killed_mid_batch_loses_nothing_and_leaves_no_older_value(

@@ -89,7 +89,7 @@ def test_a_source_is_read_when_scraped() -> None:
 
 
 async def test_sink_stats_become_counters_and_confirmed_writes_latency() -> None:
-    stats = SimpleNamespace(received=5, stale=1, folded=0, written=3, created=1, retries=2, dead_lettered=1,
+    stats = SimpleNamespace(received=5, stale=1, trimmed=1, folded=0, written=3, created=1, retries=2, dead_lettered=1,
                             links=0, calls=2, batches=1, auth_waits=0, quarantined=1)
     command = SimpleNamespace(source_commit_timestamp=int((time.time() - 1) * 1000))
 
