@@ -84,6 +84,10 @@ class WorkerProcess:
     def __enter__(self) -> "WorkerProcess":
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.kill()
+        if exc_type is not None:  # the test failed inside: its report shows what the worker did
+            lines = self.log_text().splitlines()
+            print(f"--- last {min(len(lines), 200)} lines of {self.name}'s log ({self.log_path}) ---")
+            print("\n".join(lines[-200:]))
