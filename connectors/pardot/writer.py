@@ -12,6 +12,8 @@ record (one ``partition_key``) run in their batch order. Commands:
   fields): ``upsert`` adds the prospect to the list (already a member: ``optedOut`` is
   brought in line), ``delete`` removes it; both are idempotent.
 
+Fields go out as given: a None is JSON null, which clears the field in v5.
+
 A record's refusal (bad email, unknown id, email in use) is a final outcome; throttling and
 outages are retryable outcomes. A spent daily quota, a rejected token or a wrong business unit
 fail the whole call (RetryableError / FatalError), since every command would fail the same way.

@@ -5,7 +5,9 @@ to ``max_batch``), ``allOrNone: false`` so one bad record does not hold back the
 record's result becomes a :class:`~connectors.sink.WriteOutcome`: lock contention and
 transient server errors are retryable; everything else (INVALID_FIELD,
 REQUIRED_FIELD_MISSING, FIELD_CUSTOM_VALIDATION_EXCEPTION, DUPLICATES_DETECTED, several
-records matching one external id ...) is not, and goes to the DLQ.
+records matching one external id ...) is not, and goes to the DLQ. A field whose value is None
+goes out as JSON null, which clears it in the REST API (``fieldsToNull`` is SOAP's way): that is
+how a field cleared in another system is cleared here, so fields are never filtered on None.
 
 Token refresh on 401, backoff on 429/503/UNABLE_TO_LOCK_ROW/REQUEST_LIMIT_EXCEEDED, the
 ``Sforce-Call-Options`` header and the daily-quota pause all live in the

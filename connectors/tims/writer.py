@@ -8,7 +8,8 @@ merged one by one. Consecutive commands of one kind are grouped, so per-record o
 batch holds. Per-record errors become outcomes: ``validation_error`` and ``duplicate_value`` are
 final, ``unknown_reference`` and ``record_locked`` worth retrying (the referenced record may
 arrive later). Our API key makes TIMS stamp ``modified_by`` with our client name on every write,
-which is how the change feed shows our own writes.
+which is how the change feed shows our own writes. A None goes out as JSON null, which the
+contract defines as a clear (of a ``nullable`` field) on batch upserts and merges alike.
 """
 
 from __future__ import annotations

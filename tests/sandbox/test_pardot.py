@@ -242,6 +242,17 @@ async def test_prospect_create_read_update_delete(pardot: Pardot) -> None:
     assert_error(await pardot.client.get(f"{PROSPECTS}/99999", params={"fields": "id"}), 404, 192)
 
 
+async def test_null_clears_a_prospect_field(pardot: Pardot) -> None:
+    pid = pardot.store.create_prospect("clear@example.com", phone="918-555-0142", city="Tulsa")["id"]
+    pardot.clock.advance(5)
+    r = await pardot.client.patch(f"{PROSPECTS}/{pid}", params={"fields": "phone,city,updatedAt"}, json={"phone": None})
+    assert r.status_code == 200
+    assert r.json() == {"phone": None, "city": "Tulsa", "updatedAt": iso(T0 + timedelta(seconds=5))}
+    pardot.clock.advance(5)
+    r = await pardot.client.patch(f"{PROSPECTS}/{pid}", params={"fields": "updatedAt"}, json={"phone": None})
+    assert r.json() == {"updatedAt": iso(T0 + timedelta(seconds=5))}  # already empty: nothing changed
+
+
 async def test_crm_ids_are_set_by_the_connector_not_the_api(pardot: Pardot) -> None:
     pid = pardot.store.create_prospect("lead@example.com")["id"]
     r = await pardot.client.post(f"/__admin/prospects/{pid}/crm", json={"lead_id": "00Q5g00000AbCdEAAV"})

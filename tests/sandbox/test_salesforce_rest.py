@@ -167,6 +167,29 @@ def test_collections_upsert_reports_each_record(sf_rest_server: SfRestServer, sf
     assert len({c.transaction_key for c in upserts}) == 1
 
 
+def test_collections_upsert_with_null_clears_the_field(sf_rest_server: SfRestServer,
+                                                       sf_rest_client: Salesforce) -> None:
+    """JSON null clears a field, as in the real REST API (fieldsToNull is SOAP only); a required
+    field cannot be cleared; fields the record does not name are left alone."""
+    rid = sf_rest_server.org.create("Contact", {"LastName": "Null", "Phone": "+15551234567", "MailingCity": "York",
+                                                "TIMS_Payment_Terms__c": "NET30"})
+    response = sf_rest_client.restful("composite/sobjects/Contact/Id", method="PATCH", headers=OURS, json={
+        "allOrNone": False,
+        "records": [{"attributes": {"type": "Contact"}, "Id": rid, "Phone": None, "TIMS_Payment_Terms__c": None}],
+    })
+    assert [(r["success"], r["created"]) for r in response] == [(True, False)]
+    stored = sf_rest_server.org.get("Contact", rid) or {}
+    assert (stored["Phone"], stored["TIMS_Payment_Terms__c"], stored["MailingCity"]) == (None, None, "York")
+    cleared = sf_rest_server.changes[-1]
+    assert cleared.change_type == "UPDATE" and set(cleared.nulled_fields) == {"Phone", "TIMS_Payment_Terms__c"}
+    assert {"Phone", "TIMS_Payment_Terms__c"} <= set(cleared.changed_fields)
+
+    refused = sf_rest_client.restful("composite/sobjects/Contact/Id", method="PATCH", headers=OURS, json={
+        "allOrNone": False, "records": [{"attributes": {"type": "Contact"}, "Id": rid, "LastName": None}]})
+    assert refused[0]["errors"][0]["statusCode"] == "REQUIRED_FIELD_MISSING"
+    assert (sf_rest_server.org.get("Contact", rid) or {})["LastName"] == "Null"
+
+
 def test_collections_all_or_none_rolls_back(sf_rest_server: SfRestServer, sf_rest_client: Salesforce) -> None:
     before = len(sf_rest_server.changes)
     response = sf_rest_client.restful(UPSERT_PATH, method="PATCH", json={

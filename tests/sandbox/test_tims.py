@@ -227,6 +227,32 @@ async def test_batch_upsert_is_idempotent_by_external_id(tims: Tims) -> None:
     assert len(tims.store.all("customers")) == 2
 
 
+async def test_batch_upsert_with_null_clears_a_nullable_field_and_refuses_a_required_one(tims: Tims) -> None:
+    """The contract's nullable fields are what the integration may clear: null clears them (the
+    feed then shows the field as null), other fields sent keep merging, a required field stays."""
+    first = {"records": [customer("003C00000000001", email="c@b.example", phone="918-555-0101",
+                                  billing_address={"street": "1 Main St", "city": "Tulsa"}, credit_limit=500)]}
+    [created] = (await tims.client.post("/v1/customers/batch-upsert", json=first)).json()["results"]
+    clears = {"records": [{"external_id": "003C00000000001", "phone": None, "payment_terms": None,
+                           "billing_address": {"street": "1 Main St", "city": None}}]}
+    [result] = (await tims.client.post("/v1/customers/batch-upsert", json=clears)).json()["results"]
+    assert (result["success"], result["changed"], result["version"]) == (True, True, 2)
+    record = (await tims.client.get(f"/v1/customers/{created['id']}")).json()
+    assert (record["phone"], record["payment_terms"]) == (None, None)
+    assert record["billing_address"] == {"street": "1 Main St", "city": None}  # a nested value is replaced whole
+    assert (record["email"], record["credit_limit"]) == ("c@b.example", 500)  # not sent: kept
+    last = (await tims.client.get("/v1/changes")).json()["changes"][-1]
+    assert last["record"]["phone"] is None and "phone" in last["record"] and last["modified_by"] == "connect"
+
+    [again] = (await tims.client.post("/v1/customers/batch-upsert", json=clears)).json()["results"]
+    assert (again["changed"], again["version"]) == (False, 2)  # clearing what is empty is a no-op
+    required = {"records": [{"external_id": "003C00000000001", "name": None}]}
+    [refused] = (await tims.client.post("/v1/customers/batch-upsert", json=required)).json()["results"]
+    assert refused["success"] is False
+    assert (refused["error"]["code"], refused["error"]["field"]) == ("validation_error", "name")
+    assert tims.store.customer(created["id"])["name"] == "Customer 003C00000000001"
+
+
 async def test_batch_upsert_limits_and_body_shape(tims: Tims) -> None:
     too_many = {"records": [customer(f"EXT{i:04d}") for i in range(201)]}
     r = await tims.client.post("/v1/customers/batch-upsert", json=too_many)

@@ -10,11 +10,20 @@ A golden record is a plain JSON-able dict (it lives in the ``customer_master`` t
   an accepted edit is never written back to where it came from (no ping-pong), and a rejected
   edit (a non-owner changed an owned field) is overwritten with the owner's value.
 - ``sent``: target → {field: [recent values we wrote]}: an incoming value equal to one of them
-  is our own write coming back (an echo), even when it is an older one.
+  is our own write coming back (an echo), even when it is an older one. A clear we wrote is
+  remembered as None, so its echo is recognised the same way.
 - ``observed``: source reference → {field: value} as its latest event showed them (the fields
-  the mappings read): a full-state event's unchanged fields are not edits.
+  the mappings read): a full-state event's unchanged fields are not edits. ``observed_at``:
+  source reference → commit time of the newest event seen from it, so an older event arriving
+  late (its events take different routes through the stages) does not undo what a newer one
+  showed.
 - ``seen``: the latest event ids (dedupe window), ``version``: bumped on every real change and
   before any write the change did not cause (the sinks apply only versions newer than the last).
+
+Clears: a field emptied in the system allowed to change it (the same ownership and last-writer
+rules as any edit) keeps its slot with the value None, and the targets that are known to hold a
+value for it get an explicit null. A target never known to hold one gets nothing, and a field
+the golden record never had is never cleared anywhere.
 """
 
 from __future__ import annotations
@@ -47,7 +56,8 @@ _REF_LINK = {f"{system}:{entity}": link for (system, entity), link in LINK_OF.it
 @dataclass(frozen=True)
 class Policy:
     """Per-field ownership, then last writer wins by commit time; ties go to the system earlier
-    in ``rank``, then to the smaller value (so every run decides the same way)."""
+    in ``rank``, then to a value over an empty one, then to the smaller value (so every run
+    decides the same way). A clear (None) is an edit like any other under these rules."""
 
     owners: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_OWNERS))
     rank: tuple[str, ...] = ("salesforce", "tims", "pardot")
@@ -67,7 +77,7 @@ class Outcome:
 
 def new_record(key: str) -> dict[str, Any]:
     return {"key": key, "version": 0, "fields": {}, "links": {}, "refs": [], "known": {}, "sent": {}, "observed": {},
-            "seen": []}
+            "observed_at": {}, "seen": []}
 
 
 def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -104,7 +114,8 @@ def _wins(policy: Policy, field_name: str, current: Mapping[str, Any], src: str,
     mine, theirs = rank.get(src, len(rank)), rank.get(current["src"], len(rank))
     if mine != theirs:
         return mine < theirs, "tie_break"
-    return str(value) < str(current["v"]), "tie_break"
+    # a value beats an empty one at a perfect tie; otherwise the smaller text wins
+    return (value is None, str(value)) < (current["v"] is None, str(current["v"])), "tie_break"
 
 
 def _merge(record: dict[str, Any], policy: Policy, src: str, ts: int, values: Mapping[str, Any],
@@ -158,6 +169,46 @@ def _is_echo(record: dict[str, Any], target: str, name: str, value: Any) -> bool
     return value in record["sent"].get(target, {}).get(name, [])
 
 
+def _remember(known: dict[str, Any], values: Mapping[str, Any]) -> None:
+    """Record what a target holds now. An emptied nested value (``billing_address: null``)
+    empties every part known under it, or a stale part would later look like something to clear."""
+    for name, value in values.items():
+        if value is None:
+            for inner in [k for k in known if k.startswith(name + ".")]:
+                known[inner] = None
+        known[name] = value
+
+
+def _with_clears(event: SourceEvent, flat: dict[str, Any], last_seen: Mapping[str, Any]) -> dict[str, Any]:
+    """The event's fields with the clears it states implicitly made explicit (as None).
+
+    - A Salesforce UPDATE names nulled fields in ``nulledFields``; they count even when the
+      event's values leave them out.
+    - A full-state event restates a nested value (an address) whole: a part the record showed
+      before and no longer carries, while the value itself is there, is empty now. A top-level
+      field the event lacks is *not* taken as cleared: a system that simply has no such field
+      (or a source reading fewer fields) must never clear it elsewhere."""
+    out = dict(flat)
+    if not event.full_state:
+        for name in event.nulled_fields:
+            out.setdefault(name, None)
+        return out
+    for name in last_seen:
+        if "." in name and name not in out:
+            parent = name.rsplit(".", 1)[0] + "."
+            if any(k.startswith(parent) for k in flat):
+                out[name] = None
+    return out
+
+
+def _clearable(mappings: Mappings, target: str, cleared: set[str]) -> set[str]:
+    """Target fields whose empty projection is a clear to write: those copied from one canonical
+    field the golden record holds as cleared. Links, constants and concatenations are never
+    cleared (a concatenation changes to what is left; TIMS requires a customer's name)."""
+    return {name for name, rule in mappings.outbound[target].fields.items()
+            if rule.source is not None and rule.source in cleared}
+
+
 def _outbound(record: dict[str, Any], mappings: Mappings, event: SourceEvent | None, outcome: Outcome,
               *, bumped: bool) -> None:
     """Commands for what the targets lack. Each needs a version its target has not applied yet,
@@ -165,6 +216,7 @@ def _outbound(record: dict[str, Any], mappings: Mappings, event: SourceEvent | N
     owner winning back a field edited elsewhere, a target catching up after an echo) bumps the
     version first (``bumped``: this event already did)."""
     golden = {name: slot["v"] for name, slot in record["fields"].items()}
+    cleared = {name for name, value in golden.items() if value is None}
     links = record["links"]
     for target, spec in mappings.outbound.items():
         key = mappings.key_for(target, links)
@@ -173,8 +225,12 @@ def _outbound(record: dict[str, Any], mappings: Mappings, event: SourceEvent | N
         key_field, key_value, exists = key
         if not exists and not mappings.may_create(target, golden, links):
             continue
-        projection = {k: v for k, v in mappings.to_target(target, golden, links).items() if v is not None}
+        clearable = _clearable(mappings, target, cleared)
+        # None stays only where it is a clear; a field the golden record never had is not written
+        projection = {k: v for k, v in mappings.to_target(target, golden, links).items()
+                      if v is not None or k in clearable}
         known = record["known"].setdefault(target, {})
+        # a clear differs only from a value the target is known to hold: one it never had stays as is
         diff = {k: v for k, v in projection.items() if known.get(k) != v}
         if not diff:
             continue
@@ -192,7 +248,7 @@ def _outbound(record: dict[str, Any], mappings: Mappings, event: SourceEvent | N
         if not bumped:
             record["version"] += 1
             bumped = True
-        known.update(payload)
+        _remember(known, payload)
         sent = record["sent"].setdefault(target, {})
         for name, value in payload.items():
             history = [v for v in sent.get(name, []) if v != value][-(SENT_HISTORY - 1):]
@@ -216,26 +272,41 @@ def apply_event(record: dict[str, Any], event: SourceEvent, mappings: Mappings, 
         return outcome
     target = f"{event.source}.{event.entity}"
     ref = source_ref(event)
-    flat = _flatten(event.fields)
-    echoes = {name for name, value in flat.items() if _is_echo(record, target, name, value)}
     # A full-state event (TIMS, Pardot, a Salesforce create or snapshot) restates every field at
     # its commit time. A field it carries as the record's previous event showed it (an empty one
     # as never seen) was not edited then: taken as an edit, it would win last-writer-wins over a
     # newer edit made elsewhere (a TIMS user changing the payment terms would put back the city a
     # Salesforce user just changed; a new Contact with no city would clear the one TIMS has).
+    # So a full-state event clears a field only when it changed from a value to empty.
     last_seen = record.get("observed", {}).get(ref, {})
+    flat = _with_clears(event, _flatten(event.fields), last_seen)
+    # One record's events can be merged out of order: a Contact's create, matched by email, can
+    # be overtaken by its next update, found by id. A value an older event carries for a field a
+    # newer event of the same record already showed is history: neither an edit (an empty one
+    # would clear a value that arrived since) nor what the target holds now.
+    observed_at = record.setdefault("observed_at", {})
+    stale = event.commit_timestamp < observed_at.get(ref, event.commit_timestamp)
+    superseded = {name for name in flat if name in last_seen} if stale else set()
+    echoes = {name for name, value in flat.items() if _is_echo(record, target, name, value)}
     restated = {name for name, value in flat.items() if event.full_state and _unchanged(last_seen, name, value)}
-    fresh = {name: value for name, value in flat.items() if name not in echoes and name not in restated}
+    fresh = {name: value for name, value in flat.items()
+             if name not in echoes and name not in restated and name not in superseded}
     # only the parts of an address that changed (a nulled address still clears every part)
     canonical = {} if event.change_type == "DELETE" else mappings.to_canonical(target, event.fields, set(fresh))
     read = _read_paths(mappings, target)
-    record.setdefault("observed", {})[ref] = ({} if event.full_state else dict(last_seen)) | {
-        name: value for name, value in flat.items() if name in read}
+    shown = {name: value for name, value in flat.items() if name in read}
+    if stale:
+        record.setdefault("observed", {})[ref] = shown | last_seen
+    else:
+        record.setdefault("observed", {})[ref] = ({} if event.full_state else dict(last_seen)) | shown
+        observed_at[ref] = event.commit_timestamp
 
     before = record["version"]
     outcome.echo_fields = sorted(echoes)
     if target in mappings.outbound:
-        record["known"].setdefault(target, {}).update(flat)
+        known = record["known"].setdefault(target, {})
+        # a late event tells only what nothing newer (an event, our write) has told already
+        _remember(known, {name: value for name, value in flat.items() if not stale or name not in known})
     for linked in [ref, *crossrefs(event), *company_refs(event)]:
         _link(record, linked, outcome)
     _merge(record, policy, event.source, event.commit_timestamp, canonical, event.event_id, outcome)
