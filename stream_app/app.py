@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import faust
 
+from stream_app import faust_fixes
 from stream_app.settings import Settings, load_settings
 
 __all__ = ["app", "settings", "create_app"]
@@ -24,6 +25,7 @@ FLOW_MODULES = [
 
 def create_app(config: Settings) -> faust.App:
     """A Faust app configured from validated settings (no I/O happens here)."""
+    faust_fixes.apply()
     return faust.App(
         config.app_id,
         version=config.app_version,

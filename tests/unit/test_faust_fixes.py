@@ -1,0 +1,43 @@
+"""stream_app.faust_fixes: resuming flow that runs keeps what the agents' queues hold."""
+
+from __future__ import annotations
+
+import inspect
+
+from mode.utils.queues import FlowControlEvent, FlowControlQueue
+
+from stream_app import faust_fixes
+from stream_app.app import app
+
+
+async def test_a_resume_while_flowing_keeps_the_queued_messages() -> None:
+    faust_fixes.apply()
+    faust_fixes.apply()  # idempotent
+    flow = FlowControlEvent(initially_suspended=True)
+    queue: FlowControlQueue[int] = FlowControlQueue(flow_control=flow, clear_on_resume=True)
+
+    flow.resume()  # recovery resumes the flow and starts fetching
+    for offset in (34, 35, 36):
+        queue.put_nowait(offset)
+    flow.resume()  # ... and resumes again once the stream partitions were sought
+
+    assert [queue.get_nowait() for _ in range(queue.qsize())] == [34, 35, 36]
+
+
+async def test_a_resume_after_a_suspend_still_starts_clean() -> None:
+    faust_fixes.apply()
+    flow = FlowControlEvent(initially_suspended=False)
+    queue: FlowControlQueue[int] = FlowControlQueue(flow_control=flow, clear_on_resume=True)
+    queue.put_nowait(7)
+
+    flow.suspend()  # a rebalance: what is queued is stale, the seek delivers it again
+    flow.resume()
+
+    assert queue.empty() and flow.is_active()
+
+
+def test_the_app_and_faust_still_use_that_flow_control() -> None:
+    """If an upgrade of faust-streaming moves away from it, the fix is void."""
+    assert isinstance(app.flow_control, FlowControlEvent)
+    assert "flow_control.resume()" in inspect.getsource(
+        __import__("faust.tables.recovery", fromlist=["Recovery"]).Recovery.on_recovery_completed)
