@@ -136,7 +136,9 @@ class LocalKafka:
         home: Path | None = None,
         port: int | None = None,
         controller_port: int | None = None,
-        heap: str = "512m",
+        # 512m ran out after ~14,000 partitions (a dev broker kept across many test runs, each
+        # test creating its own topics); the whole suite needs ~2,000
+        heap: str = "1g",
         version: str = KAFKA_VERSION,
     ) -> None:
         self.home = Path(home or os.environ.get("CONNECT_KAFKA_HOME") or _DEFAULT_HOME / "kafka")
