@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     broker_session_timeout: float = Field(default=30.0, ge=6, le=300)
     broker_heartbeat_interval: float = Field(default=3.0, gt=0, le=60)
 
+    # Batched flow stages (the customer sync's merge, docs/adr/0011): most events per batch, and
+    # seconds a batch waits to fill, which a lone event waits too (at least 1 ms: no busy loop)
+    flow_batch_size: int = Field(default=500, ge=1, le=10_000)
+    flow_linger: float = Field(default=0.02, ge=0.001, le=10)
+
     # Sinks (stream_app/sinks/registry.py): which sink agents this worker runs, and how they batch
     #: "<system>.<object>,..." e.g. "salesforce.Contact,salesforce.Account,tims.customer"; empty: none
     sink_objects: str = ""

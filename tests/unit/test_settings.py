@@ -128,3 +128,21 @@ def test_secrets_are_never_echoed_in_errors(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("CONNECT_WEB_PORT", "bad")
     message = str(pytest.raises(SettingsError, load_settings).value)
     assert "kkkkk" not in message
+
+
+def test_flow_batches_have_defaults_and_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+    assert (settings.flow_batch_size, settings.flow_linger) == (500, 0.02)
+    monkeypatch.setenv("CONNECT_FLOW_BATCH_SIZE", "50")
+    monkeypatch.setenv("CONNECT_FLOW_LINGER", "0.2")
+    settings = load_settings()
+    assert (settings.flow_batch_size, settings.flow_linger) == (50, 0.2)
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("CONNECT_FLOW_BATCH_SIZE", "0"), ("CONNECT_FLOW_BATCH_SIZE", "10001"), ("CONNECT_FLOW_BATCH_SIZE", "many"),
+    ("CONNECT_FLOW_LINGER", "0"), ("CONNECT_FLOW_LINGER", "0.0001"), ("CONNECT_FLOW_LINGER", "11"),
+])
+def test_wrong_flow_batches_name_the_setting(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
+    monkeypatch.setenv(variable, value)
+    assert f"{variable}:" in str(pytest.raises(SettingsError, load_settings).value)

@@ -17,15 +17,32 @@ Where a table write would stop a redone event from producing its output again (t
 record remembers event ids; released parked events leave ``pending``), the stage waits for the
 acks of its outputs before the write. Elsewhere sends are not awaited: Faust flushes the
 producer before committing offsets, so a crash redoes the event and nothing is lost.
+
+``merge`` does that wait once per batch rather than once per event (docs/adr/0011): it takes
+``stream.noack_take(CONNECT_FLOW_BATCH_SIZE, within=CONNECT_FLOW_LINGER)`` batches, folds each
+event into the batch's copy of its customer record (several events for one key see each other,
+in offset order), publishes as it goes, then (:meth:`Batch.settle`) awaits every output's ack
+at once, writes each changed record under its own event (Faust picks a table key's partition
+from the current event, and RocksDB reads only that partition), and only then acks the events,
+in order. A batch interrupted before its acks is redone whole: its outputs go out again, which
+downstream tolerates (sinks are version-guarded, links are idempotent). ``take()`` is never
+used: it acks a batch whose generator is closed mid-way (docs/adr/0007). The other stages
+handle one event at a time: batching them measured no gain (the worker is CPU-bound in Faust's
+per-message work) and each batched hop adds up to a linger of latency.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import copy
 import logging
+import weakref
 from collections import Counter
-from typing import Any
+from typing import Any, Awaitable, Callable, Iterator
 
+import faust.streams
+from faust.types import EventT, StreamT
 from pydantic import ValidationError
 
 from connectors.envelope import SourceEvent
@@ -75,6 +92,74 @@ async def _acked(*futures: Any) -> None:
     """Wait for the acks of sends that a table write is about to make unrepeatable."""
     if futures:
         await asyncio.gather(*futures)
+
+
+@contextlib.contextmanager
+def _current(event: EventT) -> Iterator[None]:
+    """Make ``event`` the stream's current event: Faust takes a table key's partition from it
+    (RocksDB reads only that partition), and a batch's events span partitions."""
+    token = faust.streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        faust.streams._current_event.reset(token)
+
+
+class Batch:
+    """The working state of one batch, settled as a whole by :meth:`settle`.
+
+    A table row is read once per batch, as a copy, under the event that first asks for it;
+    later events of the batch read and change that copy, so events for one key see each
+    other's changes in offset order while the table itself stays as it was until the batch
+    settles: an interrupted batch leaves nothing half-done, whatever the store."""
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, str], Any] = {}
+        self._changed: dict[tuple[str, str], tuple[Any, EventT]] = {}
+        self._sent: list[Any] = []
+
+    def get(self, table: Any, key: str, event: EventT) -> Any:
+        slot = (table.name, key)
+        if slot not in self._rows:
+            with _current(event):
+                self._rows[slot] = copy.deepcopy(table.get(key))
+        return self._rows[slot]
+
+    def put(self, table: Any, key: str, value: Any, event: EventT) -> None:
+        """Write ``value`` when the batch settles, under ``event`` (the latest event for the key:
+        it came from the partition that owns the key)."""
+        slot = (table.name, key)
+        self._rows[slot] = value
+        self._changed[slot] = (table, event)
+
+    async def send(self, topic: Any, key: str, value: Any) -> None:
+        """Publish now; the batch's writes wait for the ack (they would stop a redone event from
+        publishing it again)."""
+        self._sent.append(await _send(topic, key, value))
+
+    async def settle(self) -> None:
+        """One wait for every ack, then the writes, each under its own event."""
+        await _acked(*self._sent)
+        for (_, key), (table, event) in self._changed.items():
+            with _current(event):
+                table[key] = self._rows[(table.name, key)]
+        self._sent.clear()
+        self._changed.clear()
+
+
+Handler = Callable[[Batch, EventT], Awaitable[None]]
+
+
+async def run_batches(stream: StreamT, handle: Handler, *, size: int, linger: float) -> None:
+    """A batched stage: ``handle`` each event of a batch in turn, settle the batch, then ack its
+    events in order, so the offsets Faust commits never pass an event whose work is not safe."""
+    async for events in stream.noack_take(size, within=linger):
+        batch = Batch()
+        for event in events:
+            await handle(batch, event)
+        await batch.settle()
+        for event in events:
+            await stream.ack(event)
 
 
 async def _quarantine(reason: str, raw: Any) -> None:
@@ -163,44 +248,47 @@ async def match(stream):  # type: ignore[no-untyped-def]
             email_index[email] = key
 
 
+async def merge_one(batch: Batch, event: EventT) -> None:
+    """Fold one event into its customer's record (the batch's copy) and publish what follows."""
+    key = event.key.decode()
+    message = event.value
+    record = batch.get(customer_master, key, event) or new_record(key)
+    before_email = (record["fields"].get("email") or {}).get("v")
+    if message["kind"] == "tims_link":
+        outcome = apply_tims_link(record, message["tims_id"], mappings)
+    else:
+        source_event = SourceEvent.model_validate(message["event"])
+        try:
+            outcome = apply_event(record, source_event, mappings, policy)
+        except Uncleanable as exc:  # the record is left as it was (golden.apply_event)
+            await _quarantine(f"{source_event.source}.{source_event.entity} {source_event.record_id}: {exc}",
+                              message["event"])
+            return
+        if outcome.duplicate:
+            counters["duplicates"] += 1
+            metrics.observe_duplicate(FLOW, source_event.source)
+            return
+        counters["echo_fields"] += len(outcome.echo_fields)
+        metrics.observe_echo_fields(FLOW, source_event.source, len(outcome.echo_fields))
+    # The record now remembers this event (dedupe): its outputs must be safe before it is written.
+    for command in outcome.commands:
+        await batch.send(sink_topics[f"{command.system}.{command.object}"], command.partition_key,
+                         command.model_dump(mode="json"))
+        metrics.observe_command_out(FLOW, command.system, command.object, command.source_commit_timestamp)
+    for conflict in outcome.conflicts:
+        await batch.send(conflicts_topic, key, conflict)
+        metrics.observe_conflict(FLOW, conflict.get("owner"), conflict.get("rule", "unknown"))
+    for ref in outcome.new_refs:
+        await batch.send(identify_topic, ref, {"kind": "link", "ref": ref, "customer_key": key})
+    email = (record["fields"].get("email") or {}).get("v")
+    if email and email != before_email:
+        await batch.send(match_topic, email, {"kind": "link", "customer_key": key})
+    counters["commands"] += len(outcome.commands)
+    counters["conflicts"] += len(outcome.conflicts)
+    batch.put(customer_master, key, record, event)
+
+
 @app.agent(merge_topic, concurrency=1)
 async def merge(stream):  # type: ignore[no-untyped-def]
-    async for event in stream.events():
-        key = event.key.decode()
-        message = event.value
-        record = customer_master.get(key) or new_record(key)
-        before_email = (record["fields"].get("email") or {}).get("v")
-        if message["kind"] == "tims_link":
-            outcome = apply_tims_link(record, message["tims_id"], mappings)
-        else:
-            source_event = SourceEvent.model_validate(message["event"])
-            try:
-                outcome = apply_event(record, source_event, mappings, policy)
-            except Uncleanable as exc:
-                await _quarantine(f"{source_event.source}.{source_event.entity} {source_event.record_id}: {exc}",
-                                  message["event"])
-                continue
-            if outcome.duplicate:
-                counters["duplicates"] += 1
-                metrics.observe_duplicate(FLOW, source_event.source)
-                continue
-            counters["echo_fields"] += len(outcome.echo_fields)
-            metrics.observe_echo_fields(FLOW, source_event.source, len(outcome.echo_fields))
-        sent = []
-        for command in outcome.commands:
-            sent.append(await _send(sink_topics[f"{command.system}.{command.object}"], command.partition_key,
-                                    command.model_dump(mode="json")))
-            metrics.observe_command_out(FLOW, command.system, command.object, command.source_commit_timestamp)
-        for conflict in outcome.conflicts:
-            sent.append(await _send(conflicts_topic, key, conflict))
-            metrics.observe_conflict(FLOW, conflict.get("owner"), conflict.get("rule", "unknown"))
-        for ref in outcome.new_refs:
-            sent.append(await _send(identify_topic, ref, {"kind": "link", "ref": ref, "customer_key": key}))
-        email = (record["fields"].get("email") or {}).get("v")
-        if email and email != before_email:
-            sent.append(await _send(match_topic, email, {"kind": "link", "customer_key": key}))
-        counters["commands"] += len(outcome.commands)
-        counters["conflicts"] += len(outcome.conflicts)
-        # The record now remembers this event (dedupe): its outputs must be safe before it does.
-        await _acked(*sent)
-        customer_master[key] = record
+    """Keep the golden records, in batches: one wait for the acks per batch, not per event."""
+    await run_batches(stream, merge_one, size=settings.flow_batch_size, linger=settings.flow_linger)
