@@ -3,15 +3,19 @@
 Prints:
 1. baseline: raw aiokafka consume→produce (one consumer, one producer, JSON in and out), msgs/s;
 2. topology throughput: source events in → sink commands out through a real worker, events/s,
-   and the ratio to the baseline;
-3. end-to-end latency at a fixed offered rate: source commit time → sink command on Kafka, p50/p99;
+   and the ratio to the baseline; then the sustained rate: until every stage has caught up (the
+   links each merge sends back to identify and match included), and the worker's CPU time per
+   event meanwhile (Linux; steadier than the rates when other processes share the CPUs);
+3. end-to-end latency at a fixed offered rate, once the worker has caught up with part 2: source
+   commit time → sink command on Kafka, p50/p99;
 4. Salesforce API calls per 1,000 records: TIMS customers linked to Contacts that exist in the
    sandbox org (started in this process) go through a worker whose Salesforce sink writes their
    TIMS id, payment terms and city onto the Contacts; the org counts the calls our client made.
 
 Usage: .venv/bin/python bench/topology_bench.py [--events 5000] [--rate 200] [--seconds 20]
            [--sf-records 1000] [--parts 1,2,3,4]
-Needs a broker (KAFKA_BOOTSTRAP_SERVERS or the local one: `stream-app kafka up`).
+Needs a broker (KAFKA_BOOTSTRAP_SERVERS or the local one: `stream-app kafka up`). The workers
+inherit the environment, so e.g. CONNECT_FLOW_BATCH_SIZE / CONNECT_FLOW_LINGER apply to them.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ import time
 import uuid
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -38,6 +43,8 @@ from connectors.kafka_io import KafkaTarget, ensure_topics  # noqa: E402
 
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 PARTITIONS = 4
+#: the topics the customer sync's worker reads in this bench (links.tims stays empty here)
+FLOW_TOPICS = ["src.tims.customer", "customer_sync.identify", "customer_sync.match", "customer_sync.merge"]
 
 
 def customer_event(i: int, run: str) -> tuple[bytes, bytes]:
@@ -130,6 +137,30 @@ async def baseline(events: int) -> float:
         await producer.stop()
 
 
+async def caught_up(group: str, prefix: str, timeout: float) -> None:
+    """Return once ``group`` has committed everything on the flow's topics (read from outside:
+    nothing joins the group, so the worker is not rebalanced)."""
+    tps = [TopicPartition(f"{prefix}{name}", p) for name in FLOW_TOPICS for p in range(PARTITIONS)]
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    ends = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=None)
+    await admin.start()
+    await ends.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            end = await ends.end_offsets(tps)
+            committed = await admin.list_consumer_group_offsets(group, partitions=tps)
+            lag = sum(end[tp] - max(committed[tp].offset, 0) if tp in committed else end[tp] for tp in tps)
+            if lag == 0:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{group}: {lag} message(s) behind after {timeout}s")
+            await asyncio.sleep(0.2)
+    finally:
+        await ends.stop()
+        await admin.close()
+
+
 def _free_port() -> int:
     import socket
 
@@ -155,6 +186,14 @@ class Worker:
             time.sleep(0.3)
         raise TimeoutError("worker not ready")
 
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU the worker has used so far (None where /proc is not there)."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -170,7 +209,10 @@ def worker_env(run: str, data: str, extra: dict[str, str] | None = None) -> dict
             "CONNECT_LOG_LEVEL": "warning", **(extra or {})}
 
 
-async def topology(events: int, rate: float, seconds: float, workdir: Path) -> tuple[float, list[float]]:
+async def topology(events: int, rate: float, seconds: float,
+                   workdir: Path) -> tuple[float, float, float | None, list[float]]:
+    """(events/s until the last sink command, events/s until every stage caught up, the worker's
+    CPU ms per event until then, latencies)."""
     run = uuid.uuid4().hex[:8]
     prefix = f"bench-{run}."
     worker = Worker(worker_env(run, str(workdir / "data")), workdir / "worker.log")
@@ -178,10 +220,15 @@ async def topology(events: int, rate: float, seconds: float, workdir: Path) -> t
         worker.wait_ready()
         await asyncio.sleep(2)
         messages = [customer_event(i, run) for i in range(events)]
+        cpu_started = worker.cpu_seconds()
         produce_started = time.monotonic()
         await produce(f"{prefix}src.tims.customer", messages)
         await consume(f"{prefix}sink.salesforce.Contact", events, timeout=600)
         throughput = events / (time.monotonic() - produce_started)
+        await caught_up(f"bench-{run}", prefix, timeout=600)
+        sustained = events / (time.monotonic() - produce_started)
+        cpu_done = worker.cpu_seconds()
+        cpu_ms = None if cpu_started is None or cpu_done is None else (cpu_done - cpu_started) * 1000 / events
 
         latencies: list[float] = []
         paced = [customer_event(events + i, run) for i in range(int(rate * seconds))]
@@ -196,7 +243,7 @@ async def topology(events: int, rate: float, seconds: float, workdir: Path) -> t
                                              on_value=record_latency))
         await produce(f"{prefix}src.tims.customer", paced, rate=rate)
         await reader
-        return throughput, latencies
+        return throughput, sustained, cpu_ms, latencies
     finally:
         worker.stop()
 
@@ -278,9 +325,16 @@ async def main() -> None:
             base = await baseline(args.events)
             print(f"baseline raw aiokafka consume→produce: {base:,.0f} msgs/s ({args.events} messages)")
         if parts & {2, 3}:
-            throughput, latencies = await topology(args.events, args.rate, args.seconds, Path(tmp))
+            from stream_app.settings import load_settings  # what the worker will read
+
+            flow = load_settings()
+            print(f"flow batches: up to {flow.flow_batch_size} events, linger {flow.flow_linger}s")
+            throughput, sustained, cpu_ms, latencies = await topology(args.events, args.rate, args.seconds, Path(tmp))
             ratio = f" = {throughput / base:.3f} × baseline" if base else ""
             print(f"topology (ingest→identify→match→merge→sink command): {throughput:,.0f} events/s{ratio}")
+            cpu = f", worker CPU {cpu_ms:.2f} ms per event" if cpu_ms is not None else ""
+            print(f"  sustained, until every stage caught up (links to identify and match included; up to one "
+                  f"commit interval late): {sustained:,.0f} events/s{cpu}")
             if latencies:
                 ordered = sorted(latencies)
                 p50 = statistics.median(ordered)
