@@ -17,17 +17,15 @@ the table runs with that key's own event as the current one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-import weakref
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
+from typing import Any, Awaitable, Callable, Mapping, MutableMapping, Sequence
 
-import faust.streams
 from faust.types import AppT, EventT, StreamT, TopicT
 
 from stream_app.app import app, settings
+from stream_app.batching import as_current
 from stream_app.sinks.engine import (
     Applied, MalformedCommand, Received, SinkEngine, SinkStats, Source, VersionGuard, parse_command,
 )
@@ -48,15 +46,6 @@ _RAW_LIMIT = 10_000
 PublishMany = Callable[[str, Sequence[tuple[str, dict[str, Any]]]], Awaitable[None]]
 
 
-@contextlib.contextmanager
-def _current(event: EventT) -> Iterator[None]:
-    token = faust.streams._current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        faust.streams._current_event.reset(token)
-
-
 class TableGuard:
     """A VersionGuard over the Faust table, each key read and written as its own event."""
 
@@ -65,11 +54,11 @@ class TableGuard:
         self.events = events
 
     def applied(self, key: str) -> Applied | None:
-        with _current(self.events[key]):
+        with as_current(self.events[key]):
             return Applied.from_stored(self.table.get(key))
 
     def advance(self, key: str, applied: Applied) -> None:
-        with _current(self.events[key]):
+        with as_current(self.events[key]):
             self.table[key] = applied.to_json()
 
 

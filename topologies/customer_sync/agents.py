@@ -34,20 +34,18 @@ per-message work) and each batched hop adds up to a linger of latency.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import logging
-import weakref
 from collections import Counter
-from typing import Any, Awaitable, Callable, Iterator
+from typing import Any, Awaitable, Callable
 
-import faust.streams
 from faust.types import EventT, StreamT
 from pydantic import ValidationError
 
 from connectors.envelope import SourceEvent
 from stream_app import metrics
 from stream_app.app import app, settings
+from stream_app.batching import as_current
 from stream_app.topics import owned_topic
 from topologies.customer_sync.cleansing import Uncleanable
 from topologies.customer_sync.golden import Policy, apply_event, apply_tims_link, new_record
@@ -94,17 +92,6 @@ async def _acked(*futures: Any) -> None:
         await asyncio.gather(*futures)
 
 
-@contextlib.contextmanager
-def _current(event: EventT) -> Iterator[None]:
-    """Make ``event`` the stream's current event: Faust takes a table key's partition from it
-    (RocksDB reads only that partition), and a batch's events span partitions."""
-    token = faust.streams._current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        faust.streams._current_event.reset(token)
-
-
 class Batch:
     """The working state of one batch, settled as a whole by :meth:`settle`.
 
@@ -121,7 +108,7 @@ class Batch:
     def get(self, table: Any, key: str, event: EventT) -> Any:
         slot = (table.name, key)
         if slot not in self._rows:
-            with _current(event):
+            with as_current(event):
                 self._rows[slot] = copy.deepcopy(table.get(key))
         return self._rows[slot]
 
@@ -141,7 +128,7 @@ class Batch:
         """One wait for every ack, then the writes, each under its own event."""
         await _acked(*self._sent)
         for (_, key), (table, event) in self._changed.items():
-            with _current(event):
+            with as_current(event):
                 table[key] = self._rows[(table.name, key)]
         self._sent.clear()
         self._changed.clear()
