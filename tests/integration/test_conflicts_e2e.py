@@ -26,13 +26,14 @@ import os
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 from sandbox.run import Sandbox, start_sandbox
 from stream_app.demo import Processes
 from tests.support.kafka import read_json
+from tests.support.flows import connector_writes, wait_until
 from tests.support.worker import WorkerProcess, free_port
 from topologies.customer_sync.identity import mint_key
 
@@ -47,10 +48,6 @@ EXPECTED = {"tims_later": "tims", "salesforce_later": "salesforce", "same_time":
 RULE = {"tims_later": "last_writer", "salesforce_later": "last_writer", "same_time": "tie_break", "owned": "owner",
         "other_field": None}
 GAP = 0.4  # seconds between the two edits of a pair
-TIMEOUT = 60.0
-CLIENT = "pardot-tims-connect"
-SALESFORCE_WRITES = {"create", "update", "upsert", "delete", "collections.create", "collections.update",
-                     "collections.upsert", "collections.delete"}
 
 
 class Person:
@@ -122,23 +119,6 @@ def settled(sandbox: Sandbox, person: Person) -> bool:
 def commit_ms(salesforce_stamp: str) -> int:
     """A Salesforce datetime (``2026-11-26T08:00:00.123+0000``) in epoch milliseconds."""
     return round(datetime.strptime(salesforce_stamp, "%Y-%m-%dT%H:%M:%S.%f%z").timestamp() * 1000)
-
-
-def connector_writes(sandbox: Sandbox) -> tuple[int, int]:
-    by_client_kind = sandbox.org.snapshot(with_records=False)["api"]["by_client_kind"]
-    salesforce = sum(n for k, n in by_client_kind.items()
-                     if k.split(" ")[0] == CLIENT and k.split(" ")[-1] in SALESFORCE_WRITES)
-    return salesforce, sum(1 for change in sandbox.tims.changes if change.modified_by == "connect")
-
-
-async def wait_until(what: str, check: Callable[[], bool], sources: Processes, worker: WorkerProcess,
-                     timeout: float = TIMEOUT, state: Callable[[], Any] = lambda: None) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        sources.check()
-        assert worker.proc is not None and worker.proc.poll() is None, worker.log_text()[-3000:]
-        assert time.monotonic() < deadline, f"{what}: not after {timeout:.0f}s; now {state()}"
-        await asyncio.sleep(0.25)
 
 
 async def edit(sandbox: Sandbox, person: Person, sources: Processes, worker: WorkerProcess) -> None:

@@ -19,43 +19,22 @@ import asyncio
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from sandbox.run import Sandbox, start_sandbox
 from stream_app.demo import Processes
+from tests.support.flows import connector_writes, wait_until
 from tests.support.worker import WorkerProcess, free_port
 
 pytestmark = pytest.mark.integration
 
-TIMEOUT = 60.0
 QUIET_WINDOW = 5.0  # seconds without a connector write that count as quiet
 SETTLE_TIMEOUT = 60.0
-CLIENT = "pardot-tims-connect"
-SALESFORCE_WRITES = {"create", "update", "upsert", "delete", "collections.create", "collections.update",
-                     "collections.upsert", "collections.delete"}
 EMAIL = "clara.clear@clears.example"
 PHONE = "+19185550100"
-
-
-def connector_writes(sandbox: Sandbox) -> tuple[int, int]:
-    """(Salesforce write calls, TIMS changes) made by the connector so far."""
-    by_client_kind = sandbox.org.snapshot(with_records=False)["api"]["by_client_kind"]
-    salesforce = sum(n for k, n in by_client_kind.items()
-                     if k.split(" ")[0] == CLIENT and k.split(" ")[-1] in SALESFORCE_WRITES)
-    return salesforce, sum(1 for change in sandbox.tims.changes if change.modified_by == "connect")
-
-
-async def wait_until(what: str, check: Callable[[], bool], sources: Processes, worker: WorkerProcess,
-                     state: Callable[[], Any], timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        sources.check()
-        assert worker.proc is not None and worker.proc.poll() is None, worker.log_text()[-3000:]
-        assert time.monotonic() < deadline, f"{what}: not after {timeout:.0f}s; now {state()}"
-        await asyncio.sleep(0.25)
 
 
 async def topic_sizes(bootstrap: str, topics: list[str]) -> dict[str, int]:
