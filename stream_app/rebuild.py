@@ -51,12 +51,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from tqdm import tqdm
 
+from connectors.kafka_io import list_topics
+
 if TYPE_CHECKING:
     from stream_app.settings import Settings
 
 __all__ = [
     "RebuildError", "RebuildPlan", "rebuild", "group_id", "app_version", "input_topics", "flow_topics",
-    "changelog_topics", "list_topics", "end_offsets", "beginning_offsets", "committed_offsets",
+    "changelog_topics", "end_offsets", "beginning_offsets", "committed_offsets",
     "commit_offsets", "lag", "read_table", "table_sizes", "live_members",
 ]
 
@@ -115,15 +117,6 @@ def changelog_topics(topics: Iterable[str], group: str) -> list[str]:
 
 
 # -- broker helpers ------------------------------------------------------------------------------
-
-async def list_topics(bootstrap: str) -> set[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        return set(await admin.list_topics())
-    finally:
-        await admin.close()
-
 
 async def live_members(bootstrap: str, group: str) -> int:
     from stream_app.replay import group_members
