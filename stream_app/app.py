@@ -1,32 +1,41 @@
-"""The Faust application: one app, flows as modules, settings validated at import.
+"""The Faust application, built by a factory: importing this module connects to nothing.
 
-``stream-app`` (``stream_app.cli:main``) is this app's own Faust CLI, so ``stream-app worker``
-runs a worker and the project's commands (``kafka``, ``sandbox`` ...) live beside it.
+:func:`create_app` returns a :class:`ConnectApp` configured from validated settings, with every
+part of the worker installed on it: the owned topics, the health-check agent, the flows from
+the flow registry (``topologies.registry``), the sinks named by ``CONNECT_SINK_OBJECTS`` and
+the metrics. ``stream-app`` (``stream_app.cli:main``) builds one and runs its Faust CLI, so
+``stream-app worker`` runs a worker and the project's commands (``stream_app.commands``) live
+beside it. Tests build their own app the same way.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import faust
 
 from stream_app import faust_fixes
-from stream_app.settings import Settings, load_settings
+from stream_app.settings import Settings
+from stream_app.topics import OwnedTopics
 
-__all__ = ["app", "settings", "create_app"]
+__all__ = ["ConnectApp", "create_app", "COMMAND_MODULES"]
 
-#: Modules that declare agents, tables and commands; imported when the app finalises.
-FLOW_MODULES = [
-    "stream_app.diagnostics",
-    "topologies.customer_sync.agents",
-    "stream_app.commands",
-    "stream_app.sinks.agents",
-    "stream_app.metrics",
-]
+#: modules whose ``@command`` functions join the CLI (Faust finds them by scanning these)
+COMMAND_MODULES = ["stream_app.commands"]
 
 
-def create_app(config: Settings) -> faust.App:
-    """A Faust app configured from validated settings (no I/O happens here)."""
-    faust_fixes.apply()
-    return faust.App(
+class ConnectApp(faust.App):
+    """A Faust app that carries what the project's parts share: the settings, the topics it
+    owns and what was installed on it (flows, sinks), so none of it is a module global."""
+
+    settings: Settings
+    owned: OwnedTopics
+    #: installed parts by name ("flow:customer_sync", "sinks", ...), for commands and tests
+    parts: dict[str, Any]
+
+
+def _faust_app(config: Settings) -> ConnectApp:
+    app = ConnectApp(
         config.app_id,
         version=config.app_version,
         broker=config.broker_url,
@@ -46,18 +55,39 @@ def create_app(config: Settings) -> faust.App:
         web_bind=config.web_host,
         web_port=config.web_port,
         web_tables_enabled=False,
-        autodiscover=FLOW_MODULES,
-        origin="stream_app",
+        autodiscover=COMMAND_MODULES,
+        # Faust's CLI would otherwise take the console script's name for a module to scan
+        origin=COMMAND_MODULES[0],
     )
+    app.settings = config
+    app.owned = OwnedTopics(app, config)
+    app.parts = {}
+    return app
 
 
-settings = load_settings()
-app = create_app(settings)
-
-
-@app.task
-async def mask_personal_data_in_logs() -> None:
-    """Runs once the worker has set up its logging: mask emails and phones on every handler."""
+def create_app(config: Settings, *, flows: bool = True, sinks: bool = True, metrics: bool = True) -> ConnectApp:
+    """A worker app with its parts installed (no I/O happens here: Faust connects when a
+    worker starts). Tests switch parts off to build just what they exercise."""
+    from stream_app import diagnostics
+    from stream_app import metrics as worker_metrics
+    from stream_app.flows import install_flows
     from stream_app.logs import configure
+    from stream_app.sinks.agents import install_sinks
 
-    configure(None)
+    faust_fixes.apply()
+    app = _faust_app(config)
+    diagnostics.install(app)
+    if flows:
+        app.parts.update(install_flows(app))
+    if sinks:
+        app.parts["sinks"] = install_sinks(app)
+    if metrics:
+        worker_metrics.install(app)
+    app.owned.install()
+
+    async def mask_personal_data_in_logs() -> None:
+        """Runs once the worker has set up its logging: mask emails and phones on every handler."""
+        configure(None)
+
+    app.task(mask_personal_data_in_logs)
+    return app

@@ -1,15 +1,19 @@
-"""Console entry point ``stream-app``: the app's Faust CLI, with settings errors made readable."""
+"""Console entry point ``stream-app``: builds the app from the settings and runs its Faust CLI,
+with settings errors made readable."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
-from stream_app.settings import SettingsError
+from stream_app.settings import SettingsError, load_settings
 
 
 def main() -> None:
+    from stream_app.app import create_app
+
     try:
-        from stream_app.app import app
+        app = create_app(load_settings())
     except SettingsError as exc:
         print(f"stream-app: {exc}", file=sys.stderr)
         print("Fix the environment variables above (or CONNECT_CONFIG_FILE) and run again.", file=sys.stderr)
@@ -20,14 +24,9 @@ def main() -> None:
 
 
 def _create_topics_first(app) -> None:  # type: ignore[no-untyped-def]
-    """Import the flows and create their topics, so the first group assignment includes them."""
-    import asyncio
-
-    from stream_app.topics import create_owned_topics
-
-    app.discover()
+    """Create the app's topics, so the first group assignment includes them."""
     try:
-        asyncio.run(create_owned_topics())
+        asyncio.run(app.owned.create())
     except Exception as exc:  # the worker itself reports an unreachable broker, with retries
         print(f"stream-app worker: could not create topics up front ({type(exc).__name__}: {exc}); "
               "the worker will create them", file=sys.stderr)

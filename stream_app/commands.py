@@ -1,4 +1,9 @@
-"""Project commands on the app's Faust CLI: ``stream-app kafka ...`` and friends."""
+"""Project commands on the app's Faust CLI: ``stream-app kafka ...`` and friends.
+
+Commands are declared without an app (:func:`command`); Faust finds them when the app scans
+this module (``stream_app.app.COMMAND_MODULES``), and each handler reaches the app that runs it
+as ``self.app`` and its settings as ``self.app.settings``.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,29 @@ import asyncio
 import os
 import sys
 
-import click
-from faust.cli import AppCommand, argument, option
+from typing import Any, Awaitable, Callable
 
-from stream_app.app import app
+import click
+
+from faust.app.base import SCAN_COMMAND
+from faust.cli import AppCommand, argument, option
+from faust.utils import venusian
+
 from stream_app.kafka_local import LocalKafka, LocalKafkaError, wait_for_broker
 
-__all__ = ["kafka"]
+__all__ = ["command", "kafka"]
 
 
-@app.command(
+def command(*options: Any) -> Callable[[Callable[..., Awaitable[Any]]], type[AppCommand]]:
+    """``app.command`` without an app: the command joins the CLI of the app that scans this module."""
+    def register(handler: Callable[..., Awaitable[Any]]) -> type[AppCommand]:
+        cmd = AppCommand.from_handler(*options)(handler)
+        venusian.attach(cmd, category=SCAN_COMMAND)
+        return cmd
+    return register
+
+
+@command(
     argument("action", type=click.Choice(["up", "down", "status", "reset"])),
     option("--port", type=int, default=None, help="Broker port (default 9092, or CONNECT_KAFKA_PORT)."),
     option("--timeout", type=float, default=90.0, help="Seconds to wait for the broker to answer."),
@@ -65,7 +83,7 @@ def _kafka_action(action: str, port: int | None, timeout: float) -> None:
         sys.exit(1)
 
 
-@app.command(option("--once", is_flag=True, help="Play the scenario, print the report and exit (0 only if all arrived)."))
+@command(option("--once", is_flag=True, help="Play the scenario, print the report and exit (0 only if all arrived)."))
 async def demo(self: AppCommand, once: bool) -> None:
     """The sandbox, a worker and the sources playing the customer flows; runs until Ctrl-C."""
     from stream_app.demo import run_demo
@@ -73,7 +91,7 @@ async def demo(self: AppCommand, once: bool) -> None:
     sys.exit(await run_demo(once))
 
 
-@app.command(
+@command(
     argument("system", type=click.Choice(["salesforce", "tims", "pardot"])),
     option("--metrics-port", type=int, default=None,
            help="Serve Prometheus /metrics on this port (default: CONNECT_METRICS_PORT; none: off)."),
@@ -81,7 +99,7 @@ async def demo(self: AppCommand, once: bool) -> None:
 async def source(self: AppCommand, system: str, metrics_port: int | None) -> None:
     """Run one source (Salesforce CDC, TIMS change feed, Pardot) until SIGTERM or Ctrl-C."""
     from stream_app.run_source import build, run_source
-    from stream_app.app import settings as current
+    current = self.app.settings
     from stream_app.settings import SettingsError
 
     try:
@@ -93,7 +111,7 @@ async def source(self: AppCommand, system: str, metrics_port: int | None) -> Non
     await run_source(instance, port, getattr(current, "metrics_host", current.web_host), current.log_level.value)
 
 
-@app.command(
+@command(
     option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on."),
     option("--salesforce-port", type=int, default=8090, show_default=True, help="Salesforce OAuth + REST."),
     option("--pubsub-port", type=int, default=7443, show_default=True, help="Salesforce Pub/Sub API (gRPC, plaintext)."),
@@ -116,7 +134,7 @@ async def sandbox(self: AppCommand, host: str, salesforce_port: int, pubsub_port
     await serve_forever(running)
 
 
-@app.command(
+@command(
     argument("action", type=click.Choice(["check", "preview"])),
     argument("flow", required=False),
     argument("record", required=False, type=click.Path(exists=True, dir_okay=False)),
@@ -127,22 +145,27 @@ async def mappings(self: AppCommand, action: str, flow: str | None, record: str 
     RECORD.json is a source event ({"source": "salesforce", "entity": "Contact", "fields": {...}})
     or {"source": "salesforce.Contact", "fields": {...}, "links": {"salesforce_contact": "003..."}}.
     """
-    from stream_app.app import settings as current
-    from topologies.customer_sync.preview import check, preview
+    from stream_app.flows import mapping_tools
 
     try:
+        tools = mapping_tools(self.app.settings)
         if action == "check":
-            print(check(current.mappings_dir))
+            for _, tool, directory in tools:
+                print(tool.check(directory))
         else:
             if not flow or not record:
                 raise click.UsageError("preview needs FLOW and RECORD.json")
-            print(preview(current.mappings_dir, flow, record))
+            known = {name: (tool, directory) for _, tool, directory in tools for name in tool.names(directory)}
+            if flow not in known:
+                raise ValueError(f"no mapping {flow!r}; mappings: {', '.join(known)}")
+            tool, directory = known[flow]
+            print(tool.preview(directory, flow, record))
     except ValueError as exc:
         print(f"stream-app mappings {action}: {exc}", file=sys.stderr)
         sys.exit(1)
 
 
-@app.command(
+@command(
     option("--topic", required=True, help="Topic to reprocess (with or without CONNECT_TOPIC_PREFIX)."),
     option("--partition", "partitions", type=int, multiple=True, help="Only these partitions (repeatable)."),
     option("--from-offset", type=int, default=None, help="Reprocess from this offset."),
@@ -152,10 +175,10 @@ async def mappings(self: AppCommand, action: str, flow: str | None, record: str 
 async def replay(self: AppCommand, topic: str, partitions: tuple[int, ...], from_offset: int | None,
                  from_time: str | None, dry_run: bool) -> None:
     """Reset the app's consumer-group offsets so stopped workers reprocess a topic on restart."""
-    from stream_app.app import settings as current
+    current = self.app.settings
     from stream_app.replay import ReplayError, apply, group_members, parse_time, plan, resolve_topic
 
-    bootstrap, group = current.kafka_bootstrap_servers, app.conf.id
+    bootstrap, group = current.kafka_bootstrap_servers, self.app.conf.id
     try:
         full = await resolve_topic(bootstrap, topic, current.topic_prefix)
         since = parse_time(from_time) if from_time else None
@@ -175,7 +198,7 @@ async def replay(self: AppCommand, topic: str, partitions: tuple[int, ...], from
         sys.exit(1)
 
 
-@app.command(
+@command(
     argument("system", type=click.Choice(["salesforce", "tims", "pardot"])),
     option("--entity", "entities", multiple=True, help="Only this entity (repeatable); default: all configured."),
 )
@@ -183,13 +206,13 @@ async def backfill(self: AppCommand, system: str, entities: tuple[str, ...]) -> 
     """Snapshot existing records into the source topics (progress on stderr), then hand over to the live source."""
     import importlib
 
-    from stream_app.app import settings as current
+    current = self.app.settings
 
     module = importlib.import_module(f"connectors.{system}.backfill")
     sys.exit(await module.run_backfill(current, list(entities) or None))
 
 
-@app.command(
+@command(
     argument("action", type=click.Choice(["list", "show", "replay", "purge"])),
     argument("ids", nargs=-1),
     option("--all", "replay_all", is_flag=True, help="replay: every entry."),
@@ -199,7 +222,7 @@ async def dlq(self: AppCommand, action: str, ids: tuple[str, ...], replay_all: b
     """Dead-lettered sink commands: list | show ID | replay (--all | ID...) | purge."""
     import json
 
-    from stream_app.app import settings as current
+    current = self.app.settings
     from stream_app.dlq import DlqError, format_entry_line, purge, read_entries, replay_entries, select
 
     bootstrap, prefix = current.kafka_bootstrap_servers, current.topic_prefix
@@ -232,7 +255,7 @@ async def dlq(self: AppCommand, action: str, ids: tuple[str, ...], replay_all: b
         sys.exit(1)
 
 
-@app.command(
+@command(
     option("--wipe", is_flag=True, help="Delete the group's table changelogs and this machine's table files first."),
     option("--previous-group", default=None, help="Group of the state being replaced (default: the previous app version's)."),
     option("--keep-commands", is_flag=True, help="Let the sinks write the commands the rebuild derives again (default: skip them)."),
@@ -244,7 +267,7 @@ async def dlq(self: AppCommand, action: str, ids: tuple[str, ...], replay_all: b
 async def rebuild(self: AppCommand, wipe: bool, previous_group: str | None, keep_commands: bool, force: bool,
                   dry_run: bool, timeout: float, yes: bool) -> None:
     """Rebuild the flow tables from the source topics (workers and sources stopped), with progress."""
-    from stream_app.app import settings as current
+    current = self.app.settings
     from stream_app.rebuild import rebuild as run_rebuild
 
     if wipe and not dry_run and not yes and not click.confirm("Delete this group's table state and rebuild it?", default=False):

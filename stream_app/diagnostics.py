@@ -8,29 +8,36 @@ visible from outside the worker.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any
 
-from stream_app.app import app
-from stream_app.topics import owned_topic
+if TYPE_CHECKING:
+    from stream_app.app import ConnectApp
 
-__all__ = ["ping_topic", "pong_topic", "echo"]
+__all__ = ["install", "PING_TOPIC", "PONG_TOPIC"]
 
-ping_topic = owned_topic("diag.ping")
-pong_topic = owned_topic("diag.pong")
-processed_per_key = app.Table("diag-processed", default=int, key_type=bytes)
+PING_TOPIC = "diag.ping"
+PONG_TOPIC = "diag.pong"
 
 
-@app.agent(ping_topic, concurrency=1)
-async def echo(stream):
-    async for event in stream.events():
-        processed_per_key[event.key] += 1
-        message = event.message
-        await pong_topic.send(
-            key=event.key,
-            value={
-                **(event.value if isinstance(event.value, dict) else {"value": event.value}),
-                "partition": message.partition,
-                "offset": message.offset,
-                "times_processed": processed_per_key[event.key],
-                "worker_pid": os.getpid(),
-            },
-        )
+def install(app: "ConnectApp") -> None:
+    ping_topic = app.owned.topic(PING_TOPIC)
+    pong_topic = app.owned.topic(PONG_TOPIC)
+    processed_per_key = app.Table("diag-processed", default=int, key_type=bytes)
+
+    async def echo(stream: Any) -> None:
+        async for event in stream.events():
+            processed_per_key[event.key] += 1
+            message = event.message
+            await pong_topic.send(
+                key=event.key,
+                value={
+                    **(event.value if isinstance(event.value, dict) else {"value": event.value}),
+                    "partition": message.partition,
+                    "offset": message.offset,
+                    "times_processed": processed_per_key[event.key],
+                    "worker_pid": os.getpid(),
+                },
+            )
+
+    echo.__qualname__ = "stream_app.diagnostics.echo"
+    app.agent(ping_topic, name="stream_app.diagnostics.echo", concurrency=1)(echo)

@@ -18,7 +18,7 @@ takes at most ``LABEL_VALUES_LIMIT`` distinct values, anything beyond (or anythi
 like an email) is reported as ``other``.
 
 The worker serves ``REGISTRY`` and ``WORKER_REGISTRY`` (Faust's own sensors, and the consumer
-group's lag, measured by the leader every ``LAG_INTERVAL`` seconds) at ``/metrics`` on its web
+group's lag, measured by the leader every ``CONNECT_METRICS_LAG_INTERVAL`` seconds) at ``/metrics`` on its web
 port. Source processes serve ``REGISTRY`` from a port of their own (stream_app/metrics_server.py).
 docs/adr/0008-observability.md says why it is built this way.
 """
@@ -27,11 +27,10 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -48,14 +47,16 @@ from prometheus_client.process_collector import ProcessCollector
 from connectors.budget import ApiBudget
 from connectors.retry import RetryStats
 from connectors.salesforce.auth import TokenProvider
-from stream_app.app import app, settings
+
+if TYPE_CHECKING:
+    from stream_app.app import ConnectApp
 
 __all__ = [
     "REGISTRY", "WORKER_REGISTRY", "LATENCY_BUCKETS", "LABEL_VALUES_LIMIT", "SALESFORCE_RETENTION_SECONDS",
-    "LAG_INTERVAL", "bounded", "refresh", "exported_names", "position_time", "declare_flow",
+    "bounded", "refresh", "exported_names", "position_time", "declare_flow",
     "observe_event_in", "observe_command_out", "observe_duplicate", "observe_echo_fields",
     "observe_conflict", "observe_quarantined", "observe_sink_ack",
-    "watch_sinks", "watch_clients", "watch_source", "ConsumerLag",
+    "watch_sinks", "watch_clients", "watch_source", "ConsumerLag", "install", "FAUST_METRICS",
 ]
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,6 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
 LABEL_VALUES_LIMIT = 100
 #: Salesforce keeps change events for 72 hours; a saved replay id older than that is refused
 SALESFORCE_RETENTION_SECONDS = 72 * 3600
-LAG_INTERVAL: float = float(getattr(settings, "metrics_lag_interval", 15.0))
 
 # ``*_created`` series double the series count and no dashboard reads them.
 disable_created_metrics()
@@ -147,7 +147,7 @@ LAG_ERRORS = Counter("connect_consumer_lag_errors", "Lag measurements that faile
 
 # Faust's own sensors (rebalances, commit and send latency, table operations, web requests), under
 # a fixed prefix: Faust's default prefix is the app id, which differs per environment and test run.
-app.monitor = PrometheusMonitor(metrics=FaustMetrics.create(WORKER_REGISTRY, "faust"))
+FAUST_METRICS = FaustMetrics.create(WORKER_REGISTRY, "faust")
 
 
 # -- label guard ------------------------------------------------------------------------------------
@@ -462,43 +462,43 @@ def _publish_lag(lags: Mapping[tuple[str, int], int]) -> None:
         CONSUMER_LAG.labels(bounded("topic", topic), str(partition)).set(lag)
 
 
-_lag = ConsumerLag(settings.kafka_bootstrap_servers, app.conf.id)
+def install(app: "ConnectApp") -> None:
+    """The worker's metrics on ``app``: Faust's sensors, the consumer lag (measured by the
+    leader every ``CONNECT_METRICS_LAG_INTERVAL`` seconds), the flows' and sinks' counters and
+    the ``/metrics`` page."""
+    app.monitor = PrometheusMonitor(metrics=FAUST_METRICS)
+    lag = ConsumerLag(app.settings.kafka_bootstrap_servers, app.conf.id)
 
+    async def measure_consumer_lag() -> None:
+        """On the leader only, so each partition's lag is reported once across the workers."""
+        if not app.is_leader():
+            CONSUMER_LAG.clear()
+            return
+        try:
+            _publish_lag(await lag.measure(app.topics.acking_topics))
+        except Exception as exc:  # noqa: BLE001 - a failed measurement is counted, the next one retried
+            LAG_ERRORS.inc()
+            log.warning("metrics: consumer lag not measured: %s: %s", type(exc).__name__, exc)
+            await lag.close()
 
-@app.timer(interval=LAG_INTERVAL, name="stream_app.metrics.measure_consumer_lag")
-async def measure_consumer_lag() -> None:
-    """On the leader only, so each partition's lag is reported once across the workers."""
-    if not app.is_leader():
-        CONSUMER_LAG.clear()
-        return
-    try:
-        _publish_lag(await _lag.measure(app.topics.acking_topics))
-    except Exception as exc:  # noqa: BLE001 - a failed measurement is counted, the next one retried
-        LAG_ERRORS.inc()
-        log.warning("metrics: consumer lag not measured: %s: %s", type(exc).__name__, exc)
-        await _lag.close()
+    async def close_lag_clients(sender: Any, **kwargs: Any) -> None:
+        await lag.close()
 
+    async def watch_worker() -> None:
+        """Counters of this worker's flows and sinks."""
+        _start_flow_counters()
+        watch_sinks(app.parts.get("sinks", {}))
 
-@app.on_before_shutdown.connect
-async def close_lag_clients(sender: Any, **kwargs: Any) -> None:
-    await _lag.close()
+    async def metrics_view(view: web.View, request: web.Request) -> web.Response:
+        refresh()
+        body = generate_latest(REGISTRY) + generate_latest(WORKER_REGISTRY)
+        return view.bytes(body, headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
 
-
-@app.task
-async def watch_worker() -> None:
-    """Counters of this worker's flows and sinks (the sink agents' module, when autodiscovered,
-    has filled its registry at import)."""
-    _start_flow_counters()
-    sinks = sys.modules.get("stream_app.sinks.agents")
-    if sinks is not None:
-        watch_sinks(sinks.SINKS)
-
-
-@app.page("/metrics")
-async def metrics_view(self: web.View, request: web.Request) -> web.Response:
-    refresh()
-    body = generate_latest(REGISTRY) + generate_latest(WORKER_REGISTRY)
-    return self.bytes(body, headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
+    app.timer(interval=app.settings.metrics_lag_interval, name="stream_app.metrics.measure_consumer_lag")(
+        measure_consumer_lag)
+    app.on_before_shutdown.connect(close_lag_clients)
+    app.task(watch_worker)
+    app.page("/metrics")(metrics_view)
 
 
 # -- what is exported -------------------------------------------------------------------------------

@@ -52,6 +52,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from tqdm import tqdm
 
 from connectors.kafka_io import list_topics
+from stream_app import flows
+from stream_app.diagnostics import PING_TOPIC
 
 if TYPE_CHECKING:
     from stream_app.settings import Settings
@@ -62,11 +64,6 @@ __all__ = [
     "commit_offsets", "lag", "read_table", "table_sizes", "live_members",
 ]
 
-#: topics the app writes for itself and reads back: the rebuild derives their content again
-#: (the customer-sync stages) or has no use for it (health-check pings), so they start at their end
-FLOW_TOPICS = ("customer_sync.identify", "customer_sync.match", "customer_sync.merge", "diag.ping")
-#: inputs that are not source topics: the TIMS ids the TIMS sink reported
-LINK_TOPICS = ("links.tims",)
 READY_MARK = "[^Worker]: Ready"
 
 
@@ -98,15 +95,15 @@ def table_dir(settings: "Settings") -> Path:
     return Path(settings.data_dir) / f"v{app_version(settings)}" / "tables"
 
 
-def input_topics(prefix: str) -> list[str]:
-    """The topics the tables are rebuilt from: the flow's source topics and the links."""
-    from topologies.customer_sync.agents import SOURCE_TOPICS
-
-    return [f"{prefix}{name}" for name in (*SOURCE_TOPICS, *LINK_TOPICS)]
+def input_topics(settings: "Settings") -> list[str]:
+    """The topics the tables are rebuilt from: the flows' source topics and the links."""
+    return flows.input_topics(settings)
 
 
-def flow_topics(prefix: str) -> list[str]:
-    return [f"{prefix}{name}" for name in FLOW_TOPICS]
+def flow_topics(settings: "Settings") -> list[str]:
+    """Topics the app writes for itself and reads back: the rebuild derives their content again
+    (the flows' stages) or has no use for it (health-check pings), so they start at their end."""
+    return [*flows.internal_topics(settings), settings.topic(PING_TOPIC)]
 
 
 def changelog_topics(topics: Iterable[str], group: str) -> list[str]:
@@ -297,9 +294,9 @@ async def plan_rebuild(settings: "Settings", previous_group: str | None = None, 
     group = group_id(settings)
     previous = previous_group or previous_group_id(settings)
     topics = await list_topics(bootstrap)
-    inputs = [t for t in input_topics(prefix) if t in topics]
-    missing = [t for t in input_topics(prefix) if t not in topics]
-    flow = [t for t in flow_topics(prefix) if t in topics]
+    inputs = [t for t in input_topics(settings) if t in topics]
+    missing = [t for t in input_topics(settings) if t not in topics]
+    flow = [t for t in flow_topics(settings) if t in topics]
     sinks = sorted(t for t in topics if t.startswith(f"{prefix}sink."))
     if not inputs:
         raise RebuildError(f"none of the input topics exist ({', '.join(missing)}): nothing to rebuild from")

@@ -133,7 +133,10 @@ class Settings(BaseSettings):
     #: seconds between consumer-lag measurements (by the leader worker)
     metrics_lag_interval: float = Field(default=15.0, gt=0)
 
-    #: folder of the flow mapping files (*.yaml); default: the ones shipped in topologies/mappings
+    #: flows this worker runs, comma-separated names from the flow registry; empty: every one
+    flows: str = Field(default="", pattern=r"^[A-Za-z0-9_, ]*$")
+    #: folder with one subfolder of mapping files per flow (<dir>/customer_sync/*.yaml); a flow
+    #: without a subfolder there uses the mappings it ships (topologies/<flow>/mappings)
     mappings_dir: Path | None = None
 
     # Salesforce (connectors/salesforce/config.py says what each means)

@@ -1,4 +1,4 @@
-"""Topics the app owns: declared once here so every worker creates them alike at start-up.
+"""Topics the app owns: declared on the app so every worker creates them alike at start-up.
 
 Faust only creates topics marked internal that it subscribes to; an agent's source topic that
 does not exist yet is ignored at subscription time and stays unread until a metadata refresh,
@@ -7,44 +7,59 @@ and a topic we only write to would never be created (the local broker does not a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from faust.types import TopicT
+from faust.types import AppT, TopicT
 
-from stream_app.app import app, settings
+from connectors.kafka_io import KafkaTarget, ensure_topics
 
-__all__ = ["owned_topic", "declare_owned_topics", "create_owned_topics"]
+if TYPE_CHECKING:
+    from stream_app.settings import Settings
 
-_OWNED: list[TopicT] = []
-
-
-def owned_topic(*names: str, **options: Any) -> TopicT:
-    """A JSON topic (or several read as one) named ``<prefix><name>``, created by the worker."""
-    options.setdefault("value_serializer", "json")
-    options.setdefault("key_serializer", "raw")
-    options.setdefault("partitions", settings.topic_partitions)
-    options.setdefault("replicas", settings.topic_replication_factor)
-    topic = app.topic(*(settings.topic(name) for name in names), internal=True, **options)
-    _OWNED.append(topic)
-    return topic
+__all__ = ["OwnedTopics"]
 
 
-async def create_owned_topics() -> int:
-    """Create every owned topic before a worker joins its group (``stream-app worker`` runs this
-    first): topics that appear after the group's first assignment stay unassigned until the
-    next metadata refresh. Returns how many topics the app owns."""
-    from connectors.kafka_io import KafkaTarget, ensure_topics
+class OwnedTopics:
+    """The topics one app owns, named ``<prefix><name>``; JSON values and raw keys by default."""
 
-    target = KafkaTarget(settings.kafka_bootstrap_servers, "", settings.topic_partitions,
-                         settings.topic_replication_factor)
-    names = [name for topic in _OWNED for name in topic.topics]
-    await ensure_topics(target, names)
-    return len(set(names))
+    def __init__(self, app: AppT, settings: "Settings") -> None:
+        self.app = app
+        self.settings = settings
+        self._topics: dict[tuple[str, ...], TopicT] = {}
 
+    def topic(self, *names: str, **options: Any) -> TopicT:
+        """The topic (or several read as one) named ``names``; asking twice gives the same one."""
+        if names in self._topics and not options:
+            return self._topics[names]
+        options.setdefault("value_serializer", "json")
+        options.setdefault("key_serializer", "raw")
+        options.setdefault("partitions", self.settings.topic_partitions)
+        options.setdefault("replicas", self.settings.topic_replication_factor)
+        topic = self.app.topic(*(self.settings.topic(name) for name in names), internal=True, **options)
+        self._topics.setdefault(names, topic)
+        return topic
 
-@app.task
-async def declare_owned_topics() -> None:
-    """Create every owned topic at start-up, the ones we only write to as well: Faust itself
-    declares only the topics it subscribes to."""
-    for topic in _OWNED:
-        await topic.maybe_declare()
+    @property
+    def names(self) -> list[str]:
+        """Every owned topic's full name."""
+        return sorted({name for topic in self._topics.values() for name in topic.topics})
+
+    async def create(self) -> int:
+        """Create every owned topic before a worker joins its group (``stream-app worker`` runs
+        this first): topics that appear after the group's first assignment stay unassigned until
+        the next metadata refresh. Returns how many topics the app owns."""
+        settings = self.settings
+        target = KafkaTarget(settings.kafka_bootstrap_servers, "", settings.topic_partitions,
+                             settings.topic_replication_factor)
+        names = self.names
+        await ensure_topics(target, names)
+        return len(names)
+
+    def install(self) -> None:
+        """Create every owned topic at start-up, the ones we only write to as well: Faust itself
+        declares only the topics it subscribes to."""
+        async def declare_owned_topics() -> None:
+            for topic in list(self._topics.values()):
+                await topic.maybe_declare()
+
+        self.app.task(declare_owned_topics)

@@ -20,11 +20,10 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Mapping, MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, MutableMapping, Sequence
 
 from faust.types import AppT, EventT, StreamT, TopicT
 
-from stream_app.app import app, settings
 from stream_app.batching import as_current
 from stream_app.sinks.engine import (
     Applied, MalformedCommand, Received, SinkEngine, SinkStats, Source, VersionGuard, parse_command,
@@ -32,9 +31,12 @@ from stream_app.sinks.engine import (
 from stream_app.sinks.registry import (
     SinkOptions, SinkSpec, build_writer, enabled_sinks, shared_salesforce, sink_options,
 )
-from stream_app.topics import owned_topic
+from stream_app.settings import Settings
 
-__all__ = ["SinkRuntime", "TableGuard", "PublishMany", "install", "SINKS", "QUARANTINE_TOPIC", "VERSION_TABLE"]
+if TYPE_CHECKING:
+    from stream_app.app import ConnectApp
+
+__all__ = ["SinkRuntime", "TableGuard", "PublishMany", "install", "install_sinks", "QUARANTINE_TOPIC", "VERSION_TABLE"]
 
 log = logging.getLogger(__name__)
 
@@ -163,9 +165,9 @@ def install(faust_app: AppT, specs: Sequence[SinkSpec], options: SinkOptions,
     return runtimes
 
 
-def _stats() -> dict[str, Any]:
-    out: dict[str, Any] = {"sinks": {name: runtime.stats.as_dict() for name, runtime in SINKS.items()}}
-    if any(runtime.spec.system == "salesforce" for runtime in SINKS.values()):
+def _stats(runtimes: Mapping[str, SinkRuntime], settings: Settings) -> dict[str, Any]:
+    out: dict[str, Any] = {"sinks": {name: runtime.stats.as_dict() for name, runtime in runtimes.items()}}
+    if any(runtime.spec.system == "salesforce" for runtime in runtimes.values()):
         rest = shared_salesforce(settings)
         out["salesforce"] = {
             "calls": rest.calls, "retries": rest.stats.retries, "auth_refreshes": rest.stats.auth_refreshes,
@@ -176,7 +178,10 @@ def _stats() -> dict[str, Any]:
     return out
 
 
-def _register() -> dict[str, SinkRuntime]:
+def install_sinks(app: "ConnectApp") -> dict[str, SinkRuntime]:
+    """The sinks ``CONNECT_SINK_OBJECTS`` enables, installed on ``app``; returns them by agent name.
+    Writers are built now, so a wrong connector setting stops start-up with a clear message."""
+    settings = app.settings
     specs = enabled_sinks(settings)
     if not specs:
         return {}
@@ -185,22 +190,22 @@ def _register() -> dict[str, SinkRuntime]:
     # Faust would cast an int-typed value with int().
     table = app.Table(VERSION_TABLE, key_type=str, value_type=None,
                       help="versions each sink applied per target record and field")
-    outputs = {QUARANTINE_TOPIC: owned_topic(QUARANTINE_TOPIC)}
+    outputs = {QUARANTINE_TOPIC: app.owned.topic(QUARANTINE_TOPIC)}
     for spec in specs:
         for name in (spec.dlq_topic, spec.links_topic):
             if name and name not in outputs:
-                outputs[name] = owned_topic(name)
+                outputs[name] = app.owned.topic(name)
     writers = {spec: build_writer(spec, settings) for spec in specs}
     runtimes = install(
         app, specs, sink_options(settings), writers.__getitem__, table, _publisher(outputs),
-        lambda: app.producer.flush(), lambda spec: owned_topic(spec.topic, value_serializer="raw"),
+        lambda: app.producer.flush(), lambda spec: app.owned.topic(spec.topic, value_serializer="raw"),
     )
 
-    @app.page("/sinks/stats/")
     async def sink_stats(view: Any, request: Any) -> Any:
-        return view.json(_stats())
+        return view.json(_stats(runtimes, settings))
 
-    @app.on_before_shutdown.connect
+    app.page("/sinks/stats/")(sink_stats)
+
     async def close_writers(sender: Any, **kwargs: Any) -> None:
         for writer in writers.values():
             await writer.close()
@@ -209,8 +214,5 @@ def _register() -> dict[str, SinkRuntime]:
             await rest.aclose()
             await rest.tokens.aclose()
 
+    app.on_before_shutdown.connect(close_writers)
     return runtimes
-
-
-#: the running sinks by agent name
-SINKS: dict[str, SinkRuntime] = _register()

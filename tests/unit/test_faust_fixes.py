@@ -7,7 +7,8 @@ import inspect
 from mode.utils.queues import FlowControlEvent, FlowControlQueue
 
 from stream_app import faust_fixes
-from stream_app.app import app
+from stream_app.app import create_app
+from stream_app.settings import load_settings
 
 
 async def test_a_resume_while_flowing_keeps_the_queued_messages() -> None:
@@ -38,6 +39,7 @@ async def test_a_resume_after_a_suspend_still_starts_clean() -> None:
 
 def test_the_app_and_faust_still_use_that_flow_control() -> None:
     """If an upgrade of faust-streaming moves away from it, the fix is void."""
+    app = create_app(load_settings(), flows=False, sinks=False, metrics=False)
     assert isinstance(app.flow_control, FlowControlEvent)
     assert "flow_control.resume()" in inspect.getsource(
         __import__("faust.tables.recovery", fromlist=["Recovery"]).Recovery.on_recovery_completed)

@@ -1,5 +1,26 @@
 """Customer sync: one golden customer per person across Pardot, Salesforce and TIMS.
 
 Pure parts (identity, cleansing, mapping, merge) live in plain modules beside the Faust agents
-(``agents.py``), which stay thin around them.
+(``agents.py``), which stay thin around them. Its mapping files are in ``mappings/``.
 """
+
+from topologies.customer_sync.agents import (
+    FLOW_NAME, LINK_TOPICS, SOURCE_TOPICS, STAGE_TOPICS, TABLES, install,
+)
+from topologies.customer_sync.mapping import DEFAULT_MAPPING_DIR
+from topologies.customer_sync.preview import CustomerSyncMappings
+from topologies.flow import Flow
+
+__all__ = ["FLOW"]
+
+FLOW = Flow(
+    name=FLOW_NAME,
+    source_topics=SOURCE_TOPICS,
+    link_topics=LINK_TOPICS,
+    internal_topics=STAGE_TOPICS,
+    tables=TABLES,
+    sources=("salesforce", "pardot", "tims"),
+    install=install,
+    mappings=DEFAULT_MAPPING_DIR,
+    mapping_tool=CustomerSyncMappings(),
+)

@@ -18,264 +18,272 @@ record remembers event ids; released parked events leave ``pending``), the stage
 acks of its outputs before the write. Elsewhere sends are not awaited: Faust flushes the
 producer before committing offsets, so a crash redoes the event and nothing is lost.
 
-``merge`` does that wait once per batch rather than once per event (docs/adr/0011): it takes
-``stream.noack_take(CONNECT_FLOW_BATCH_SIZE, within=CONNECT_FLOW_LINGER)`` batches, folds each
-event into the batch's copy of its customer record (several events for one key see each other,
-in offset order), publishes as it goes, then (:meth:`Batch.settle`) awaits every output's ack
-at once, writes each changed record under its own event (Faust picks a table key's partition
-from the current event, and RocksDB reads only that partition), and only then acks the events,
-in order. A batch interrupted before its acks is redone whole: its outputs go out again, which
-downstream tolerates (sinks are version-guarded, links are idempotent). ``take()`` is never
-used: it acks a batch whose generator is closed mid-way (docs/adr/0007). The other stages
-handle one event at a time: batching them measured no gain (the worker is CPU-bound in Faust's
-per-message work) and each batched hop adds up to a linger of latency.
+``merge`` does that wait once per batch rather than once per event (docs/adr/0011), through the
+app's batched stages (``FlowContext.run_batches``). A batch interrupted before its acks is
+redone whole: its outputs go out again, which downstream tolerates (sinks are version-guarded,
+links are idempotent). The other stages handle one event at a time: batching them measured no
+gain (the worker is CPU-bound in Faust's per-message work) and each batched hop adds up to a
+linger of latency.
+
+Every stage validates its input (``messages``) and quarantines what it cannot read, with the
+reason; an unexpected error while merging one event quarantines that event with the error and
+rebuilds its customer's working row from the table and the batch's earlier events for it, so
+one bad event never stalls a batch or kills the worker.
 """
 
 from __future__ import annotations
 
-import asyncio
-import copy
 import logging
-from collections import Counter
-from typing import Any, Awaitable, Callable
+from typing import Any
 
-from faust.types import EventT, StreamT
+from faust.types import EventT
 from pydantic import ValidationError
 
 from connectors.envelope import SourceEvent
-from stream_app import metrics
-from stream_app.app import app, settings
-from stream_app.batching import as_current
-from stream_app.topics import owned_topic
 from topologies.customer_sync.cleansing import Uncleanable
 from topologies.customer_sync.golden import Policy, apply_event, apply_tims_link, new_record
 from topologies.customer_sync.identity import crossrefs, mint_key, normalize_email, source_ref
-from topologies.customer_sync.mapping import load_mappings
+from topologies.customer_sync.mapping import DEFAULT_MAPPING_DIR, Mappings, load_mappings
+from topologies.customer_sync.messages import (
+    IDENTIFY, MATCH, MERGE, IdentifyEvent, IdentifyLink, MatchEvent, MatchLink, MergeEvent, MergeTimsLink,
+    TimsLinkEntry,
+)
+from topologies.flow import BatchLike, FlowContext
 
-__all__ = ["counters", "SOURCE_TOPICS"]
+__all__ = ["CustomerSync", "install", "FLOW_NAME", "SOURCE_TOPICS", "LINK_TOPICS", "STAGE_TOPICS", "TABLES"]
 
 log = logging.getLogger(__name__)
-FLOW = "customer_sync"
-SOURCE_TOPICS = ["src.salesforce.Lead", "src.salesforce.Contact", "src.salesforce.Account",
-                 "src.pardot.prospect", "src.tims.customer"]
+FLOW_NAME = "customer_sync"
+SOURCE_TOPICS = ("src.salesforce.Lead", "src.salesforce.Contact", "src.salesforce.Account",
+                 "src.pardot.prospect", "src.tims.customer")
+LINK_TOPICS = ("links.tims",)
+STAGE_TOPICS = (f"{FLOW_NAME}.identify", f"{FLOW_NAME}.match", f"{FLOW_NAME}.merge")
+TABLES = ("customer_master", "id_map", "email_index", "pending_identity")
 PENDING_LIMIT = 50
 
-mappings = load_mappings(settings.mappings_dir)
-policy = Policy()
-counters: Counter[str] = Counter()
-metrics.declare_flow(FLOW, ("salesforce", "pardot", "tims"))
 
-source_topic = owned_topic(*SOURCE_TOPICS)
-tims_links_topic = owned_topic("links.tims")
-identify_topic = owned_topic(f"{FLOW}.identify")
-match_topic = owned_topic(f"{FLOW}.match")
-merge_topic = owned_topic(f"{FLOW}.merge")
-conflicts_topic = owned_topic("audit.conflicts")
-quarantine_topic = owned_topic(f"quarantine.{FLOW}")
-sink_topics = {target: owned_topic(f"sink.{target}") for target in mappings.outbound}
-
-id_map = app.Table("id_map", default=None, key_type=str)
-pending = app.Table("pending_identity", default=None, key_type=str)
-email_index = app.Table("email_index", default=None, key_type=str)
-customer_master = app.Table("customer_master", default=None, key_type=str)
-
-
-async def _send(topic: Any, key: str, value: Any) -> Any:
-    """Publish; returns the future of the broker's ack. Faust flushes the producer before it
-    commits offsets, so a send nobody awaits is still never lost: the event is redone."""
-    return await topic.send(key=key.encode(), value=value)
-
-
-async def _acked(*futures: Any) -> None:
-    """Wait for the acks of sends that a table write is about to make unrepeatable."""
-    if futures:
-        await asyncio.gather(*futures)
-
-
-class Batch:
-    """The working state of one batch, settled as a whole by :meth:`settle`.
-
-    A table row is read once per batch, as a copy, under the event that first asks for it;
-    later events of the batch read and change that copy, so events for one key see each
-    other's changes in offset order while the table itself stays as it was until the batch
-    settles: an interrupted batch leaves nothing half-done, whatever the store."""
-
-    def __init__(self) -> None:
-        self._rows: dict[tuple[str, str], Any] = {}
-        self._changed: dict[tuple[str, str], tuple[Any, EventT]] = {}
-        self._sent: list[Any] = []
-
-    def get(self, table: Any, key: str, event: EventT) -> Any:
-        slot = (table.name, key)
-        if slot not in self._rows:
-            with as_current(event):
-                self._rows[slot] = copy.deepcopy(table.get(key))
-        return self._rows[slot]
-
-    def put(self, table: Any, key: str, value: Any, event: EventT) -> None:
-        """Write ``value`` when the batch settles, under ``event`` (the latest event for the key:
-        it came from the partition that owns the key)."""
-        slot = (table.name, key)
-        self._rows[slot] = value
-        self._changed[slot] = (table, event)
-
-    async def send(self, topic: Any, key: str, value: Any) -> None:
-        """Publish now; the batch's writes wait for the ack (they would stop a redone event from
-        publishing it again)."""
-        self._sent.append(await _send(topic, key, value))
-
-    async def settle(self) -> None:
-        """One wait for every ack, then the writes, each under its own event."""
-        await _acked(*self._sent)
-        for (_, key), (table, event) in self._changed.items():
-            with as_current(event):
-                table[key] = self._rows[(table.name, key)]
-        self._sent.clear()
-        self._changed.clear()
-
-
-Handler = Callable[[Batch, EventT], Awaitable[None]]
-
-
-async def run_batches(stream: StreamT, handle: Handler, *, size: int, linger: float) -> None:
-    """A batched stage: ``handle`` each event of a batch in turn, settle the batch, then ack its
-    events in order, so the offsets Faust commits never pass an event whose work is not safe."""
-    async for events in stream.noack_take(size, within=linger):
-        batch = Batch()
-        for event in events:
-            await handle(batch, event)
-        await batch.settle()
-        for event in events:
-            await stream.ack(event)
-
-
-async def _quarantine(reason: str, raw: Any) -> None:
-    counters["quarantined"] += 1
-    metrics.observe_quarantined(FLOW)
-    await _send(quarantine_topic, FLOW, {"flow": FLOW, "reason": reason, "raw": raw})
+def _why(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    return f"{'.'.join(str(part) for part in first['loc']) or '(message)'}: {first['msg']}"
 
 
 def _email_of(event: SourceEvent) -> str | None:
     return normalize_email(event.fields.get("Email", event.fields.get("email")))
 
 
-@app.agent(source_topic, concurrency=1)
-async def ingest(stream):  # type: ignore[no-untyped-def]
-    """Validate source events and re-key them by source reference."""
-    async for value in stream:
-        try:
-            event = SourceEvent.model_validate(value)
-        except ValidationError as exc:
-            await _quarantine(f"not a source event: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}", value)
-            continue
-        counters["events_in"] += 1
-        metrics.observe_event_in(FLOW, event.source, event.entity)
-        ref = source_ref(event)
-        tries = [ref, *crossrefs(event)]
-        await _send(identify_topic, ref, {"kind": "event", "event": event.model_dump(mode="json"),
-                                          "tries": tries, "i": 0})
+class CustomerSync:
+    """The flow's topics, tables and stage bodies, built once per app by :func:`install`."""
 
+    def __init__(self, ctx: FlowContext, mappings: Mappings, policy: Policy) -> None:
+        self.ctx = ctx
+        self.mappings = mappings
+        self.policy = policy
+        self.counters = ctx.counters
+        self.source_topic = ctx.topic(*SOURCE_TOPICS)
+        self.tims_links_topic = ctx.topic(*LINK_TOPICS)
+        self.identify_topic, self.match_topic, self.merge_topic = (ctx.topic(name) for name in STAGE_TOPICS)
+        self.conflicts_topic = ctx.topic("audit.conflicts")
+        self.sink_topics = {target: ctx.topic(f"sink.{target}") for target in mappings.outbound}
+        self.id_map = ctx.table("id_map", default=None, key_type=str)
+        self.pending = ctx.table("pending_identity", default=None, key_type=str)
+        self.email_index = ctx.table("email_index", default=None, key_type=str)
+        self.customer_master = ctx.table("customer_master", default=None, key_type=str)
 
-@app.agent(tims_links_topic, concurrency=1)
-async def tims_links(stream):  # type: ignore[no-untyped-def]
-    """TIMS ids from the TIMS writer go to the customer they were created for."""
-    async for value in stream:
-        key, tims_id = value.get("record_key"), value.get("tims_id")
-        if not key or not tims_id:
-            await _quarantine("links.tims entry without record_key or tims_id", value)
-            continue
-        await _send(merge_topic, key, {"kind": "tims_link", "tims_id": tims_id})
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] += n
 
+    async def _send(self, topic: Any, key: str, value: Any) -> Any:
+        return await self.ctx.send(topic, key, value)
 
-@app.agent(identify_topic, concurrency=1)
-async def identify(stream):  # type: ignore[no-untyped-def]
-    async for message in stream:
-        if message["kind"] == "link":
-            ref, key = message["ref"], message["customer_key"]
-            await _acked(*[await _send(merge_topic, key, {"kind": "event", "event": parked})
-                           for parked in pending.get(ref) or []])
-            if id_map.get(ref) is None:
-                id_map[ref] = key
-            if pending.get(ref) is not None:
-                pending.pop(ref)
-            continue
-        tries, i = message["tries"], message["i"]
-        known = id_map.get(tries[i])
-        event = message["event"]
+    # -- ingest ----------------------------------------------------------------------------------
+    async def ingest(self, stream: Any) -> None:
+        """Validate source events and re-key them by source reference."""
+        async for value in stream:
+            try:
+                event = SourceEvent.model_validate(value)
+            except ValidationError as exc:
+                await self.ctx.quarantine(f"not a source event: {_why(exc)}", value)
+                continue
+            self.count("events_in")
+            self.ctx.metrics.event_in(event.source, event.entity)
+            ref = source_ref(event)
+            message = IdentifyEvent(event=event.model_dump(mode="json"), tries=[ref, *crossrefs(event)])
+            await self._send(self.identify_topic, ref, message.wire())
+
+    async def tims_links(self, stream: Any) -> None:
+        """TIMS ids from the TIMS writer go to the customer they were created for."""
+        async for value in stream:
+            try:
+                entry = TimsLinkEntry.model_validate(value)
+            except ValidationError:
+                await self.ctx.quarantine("links.tims entry without record_key or tims_id", value)
+                continue
+            await self._send(self.merge_topic, entry.record_key, MergeTimsLink(kind="tims_link",
+                                                                              tims_id=entry.tims_id).wire())
+
+    # -- identify --------------------------------------------------------------------------------
+    async def identify(self, stream: Any) -> None:
+        async for value in stream:
+            try:
+                message = IDENTIFY.validate_python(value)
+                if isinstance(message, IdentifyLink):
+                    await self._link_ref(message)
+                else:
+                    await self._identify(message)
+            except (ValidationError, IndexError) as exc:
+                await self.ctx.quarantine(f"identify: unreadable message: {exc}", value)
+
+    async def _link_ref(self, message: IdentifyLink) -> None:
+        ref, key = message.ref, message.customer_key
+        parked = [await self._send(self.merge_topic, key, MergeEvent(event=event).wire())
+                  for event in self.pending.get(ref) or []]
+        if parked:
+            await _acked(parked)
+        if self.id_map.get(ref) is None:
+            self.id_map[ref] = key
+        if self.pending.get(ref) is not None:
+            self.pending.pop(ref)
+
+    async def _identify(self, message: IdentifyEvent) -> None:
+        tries, i = message.tries, message.i
+        known = self.id_map.get(tries[i])
         if known is not None:
-            counters["identified_by_ref"] += 1
-            await _send(merge_topic, known, {"kind": "event", "event": event})
+            self.count("identified_by_ref")
+            await self._send(self.merge_topic, known, MergeEvent(event=message.event).wire())
         elif i + 1 < len(tries):
-            await _send(identify_topic, tries[i + 1], {**message, "i": i + 1})
-        elif (email := _email_of(SourceEvent.model_validate(event))) is not None:
-            await _send(match_topic, email, {"kind": "event", "event": event})
-        elif message.get("park") or len(tries) == 1:
-            parked = (pending.get(tries[i]) or [])[-(PENDING_LIMIT - 1):]
-            pending[tries[i]] = parked + [event]
-            counters["parked"] += 1
+            await self._send(self.identify_topic, tries[i + 1], message.model_copy(update={"i": i + 1}).wire())
+        elif (email := _email_of(SourceEvent.model_validate(message.event))) is not None:
+            await self._send(self.match_topic, email, MatchEvent(event=message.event).wire())
+        elif message.park or len(tries) == 1:
+            parked = (self.pending.get(tries[i]) or [])[-(PENDING_LIMIT - 1):]
+            self.pending[tries[i]] = parked + [message.event]
+            self.count("parked")
         else:
-            await _send(identify_topic, tries[0], {**message, "tries": [tries[0]], "i": 0, "park": True})
+            retry = message.model_copy(update={"tries": [tries[0]], "i": 0, "park": True})
+            await self._send(self.identify_topic, tries[0], retry.wire())
 
+    # -- match -----------------------------------------------------------------------------------
+    async def match(self, stream: Any) -> None:
+        async for event in stream.events():
+            try:
+                email = event.key.decode()
+                message = MATCH.validate_python(event.value)
+            except (ValidationError, AttributeError, UnicodeDecodeError) as exc:
+                await self.ctx.quarantine(f"match: unreadable message: {exc}", event.value)
+                continue
+            if isinstance(message, MatchLink):
+                if self.email_index.get(email) is None:
+                    self.email_index[email] = message.customer_key
+                continue
+            key = self.email_index.get(email)
+            if key is None:
+                key = mint_key(email)
+                self.count("customers_minted")
+            await self._send(self.merge_topic, key, MergeEvent(event=message.event).wire())
+            if self.email_index.get(email) is None:
+                self.email_index[email] = key
 
-@app.agent(match_topic, concurrency=1)
-async def match(stream):  # type: ignore[no-untyped-def]
-    async for event in stream.events():
-        email = event.key.decode()
-        message = event.value
-        if message["kind"] == "link":
-            if email_index.get(email) is None:
-                email_index[email] = message["customer_key"]
-            continue
-        key = email_index.get(email)
-        if key is None:
-            key = mint_key(email)
-            counters["customers_minted"] += 1
-        await _send(merge_topic, key, {"kind": "event", "event": message["event"]})
-        if email_index.get(email) is None:
-            email_index[email] = key
+    # -- merge -----------------------------------------------------------------------------------
+    async def merge(self, stream: Any) -> None:
+        """Keep the golden records, in batches: one wait for the acks per batch, not per event."""
+        await self.ctx.run_batches(stream, self.merge_one)
 
-
-async def merge_one(batch: Batch, event: EventT) -> None:
-    """Fold one event into its customer's record (the batch's copy) and publish what follows."""
-    key = event.key.decode()
-    message = event.value
-    record = batch.get(customer_master, key, event) or new_record(key)
-    before_email = (record["fields"].get("email") or {}).get("v")
-    if message["kind"] == "tims_link":
-        outcome = apply_tims_link(record, message["tims_id"], mappings)
-    else:
-        source_event = SourceEvent.model_validate(message["event"])
+    async def merge_one(self, batch: BatchLike, event: EventT) -> None:
+        """Fold one event into its customer's record (the batch's copy) and publish what follows;
+        an event that cannot be read, or that makes the merge raise, is quarantined."""
         try:
-            outcome = apply_event(record, source_event, mappings, policy)
-        except Uncleanable as exc:  # the record is left as it was (golden.apply_event)
-            await _quarantine(f"{source_event.source}.{source_event.entity} {source_event.record_id}: {exc}",
-                              message["event"])
+            key = event.key.decode()
+            message = MERGE.validate_python(event.value)
+        except (ValidationError, AttributeError, UnicodeDecodeError) as exc:
+            await self.ctx.quarantine(f"merge: unreadable message: {exc}", event.value)
             return
-        if outcome.duplicate:
-            counters["duplicates"] += 1
-            metrics.observe_duplicate(FLOW, source_event.source)
-            return
-        counters["echo_fields"] += len(outcome.echo_fields)
-        metrics.observe_echo_fields(FLOW, source_event.source, len(outcome.echo_fields))
-    # The record now remembers this event (dedupe): its outputs must be safe before it is written.
-    for command in outcome.commands:
-        await batch.send(sink_topics[f"{command.system}.{command.object}"], command.partition_key,
-                         command.model_dump(mode="json"))
-        metrics.observe_command_out(FLOW, command.system, command.object, command.source_commit_timestamp)
-    for conflict in outcome.conflicts:
-        await batch.send(conflicts_topic, key, conflict)
-        metrics.observe_conflict(FLOW, conflict.get("owner"), conflict.get("rule", "unknown"))
-    for ref in outcome.new_refs:
-        await batch.send(identify_topic, ref, {"kind": "link", "ref": ref, "customer_key": key})
-    email = (record["fields"].get("email") or {}).get("v")
-    if email and email != before_email:
-        await batch.send(match_topic, email, {"kind": "link", "customer_key": key})
-    counters["commands"] += len(outcome.commands)
-    counters["conflicts"] += len(outcome.conflicts)
-    batch.put(customer_master, key, record, event)
+        earlier = _earlier_events(batch, key)
+        try:
+            await self._merge(batch, event, key, message)
+        except Exception as exc:  # noqa: BLE001 - a bug on one event must not stall the batch
+            log.exception("customer_sync merge: event for customer %s raised; quarantined", key)
+            await self.ctx.quarantine(f"merge raised {type(exc).__name__}: {exc}", event.value)
+            await self._rebuild_row(batch, key, earlier)
+        else:
+            earlier.append(event)
+
+    async def _rebuild_row(self, batch: BatchLike, key: str, earlier: list[EventT]) -> None:
+        """The failed event may have changed the working row half-way: read the row from the table
+        again and fold in the batch's earlier events for it (their outputs go out once more,
+        which downstream tolerates)."""
+        batch.forget(self.customer_master, key)
+        replay = list(earlier)
+        earlier.clear()
+        for previous in replay:
+            await self.merge_one(batch, previous)
+
+    async def _merge(self, batch: BatchLike, event: EventT, key: str, message: Any) -> None:
+        record = batch.get(self.customer_master, key, event) or new_record(key)
+        before_email = (record["fields"].get("email") or {}).get("v")
+        if isinstance(message, MergeTimsLink):
+            outcome = apply_tims_link(record, message.tims_id, self.mappings)
+        else:
+            source_event = SourceEvent.model_validate(message.event)
+            try:
+                outcome = apply_event(record, source_event, self.mappings, self.policy)
+            except Uncleanable as exc:  # the record is left as it was (golden.apply_event)
+                await self.ctx.quarantine(
+                    f"{source_event.source}.{source_event.entity} {source_event.record_id}: {exc}", message.event)
+                return
+            if outcome.duplicate:
+                self.count("duplicates")
+                self.ctx.metrics.duplicate(source_event.source)
+                return
+            self.count("echo_fields", len(outcome.echo_fields))
+            self.ctx.metrics.echo_fields(source_event.source, len(outcome.echo_fields))
+        # The record now remembers this event (dedupe): its outputs must be safe before it is written.
+        for command in outcome.commands:
+            await batch.send(self.sink_topics[f"{command.system}.{command.object}"], command.partition_key,
+                             command.model_dump(mode="json"))
+            self.ctx.metrics.command_out(command.system, command.object, command.source_commit_timestamp)
+        for conflict in outcome.conflicts:
+            await batch.send(self.conflicts_topic, key, conflict)
+            self.ctx.metrics.conflict(conflict.get("owner"), conflict.get("rule", "unknown"))
+        for ref in outcome.new_refs:
+            await batch.send(self.identify_topic, ref, IdentifyLink(kind="link", ref=ref, customer_key=key).wire())
+        email = (record["fields"].get("email") or {}).get("v")
+        if email and email != before_email:
+            await batch.send(self.match_topic, email, MatchLink(kind="link", customer_key=key).wire())
+        self.count("commands", len(outcome.commands))
+        self.count("conflicts", len(outcome.conflicts))
+        batch.put(self.customer_master, key, record, event)
 
 
-@app.agent(merge_topic, concurrency=1)
-async def merge(stream):  # type: ignore[no-untyped-def]
-    """Keep the golden records, in batches: one wait for the acks per batch, not per event."""
-    await run_batches(stream, merge_one, size=settings.flow_batch_size, linger=settings.flow_linger)
+async def _acked(futures: list[Any]) -> None:
+    """Wait for the acks of sends that a table write is about to make unrepeatable."""
+    for future in futures:
+        await future
+
+
+def _earlier_events(batch: BatchLike, key: str) -> list[EventT]:
+    """The batch's events already folded into ``key``'s working row (kept on the batch)."""
+    return batch.notes.setdefault((FLOW_NAME, key), [])  # type: ignore[no-any-return]
+
+
+def install(ctx: FlowContext) -> CustomerSync:
+    """Build the flow on ``ctx.app``: mappings (validated now: a wrong file stops start-up),
+    topics, tables and the four agents."""
+    mappings = load_mappings(ctx.mappings_dir(DEFAULT_MAPPING_DIR))
+    flow = CustomerSync(ctx, mappings, Policy())
+    app = ctx.app
+    for name, topic, body in (("ingest", flow.source_topic, flow.ingest),
+                              ("tims_links", flow.tims_links_topic, flow.tims_links),
+                              ("identify", flow.identify_topic, flow.identify),
+                              ("match", flow.match_topic, flow.match),
+                              ("merge", flow.merge_topic, flow.merge)):
+        app.agent(topic, name=f"topologies.customer_sync.agents.{name}", concurrency=1)(_named(body, name))
+    return flow
+
+
+def _named(body: Any, name: str) -> Any:
+    """Faust names an agent after its function; a bound method needs a plain function."""
+    async def agent(stream: Any) -> None:
+        await body(stream)
+
+    agent.__name__ = agent.__qualname__ = name
+    return agent

@@ -28,7 +28,7 @@ __all__ = [
     "DEFAULT_MAPPING_DIR", "get_path",
 ]
 
-DEFAULT_MAPPING_DIR = Path(__file__).resolve().parent.parent / "mappings"
+DEFAULT_MAPPING_DIR = Path(__file__).resolve().parent / "mappings"
 CANONICAL_FIELDS = frozenset({
     "email", "first_name", "last_name", "phone", "company", "street", "city", "state",
     "postal_code", "country", "payment_terms", "credit_limit", "total_revenue", "score", "grade",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from topologies.customer_sync.mapping import DEFAULT_MAPPING_DIR, load_mappings
 
-__all__ = ["check", "preview"]
+__all__ = ["check", "preview", "CustomerSyncMappings"]
 
 
 def check(directory: Path | None) -> str:
@@ -44,3 +44,17 @@ def preview(directory: Path | None, flow: str, record_file: str) -> str:
             "fields": {k: v for k, v in mappings.to_target(target, canonical, links).items() if v is not None},
         }
     return json.dumps(out, indent=2, default=str)
+
+
+class CustomerSyncMappings:
+    """The customer sync's answer to ``stream-app mappings`` (``topologies.flow.MappingsTool``)."""
+
+    def check(self, directory: Path) -> str:
+        return check(directory)
+
+    def preview(self, directory: Path, name: str, record_file: str) -> str:
+        return preview(directory, name, record_file)
+
+    def names(self, directory: Path) -> list[str]:
+        """The mapping files' names (``lead_onboarding``, ...): what ``preview`` takes."""
+        return [file.removesuffix(".yaml") for file in load_mappings(directory).files]

@@ -1,0 +1,138 @@
+"""Flows in the app: which ones run, and the context each one is installed with.
+
+The app names no flow: it iterates ``topologies.registry`` (the shipped flows and those installed
+packages declare by entry point), keeps the ones ``CONNECT_FLOWS`` selects (empty: all), and
+installs each through a :class:`FlowRuntime`, the app side of ``topologies.flow.FlowContext``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from stream_app import metrics
+from stream_app.batching import run_batches
+from stream_app.settings import Settings, SettingsError, env_name
+from topologies.flow import Flow
+from topologies.registry import all_flows
+
+if TYPE_CHECKING:
+    from stream_app.app import ConnectApp
+
+__all__ = ["FlowRuntime", "BoundMetrics", "enabled_flows", "install_flows", "mapping_tools", "flow_mappings_dir", "input_topics", "internal_topics"]
+
+
+class BoundMetrics:
+    """The flow counters of ``stream_app.metrics`` with one flow's name bound."""
+
+    def __init__(self, flow: str) -> None:
+        self.flow = flow
+
+    def event_in(self, source: str, entity: str) -> None:
+        metrics.observe_event_in(self.flow, source, entity)
+
+    def command_out(self, system: str, sobject: str, source_commit_ms: int | None) -> None:
+        metrics.observe_command_out(self.flow, system, sobject, source_commit_ms)
+
+    def duplicate(self, source: str) -> None:
+        metrics.observe_duplicate(self.flow, source)
+
+    def echo_fields(self, source: str, count: int) -> None:
+        metrics.observe_echo_fields(self.flow, source, count)
+
+    def conflict(self, owner: str | None, rule: str) -> None:
+        metrics.observe_conflict(self.flow, owner, rule)
+
+
+class FlowRuntime:
+    """One flow's view of the app (implements ``topologies.flow.FlowContext``)."""
+
+    def __init__(self, app: "ConnectApp", flow: Flow) -> None:
+        self.app = app
+        self.flow = flow
+        self.settings: Settings = app.settings
+        self.metrics = BoundMetrics(flow.name)
+        #: in-process counts (quarantined, ...), read by tests and /flows pages
+        self.counters: Counter[str] = Counter()
+        self._quarantine_topic: Any = None
+
+    def topic(self, *names: str, **options: Any) -> Any:
+        return self.app.owned.topic(*names, **options)
+
+    def table(self, name: str, **options: Any) -> Any:
+        return self.app.Table(name, **options)
+
+    def mappings_dir(self, shipped: Path) -> Path:
+        return flow_mappings_dir(self.settings, self.flow.name, shipped)
+
+    async def send(self, topic: Any, key: str, value: Any) -> Any:
+        """Publish; returns the future of the broker's ack. Faust flushes the producer before it
+        commits offsets, so a send nobody awaits is still never lost: the event is redone."""
+        return await topic.send(key=key.encode(), value=value)
+
+    async def quarantine(self, reason: str, raw: Any) -> None:
+        if self._quarantine_topic is None:
+            self._quarantine_topic = self.topic(f"quarantine.{self.flow.name}")
+        self.counters["quarantined"] += 1
+        metrics.observe_quarantined(self.flow.name)
+        await self.send(self._quarantine_topic, self.flow.name,
+                        {"flow": self.flow.name, "reason": reason, "raw": raw})
+
+    async def run_batches(self, stream: Any, handle: Callable[[Any, Any], Awaitable[None]]) -> None:
+        await run_batches(stream, handle, self.send, size=self.settings.flow_batch_size,
+                          linger=self.settings.flow_linger)
+
+
+def flow_mappings_dir(settings: Settings, flow: str, shipped: Path) -> Path:
+    """``<CONNECT_MAPPINGS_DIR>/<flow>`` when that folder exists, else the flow's shipped mappings."""
+    if settings.mappings_dir is not None and (Path(settings.mappings_dir) / flow).is_dir():
+        return Path(settings.mappings_dir) / flow
+    return shipped
+
+
+def enabled_flows(settings: Settings) -> list[Flow]:
+    """The registered flows ``CONNECT_FLOWS`` selects (empty: every one)."""
+    flows = all_flows()
+    wanted = [name.strip() for name in settings.flows.split(",") if name.strip()]
+    if not wanted:
+        return flows
+    known = {flow.name: flow for flow in flows}
+    unknown = [name for name in wanted if name not in known]
+    if unknown:
+        raise SettingsError(f"invalid settings:\n  {env_name('flows')}: no flow named {', '.join(unknown)} "
+                            f"(registered: {', '.join(known) or 'none'})")
+    return [known[name] for name in dict.fromkeys(wanted)]
+
+
+def install_flows(app: "ConnectApp") -> dict[str, Any]:
+    """Install the enabled flows on ``app``; returns ``{"flow:<name>": what install returned}``."""
+    installed: dict[str, Any] = {}
+    for flow in enabled_flows(app.settings):
+        runtime = FlowRuntime(app, flow)
+        runtime.topic(f"quarantine.{flow.name}")
+        metrics.declare_flow(flow.name, flow.sources)
+        installed[f"flow:{flow.name}"] = flow.install(runtime)
+    return installed
+
+
+def mapping_tools(settings: Settings) -> list[tuple[str, Any, Path]]:
+    """``(flow name, its mapping tool, the folder its mappings are read from)`` of each enabled
+    flow that has mapping files."""
+    tools = []
+    for flow in enabled_flows(settings):
+        if flow.mapping_tool is not None and flow.mappings is not None:
+            tools.append((flow.name, flow.mapping_tool, flow_mappings_dir(settings, flow.name, flow.mappings)))
+    return tools
+
+
+def input_topics(settings: Settings) -> list[str]:
+    """What a rebuild reads from the start: the enabled flows' source and link topics."""
+    names = [name for flow in enabled_flows(settings) for name in (*flow.source_topics, *flow.link_topics)]
+    return [settings.topic(name) for name in dict.fromkeys(names)]
+
+
+def internal_topics(settings: Settings) -> list[str]:
+    """The enabled flows' stage topics, which a rebuild derives again."""
+    names = [name for flow in enabled_flows(settings) for name in flow.internal_topics]
+    return [settings.topic(name) for name in dict.fromkeys(names)]

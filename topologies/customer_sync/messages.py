@@ -1,0 +1,86 @@
+"""The customer sync's stage messages, typed.
+
+On the wire they stay the JSON objects earlier versions wrote (a ``kind`` field tells them
+apart), so a replay or a rebuild reads old messages too. A message that is not one of these
+(not an object, a wrong kind, a missing field) fails validation and is quarantined by the
+stage that reads it, instead of raising inside the agent.
+
+``event`` is kept as the source event's JSON: each stage forwards it unchanged, and only the
+stages that need its fields validate it as a ``SourceEvent``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+__all__ = [
+    "IdentifyEvent", "IdentifyLink", "MatchEvent", "MatchLink", "MergeEvent", "MergeTimsLink", "TimsLinkEntry",
+    "IDENTIFY", "MATCH", "MERGE",
+]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    def wire(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class IdentifyEvent(_Message):
+    """A source event looking for its customer: try the references in ``tries`` from ``i`` on."""
+
+    kind: Literal["event"] = "event"
+    event: dict[str, Any]
+    tries: list[str] = Field(min_length=1)
+    i: int = Field(default=0, ge=0)
+    #: no email and no known reference: park it under its own reference until a link arrives
+    park: bool = False
+
+
+class IdentifyLink(_Message):
+    """A source reference now belongs to ``customer_key`` (from merge)."""
+
+    kind: Literal["link"]
+    ref: str = Field(min_length=1)
+    customer_key: str = Field(min_length=1)
+
+
+class MatchEvent(_Message):
+    kind: Literal["event"] = "event"
+    event: dict[str, Any]
+
+
+class MatchLink(_Message):
+    """The email (the message key) now belongs to ``customer_key`` (from merge)."""
+
+    kind: Literal["link"]
+    customer_key: str = Field(min_length=1)
+
+
+class MergeEvent(_Message):
+    kind: Literal["event"] = "event"
+    event: dict[str, Any]
+
+
+class MergeTimsLink(_Message):
+    """The TIMS writer created the customer's TIMS record."""
+
+    kind: Literal["tims_link"]
+    tims_id: str = Field(min_length=1)
+
+
+class TimsLinkEntry(BaseModel):
+    """An entry of ``links.tims`` as the TIMS sink writes it."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    record_key: str = Field(min_length=1)
+    tims_id: str = Field(min_length=1)
+
+
+#: validators of each stage's input: ``IDENTIFY.validate_python(value)`` → one of the models
+IDENTIFY = TypeAdapter(Union[IdentifyLink, IdentifyEvent])
+MATCH = TypeAdapter(Union[MatchLink, MatchEvent])
+MERGE = TypeAdapter(Union[MergeTimsLink, MergeEvent])

@@ -1,0 +1,103 @@
+"""The flow unit: a business flow is one package under ``topologies/`` exporting a :class:`Flow`.
+
+A flow names its topics and tables and installs its agents into an app through a
+:class:`FlowContext` that the app layer (``stream_app.flows``) provides. Flows import nothing
+from the app layer: what they need from it (owned topics, tables, metrics, batched stages,
+quarantine) comes in through the context, so a flow can be built by a test on a bare app, and
+the app never names a flow (docs/adr/0015).
+
+Lifecycle: the worker's app factory calls ``flow.install(context)`` once, before the worker
+starts; install builds the flow's mappings, topics, tables and agents (nothing is built at
+import). Topics are named without the environment prefix; the context adds it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Protocol
+
+__all__ = ["Flow", "FlowContext", "FlowMetrics", "BatchLike", "MappingsTool"]
+
+
+class FlowMetrics(Protocol):
+    """The flow's counters (``stream_app.metrics``), with the flow's name already bound."""
+
+    def event_in(self, source: str, entity: str) -> None: ...
+    def command_out(self, system: str, sobject: str, source_commit_ms: int | None) -> None: ...
+    def duplicate(self, source: str) -> None: ...
+    def echo_fields(self, source: str, count: int) -> None: ...
+    def conflict(self, owner: str | None, rule: str) -> None: ...
+
+
+class BatchLike(Protocol):
+    """A batch of a batched stage (``stream_app.batching.Batch``)."""
+
+    notes: dict[Any, Any]
+
+    def get(self, table: Any, key: str, event: Any) -> Any: ...
+    def put(self, table: Any, key: str, value: Any, event: Any) -> None: ...
+    def forget(self, table: Any, key: str) -> None: ...
+    async def send(self, topic: Any, key: str, value: Any) -> None: ...
+
+
+class FlowContext(Protocol):
+    """What the app gives a flow when it installs it."""
+
+    #: the Faust app (agents, timers and pages are declared on it)
+    app: Any
+    #: the worker settings (``stream_app.settings.Settings``): read, never changed
+    settings: Any
+    metrics: FlowMetrics
+    #: in-process counts of what the flow did (read by tests and the stats page)
+    counters: Counter[str]
+
+    def topic(self, *names: str, **options: Any) -> Any:
+        """An owned topic (created at start-up), named without the environment prefix."""
+
+    def table(self, name: str, **options: Any) -> Any:
+        """A changelogged table of the app."""
+
+    def mappings_dir(self, shipped: Path) -> Path:
+        """The folder of this flow's mapping files: ``<CONNECT_MAPPINGS_DIR>/<flow>`` when a
+        site set one, else ``shipped``."""
+
+    async def send(self, topic: Any, key: str, value: Any) -> Any:
+        """Publish; returns the future of the broker's ack."""
+
+    async def quarantine(self, reason: str, raw: Any) -> None:
+        """Set a message aside on ``quarantine.<flow>`` with the reason (and count it)."""
+
+    async def run_batches(self, stream: Any, handle: Callable[[BatchLike, Any], Awaitable[None]]) -> None:
+        """Run a batched stage with the app's batch size and linger (docs/adr/0011)."""
+
+
+class MappingsTool(Protocol):
+    """What ``stream-app mappings check|preview`` asks of a flow that has mapping files."""
+
+    def check(self, directory: Path) -> str: ...
+    def preview(self, directory: Path, name: str, record_file: str) -> str: ...
+    def names(self, directory: Path) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class Flow:
+    """One business flow: what it reads and keeps, and how to install it."""
+
+    name: str
+    #: ``src.<system>.<entity>`` topics it consumes: a rebuild reads them from the start
+    source_topics: tuple[str, ...]
+    #: installs the flow's agents and tables; returns whatever the flow wants tests to reach
+    install: Callable[[FlowContext], Any]
+    #: other inputs a rebuild reads from the start (``links.<system>`` from the sinks)
+    link_topics: tuple[str, ...] = ()
+    #: the flow's stage topics: a rebuild derives their content again and starts them at the end
+    internal_topics: tuple[str, ...] = ()
+    #: its tables, by name (rebuild reports their sizes)
+    tables: tuple[str, ...] = ()
+    #: systems whose events it takes (its counters start at 0 for them)
+    sources: tuple[str, ...] = ()
+    #: the shipped mapping files' folder, when it has any
+    mappings: Path | None = None
+    mapping_tool: MappingsTool | None = field(default=None, compare=False)
