@@ -26,7 +26,7 @@ from faust.types import AppT, EventT, StreamT, TopicT
 
 from stream_app.batching import as_current
 from stream_app.sinks.engine import (
-    Applied, MalformedCommand, Received, SinkEngine, SinkStats, Source, VersionGuard, parse_command,
+    Applied, MalformedCommand, Received, SinkEngine, SinkStats, MessagePosition, VersionGuard, parse_command,
 )
 from stream_app.sinks.registry import (
     SinkOptions, SinkSpec, build_writer, enabled_sinks, shared_salesforce, sink_options,
@@ -95,7 +95,7 @@ class SinkRuntime:
         quarantined: list[tuple[str, dict[str, Any]]] = []
         for event in events:
             message = event.message
-            source = Source(message.topic, message.partition, message.offset)
+            source = MessagePosition(message.topic, message.partition, message.offset)
             try:
                 command = parse_command(event.value, message.key, self.spec.system, self.spec.object)
             except MalformedCommand as exc:
@@ -120,7 +120,7 @@ class SinkRuntime:
             self.stats.calls - before[0], self.stats.retries - before[1],
             len(result.dead_letters) if result else 0, len(quarantined), time.monotonic() - started)
 
-    def _quarantine_entry(self, event: EventT, source: Source, reason: str) -> tuple[str, dict[str, Any]]:
+    def _quarantine_entry(self, event: EventT, source: MessagePosition, reason: str) -> tuple[str, dict[str, Any]]:
         raw = event.value
         text = raw.decode(errors="replace") if isinstance(raw, (bytes, bytearray)) else str(raw)
         key = event.message.key

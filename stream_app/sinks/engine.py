@@ -40,8 +40,8 @@ from connectors.retry import RetryPolicy
 from connectors.sink import WriteOutcome, Writer
 
 __all__ = [
-    "Source", "Received", "Applied", "PlannedWrite", "Plan", "plan_batch", "VersionGuard", "MemoryGuard",
-    "SinkStats", "BatchResult", "SinkEngine", "MalformedCommand", "parse_command", "dead_letter",
+    "MessagePosition", "Received", "Applied", "PlannedWrite", "Plan", "plan_batch", "VersionGuard", "MemoryGuard",
+    "SinkStats", "SinkBatchResult", "SinkEngine", "MalformedCommand", "parse_command", "dead_letter",
     "link_entry",
 ]
 
@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Source:
+class MessagePosition:
     """Where a command was read from (kept in dead letters for tracing and replay)."""
 
     topic: str
@@ -60,7 +60,7 @@ class Source:
 @dataclass(frozen=True)
 class Received:
     command: SinkCommand
-    source: Source | None = None
+    source: MessagePosition | None = None
 
 
 @dataclass
@@ -109,7 +109,7 @@ class PlannedWrite:
     command: SinkCommand
     #: the version each written field carries (folded commands keep their own)
     versions: dict[str, int] = field(default_factory=dict)
-    sources: list[Source] = field(default_factory=list)
+    sources: list[MessagePosition] = field(default_factory=list)
     #: idempotency keys of the older commands whose fields this write carries
     folded: list[str] = field(default_factory=list)
     attempts: int = 0
@@ -248,7 +248,7 @@ class SinkStats:
 
 
 @dataclass
-class BatchResult:
+class SinkBatchResult:
     written: list[tuple[PlannedWrite, WriteOutcome]] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     links: list[dict[str, Any]] = field(default_factory=list)
@@ -320,8 +320,8 @@ class SinkEngine:
         self._clock = clock
         self._sleep = sleep
 
-    async def run(self, batch: Sequence[Received], guard: VersionGuard) -> BatchResult:
-        result = BatchResult()
+    async def run(self, batch: Sequence[Received], guard: VersionGuard) -> SinkBatchResult:
+        result = SinkBatchResult()
         plan = plan_batch(batch, guard.applied)
         self.stats.batches += 1
         self.stats.received += len(batch)
@@ -333,7 +333,7 @@ class SinkEngine:
             await self._write_wave(wave, guard, result)
         return result
 
-    async def _write_wave(self, wave: list[PlannedWrite], guard: VersionGuard, result: BatchResult) -> None:
+    async def _write_wave(self, wave: list[PlannedWrite], guard: VersionGuard, result: SinkBatchResult) -> None:
         pending = wave
         rounds = 0
         while pending:
@@ -354,7 +354,7 @@ class SinkEngine:
             pending = retry
 
     async def _attempt(self, chunk: list[PlannedWrite], guard: VersionGuard,
-                       result: BatchResult) -> tuple[list[PlannedWrite], float | None]:
+                       result: SinkBatchResult) -> tuple[list[PlannedWrite], float | None]:
         """One writer call; returns the writes to retry and the server's Retry-After, if any."""
         now = self._clock()
         for write in chunk:
@@ -387,7 +387,7 @@ class SinkEngine:
                 again.append(write)
         return again, None
 
-    def _landed(self, write: PlannedWrite, outcome: WriteOutcome, guard: VersionGuard, result: BatchResult) -> None:
+    def _landed(self, write: PlannedWrite, outcome: WriteOutcome, guard: VersionGuard, result: SinkBatchResult) -> None:
         guard.advance(write.key, write.applied_after(guard.applied(write.key)))
         result.written.append((write, outcome))
         self.stats.written += 1
@@ -397,7 +397,7 @@ class SinkEngine:
             result.links.append(link_entry(write, outcome))
             self.stats.links += 1
 
-    def _failed(self, write: PlannedWrite, code: str, message: str, retryable: bool, result: BatchResult) -> bool:
+    def _failed(self, write: PlannedWrite, code: str, message: str, retryable: bool, result: SinkBatchResult) -> bool:
         """Record a failure; True when the write should be tried again."""
         write.error_code, write.error = code, message
         if retryable and write.attempts < self.policy.max_attempts:
@@ -406,7 +406,7 @@ class SinkEngine:
         self._give_up(write, code, message, exhausted=retryable, result=result)
         return False
 
-    def _give_up(self, write: PlannedWrite, code: str, message: str, *, exhausted: bool, result: BatchResult) -> None:
+    def _give_up(self, write: PlannedWrite, code: str, message: str, *, exhausted: bool, result: SinkBatchResult) -> None:
         write.error_code, write.error = code, message
         result.dead_letters.append(dead_letter(write, exhausted=exhausted, now=self._clock()))
         self.stats.dead_lettered += 1

@@ -10,7 +10,7 @@ from connectors.envelope import SinkCommand
 from connectors.errors import AuthExpiredError, FatalError, RetryableError
 from connectors.retry import RetryPolicy
 from connectors.sink import WriteOutcome
-from stream_app.sinks.engine import Applied, MemoryGuard, Received, SinkEngine, Source, plan_batch
+from stream_app.sinks.engine import Applied, MemoryGuard, Received, SinkEngine, MessagePosition, plan_batch
 
 from .fakes import FakeWriter, command
 
@@ -30,7 +30,7 @@ def engine(writer: FakeWriter, *, attempts: int = 4, links: bool = False) -> tup
 
 
 def received(*commands) -> list[Received]:
-    return [Received(c, Source("sink.salesforce.Contact", 0, offset)) for offset, c in enumerate(commands)]
+    return [Received(c, MessagePosition("sink.salesforce.Contact", 0, offset)) for offset, c in enumerate(commands)]
 
 
 def latest(guard: MemoryGuard) -> dict[str, int]:
