@@ -61,7 +61,7 @@ SOURCE_TOPICS = ["src.salesforce.Lead", "src.salesforce.Contact", "src.salesforc
 PENDING_LIMIT = 50
 
 mappings = load_mappings(settings.mappings_dir)
-policy = Policy()
+policy = Policy(our_clients={"salesforce": settings.salesforce_client_name, "tims": settings.tims_client_name})
 counters: Counter[str] = Counter()
 metrics.declare_flow(FLOW, ("salesforce", "pardot", "tims"))
 
