@@ -269,7 +269,9 @@ def install(ctx: FlowContext) -> CustomerSync:
     """Build the flow on ``ctx.app``: mappings (validated now: a wrong file stops start-up),
     topics, tables and the four agents."""
     mappings = load_mappings(ctx.mappings_dir(DEFAULT_MAPPING_DIR))
-    flow = CustomerSync(ctx, mappings, Policy())
+    settings = ctx.settings
+    policy = Policy(our_clients={"salesforce": settings.salesforce_client_name, "tims": settings.tims_client_name})
+    flow = CustomerSync(ctx, mappings, policy)
     app = ctx.app
     for name, topic, body in (("ingest", flow.source_topic, flow.ingest),
                               ("tims_links", flow.tims_links_topic, flow.tims_links),

@@ -5,12 +5,16 @@ A golden record is a plain JSON-able dict (it lives in the ``customer_master`` t
 - ``fields``: canonical field → ``{"v": value, "src": system, "ts": commit ms}``
 - ``links``: link name → the record's id in that system (``salesforce_contact`` ...)
 - ``refs``: every source reference already linked to this customer
-- ``known``: target → {field: value} as far as we know the target holds it (what we wrote and
-  what we saw). Outbound writes are the difference between the golden projection and this, so
-  an accepted edit is never written back to where it came from (no ping-pong), and a rejected
-  edit (a non-owner changed an owned field) is overwritten with the owner's value.
+- ``known``: ``<target>:<record id>`` → {field: value} as far as we know that target record
+  holds it (what we wrote and what we saw); ``<target>:`` while the record is being created and
+  its id is not known yet. Outbound writes are the difference between the golden projection and
+  this, so an accepted edit is never written back to where it came from (no ping-pong), and a
+  rejected edit (a non-owner changed an owned field) is overwritten with the owner's value. Per
+  record, so a second TIMS customer for one person does not pass for the one we write to.
+  Records stored before ADR 0014 have it per target; they are read as the linked record's.
 - ``sent``: target → {field: [recent values we wrote]}: an incoming value equal to one of them
-  is our own write coming back (an echo), even when it is an older one. A clear we wrote is
+  is our own write coming back (an echo), even when it is an older one, unless the event's
+  origin says someone else made it (``Policy.our_clients``, ADR 0014). A clear we wrote is
   remembered as None, so its echo is recognised the same way.
 - ``observed``: source reference → {field: value} as its latest event showed them (the fields
   the mappings read): a full-state event's unchanged fields are not edits. ``observed_at``:
@@ -34,6 +38,7 @@ from typing import Any, Mapping
 from connectors.envelope import SinkCommand, SourceEvent
 from topologies.customer_sync.identity import company_refs, crossrefs, source_ref
 from topologies.customer_sync.mapping import Mappings
+from topologies.customer_sync.origin import written_by_us
 
 __all__ = ["Policy", "Outcome", "new_record", "apply_event", "apply_tims_link", "LINK_OF", "DEFAULT_OWNERS"]
 
@@ -63,6 +68,8 @@ class Policy:
     rank: tuple[str, ...] = ("salesforce", "tims", "pardot")
     #: edits from two systems closer than this are reported as conflicts even when LWW decides
     conflict_window_ms: int = 60_000
+    #: our API client name per system, as origins name our own writes (none: echoes by value only)
+    our_clients: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -169,6 +176,31 @@ def _is_echo(record: dict[str, Any], target: str, name: str, value: Any) -> bool
     return value in record["sent"].get(target, {}).get(name, [])
 
 
+def _known(record: dict[str, Any], target: str, record_id: str) -> dict[str, Any]:
+    """What one target record holds as far as we know (``record_id`` "": one being created)."""
+    return record["known"].setdefault(f"{target}:{record_id}", {})
+
+
+def _known_linked(record: dict[str, Any], target: str, record_id: str) -> dict[str, Any]:
+    """What the target record we write to holds; the record we were creating is this one once
+    its id is linked (what its own events showed since wins over what we wrote)."""
+    pending = record["known"].pop(f"{target}:", None)
+    known = _known(record, target, record_id)
+    if pending is not None:
+        known.update({name: value for name, value in pending.items() if name not in known})
+    return known
+
+
+def _upgrade_known(record: dict[str, Any], mappings: Mappings) -> None:
+    """Before ADR 0014 ``known`` was kept per target: it stood for the record we write to."""
+    for target in [name for name in record["known"] if ":" not in name]:
+        values = record["known"].pop(target)
+        key = mappings.key_for(target, record["links"]) if target in mappings.outbound else None
+        if key is not None:
+            _, record_id, exists = key
+            record["known"].setdefault(f"{target}:{record_id if exists else ''}", values)
+
+
 def _remember(known: dict[str, Any], values: Mapping[str, Any]) -> None:
     """Record what a target holds now. An emptied nested value (``billing_address: null``)
     empties every part known under it, or a stale part would later look like something to clear."""
@@ -229,7 +261,7 @@ def _outbound(record: dict[str, Any], mappings: Mappings, event: SourceEvent | N
         # None stays only where it is a clear; a field the golden record never had is not written
         projection = {k: v for k, v in mappings.to_target(target, golden, links).items()
                       if v is not None or k in clearable}
-        known = record["known"].setdefault(target, {})
+        known = _known_linked(record, target, key_value) if exists else _known(record, target, "")
         # a clear differs only from a value the target is known to hold: one it never had stays as is
         diff = {k: v for k, v in projection.items() if known.get(k) != v}
         if not diff:
@@ -287,12 +319,15 @@ def apply_event(record: dict[str, Any], event: SourceEvent, mappings: Mappings, 
     observed_at = record.setdefault("observed_at", {})
     stale = event.commit_timestamp < observed_at.get(ref, event.commit_timestamp)
     superseded = {name for name in flat if name in last_seen} if stale else set()
-    echoes = {name for name, value in flat.items() if _is_echo(record, target, name, value)}
+    # someone else's change is theirs even where it equals a value we wrote once (ADR 0014)
+    ours = written_by_us(event, policy.our_clients)
+    echoes = {name for name, value in flat.items() if ours is not False and _is_echo(record, target, name, value)}
     restated = {name for name, value in flat.items() if event.full_state and _unchanged(last_seen, name, value)}
     fresh = {name: value for name, value in flat.items()
              if name not in echoes and name not in restated and name not in superseded}
     # only the parts of an address that changed (a nulled address still clears every part)
     canonical = {} if event.change_type == "DELETE" else mappings.to_canonical(target, event.fields, set(fresh))
+    _upgrade_known(record, mappings)
     read = _read_paths(mappings, target)
     shown = {name: value for name, value in flat.items() if name in read}
     if stale:
@@ -304,7 +339,7 @@ def apply_event(record: dict[str, Any], event: SourceEvent, mappings: Mappings, 
     before = record["version"]
     outcome.echo_fields = sorted(echoes)
     if target in mappings.outbound:
-        known = record["known"].setdefault(target, {})
+        known = _known(record, target, event.record_id)
         # a late event tells only what nothing newer (an event, our write) has told already
         _remember(known, {name: value for name, value in flat.items() if not stale or name not in known})
     for linked in [ref, *crossrefs(event), *company_refs(event)]:
@@ -320,6 +355,7 @@ def apply_event(record: dict[str, Any], event: SourceEvent, mappings: Mappings, 
 def apply_tims_link(record: dict[str, Any], tims_id: str, mappings: Mappings) -> Outcome:
     """The TIMS writer created (or found) the customer: link it and write its id back."""
     outcome = Outcome()
+    _upgrade_known(record, mappings)
     _link(record, f"tims:customer:{tims_id}", outcome)
     if outcome.changed:
         record["version"] += 1
