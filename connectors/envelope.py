@@ -9,13 +9,25 @@ in order. Both are JSON; both carry what is needed to dedupe and to measure late
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["SourceEvent", "SinkCommand", "ChangeKind", "System"]
 
-System = Literal["salesforce", "pardot", "tims"]
+
+def _registered(system: str) -> str:
+    # Imported here: the registry imports the connector packages, which import this module.
+    from connectors.registry import connectors, names
+
+    if system not in connectors():
+        raise ValueError(f"unknown system {system!r}; registered: {', '.join(names())}")
+    return system
+
+
+#: a system in connectors/registry.py (a plain str checked there, not a Literal, so that a
+#: connector added by entry point is accepted without editing this module)
+System = Annotated[str, AfterValidator(_registered)]
 #: SNAPSHOT: the full current state read by query (backfill, gap refetch, resync)
 ChangeKind = Literal["CREATE", "UPDATE", "DELETE", "UNDELETE", "SNAPSHOT"]
 

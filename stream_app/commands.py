@@ -9,6 +9,7 @@ import sys
 import click
 from faust.cli import AppCommand, argument, option
 
+from connectors import registry
 from stream_app.app import app
 from stream_app.kafka_local import LocalKafka, LocalKafkaError, wait_for_broker
 
@@ -74,7 +75,7 @@ async def demo(self: AppCommand, once: bool) -> None:
 
 
 @app.command(
-    argument("system", type=click.Choice(["salesforce", "tims", "pardot"])),
+    argument("system", type=click.Choice(registry.names())),
     option("--metrics-port", type=int, default=None,
            help="Serve Prometheus /metrics on this port (default: CONNECT_METRICS_PORT; none: off)."),
 )
@@ -176,17 +177,25 @@ async def replay(self: AppCommand, topic: str, partitions: tuple[int, ...], from
 
 
 @app.command(
-    argument("system", type=click.Choice(["salesforce", "tims", "pardot"])),
+    argument("system", type=click.Choice(registry.names())),
     option("--entity", "entities", multiple=True, help="Only this entity (repeatable); default: all configured."),
 )
 async def backfill(self: AppCommand, system: str, entities: tuple[str, ...]) -> None:
     """Snapshot existing records into the source topics (progress on stderr), then hand over to the live source."""
-    import importlib
-
+    from connectors.errors import ConnectorError
     from stream_app.app import settings as current
+    from stream_app.run_source import backfill as run_backfill
+    from stream_app.settings import SettingsError
 
-    module = importlib.import_module(f"connectors.{system}.backfill")
-    sys.exit(await module.run_backfill(current, list(entities) or None))
+    try:
+        published = await run_backfill(system, current, list(entities) or None)
+    except SettingsError as exc:
+        print(f"backfill {system}: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except ConnectorError as exc:
+        print(f"backfill {system} failed: {exc}", file=sys.stderr)
+        sys.exit(1)
+    print(f"backfill {system}: {published} events published", file=sys.stderr)
 
 
 @app.command(
