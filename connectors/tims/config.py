@@ -29,7 +29,8 @@ class TimsConfig(ConnectorConfig):
     #: entities to read from the change feed; empty: all
     entities: Names = ()
     webhook_host: str = "127.0.0.1"
-    webhook_port: int = Field(default=8093, ge=1, le=65535)
+    #: 0: any free port (tests; the URL is logged)
+    webhook_port: int = Field(default=8093, ge=0, le=65535)
     webhook_path: str = "/tims/webhook"
     webhook_tolerance: float = Field(default=300.0, gt=0)
     #: webhook mode: how often the change feed is read for deliveries TIMS gave up on (0: never)
