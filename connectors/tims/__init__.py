@@ -24,12 +24,12 @@ def _source(config: TimsConfig, context: ConnectorContext) -> "TimsSource":
     from connectors.tims.source import TimsSource
     from connectors.tims.webhook import TimsWebhookSource
 
+    if config.source_mode == "webhook" and config.webhook_secret is None:
+        raise ConfigError("tims", [("webhook_secret", "required in webhook mode")])
     client = TimsClient(config, policy=RetryPolicy(max_attempts=3, base_delay=0.5, max_delay=5.0))
     publisher, positions = Publisher(context.target, client_id="tims-source"), PositionStore(context.target)
-    if config.source_mode == "poll":
+    if config.webhook_secret is None or config.source_mode == "poll":
         return TimsSource(publisher, positions, client, config)
-    if config.webhook_secret is None:
-        raise ConfigError("tims", [("webhook_secret", "required in webhook mode")])
     return TimsWebhookSource(publisher, positions, client, config, secret=config.webhook_secret.get_secret_value())
 
 
