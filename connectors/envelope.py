@@ -9,13 +9,19 @@ in order. Both are JSON; both carry what is needed to dedupe and to measure late
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["SourceEvent", "SinkCommand", "ChangeKind", "System"]
 
-System = Literal["salesforce", "pardot", "tims"]
+
+#: a system's name as ``connectors/registry.py`` lists it. A name, not a Literal and not a
+#: registry lookup: a connector added by entry point is accepted without editing this module,
+#: the envelope stays below the registry (no import cycle), and validating an event costs no
+#: lookup. Whether a system is registered matters where it is used: the sinks refuse a command
+#: for another system than theirs, and a flow has no mapping for a system it does not know.
+System = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
 #: SNAPSHOT: the full current state read by query (backfill, gap refetch, resync)
 ChangeKind = Literal["CREATE", "UPDATE", "DELETE", "UNDELETE", "SNAPSHOT"]
 

@@ -5,11 +5,15 @@
     ├── AuthExpiredError    the token was rejected: refresh once, then retry
     ├── FatalError          the request itself is wrong; retrying cannot help
     └── QuotaExhaustedError the daily API budget is spent; wait for the next window
+
+    ConfigError             a connector's settings are wrong (not an API failure: never retried)
 """
 
 from __future__ import annotations
 
-__all__ = ["ConnectorError", "RetryableError", "AuthExpiredError", "FatalError", "QuotaExhaustedError"]
+__all__ = [
+    "ConnectorError", "RetryableError", "AuthExpiredError", "FatalError", "QuotaExhaustedError", "ConfigError",
+]
 
 
 class ConnectorError(Exception):
@@ -37,3 +41,13 @@ class FatalError(ConnectorError):
 
 class QuotaExhaustedError(ConnectorError):
     pass
+
+
+class ConfigError(ValueError):
+    """Wrong settings of one connector. ``problems`` pairs a config field (None: several fields
+    together) with the reason; the app names each field by its environment variable."""
+
+    def __init__(self, system: str, problems: list[tuple[str | None, str]]) -> None:
+        super().__init__("; ".join(f"{field or '*'}: {reason}" for field, reason in problems))
+        self.system = system
+        self.problems = problems

@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from connectors import registry
+
 __all__ = ["Panel", "Dashboard", "dashboards", "render", "write", "DASHBOARD_DIR"]
 
 DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboards"
 DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
 RATE = "$__rate_interval"
-NAMES = {"salesforce": "Salesforce", "tims": "TIMS", "pardot": "Pardot"}
+NAMES = {spec.name: spec.title for spec in registry.connectors().values()}
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from sandbox.salesforce.rest import create_app as create_rest_app
 from sandbox.tims import TimsStore
 from sandbox.tims import start_server as start_tims
 
-__all__ = ["DEFAULT_PORTS", "Sandbox", "start_sandbox", "PARDOT_BUSINESS_UNIT", "TIMS_API_KEY"]
+__all__ = ["DEFAULT_PORTS", "Sandbox", "start_sandbox", "serve_forever", "PARDOT_BUSINESS_UNIT", "TIMS_API_KEY"]
 
 DEFAULT_PORTS = {"salesforce-rest": 8090, "salesforce-pubsub": 7443, "pardot": 8091, "tims": 8092}
 PARDOT_BUSINESS_UNIT = "0Uv000000000001AAA"
@@ -121,3 +121,4 @@ async def serve_forever(sandbox: Sandbox) -> None:
         await stop.wait()
     finally:
         await sandbox.stop()
+

@@ -14,8 +14,12 @@ from typing import Any
 
 import faust
 
-from stream_app import faust_fixes
+from stream_app import diagnostics, faust_fixes
+from stream_app import metrics as worker_metrics
+from stream_app.flows import install_flows
+from stream_app.logs import configure
 from stream_app.settings import Settings
+from stream_app.sinks.agents import install_sinks
 from stream_app.topics import OwnedTopics
 
 __all__ = ["ConnectApp", "create_app", "COMMAND_MODULES"]
@@ -68,12 +72,6 @@ def _faust_app(config: Settings) -> ConnectApp:
 def create_app(config: Settings, *, flows: bool = True, sinks: bool = True, metrics: bool = True) -> ConnectApp:
     """A worker app with its parts installed (no I/O happens here: Faust connects when a
     worker starts). Tests switch parts off to build just what they exercise."""
-    from stream_app import diagnostics
-    from stream_app import metrics as worker_metrics
-    from stream_app.flows import install_flows
-    from stream_app.logs import configure
-    from stream_app.sinks.agents import install_sinks
-
     faust_fixes.apply()
     app = _faust_app(config)
     diagnostics.install(app)

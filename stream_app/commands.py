@@ -8,18 +8,26 @@ as ``self.app`` and its settings as ``self.app.settings``.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
-
 from typing import Any, Awaitable, Callable
 
 import click
-
 from faust.app.base import SCAN_COMMAND
 from faust.cli import AppCommand, argument, option
 from faust.utils import venusian
 
+from connectors import registry
+from connectors.errors import ConnectorError
+from stream_app.dlq import DlqError, format_entry_line, purge, read_entries, replay_entries, select
+from stream_app.flows import mapping_tools
 from stream_app.kafka_local import LocalKafka, LocalKafkaError, wait_for_broker
+from stream_app.rebuild import rebuild as run_rebuild
+from stream_app.replay import ReplayError, apply, group_members, parse_time, plan, resolve_topic
+from stream_app.run_source import backfill as run_backfill
+from stream_app.run_source import build, run_source
+from stream_app.settings import SettingsError
 
 __all__ = ["command", "kafka"]
 
@@ -86,29 +94,26 @@ def _kafka_action(action: str, port: int | None, timeout: float) -> None:
 @command(option("--once", is_flag=True, help="Play the scenario, print the report and exit (0 only if all arrived)."))
 async def demo(self: AppCommand, once: bool) -> None:
     """The sandbox, a worker and the sources playing the customer flows; runs until Ctrl-C."""
-    from stream_app.demo import run_demo
+    from sandbox.cli import run_demo
 
     sys.exit(await run_demo(once))
 
 
 @command(
-    argument("system", type=click.Choice(["salesforce", "tims", "pardot"])),
+    argument("system", type=click.Choice(registry.names())),
     option("--metrics-port", type=int, default=None,
            help="Serve Prometheus /metrics on this port (default: CONNECT_METRICS_PORT; none: off)."),
 )
 async def source(self: AppCommand, system: str, metrics_port: int | None) -> None:
     """Run one source (Salesforce CDC, TIMS change feed, Pardot) until SIGTERM or Ctrl-C."""
-    from stream_app.run_source import build, run_source
     current = self.app.settings
-    from stream_app.settings import SettingsError
-
     try:
         instance = build(system, current)
     except SettingsError as exc:
         print(f"stream-app source {system}: {exc}", file=sys.stderr)
         sys.exit(2)
-    port = metrics_port if metrics_port is not None else getattr(current, "metrics_port", None)
-    await run_source(instance, port, getattr(current, "metrics_host", current.web_host), current.log_level.value)
+    port = metrics_port if metrics_port is not None else current.metrics_port
+    await run_source(instance, port, current.metrics_host, current.log_level.value)
 
 
 @command(
@@ -121,7 +126,7 @@ async def source(self: AppCommand, system: str, metrics_port: int | None) -> Non
 async def sandbox(self: AppCommand, host: str, salesforce_port: int, pubsub_port: int,
                   pardot_port: int, tims_port: int) -> None:
     """Run the simulators of Salesforce, Pardot and TIMS until Ctrl-C (0 as a port picks a free one)."""
-    from sandbox.run import serve_forever, start_sandbox
+    from sandbox.cli import serve_forever, start_sandbox
 
     try:
         running = await start_sandbox(host, {"salesforce-rest": salesforce_port, "salesforce-pubsub": pubsub_port,
@@ -145,7 +150,6 @@ async def mappings(self: AppCommand, action: str, flow: str | None, record: str 
     RECORD.json is a source event ({"source": "salesforce", "entity": "Contact", "fields": {...}})
     or {"source": "salesforce.Contact", "fields": {...}, "links": {"salesforce_contact": "003..."}}.
     """
-    from stream_app.flows import mapping_tools
 
     try:
         tools = mapping_tools(self.app.settings)
@@ -176,7 +180,6 @@ async def replay(self: AppCommand, topic: str, partitions: tuple[int, ...], from
                  from_time: str | None, dry_run: bool) -> None:
     """Reset the app's consumer-group offsets so stopped workers reprocess a topic on restart."""
     current = self.app.settings
-    from stream_app.replay import ReplayError, apply, group_members, parse_time, plan, resolve_topic
 
     bootstrap, group = current.kafka_bootstrap_servers, self.app.conf.id
     try:
@@ -199,17 +202,23 @@ async def replay(self: AppCommand, topic: str, partitions: tuple[int, ...], from
 
 
 @command(
-    argument("system", type=click.Choice(["salesforce", "tims", "pardot"])),
+    argument("system", type=click.Choice(registry.names())),
     option("--entity", "entities", multiple=True, help="Only this entity (repeatable); default: all configured."),
 )
 async def backfill(self: AppCommand, system: str, entities: tuple[str, ...]) -> None:
     """Snapshot existing records into the source topics (progress on stderr), then hand over to the live source."""
-    import importlib
 
     current = self.app.settings
 
-    module = importlib.import_module(f"connectors.{system}.backfill")
-    sys.exit(await module.run_backfill(current, list(entities) or None))
+    try:
+        published = await run_backfill(system, current, list(entities) or None)
+    except SettingsError as exc:
+        print(f"backfill {system}: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except ConnectorError as exc:
+        print(f"backfill {system} failed: {exc}", file=sys.stderr)
+        sys.exit(1)
+    print(f"backfill {system}: {published} events published", file=sys.stderr)
 
 
 @command(
@@ -220,10 +229,8 @@ async def backfill(self: AppCommand, system: str, entities: tuple[str, ...]) -> 
 )
 async def dlq(self: AppCommand, action: str, ids: tuple[str, ...], replay_all: bool, yes: bool) -> None:
     """Dead-lettered sink commands: list | show ID | replay (--all | ID...) | purge."""
-    import json
 
     current = self.app.settings
-    from stream_app.dlq import DlqError, format_entry_line, purge, read_entries, replay_entries, select
 
     bootstrap, prefix = current.kafka_bootstrap_servers, current.topic_prefix
     try:
@@ -268,7 +275,6 @@ async def rebuild(self: AppCommand, wipe: bool, previous_group: str | None, keep
                   dry_run: bool, timeout: float, yes: bool) -> None:
     """Rebuild the flow tables from the source topics (workers and sources stopped), with progress."""
     current = self.app.settings
-    from stream_app.rebuild import rebuild as run_rebuild
 
     if wipe and not dry_run and not yes and not click.confirm("Delete this group's table state and rebuild it?", default=False):
         print("nothing changed")

@@ -16,12 +16,13 @@ from typing import Any, Iterable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
+from connectors import registry
 from connectors.kafka_io import list_topics
 from connectors.redact import redact_fields, redact_text
 
 __all__ = ["DlqEntry", "DlqError", "SYSTEMS", "read_entries", "replay_entries", "purge", "format_entry_line"]
 
-SYSTEMS = ("salesforce", "tims", "pardot")
+SYSTEMS: tuple[str, ...] = registry.names()
 
 
 class DlqError(RuntimeError):
@@ -68,7 +69,7 @@ async def _existing(bootstrap: str, names: Iterable[str]) -> list[str]:
 
 async def read_entries(bootstrap: str, prefix: str) -> list[DlqEntry]:
     """Every entry still on the DLQ topics, oldest first per partition."""
-    topics = await _existing(bootstrap, [f"{prefix}dlq.{s}" for s in SYSTEMS])
+    topics = await _existing(bootstrap, [f"{prefix}{registry.connector(s).dlq_topic}" for s in SYSTEMS])
     if not topics:
         return []
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
@@ -131,7 +132,7 @@ async def replay_entries(bootstrap: str, prefix: str, entries: list[DlqEntry]) -
 
 async def purge(bootstrap: str, prefix: str) -> int:
     """Delete every entry on the DLQ topics; returns how many were there."""
-    topics = await _existing(bootstrap, [f"{prefix}dlq.{s}" for s in SYSTEMS])
+    topics = await _existing(bootstrap, [f"{prefix}{registry.connector(s).dlq_topic}" for s in SYSTEMS])
     if not topics:
         return 0
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)

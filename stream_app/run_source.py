@@ -2,24 +2,27 @@
 
 Sources run outside the Faust worker (docs/adr/0004-sources-as-processes.md): one instance per
 system, stopped by SIGTERM/SIGINT after the batch in flight is acked and its position saved.
-Each system's module provides ``build_source(settings, target) -> connectors.source.Source``.
+Each system's connector (connectors/registry.py) provides ``make_source(config, context)``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import signal
+from typing import Any, Sequence
 
+from connectors import registry
+from connectors.errors import ConfigError
 from connectors.kafka_io import KafkaTarget
 from connectors.source import Source
+from connectors.spec import ConnectorContext
 from stream_app.logs import configure as configure_logging
-from stream_app.settings import Settings
+from stream_app.settings import Settings, config_error
 
-__all__ = ["SYSTEMS", "kafka_target", "build", "run_source"]
+__all__ = ["SYSTEMS", "kafka_target", "connector_context", "build", "backfill", "run_source"]
 
-SYSTEMS = ("salesforce", "tims", "pardot")
+SYSTEMS: tuple[str, ...] = registry.names()
 log = logging.getLogger(__name__)
 
 
@@ -28,11 +31,28 @@ def kafka_target(settings: Settings) -> KafkaTarget:
                        settings.topic_partitions, settings.topic_replication_factor)
 
 
+def connector_context(settings: Settings, cache: dict[str, Any] | None = None) -> ConnectorContext:
+    """What connectors may ask of this process; ``cache`` holds what they share (one per process)."""
+    return ConnectorContext(kafka_target(settings), settings.connector_config, {} if cache is None else cache)
+
+
 def build(system: str, settings: Settings) -> Source:
+    """The source of ``system``; SettingsError names the setting to fix."""
     if system not in SYSTEMS:
         raise ValueError(f"unknown source {system!r}; choose one of {', '.join(SYSTEMS)}")
-    module = importlib.import_module(f"connectors.{system}.source")
-    return module.build_source(settings, kafka_target(settings))
+    try:
+        return registry.connector(system).make_source(settings.connector_config(system), connector_context(settings))
+    except ConfigError as exc:
+        raise config_error(exc) from None
+
+
+async def backfill(system: str, settings: Settings, entities: Sequence[str] | None = None) -> int:
+    """``stream-app backfill <system>``: the events published; SettingsError names the setting to fix."""
+    spec = registry.connector(system)
+    try:
+        return await spec.make_backfill(settings.connector_config(system), connector_context(settings), entities)
+    except ConfigError as exc:
+        raise config_error(exc) from None
 
 
 async def run_source(source: Source, metrics_port: int | None = None, metrics_host: str = "127.0.0.1",

@@ -1,7 +1,9 @@
 """Worker settings: the one place that reads the environment.
 
 Every setting is an environment variable named ``CONNECT_<FIELD>`` (``KAFKA_BOOTSTRAP_SERVERS``
-has no prefix, as Kafka tooling expects). ``CONNECT_CONFIG_FILE`` may name a YAML file holding
+has no prefix, as Kafka tooling expects). The worker's own fields are declared here; each
+registered connector adds one field ``<system>_<field>`` per field of its config class
+(connectors/registry.py), so its settings are declared once, beside its code. ``CONNECT_CONFIG_FILE`` may name a YAML file holding
 the same fields in lower case; the environment wins over the file. Settings are validated once,
 at start-up; :func:`load_settings` turns a validation failure into :class:`SettingsError`, whose
 message names each wrong setting by its environment variable.
@@ -12,23 +14,18 @@ from __future__ import annotations
 import enum
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import yaml
-from pydantic import AliasChoices, BaseModel, SecretStr, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import AliasChoices, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
-if TYPE_CHECKING:
-    from connectors.pardot.config import PardotConfig
-    from connectors.salesforce.config import SalesforceConfig
-    from connectors.tims.config import TimsConfig
+from connectors import registry
+from connectors.errors import ConfigError
+from connectors.spec import ConnectorSpec
 
-__all__ = [
-    "Settings", "SettingsError", "StoreKind", "load_settings", "env_name",
-    "salesforce_config", "pardot_config", "tims_config",
-]
-
-_M = TypeVar("_M", bound=BaseModel)
+__all__ = ["Settings", "SettingsError", "StoreKind", "load_settings", "env_name", "config_error"]
 
 ENV_PREFIX = "CONNECT_"
 CONFIG_FILE_ENV = "CONNECT_CONFIG_FILE"
@@ -80,8 +77,8 @@ class _YamlFileSource(PydanticBaseSettingsSource):
         return dict(self._data)
 
 
-class Settings(BaseSettings):
-    """Validated worker configuration."""
+class WorkerSettings(BaseSettings):
+    """The worker's own settings; :data:`Settings` adds the connectors' to them."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, frozen=True, extra="ignore", case_sensitive=False
@@ -139,49 +136,6 @@ class Settings(BaseSettings):
     #: without a subfolder there uses the mappings it ships (topologies/<flow>/mappings)
     mappings_dir: Path | None = None
 
-    # Salesforce (connectors/salesforce/config.py says what each means)
-    salesforce_login_url: str = "https://login.salesforce.com"
-    salesforce_auth_flow: str = "jwt"
-    salesforce_client_id: str = ""
-    salesforce_client_secret: SecretStr | None = None
-    salesforce_username: str | None = None
-    salesforce_private_key_file: Path | None = None
-    salesforce_refresh_token: SecretStr | None = None
-    salesforce_api_version: str = "62.0"
-    salesforce_client_name: str = "pardot-tims-connect"
-    salesforce_pubsub_endpoint: str = "api.pubsub.salesforce.com:7443"
-    salesforce_pubsub_tls: bool = True
-    salesforce_entities: str = "Lead,Contact,Account"
-
-    # Pardot
-    pardot_base_url: str = "https://pi.pardot.com"
-    pardot_business_unit_id: str = ""
-    pardot_daily_limit: int = Field(default=25_000, ge=1)
-    pardot_poll_interval: float = Field(default=30.0, gt=0)
-    pardot_overlap_seconds: float = Field(default=60.0, ge=0)
-    pardot_page_size: int = Field(default=200, ge=1, le=1000)
-    pardot_entities: str = "prospect,visitor_activity"
-    #: extra prospect fields to read (custom fields such as TIMS_Customer_ID__c), comma-separated
-    pardot_prospect_fields: str = ""
-
-    # TIMS
-    tims_base_url: str = ""
-    tims_api_key: SecretStr | None = None
-    tims_client_name: str = "connect"
-    tims_webhook_secret: SecretStr | None = None
-    #: poll the change feed, or receive TIMS webhooks (then reconcile with the feed now and then)
-    tims_source_mode: Literal["poll", "webhook"] = "poll"
-    tims_poll_interval: float = Field(default=2.0, gt=0)
-    tims_overlap_seconds: float = Field(default=10.0, ge=0)
-    tims_page_size: int = Field(default=500, ge=1, le=1000)
-    #: entities to read from the change feed, comma-separated; empty: all
-    tims_entities: str = ""
-    tims_webhook_host: str = "127.0.0.1"
-    tims_webhook_port: int = Field(default=8093, ge=1, le=65535)
-    tims_webhook_path: str = "/tims/webhook"
-    tims_webhook_tolerance: float = Field(default=300.0, gt=0)
-    tims_reconcile_interval: float = Field(default=60.0, ge=0)
-
     @classmethod
     def settings_customise_sources(
         cls,
@@ -206,7 +160,7 @@ class Settings(BaseSettings):
         return ",".join(hosts)
 
     @model_validator(mode="after")
-    def _heartbeat_below_session(self) -> "Settings":
+    def _heartbeat_below_session(self) -> "WorkerSettings":
         if self.broker_heartbeat_interval * 3 > self.broker_session_timeout:
             raise ValueError(
                 "CONNECT_BROKER_HEARTBEAT_INTERVAL must be at most a third of CONNECT_BROKER_SESSION_TIMEOUT"
@@ -221,48 +175,58 @@ class Settings(BaseSettings):
         """The full name of one of our topics, with the environment prefix."""
         return f"{self.topic_prefix}{name}"
 
-
-def _connector_config(model: type[_M], prefix: str, values: dict[str, Any]) -> _M:
-    try:
-        return model(**{k: v for k, v in values.items() if v is not None})
-    except ValidationError as exc:
-        lines = []
-        for error in exc.errors():
-            where = env_name(prefix + str(error["loc"][0])) if error["loc"] else f"{ENV_PREFIX}{prefix.upper()}*"
-            lines.append(f"{where}: {str(error['msg']).removeprefix('Value error, ')}")
-        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
-
-
-def salesforce_config(settings: Settings) -> "SalesforceConfig":
-    """The Salesforce connection, validated; SettingsError names the CONNECT_SALESFORCE_* to fix."""
-    from connectors.salesforce.config import SalesforceConfig
-
-    return _connector_config(SalesforceConfig, "salesforce_", {
-        "login_url": settings.salesforce_login_url, "auth_flow": settings.salesforce_auth_flow,
-        "client_id": settings.salesforce_client_id, "client_secret": settings.salesforce_client_secret,
-        "username": settings.salesforce_username, "private_key_file": settings.salesforce_private_key_file,
-        "refresh_token": settings.salesforce_refresh_token, "api_version": settings.salesforce_api_version,
-        "client_name": settings.salesforce_client_name, "pubsub_endpoint": settings.salesforce_pubsub_endpoint,
-        "pubsub_tls": settings.salesforce_pubsub_tls,
-    })
+    def connector_config(self, system: str) -> Any:
+        """``system``'s config class built from its ``<system>_*`` settings; SettingsError names
+        each CONNECT_<SYSTEM>_<FIELD> to fix. Validated here rather than at load: a worker
+        without a system's credentials still starts when it runs nothing of that system."""
+        try:
+            spec = registry.connector(system)
+        except KeyError as exc:
+            raise SettingsError(str(exc.args[0])) from None
+        values = {name: getattr(self, f"{system}_{name}") for name in spec.config.model_fields}
+        try:
+            return spec.config.load(system, values)
+        except ConfigError as exc:
+            raise config_error(exc) from None
 
 
-def pardot_config(settings: Settings) -> "PardotConfig":
-    from connectors.pardot.config import PardotConfig
+def _connector_field(info: FieldInfo) -> tuple[Any, FieldInfo]:
+    """The setting for one connector field: its type and bounds, checked at load (NoDecode: a
+    list is given comma-separated); a required field is None until set, so a worker starts
+    without credentials it does not use. Field validators run in ``connector_config``."""
+    annotation: Any = info.annotation
+    default = None if info.is_required() else info.default
+    if info.is_required():
+        annotation = Optional[annotation]
+    return Annotated[(annotation, NoDecode, *info.metadata)], Field(default=default, description=info.description)
 
-    return _connector_config(PardotConfig, "pardot_", {
-        "base_url": settings.pardot_base_url, "business_unit_id": settings.pardot_business_unit_id,
-        "daily_limit": settings.pardot_daily_limit,
-    })
+
+def _compose(base: type[WorkerSettings], specs: list[ConnectorSpec]) -> type[WorkerSettings]:
+    fields: dict[str, Any] = {}
+    for spec in specs:
+        for name, info in spec.config.model_fields.items():
+            setting = f"{spec.name}_{name}"
+            if setting in base.model_fields or setting in fields:
+                raise TypeError(f"connector {spec.name}: setting {setting} is declared twice")
+            fields[setting] = _connector_field(info)
+    return create_model("Settings", __base__=base, __module__=__name__,  # type: ignore[call-overload, no-any-return]
+                        __doc__="Validated configuration: the worker's and every registered connector's.",
+                        **fields)
 
 
-def tims_config(settings: Settings) -> "TimsConfig":
-    from connectors.tims.config import TimsConfig
+#: the worker's settings plus ``<system>_<field>`` for every field of every registered connector
+#: (type checkers see the worker's own; connectors' fields are read through ``connector_config``)
+if TYPE_CHECKING:
+    Settings = WorkerSettings
+else:
+    Settings = _compose(WorkerSettings, list(registry.connectors().values()))
 
-    return _connector_config(TimsConfig, "tims_", {
-        "base_url": settings.tims_base_url, "api_key": settings.tims_api_key,
-        "client_name": settings.tims_client_name, "webhook_secret": settings.tims_webhook_secret,
-    })
+
+def config_error(exc: ConfigError) -> SettingsError:
+    """A connector's ConfigError, each field named by its environment variable."""
+    lines = [f"{env_name(f'{exc.system}_{field}') if field else f'{ENV_PREFIX}{exc.system.upper()}_*'}: {reason}"
+             for field, reason in exc.problems]
+    return SettingsError("invalid settings:\n  " + "\n  ".join(lines))
 
 
 def env_name(field_name: str) -> str:
@@ -287,7 +251,7 @@ def _describe(exc: ValidationError) -> str:
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Read and validate the settings; raise SettingsError naming what is wrong."""
+    """Read and validate the settings (a :data:`Settings`); raise SettingsError naming what is wrong."""
     try:
         return Settings(**overrides)
     except ValidationError as exc:

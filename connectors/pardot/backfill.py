@@ -11,16 +11,18 @@ from __future__ import annotations
 import logging
 import sys
 from contextlib import aclosing
-from typing import TYPE_CHECKING
+from typing import Sequence
 
 from tqdm import tqdm
 
+from connectors.backfill import publishing
+from connectors.errors import ConfigError
 from connectors.kafka_io import PositionStore, Publisher
-from connectors.pardot.client import PardotClient
-from connectors.pardot.source import STREAMS, PardotSourceOptions, Stream, StreamPosition, build_client, row_event
-
-if TYPE_CHECKING:
-    from stream_app.settings import Settings
+from connectors.pardot.client import PardotClient, shared_budget
+from connectors.pardot.config import PardotConfig
+from connectors.pardot.source import STREAMS, Stream, StreamPosition, row_event, stream_for
+from connectors.salesforce.auth import TokenProvider
+from connectors.spec import ConnectorContext
 
 __all__ = ["run_backfill", "record_handover", "snapshot_stream"]
 
@@ -60,32 +62,25 @@ async def snapshot_stream(client: PardotClient, publisher: Publisher, stream: St
     return count
 
 
-async def run_backfill(settings: "Settings", entities: list[str] | None) -> int:
+async def run_backfill(config: PardotConfig, context: ConnectorContext, entities: Sequence[str] | None) -> int:
     """Snapshot ``entities`` (``prospect``, ``visitor_activity``; default: the source's); returns
     the events published."""
-    from stream_app.run_source import kafka_target
-
-    options = PardotSourceOptions.from_settings(settings)
-    wanted = list(entities or options.entities)
+    wanted = list(entities or config.entities)
     unknown = set(wanted) - set(STREAMS)
     if unknown:
-        raise ValueError(f"unknown Pardot entities {sorted(unknown)}; choose from {', '.join(STREAMS)}")
-    target = kafka_target(settings)
-    client, tokens = build_client(settings)
-    publisher, positions = Publisher(target, client_id="pardot-backfill"), PositionStore(target)
-    await publisher.start()
-    await positions.start()
+        raise ConfigError("pardot", [("entities", f"unknown {sorted(unknown)}; choose from {', '.join(STREAMS)}")])
+    tokens = TokenProvider(context.config("salesforce"))
+    client = PardotClient(config, tokens, shared_budget(config))
     try:
-        total = 0
-        for entity in wanted:
-            stream = options.stream(entity)
-            await record_handover(client, positions, stream)
-            published = await snapshot_stream(client, publisher, stream)
-            log.info("Pardot backfill: %d %s records published", published, entity)
-            total += published
-        return total
+        async with publishing(context.target, "pardot-backfill") as (publisher, positions):
+            total = 0
+            for entity in wanted:
+                stream = stream_for(config, entity)
+                await record_handover(client, positions, stream)
+                published = await snapshot_stream(client, publisher, stream)
+                log.info("Pardot backfill: %d %s records published", published, entity)
+                total += published
+            return total
     finally:
         await client.aclose()
         await tokens.aclose()
-        await positions.stop()
-        await publisher.stop()

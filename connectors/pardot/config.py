@@ -1,17 +1,20 @@
-"""Pardot connection settings (built by stream_app.settings)."""
+"""Every Pardot setting: the connection (it signs in with the Salesforce token) and the poller."""
 
 from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-__all__ = ["PardotConfig"]
+from connectors.config import ConnectorConfig, Names, url_validator
+
+__all__ = ["ENTITIES", "PardotConfig"]
+
+#: the streams the source can poll (connectors/pardot/source.py: STREAMS)
+ENTITIES: tuple[str, ...] = ("prospect", "visitor_activity")
 
 
-class PardotConfig(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class PardotConfig(ConnectorConfig):
     base_url: str = "https://pi.pardot.com"
     #: Pardot-Business-Unit-Id header: 18 characters starting 0Uv
     business_unit_id: str
@@ -20,6 +23,16 @@ class PardotConfig(BaseModel):
     daily_limit: int = Field(default=25_000, ge=1)
     timeout: float = 30.0
 
+    # The poller (connectors/pardot/source.py)
+    poll_interval: float = Field(default=30.0, gt=0)
+    overlap_seconds: float = Field(default=60.0, ge=0)
+    page_size: int = Field(default=200, ge=1, le=1000)
+    entities: Names = ENTITIES
+    #: custom prospect fields to read as well (``TIMS_Customer_ID__c`` …)
+    prospect_fields: Names = ()
+
+    _url = url_validator("base_url")
+
     @field_validator("business_unit_id")
     @classmethod
     def _bu(cls, value: str) -> str:
@@ -27,9 +40,9 @@ class PardotConfig(BaseModel):
             raise ValueError("must be a Pardot business unit id (0Uv followed by 12 or 15 characters)")
         return value
 
-    @field_validator("base_url")
+    @field_validator("entities")
     @classmethod
-    def _url(cls, value: str) -> str:
-        if not value.startswith(("https://", "http://")):
-            raise ValueError("must be an http(s) URL")
-        return value.rstrip("/")
+    def _entities(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value or set(value) - set(ENTITIES):
+            raise ValueError(f"choose from {', '.join(ENTITIES)} (got {sorted(value)})")
+        return value

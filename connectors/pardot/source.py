@@ -25,20 +25,18 @@ import logging
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 from connectors.envelope import SourceEvent
 from connectors.errors import QuotaExhaustedError, RetryableError
-from connectors.kafka_io import KafkaTarget, PositionStore, Publisher
-from connectors.pardot.client import PardotClient, shared_budget
+from connectors.kafka_io import PositionStore, Publisher
+from connectors.pardot.client import PardotClient
+from connectors.pardot.config import PardotConfig
 from connectors.retry import RetryPolicy
 from connectors.source import Source
 
-if TYPE_CHECKING:
-    from stream_app.settings import Settings
-
 __all__ = [
-    "Stream", "STREAMS", "StreamPosition", "PardotSource", "PardotSourceOptions", "build_source", "row_event",
+    "Stream", "STREAMS", "StreamPosition", "PardotSource", "stream_for", "row_event",
     "row_digest", "format_ts", "parse_ts",
     "PROSPECT_FIELDS", "ACTIVITY_FIELDS",
 ]
@@ -165,64 +163,30 @@ class StreamPosition:
         self.seen = kept
 
 
-@dataclass(frozen=True)
-class PardotSourceOptions:
-    poll_interval: float = 30.0
-    overlap: float = 60.0
-    page_size: int = 200
-    entities: tuple[str, ...] = tuple(STREAMS)
-    #: custom prospect fields to read as well (``TIMS_Customer_ID__c`` …)
-    extra_prospect_fields: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        unknown = set(self.entities) - set(STREAMS)
-        if unknown or not self.entities:
-            raise ValueError(f"CONNECT_PARDOT_ENTITIES: choose from {', '.join(STREAMS)} (got {sorted(self.entities)})")
-        if self.poll_interval <= 0 or self.overlap < 0 or not 1 <= self.page_size <= 1000:
-            raise ValueError("CONNECT_PARDOT_POLL_INTERVAL > 0, CONNECT_PARDOT_OVERLAP_SECONDS >= 0 and "
-                             "CONNECT_PARDOT_PAGE_SIZE 1..1000 are required")
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> "PardotSourceOptions":
-        defaults = cls()
-        return cls(
-            poll_interval=float(getattr(settings, "pardot_poll_interval", defaults.poll_interval)),
-            overlap=float(getattr(settings, "pardot_overlap_seconds", defaults.overlap)),
-            page_size=int(getattr(settings, "pardot_page_size", defaults.page_size)),
-            entities=_names(getattr(settings, "pardot_entities", None)) or defaults.entities,
-            extra_prospect_fields=_names(getattr(settings, "pardot_prospect_fields", None)),
-        )
-
-    def stream(self, entity: str) -> Stream:
-        stream = STREAMS[entity]
-        if entity == "prospect" and self.extra_prospect_fields:
-            return Stream(stream.entity, stream.collection,
-                          tuple(dict.fromkeys(stream.fields + self.extra_prospect_fields)), stream.soft_delete)
-        return stream
+def stream_for(config: PardotConfig, entity: str) -> Stream:
+    """The stream of ``entity``, prospects with the configured custom fields as well."""
+    stream = STREAMS[entity]
+    if entity == "prospect" and config.prospect_fields:
+        return Stream(stream.entity, stream.collection,
+                      tuple(dict.fromkeys(stream.fields + config.prospect_fields)), stream.soft_delete)
+    return stream
 
 
 def _number(record_id: str | None) -> int:
     return int(record_id) if record_id and record_id.isdigit() else 0
 
 
-def _names(raw: Any) -> tuple[str, ...]:
-    if not raw:
-        return ()
-    items = raw.split(",") if isinstance(raw, str) else raw
-    return tuple(item.strip() for item in items if item.strip())
-
-
 class PardotSource(Source):
     system = "pardot"
 
     def __init__(self, publisher: Publisher, positions: PositionStore, client: PardotClient,
-                 options: PardotSourceOptions | None = None, backoff: RetryPolicy | None = None,
+                 config: PardotConfig | None = None, backoff: RetryPolicy | None = None,
                  closing: tuple[Any, ...] = ()) -> None:
         super().__init__(publisher, positions)
         self.client = client
-        self.options = options or PardotSourceOptions()
+        self.config = config or client.config
         self.backoff = backoff or RetryPolicy(base_delay=2.0, max_delay=60.0)
-        self.streams = [self.options.stream(e) for e in self.options.entities]
+        self.streams = [stream_for(self.config, e) for e in self.config.entities]
         self.state: dict[str, StreamPosition] = {}
         self.outages = 0
         self.quarantined = 0
@@ -269,20 +233,20 @@ class PardotSource(Source):
             if failures:
                 log.info("Pardot reachable again after %d failed attempts; catching up", failures)
                 failures = 0
-            if await self.sleep(self.options.poll_interval):
+            if await self.sleep(self.config.poll_interval):
                 return
 
     async def poll_stream(self, stream: Stream) -> int:
         """Read one stream from its window start to now; returns the events published."""
         position = self.state.setdefault(stream.entity, StreamPosition())
         params: dict[str, Any] = {"orderBy": "updatedAt"}
-        start = position.window_start(self.options.overlap)
+        start = position.window_start(self.config.overlap_seconds)
         if start is not None:
             params["updatedAtAfterOrEqualTo"] = format_ts(start)
         if stream.soft_delete:
             params["deleted"] = "all"
         published = 0
-        pages = self.client.query(stream.collection, stream.fields, params, limit=self.options.page_size)
+        pages = self.client.query(stream.collection, stream.fields, params, limit=self.config.page_size)
         async with aclosing(pages):
             async for rows in pages:
                 published += await self._emit(stream, position, rows)
@@ -307,32 +271,9 @@ class PardotSource(Source):
             await self.publish([event for event, _ in events])
         for event, digest in events:
             position.note(event.record_id, event.position["updated_at"], digest)
-        position.prune(self.options.overlap)
+        position.prune(self.config.overlap_seconds)
         state = position.as_dict()
         if state != self._saved.get(stream.entity):
             await self.positions.save(stream.position_key, state)
             self._saved[stream.entity] = state
         return len(events)
-
-
-def build_client(settings: "Settings", policy: RetryPolicy | None = None) -> tuple[PardotClient, Any]:
-    """A Pardot client on a Salesforce token provider; returns (client, token provider)."""
-    from connectors.salesforce.auth import TokenProvider
-    from stream_app.settings import pardot_config, salesforce_config
-
-    config = pardot_config(settings)
-    tokens = TokenProvider(salesforce_config(settings))
-    return PardotClient(config, tokens, shared_budget(config), policy=policy), tokens
-
-
-def build_source(settings: "Settings", target: KafkaTarget) -> Source:
-    """``stream-app source pardot``."""
-    from stream_app.settings import SettingsError
-
-    try:
-        options = PardotSourceOptions.from_settings(settings)
-    except ValueError as exc:
-        raise SettingsError(f"invalid settings:\n  {exc}") from None
-    client, tokens = build_client(settings, RetryPolicy(max_attempts=3, base_delay=1.0, max_delay=10.0))
-    return PardotSource(Publisher(target, client_id="pardot-source"), PositionStore(target), client, options,
-                        closing=(tokens,))

@@ -18,20 +18,20 @@ import logging
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 from tqdm import tqdm
 
-from connectors.errors import ConnectorError
-from connectors.kafka_io import KafkaTarget, PositionStore, Publisher
+from connectors.backfill import publishing
+from connectors.errors import ConfigError, ConnectorError, FatalError
+from connectors.kafka_io import KafkaTarget, PositionStore
 from connectors.salesforce.auth import TokenProvider
 from connectors.salesforce.cdc import MalformedEvent
 from connectors.salesforce.client import SalesforceRest
+from connectors.salesforce.config import SalesforceConfig
 from connectors.salesforce.pubsub import PubSubClient
-from connectors.salesforce.source import CdcSourceConfig, Snapshots, cdc_config, position_key
-
-if TYPE_CHECKING:
-    from stream_app.settings import Settings
+from connectors.salesforce.source import Snapshots, position_key
+from connectors.spec import ConnectorContext
 
 __all__ = ["BackfillReport", "backfill", "run_backfill"]
 
@@ -47,7 +47,7 @@ class BackfillReport:
     kept: list[str] = field(default_factory=list)
 
 
-async def _hand_over(config: CdcSourceConfig, entities: Sequence[str], pubsub: PubSubClient,
+async def _hand_over(config: SalesforceConfig, entities: Sequence[str], pubsub: PubSubClient,
                      positions: PositionStore, started_ms: int, timeout: float, report: BackfillReport) -> None:
     saved = await positions.load()
     channels = [c for c in config.channel_list() if config.entities_of(c) & set(entities)]
@@ -76,17 +76,13 @@ async def backfill(
     pubsub: PubSubClient,
     entities: Sequence[str],
     *,
-    config: CdcSourceConfig,
+    config: SalesforceConfig,
     progress: bool = True,
     handover_timeout: float = 300.0,
 ) -> BackfillReport:
     """Record the handover positions, then publish every record of ``entities`` as SNAPSHOT."""
     report = BackfillReport()
-    publisher = Publisher(target, client_id="salesforce-backfill")
-    positions = PositionStore(target)
-    await publisher.start()
-    await positions.start()
-    try:
+    async with publishing(target, "salesforce-backfill") as (publisher, positions):
         started_ms = int(time.time() * 1000)
         await _hand_over(config, entities, pubsub, positions, started_ms, handover_timeout, report)
         snapshots = Snapshots(rest, pubsub, config.snapshot_chunk)
@@ -102,38 +98,24 @@ async def backfill(
                     bar.update(len(chunk))
             report.records[entity] = published
             log.info("backfill: %d %s record(s) published", published, entity)
-    finally:
-        await positions.stop()
-        await publisher.stop()
     return report
 
 
-async def run_backfill(settings: "Settings", entities: list[str] | None) -> int:
-    """``stream-app backfill salesforce [--entity X]``; returns the exit code (0 ok, 1 failed,
-    2 bad settings or an entity that CONNECT_SALESFORCE_ENTITIES does not list)."""
-    from stream_app.run_source import kafka_target
-    from stream_app.settings import SettingsError, salesforce_config
-
-    try:
-        connection = salesforce_config(settings)
-        config = cdc_config(settings)
-    except SettingsError as exc:
-        print(f"backfill salesforce: {exc}", file=sys.stderr)
-        return 2
+async def run_backfill(config: SalesforceConfig, context: ConnectorContext, entities: Sequence[str] | None) -> int:
+    """``stream-app backfill salesforce [--entity X]``: returns the records published; ConfigError
+    for an entity that CONNECT_SALESFORCE_ENTITIES does not list."""
     chosen = list(dict.fromkeys(entities or config.entities))
     unknown = [e for e in chosen if e not in config.entities]
     if unknown:
-        print(f"backfill salesforce: {', '.join(unknown)} not in CONNECT_SALESFORCE_ENTITIES "
-              f"({', '.join(config.entities)})", file=sys.stderr)
-        return 2
-    tokens = TokenProvider(connection)
-    rest = SalesforceRest(connection, tokens)
-    pubsub = PubSubClient(connection, tokens)
+        raise ConfigError("salesforce", [("entities", f"does not list {', '.join(unknown)} "
+                                                      f"({', '.join(config.entities)})")])
+    tokens = TokenProvider(config)
+    rest = SalesforceRest(config, tokens)
+    pubsub = PubSubClient(config, tokens)
     try:
-        report = await backfill(kafka_target(settings), rest, pubsub, chosen, config=config)
-    except (ConnectorError, MalformedEvent) as exc:
-        print(f"backfill salesforce failed: {exc}", file=sys.stderr)
-        return 1
+        report = await backfill(context.target, rest, pubsub, chosen, config=config)
+    except MalformedEvent as exc:
+        raise FatalError(f"a change event schema could not be read: {exc}") from exc
     finally:
         await pubsub.close()
         await rest.aclose()
@@ -144,4 +126,4 @@ async def run_backfill(settings: "Settings", entities: list[str] | None) -> int:
         print(f"{channel}: the live source starts at replay id {replay_id}", file=sys.stderr)
     for channel in report.kept:
         print(f"{channel}: already followed by the live source; position left as it was", file=sys.stderr)
-    return 0
+    return sum(report.records.values())

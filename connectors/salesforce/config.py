@@ -1,13 +1,21 @@
-"""Salesforce connection settings, validated once (built by stream_app.settings)."""
+"""Every Salesforce setting, validated once: the connection and what the CDC source follows."""
 
 from __future__ import annotations
 
 import enum
+import re
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from connectors.config import ConnectorConfig, Names, url_validator
+from connectors.salesforce.cdc import channel_for
 
 __all__ = ["AuthFlow", "SalesforceConfig"]
+
+_ENTITY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_CHANNEL = re.compile(r"^/(data|event)/[A-Za-z0-9_]+$")
 
 
 class AuthFlow(str, enum.Enum):
@@ -16,9 +24,7 @@ class AuthFlow(str, enum.Enum):
     refresh_token = "refresh_token"
 
 
-class SalesforceConfig(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class SalesforceConfig(ConnectorConfig):
     #: where tokens come from: https://login.salesforce.com, https://test.salesforce.com, or the
     #: org's My Domain URL (required for client credentials)
     login_url: str = "https://login.salesforce.com"
@@ -38,12 +44,19 @@ class SalesforceConfig(BaseModel):
     pubsub_tls: bool = True
     timeout: float = 30.0
 
-    @field_validator("login_url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        if not value.startswith(("https://", "http://")):
-            raise ValueError("must be an http(s) URL")
-        return value.rstrip("/")
+    # What the CDC source follows and how it recovers (docs/adr/0005-salesforce-cdc-source.md)
+    entities: Names = Field(default=("Lead", "Contact", "Account"), min_length=1)
+    #: default: one ``/data/<Entity>ChangeEvent`` per entity; a custom channel (``/data/X__chn``)
+    #: or ``/data/ChangeEvents`` carries every configured entity
+    channels: Names = ()
+    batch_size: int = Field(default=100, ge=1, le=100)
+    #: resyncs start this long before the time they resync from (clock skew, long transactions)
+    resync_margin_seconds: float = Field(default=300.0, ge=0)
+    first_start: Literal["EARLIEST", "LATEST"] = "EARLIEST"
+    #: records per REST snapshot chunk published at once
+    snapshot_chunk: int = Field(default=500, ge=1)
+
+    _url = url_validator("login_url")
 
     @field_validator("api_version")
     @classmethod
@@ -52,6 +65,24 @@ class SalesforceConfig(BaseModel):
         if not (major.isdigit() and minor.isdigit()):
             raise ValueError("must look like 62.0")
         return value
+
+    @field_validator("entities")
+    @classmethod
+    def _entities(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [e for e in value if not _ENTITY.match(e)]
+        if bad:
+            raise ValueError(f"not sObject API names: {', '.join(bad)}")
+        if len(set(value)) != len(value):
+            raise ValueError("an entity is listed twice")
+        return value
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [c for c in value if not _CHANNEL.match(c)]
+        if bad:
+            raise ValueError(f"not Pub/Sub channel names (/data/...): {', '.join(bad)}")
+        return tuple(dict.fromkeys(value))
 
     @model_validator(mode="after")
     def _flow_needs(self) -> "SalesforceConfig":
@@ -77,3 +108,16 @@ class SalesforceConfig(BaseModel):
             return self.private_key.get_secret_value()
         assert self.private_key_file is not None
         return self.private_key_file.read_text()
+
+    def channel_list(self) -> list[str]:
+        return list(self.channels) or [channel_for(e) for e in self.entities]
+
+    def entities_of(self, channel: str) -> frozenset[str]:
+        for entity in self.entities:
+            if channel_for(entity) == channel:
+                return frozenset({entity})
+        return frozenset(self.entities)
+
+    @property
+    def margin_ms(self) -> int:
+        return int(self.resync_margin_seconds * 1000)

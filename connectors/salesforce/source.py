@@ -23,19 +23,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import re
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, AsyncIterator, Literal, Sequence
+from typing import Any, AsyncIterator
 
 from aiokafka.errors import KafkaError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from connectors.envelope import SourceEvent
 from connectors.errors import AuthExpiredError, RetryableError
-from connectors.kafka_io import KafkaTarget, PositionStore, Publisher
+from connectors.kafka_io import PositionStore, Publisher
 from connectors.retry import RetryPolicy
-from connectors.salesforce.auth import Token, TokenProvider
+from connectors.salesforce.auth import Token
 from connectors.salesforce.cdc import (
     ChangeSchema,
     DecodedChange,
@@ -48,6 +46,7 @@ from connectors.salesforce.cdc import (
     soql_datetime,
 )
 from connectors.salesforce.client import SalesforceRest
+from connectors.salesforce.config import SalesforceConfig
 from connectors.salesforce.pubsub import (
     FetchBatch,
     PubSubClient,
@@ -60,67 +59,13 @@ from connectors.salesforce.pubsub import (
 from connectors.redact import redact_fields
 from connectors.source import Source
 
-if TYPE_CHECKING:
-    from stream_app.settings import Settings
-
-__all__ = ["CdcSourceConfig", "SalesforceCdcSource", "Snapshots", "build_source", "cdc_config", "position_key"]
+__all__ = ["SalesforceCdcSource", "Snapshots", "position_key"]
 
 log = logging.getLogger(__name__)
-
-_ENTITY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-_CHANNEL = re.compile(r"^/(data|event)/[A-Za-z0-9_]+$")
 
 
 def position_key(channel: str) -> str:
     return f"salesforce:{channel}"
-
-
-class CdcSourceConfig(BaseModel):
-    """What the source follows and how it recovers (the connection is SalesforceConfig)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    entities: tuple[str, ...] = Field(min_length=1)
-    #: default: one ``/data/<Entity>ChangeEvent`` per entity; a custom channel (``/data/X__chn``)
-    #: or ``/data/ChangeEvents`` carries every configured entity
-    channels: tuple[str, ...] = ()
-    batch_size: int = Field(default=100, ge=1, le=100)
-    #: resyncs start this long before the time they resync from (clock skew, long transactions)
-    resync_margin_seconds: float = Field(default=300.0, ge=0)
-    first_start: Literal["EARLIEST", "LATEST"] = "EARLIEST"
-    #: records per REST snapshot chunk published at once
-    snapshot_chunk: int = Field(default=500, ge=1)
-
-    @field_validator("entities")
-    @classmethod
-    def _entities(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [e for e in value if not _ENTITY.match(e)]
-        if bad:
-            raise ValueError(f"not sObject API names: {', '.join(bad)}")
-        if len(set(value)) != len(value):
-            raise ValueError("an entity is listed twice")
-        return value
-
-    @field_validator("channels")
-    @classmethod
-    def _channels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [c for c in value if not _CHANNEL.match(c)]
-        if bad:
-            raise ValueError(f"not Pub/Sub channel names (/data/...): {', '.join(bad)}")
-        return tuple(dict.fromkeys(value))
-
-    def channel_list(self) -> list[str]:
-        return list(self.channels) or [channel_for(e) for e in self.entities]
-
-    def entities_of(self, channel: str) -> frozenset[str]:
-        for entity in self.entities:
-            if channel_for(entity) == channel:
-                return frozenset({entity})
-        return frozenset(self.entities)
-
-    @property
-    def margin_ms(self) -> int:
-        return int(self.resync_margin_seconds * 1000)
 
 
 class Snapshots:
@@ -221,7 +166,7 @@ class SalesforceCdcSource(Source):
         positions: PositionStore,
         pubsub: PubSubClient,
         rest: SalesforceRest,
-        config: CdcSourceConfig,
+        config: SalesforceConfig,
         *,
         policy: RetryPolicy | None = None,
     ) -> None:
@@ -440,27 +385,3 @@ class SalesforceCdcSource(Source):
         channel.replay_id = replay_id
         channel.latest_replay_id = batch.latest_replay_id or None
         channel.force_latest = False
-
-
-def cdc_config(settings: "Settings", channels: Sequence[str] = ()) -> CdcSourceConfig:
-    """The source's config from the settings; SettingsError names CONNECT_SALESFORCE_ENTITIES."""
-    from stream_app.settings import SettingsError
-
-    entities = tuple(e.strip() for e in settings.salesforce_entities.split(",") if e.strip())
-    try:
-        return CdcSourceConfig(entities=entities, channels=tuple(channels))
-    except ValidationError as exc:
-        reasons = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
-        raise SettingsError(f"invalid settings:\n  CONNECT_SALESFORCE_ENTITIES: {reasons}") from None
-
-
-def build_source(settings: "Settings", target: KafkaTarget) -> SalesforceCdcSource:
-    """``stream-app source salesforce``: the source wired from the validated settings."""
-    from stream_app.settings import salesforce_config
-
-    connection = salesforce_config(settings)
-    config = cdc_config(settings)
-    tokens = TokenProvider(connection)
-    rest = SalesforceRest(connection, tokens)
-    return SalesforceCdcSource(Publisher(target, client_id="salesforce-source"), PositionStore(target),
-                               PubSubClient(connection, tokens), rest, config)

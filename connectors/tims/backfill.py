@@ -11,17 +11,18 @@ from __future__ import annotations
 import logging
 import sys
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from tqdm import tqdm
 
+from connectors.backfill import publishing
 from connectors.envelope import SourceEvent
+from connectors.errors import ConfigError
 from connectors.kafka_io import PositionStore, Publisher
+from connectors.spec import ConnectorContext
 from connectors.tims.client import RESOURCES, TimsClient, resource_for
-from connectors.tims.source import POSITION_KEY, FeedPosition, TimsSourceOptions, format_ts, parse_ts
-
-if TYPE_CHECKING:
-    from stream_app.settings import Settings
+from connectors.tims.config import TimsConfig
+from connectors.tims.source import POSITION_KEY, FeedPosition, format_ts, parse_ts
 
 __all__ = ["run_backfill", "record_handover", "snapshot_entity", "snapshot_event"]
 
@@ -46,7 +47,7 @@ def snapshot_event(entity: str, record: Mapping[str, Any]) -> SourceEvent:
     )
 
 
-async def record_handover(client: TimsClient, positions: PositionStore, options: TimsSourceOptions,
+async def record_handover(client: TimsClient, positions: PositionStore, config: TimsConfig,
                           now: datetime | None = None) -> FeedPosition:
     """Save the end of the change feed as the live position unless one exists; return it."""
     saved = (await positions.load()).get(POSITION_KEY)
@@ -60,14 +61,14 @@ async def record_handover(client: TimsClient, positions: PositionStore, options:
     cursor: str | None = None
     while True:
         page = await client.changes(cursor=cursor, since=None if cursor else since, limit=1000,
-                                    entities=options.entities or None)
+                                    entities=config.entities or None)
         for change in page.changes:
             position.note(str(change["change_id"]), str(change["updated_at"]))
         cursor = page.next_cursor
         if not page.has_more:
             break
     position.cursor = cursor
-    position.prune(options.overlap)
+    position.prune(config.overlap_seconds)
     await positions.save(POSITION_KEY, position.as_dict())
     log.info("TIMS backfill: live position recorded after %s", position.describe())
     return position
@@ -92,29 +93,21 @@ async def snapshot_entity(client: TimsClient, publisher: Publisher, entity: str,
                 return count
 
 
-async def run_backfill(settings: "Settings", entities: list[str] | None) -> int:
+async def run_backfill(config: TimsConfig, context: ConnectorContext, entities: Sequence[str] | None) -> int:
     """Snapshot ``entities`` (default: the source's entities, else all); returns events published."""
-    from stream_app.run_source import kafka_target
-    from stream_app.settings import tims_config
-
-    options = TimsSourceOptions.from_settings(settings)
-    wanted = list(entities or options.entities or RESOURCES)
-    for entity in wanted:
-        resource_for(entity)
-    target = kafka_target(settings)
-    client = TimsClient(tims_config(settings))
-    publisher, positions = Publisher(target, client_id="tims-backfill"), PositionStore(target)
-    await publisher.start()
-    await positions.start()
+    wanted = list(entities or config.entities or RESOURCES)
+    unknown = sorted(set(wanted) - set(RESOURCES))
+    if unknown:
+        raise ConfigError("tims", [("entities", f"unknown {unknown}; known: {', '.join(RESOURCES)}")])
+    client = TimsClient(config)
     try:
-        await record_handover(client, positions, options)
-        total = 0
-        for entity in wanted:
-            published = await snapshot_entity(client, publisher, entity)
-            log.info("TIMS backfill: %d %s records published", published, entity)
-            total += published
-        return total
+        async with publishing(context.target, "tims-backfill") as (publisher, positions):
+            await record_handover(client, positions, config)
+            total = 0
+            for entity in wanted:
+                published = await snapshot_entity(client, publisher, entity)
+                log.info("TIMS backfill: %d %s records published", published, entity)
+                total += published
+            return total
     finally:
         await client.aclose()
-        await positions.stop()
-        await publisher.stop()

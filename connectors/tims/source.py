@@ -16,20 +16,18 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import Any, Callable, Mapping
 
 from connectors.envelope import SourceEvent
 from connectors.errors import FatalError, QuotaExhaustedError, RetryableError
-from connectors.kafka_io import KafkaTarget, PositionStore, Publisher
+from connectors.kafka_io import PositionStore, Publisher
 from connectors.retry import RetryPolicy
 from connectors.source import Source
-from connectors.tims.client import RESOURCES, ChangePage, TimsClient
-
-if TYPE_CHECKING:
-    from stream_app.settings import Settings
+from connectors.tims.client import ChangePage, TimsClient
+from connectors.tims.config import TimsConfig
 
 __all__ = [
-    "POSITION_KEY", "FeedPosition", "TimsSource", "TimsSourceOptions", "build_source", "change_event",
+    "POSITION_KEY", "FeedPosition", "TimsSource", "change_event",
     "format_ts", "parse_ts",
 ]
 
@@ -128,61 +126,16 @@ class FeedPosition:
         return f"change {self.change_id} ({self.updated_at})"
 
 
-@dataclass(frozen=True)
-class TimsSourceOptions:
-    """How the source reads; ``from_settings`` names the settings it reads."""
-
-    mode: str = "poll"
-    poll_interval: float = 2.0
-    overlap: float = 10.0
-    page_size: int = 500
-    entities: tuple[str, ...] = ()
-    webhook_host: str = "127.0.0.1"
-    webhook_port: int = 8093
-    webhook_path: str = "/tims/webhook"
-    webhook_tolerance: float = 300.0
-    #: webhook mode: how often the change feed is read for deliveries TIMS gave up on (0: never)
-    reconcile_interval: float = 60.0
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("poll", "webhook"):
-            raise ValueError(f"CONNECT_TIMS_SOURCE_MODE must be poll or webhook, not {self.mode!r}")
-        unknown = set(self.entities) - set(RESOURCES)
-        if unknown:
-            raise ValueError(f"CONNECT_TIMS_ENTITIES: unknown {sorted(unknown)}; known: {', '.join(RESOURCES)}")
-        if self.poll_interval <= 0 or self.overlap < 0 or not 1 <= self.page_size <= 1000:
-            raise ValueError("CONNECT_TIMS_POLL_INTERVAL > 0, CONNECT_TIMS_OVERLAP_SECONDS >= 0 and "
-                             "CONNECT_TIMS_PAGE_SIZE 1..1000 are required")
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> "TimsSourceOptions":
-        raw = getattr(settings, "tims_entities", "") or ""
-        entities = tuple(e.strip() for e in (raw.split(",") if isinstance(raw, str) else raw) if e.strip())
-        defaults = cls()
-        return cls(
-            mode=str(getattr(settings, "tims_source_mode", defaults.mode)),
-            poll_interval=float(getattr(settings, "tims_poll_interval", defaults.poll_interval)),
-            overlap=float(getattr(settings, "tims_overlap_seconds", defaults.overlap)),
-            page_size=int(getattr(settings, "tims_page_size", defaults.page_size)),
-            entities=entities,
-            webhook_host=str(getattr(settings, "tims_webhook_host", defaults.webhook_host)),
-            webhook_port=int(getattr(settings, "tims_webhook_port", defaults.webhook_port)),
-            webhook_path=str(getattr(settings, "tims_webhook_path", defaults.webhook_path)),
-            webhook_tolerance=float(getattr(settings, "tims_webhook_tolerance", defaults.webhook_tolerance)),
-            reconcile_interval=float(getattr(settings, "tims_reconcile_interval", defaults.reconcile_interval)),
-        )
-
-
 class TimsSource(Source):
     """Polls the change feed (see the module docstring for the cursor and the overlap)."""
 
     system = "tims"
 
     def __init__(self, publisher: Publisher, positions: PositionStore, client: TimsClient,
-                 options: TimsSourceOptions | None = None, backoff: RetryPolicy | None = None) -> None:
+                 config: TimsConfig | None = None, backoff: RetryPolicy | None = None) -> None:
         super().__init__(publisher, positions)
         self.client = client
-        self.options = options or TimsSourceOptions()
+        self.config = config or client.config
         self.backoff = backoff or RetryPolicy(base_delay=1.0, max_delay=30.0)
         self.position = FeedPosition()
         self.late = 0
@@ -205,7 +158,7 @@ class TimsSource(Source):
             await super().close()
 
     async def run(self) -> None:
-        await self.follow(self.options.poll_interval)
+        await self.follow(self.config.poll_interval)
 
     async def follow(self, interval: float) -> None:
         """Read, publish and save until stop(); back off while TIMS is unreachable."""
@@ -263,12 +216,12 @@ class TimsSource(Source):
             cursor = page.next_cursor
 
     def _since(self) -> str | None:
-        start = self.position.window_start(self.options.overlap)
+        start = self.position.window_start(self.config.overlap_seconds)
         return None if start is None else format_ts(start)
 
     async def _page(self, *, cursor: str | None, since: str | None) -> ChangePage:
-        return await self.client.changes(cursor=cursor, since=since, limit=self.options.page_size,
-                                         entities=self.options.entities or None)
+        return await self.client.changes(cursor=cursor, since=since, limit=self.config.page_size,
+                                         entities=self.config.entities or None)
 
     async def _emit(self, changes: list[dict[str, Any]]) -> int:
         """Publish the changes not seen yet; returns how many were published."""
@@ -283,7 +236,7 @@ class TimsSource(Source):
                 await self.publisher.quarantine("tims", str(exc), raw, {"stream": POSITION_KEY})
                 self._remember(raw)
         published = await self.publish_once(events, self._noted)
-        self.position.prune(self.options.overlap)
+        self.position.prune(self.config.overlap_seconds)
         return len(published)
 
     def _noted(self, events: list[SourceEvent]) -> None:
@@ -339,26 +292,3 @@ class TimsSource(Source):
         if state != self._saved:
             await self.positions.save(POSITION_KEY, state)
             self._saved = state
-
-
-def build_source(settings: "Settings", target: KafkaTarget) -> Source:
-    """``stream-app source tims``: the poller, or the webhook receiver when
-    ``tims_source_mode`` is ``webhook``."""
-    from stream_app.settings import SettingsError, tims_config
-
-    config = tims_config(settings)
-    try:
-        options = TimsSourceOptions.from_settings(settings)
-    except ValueError as exc:
-        raise SettingsError(f"invalid settings:\n  {exc}") from None
-    client = TimsClient(config, policy=RetryPolicy(max_attempts=3, base_delay=0.5, max_delay=5.0))
-    publisher, positions = Publisher(target, client_id="tims-source"), PositionStore(target)
-    if options.mode == "webhook":
-        from connectors.tims.webhook import TimsWebhookSource
-
-        if config.webhook_secret is None:
-            raise SettingsError("invalid settings:\n  CONNECT_TIMS_WEBHOOK_SECRET: required in webhook mode")
-        return TimsWebhookSource(publisher, positions, client, options,
-                                 secret=config.webhook_secret.get_secret_value())
-    return TimsSource(publisher, positions, client, options)
-

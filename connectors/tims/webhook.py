@@ -24,7 +24,8 @@ from aiohttp import web
 from connectors.envelope import SourceEvent
 from connectors.kafka_io import PositionStore, Publisher
 from connectors.tims.client import TimsClient
-from connectors.tims.source import POSITION_KEY, TimsSource, TimsSourceOptions, change_event
+from connectors.tims.config import TimsConfig
+from connectors.tims.source import POSITION_KEY, TimsSource, change_event
 
 __all__ = ["sign", "WebhookRejected", "WebhookVerifier", "WebhookReceiver", "TimsWebhookSource"]
 
@@ -140,18 +141,18 @@ class TimsWebhookSource(TimsSource):
     memory: after a restart they may be published once more)."""
 
     def __init__(self, publisher: Publisher, positions: PositionStore, client: TimsClient,
-                 options: TimsSourceOptions, *, secret: str, clock: Callable[[], float] = time.time) -> None:
-        super().__init__(publisher, positions, client, options)
-        self.receiver = WebhookReceiver(WebhookVerifier(secret, options.webhook_tolerance, clock),
-                                        self._publish_change, self._quarantine, options.webhook_path)
+                 config: TimsConfig, *, secret: str, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(publisher, positions, client, config)
+        self.receiver = WebhookReceiver(WebhookVerifier(secret, config.webhook_tolerance, clock),
+                                        self._publish_change, self._quarantine, config.webhook_path)
         self._delivered: OrderedDict[str, None] = OrderedDict()
 
     async def run(self) -> None:
-        url = await self.receiver.start(self.options.webhook_host, self.options.webhook_port)
+        url = await self.receiver.start(self.config.webhook_host, self.config.webhook_port)
         log.info("TIMS webhook receiver listening on %s", url)
         try:
-            if self.options.reconcile_interval > 0:
-                await self.follow(self.options.reconcile_interval)
+            if self.config.reconcile_interval > 0:
+                await self.follow(self.config.reconcile_interval)
             else:
                 await self._stopping.wait()
         finally:

@@ -3,36 +3,39 @@
 ``CONNECT_SINK_OBJECTS`` lists ``<system>.<object>`` pairs (``salesforce.Contact,tims.customer``);
 each gets one agent on ``sink.<system>.<object>``. Empty (the default) runs no sink, so a
 worker without target credentials still starts. Writers are picked by system and built here,
-at start-up, so a missing writer module or a wrong connector setting stops the worker with a
-message naming what to fix instead of failing on the first command.
+at start-up by the connector's ``make_writer`` (connectors/registry.py), so a missing writer
+module or a wrong connector setting stops the worker with a message naming what to fix instead
+of failing on the first command.
 
-Every Salesforce writer in the process shares one :class:`SalesforceRest`: one OAuth token,
-one retry policy and one API budget (``Sforce-Limit-Info``), as the daily quota is the org's.
+Writers get one :class:`ConnectorContext` per process, whose cache holds what they share: every
+Salesforce and Pardot writer uses one Salesforce token, retry policy and API budget.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
-from typing import Any, Callable, get_args
+from typing import TYPE_CHECKING, Any
 
-from connectors.budget import ApiBudget
-from connectors.envelope import System
+from connectors import registry
+from connectors.errors import ConfigError
 from connectors.retry import RetryPolicy
-from connectors.salesforce.auth import TokenProvider
-from connectors.salesforce.client import SalesforceRest
+from connectors.salesforce import shared_rest
 from connectors.sink import Writer
-from stream_app.settings import Settings, SettingsError, env_name, pardot_config, salesforce_config, tims_config
+from connectors.spec import ConnectorContext
+from stream_app.run_source import connector_context
+from stream_app.settings import Settings, SettingsError, config_error, env_name
+
+if TYPE_CHECKING:
+    from connectors.salesforce.client import SalesforceRest
 
 __all__ = [
     "SinkSpec", "SinkOptions", "enabled_sinks", "sink_options", "build_writer", "shared_salesforce",
     "LINKED_SYSTEMS", "SYSTEMS",
 ]
 
-SYSTEMS: tuple[str, ...] = get_args(System)
+SYSTEMS: tuple[str, ...] = registry.names()
 #: systems whose new record ids flow back to the topologies on ``links.<system>``
-LINKED_SYSTEMS = frozenset({"tims"})
-
+LINKED_SYSTEMS = frozenset(spec.name for spec in registry.connectors().values() if spec.reports_links)
 
 
 @dataclass(frozen=True)
@@ -50,11 +53,11 @@ class SinkSpec:
 
     @property
     def dlq_topic(self) -> str:
-        return f"dlq.{self.system}"
+        return registry.connector(self.system).dlq_topic
 
     @property
     def links_topic(self) -> str | None:
-        return f"links.{self.system}" if self.system in LINKED_SYSTEMS else None
+        return registry.connector(self.system).links_topic
 
 
 @dataclass(frozen=True)
@@ -102,53 +105,30 @@ def sink_options(settings: Settings) -> SinkOptions:
     )
 
 
-_SALESFORCE: dict[str, SalesforceRest] = {}
+#: what the writers of this process share (connectors.spec.ConnectorContext.shared)
+_SHARED: dict[str, Any] = {}
 
 
-def shared_salesforce(settings: Settings) -> SalesforceRest:
+def _context(settings: Settings) -> ConnectorContext:
+    return connector_context(settings, _SHARED)
+
+
+def shared_salesforce(settings: Settings) -> "SalesforceRest":
     """The process's one Salesforce REST client (token, retry policy and API budget)."""
-    if "rest" not in _SALESFORCE:
-        config = salesforce_config(settings)
-        _SALESFORCE["rest"] = SalesforceRest(config, TokenProvider(config), ApiBudget("salesforce"))
-    return _SALESFORCE["rest"]
-
-
-def _salesforce_writer(settings: Settings) -> Writer:
-    from connectors.salesforce.writer import SalesforceWriter
-
-    return SalesforceWriter(shared_salesforce(settings))
-
-
-def _tims_writer(settings: Settings) -> Writer:
-    module = _writer_module("tims")
-    return module.TimsWriter(tims_config(settings))  # type: ignore[no-any-return]
-
-
-def _pardot_writer(settings: Settings) -> Writer:
-    module = _writer_module("pardot")
-    return module.PardotWriter(pardot_config(settings), shared_salesforce(settings).tokens)  # type: ignore[no-any-return]
-
-
-def _writer_module(system: str) -> Any:
-    name = f"connectors.{system}.writer"
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        raise SettingsError(
-            f"invalid settings:\n  {env_name('sink_objects')}: enables {system} sinks, but their writer "
-            f"({name}) cannot be imported: {exc}") from exc
-
-
-_FACTORIES: dict[str, Callable[[Settings], Writer]] = {
-    "salesforce": _salesforce_writer,
-    "tims": _tims_writer,
-    "pardot": _pardot_writer,
-}
+    return shared_rest(_context(settings))
 
 
 def build_writer(spec: SinkSpec, settings: Settings) -> Writer:
     """The writer for one sink; SettingsError names the setting (or missing module) to fix."""
-    writer = _FACTORIES[spec.system](settings)
+    connector = registry.connector(spec.system)
+    try:
+        writer = connector.make_writer(settings.connector_config(spec.system), _context(settings))
+    except ConfigError as exc:
+        raise config_error(exc) from None
+    except ImportError as exc:
+        raise SettingsError(
+            f"invalid settings:\n  {env_name('sink_objects')}: enables {spec.system} sinks, but their writer "
+            f"({exc.name}) cannot be imported: {exc}") from exc
     if writer.system != spec.system:
         raise SettingsError(f"the {spec.system} sink got a writer for {writer.system}")
     return writer

@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 
 from sandbox.run import Sandbox, start_sandbox
-from stream_app.demo import Processes
+from sandbox.demo import Processes
 from tests.support.kafka import read_json
 from tests.support.flows import connector_writes, wait_until
 from tests.support.worker import WorkerProcess, free_port

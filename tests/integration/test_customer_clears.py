@@ -25,7 +25,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from sandbox.run import Sandbox, start_sandbox
-from stream_app.demo import Processes
+from sandbox.demo import Processes
 from tests.support.flows import connector_writes, wait_until
 from tests.support.worker import WorkerProcess, free_port
 

@@ -36,7 +36,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from sandbox.run import Sandbox, start_sandbox
-from stream_app.demo import Processes
+from sandbox.demo import Processes
 from tests.support.worker import WorkerProcess, free_port
 
 pytestmark = pytest.mark.integration

@@ -7,22 +7,21 @@ import asyncio
 import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any, AsyncIterator
 
 import httpx
 import pytest
 
 from connectors.kafka_io import KafkaTarget, PositionStore
-from connectors.pardot.backfill import run_backfill
-from connectors.pardot.source import PardotSource, build_source
+from connectors.pardot.source import PardotSource
 from sandbox.faults import Faults
 from sandbox.pardot import PardotStore
 from sandbox.pardot import start_server as start_pardot
 from sandbox.salesforce.oauth import OAuthConfig, token_checker
 from sandbox.salesforce.org import Org
 from sandbox.salesforce.rest import start_rest_server
-from stream_app.settings import load_settings
+from stream_app.run_source import backfill, build
+from stream_app.settings import Settings, load_settings
 from tests.support.kafka import read_json
 
 pytestmark = pytest.mark.integration
@@ -52,16 +51,14 @@ async def stack() -> AsyncIterator[Stack]:
     await sf_runner.cleanup()
 
 
-def settings_for(stack: Stack, target: KafkaTarget, **extra: Any) -> SimpleNamespace:
-    """Real validated settings plus the source settings the lead is asked to add."""
-    base = load_settings(
-        kafka_bootstrap_servers=target.bootstrap, topic_prefix=target.prefix, topic_partitions=target.partitions,
-        salesforce_login_url=stack.sf_url, salesforce_auth_flow="client_credentials",
-        salesforce_client_id="pardot-tims-connect", salesforce_client_secret="s3cret",
-        pardot_base_url=stack.url, pardot_business_unit_id=BU,
-    )
-    return SimpleNamespace(**{**base.model_dump(), "pardot_poll_interval": 0.3, "pardot_overlap_seconds": 5.0,
-                              **extra})
+def settings_for(stack: Stack, target: KafkaTarget, **extra: Any) -> Settings:
+    """Real validated settings, polling fast."""
+    return load_settings(**{
+        "kafka_bootstrap_servers": target.bootstrap, "topic_prefix": target.prefix,
+        "topic_partitions": target.partitions, "salesforce_login_url": stack.sf_url,
+        "salesforce_auth_flow": "client_credentials", "salesforce_client_id": "pardot-tims-connect",
+        "salesforce_client_secret": "s3cret", "pardot_base_url": stack.url, "pardot_business_unit_id": BU,
+        "pardot_poll_interval": 0.3, "pardot_overlap_seconds": 5.0, **extra})
 
 
 @pytest.fixture
@@ -100,7 +97,7 @@ async def test_prospects_and_visitor_activities_land_in_kafka(stack: Stack, targ
     stack.store.submit_form("grace@example.com", {"firstName": "Grace", "company": "Navy"})
     gone = stack.store.create_prospect("gone@example.com", firstName="Gone")
     stack.store.delete("prospects", gone["id"])
-    source = build_source(settings_for(stack, target), target)
+    source = build("pardot", settings_for(stack, target))
     assert isinstance(source, PardotSource)
 
     async with running(source):
@@ -133,10 +130,10 @@ async def test_a_restarted_source_carries_on_from_its_saved_position(stack: Stac
     for i in range(5):
         stack.store.create_prospect(f"p{i}@example.com", firstName=f"P{i}")
     settings = settings_for(stack, target, pardot_entities="prospect", pardot_page_size=2)
-    async with running(build_source(settings, target)):  # type: ignore[arg-type]
+    async with running(build("pardot", settings)):
         await read(target, "prospect", expected(stack.store, "prospects", "prospect"))
     stack.store.create_prospect("p9@example.com", firstName="P9")
-    async with running(build_source(settings, target)):  # type: ignore[arg-type]
+    async with running(build("pardot", settings)):
         values = await read(target, "prospect", expected(stack.store, "prospects", "prospect"), quiet_after=1.0)
     assert len(values) == 6 == len(ids(values))
 
@@ -145,7 +142,7 @@ async def test_backfill_publishes_snapshots_and_records_the_live_position(stack:
     for i in range(7):
         stack.store.create_prospect(f"s{i}@example.com", firstName=f"S{i}")
     settings = settings_for(stack, target)
-    assert await run_backfill(settings, ["prospect"]) == 7  # type: ignore[arg-type]
+    assert await backfill("pardot", settings, ["prospect"]) == 7
     values = await read(target, "prospect", expected(stack.store, "prospects", "prospect"))
     assert {v["change_type"] for v in values} == {"SNAPSHOT"} and len(values) == 7
     newest = max(stack.store.snapshot()["records"]["prospects"], key=lambda r: (r["updatedAt"], r["id"]))

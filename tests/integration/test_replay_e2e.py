@@ -29,7 +29,7 @@ import pytest
 
 from sandbox.run import Sandbox, start_sandbox
 from stream_app import rebuild as kafka_state
-from stream_app.demo import PEOPLE, _play
+from sandbox.demo import PEOPLE, _play
 from tests.support.kafka import read_json
 from tests.support.worker import STREAM_APP, WorkerProcess
 

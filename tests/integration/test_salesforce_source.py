@@ -21,13 +21,12 @@ from fastavro import parse_schema, schemaless_writer
 
 from connectors.kafka_io import PositionStore
 from connectors.salesforce.auth import TokenProvider
-from connectors.salesforce.backfill import run_backfill
 from connectors.salesforce.pubsub import PubSubClient, ReplayPreset
-from connectors.salesforce.source import SalesforceCdcSource, build_source
+from connectors.salesforce.source import SalesforceCdcSource
 from sandbox.salesforce.avro_schemas import build_record
 from sandbox.salesforce.org import Org
-from stream_app.run_source import kafka_target
-from stream_app.settings import Settings, load_settings, salesforce_config
+from stream_app.run_source import backfill, build, kafka_target
+from stream_app.settings import Settings, SettingsError, load_settings
 from tests.support.sf_sandbox import SandboxThread, SourceProcess, bus_event_ids, read_topics
 
 pytestmark = pytest.mark.integration
@@ -55,7 +54,7 @@ class Running:
     """A source in this process, on this event loop."""
 
     def __init__(self, settings: Settings) -> None:
-        self.source: SalesforceCdcSource = build_source(settings, kafka_target(settings))
+        self.source: SalesforceCdcSource = build("salesforce", settings)  # type: ignore[assignment]
         self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> "Running":
@@ -99,7 +98,7 @@ def by_record(values: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 # -- flow control --------------------------------------------------------------------------------
 
 async def test_subscription_asks_for_more_only_as_events_are_consumed(sandbox: SandboxThread) -> None:
-    connection = salesforce_config(load_settings(**sandbox.settings()))
+    connection = load_settings(**sandbox.settings()).connector_config("salesforce")
     tokens = TokenProvider(connection)
     client = PubSubClient(connection, tokens)
     for i in range(25):
@@ -356,7 +355,7 @@ async def test_backfill_snapshots_then_the_live_stream_takes_over(
     org = sandbox.sandbox.org
     existing = [org.create("Contact", {"LastName": f"Old{i}", "Email": f"old{i}@example.com"}) for i in range(2100)]
 
-    assert await run_backfill(settings, ["Contact"]) == 0
+    assert await backfill("salesforce", settings, ["Contact"]) == len(existing)
     snapshots = await read_topics(settings.kafka_bootstrap_servers, topics(settings, "Contact"),
                                   lambda vs: len(vs) >= len(existing))
     assert {v["record_id"] for v in snapshots} == set(existing)
@@ -368,4 +367,5 @@ async def test_backfill_snapshots_then_the_live_stream_takes_over(
                                lambda vs: any(v["record_id"] == after for v in vs))
     live = [v for v in values if v["change_type"] != "SNAPSHOT"]
     assert [v["record_id"] for v in live] == [after], "the live source replayed what the backfill covered"
-    assert await run_backfill(settings, ["Task"]) == 2
+    with pytest.raises(SettingsError, match="CONNECT_SALESFORCE_ENTITIES: does not list Task"):
+        await backfill("salesforce", settings, ["Task"])

@@ -21,13 +21,13 @@ import pytest
 
 from connectors.kafka_io import KafkaTarget, PositionStore, Publisher
 from connectors.retry import RetryPolicy
-from connectors.tims.backfill import run_backfill
 from connectors.tims.client import TimsClient
 from connectors.tims.config import TimsConfig
-from connectors.tims.source import POSITION_KEY, TimsSource, TimsSourceOptions
+from connectors.tims.source import POSITION_KEY, TimsSource
 from connectors.tims.webhook import TimsWebhookSource, sign
 from sandbox.faults import Faults
 from sandbox.tims import DEFAULT_API_KEYS, TimsStore, start_server
+from stream_app.run_source import backfill
 from stream_app.settings import load_settings
 from tests.support.kafka import read_json
 from tests.support.worker import STREAM_APP
@@ -62,13 +62,13 @@ def target(kafka_bootstrap: str) -> KafkaTarget:
 
 
 def make_source(tims: Tims, target: KafkaTarget, cls: type[TimsSource] = TimsSource, **options: Any) -> TimsSource:
-    client = TimsClient(TimsConfig(base_url=tims.url, api_key=KEY),
-                        policy=RetryPolicy(max_attempts=2, base_delay=0.05, max_delay=0.5))
-    opts = TimsSourceOptions(**{"poll_interval": 0.2, "overlap": 5.0, "page_size": 7, **options})
+    config = TimsConfig(base_url=tims.url, api_key=KEY,
+                        **{"poll_interval": 0.2, "overlap_seconds": 5.0, "page_size": 7, **options})
+    client = TimsClient(config, policy=RetryPolicy(max_attempts=2, base_delay=0.05, max_delay=0.5))
     backoff = RetryPolicy(base_delay=0.2, max_delay=1.0)
     if cls is TimsWebhookSource:
-        return TimsWebhookSource(Publisher(target), PositionStore(target), client, opts, secret=SECRET)
-    return cls(Publisher(target), PositionStore(target), client, opts, backoff=backoff)
+        return TimsWebhookSource(Publisher(target), PositionStore(target), client, config, secret=SECRET)
+    return cls(Publisher(target), PositionStore(target), client, config, backoff=backoff)
 
 
 @asynccontextmanager
@@ -151,7 +151,7 @@ async def test_tims_downtime_is_waited_out_and_nothing_is_missed(tims: Tims, tar
 
 
 async def test_webhook_deliveries_are_verified_counted_and_published(tims: Tims, target: KafkaTarget) -> None:
-    source = make_source(tims, target, TimsWebhookSource, mode="webhook", webhook_port=0, reconcile_interval=0.2)
+    source = make_source(tims, target, TimsWebhookSource, source_mode="webhook", webhook_port=0, reconcile_interval=0.2)
     assert isinstance(source, TimsWebhookSource)
     async with running(source):
         url = await _wait_for(lambda: source.receiver.url)
@@ -176,7 +176,7 @@ async def test_webhook_deliveries_are_verified_counted_and_published(tims: Tims,
 
 
 async def test_webhook_mode_reads_the_feed_for_deliveries_tims_gave_up_on(tims: Tims, target: KafkaTarget) -> None:
-    source = make_source(tims, target, TimsWebhookSource, mode="webhook", webhook_port=0, reconcile_interval=0.3)
+    source = make_source(tims, target, TimsWebhookSource, source_mode="webhook", webhook_port=0, reconcile_interval=0.3)
     assert isinstance(source, TimsWebhookSource)
     async with running(source):
         url = await _wait_for(lambda: source.receiver.url)
@@ -232,7 +232,7 @@ async def test_backfill_snapshots_then_the_live_source_hands_over_without_a_gap(
     tims.store.update_customer("C000003", name="edited before the backfill")
     settings = load_settings(kafka_bootstrap_servers=target.bootstrap, topic_prefix=target.prefix,
                              topic_partitions=target.partitions, tims_base_url=tims.url, tims_api_key=KEY)
-    assert await run_backfill(settings, ["customer"]) == 12
+    assert await backfill("tims", settings, ["customer"]) == 12
 
     snapshot = await read_json(target.bootstrap, target.topic("src.tims.customer"), until=lambda vs: len(vs) >= 12)
     assert {v["change_type"] for v in snapshot} == {"SNAPSHOT"}

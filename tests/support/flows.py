@@ -7,7 +7,7 @@ import time
 from typing import Any, Callable
 
 from sandbox.run import Sandbox
-from stream_app.demo import Processes
+from sandbox.demo import Processes
 from tests.support.worker import WorkerProcess
 
 __all__ = ["CLIENT", "SALESFORCE_WRITES", "connector_writes", "wait_until"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -103,7 +104,8 @@ def test_heartbeat_must_fit_the_session_timeout(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_connector_settings_name_the_variable_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
-    from stream_app.settings import pardot_config, salesforce_config, tims_config
+    def salesforce_config(settings: Settings) -> Any:
+        return settings.connector_config("salesforce")
 
     monkeypatch.setenv("CONNECT_SALESFORCE_CLIENT_ID", "consumer-key")
     monkeypatch.setenv("CONNECT_SALESFORCE_AUTH_FLOW", "client_credentials")
@@ -117,8 +119,9 @@ def test_connector_settings_name_the_variable_to_fix(monkeypatch: pytest.MonkeyP
     assert salesforce_config(load_settings()).client_secret.get_secret_value() == "hush-hush"
 
     monkeypatch.setenv("CONNECT_PARDOT_BUSINESS_UNIT_ID", "nope")
-    assert "CONNECT_PARDOT_BUSINESS_UNIT_ID" in str(pytest.raises(SettingsError, pardot_config, load_settings()).value)
-    message = str(pytest.raises(SettingsError, tims_config, load_settings()).value)
+    settings = load_settings()
+    assert "CONNECT_PARDOT_BUSINESS_UNIT_ID" in str(pytest.raises(SettingsError, settings.connector_config, "pardot").value)
+    message = str(pytest.raises(SettingsError, settings.connector_config, "tims").value)
     assert "CONNECT_TIMS_BASE_URL" in message and "CONNECT_TIMS_API_KEY" in message
 
 

@@ -11,9 +11,10 @@ import httpx
 import pytest
 
 from connectors.pardot.client import PardotClient
-from connectors.pardot.config import PardotConfig
+from connectors.errors import ConfigError
+from connectors.pardot.config import ENTITIES, PardotConfig
 from connectors.pardot.source import (
-    STREAMS, PardotSource, PardotSourceOptions, StreamPosition, format_ts, parse_ts, row_event,
+    STREAMS, PardotSource, StreamPosition, stream_for, format_ts, parse_ts, row_event,
 )
 from connectors.retry import RetryPolicy
 
@@ -99,11 +100,11 @@ def source(fake: FakePardot, kafka: FakeKafka, **options: Any) -> PardotSource:
         async def refresh(self, stale: Any = None) -> Any:
             return await self.token()
 
-    config = PardotConfig(base_url="https://pi.example", business_unit_id="0Uv5e0000000001AAA")
+    config = PardotConfig(base_url="https://pi.example", business_unit_id="0Uv5e0000000001AAA",
+                          **{"page_size": 2, "overlap_seconds": 10.0, "poll_interval": 0.01, **options})
     client = PardotClient(config, Tokens(), policy=RetryPolicy(max_attempts=1),
                           http=httpx.AsyncClient(transport=httpx.MockTransport(fake.handler)))
-    opts = PardotSourceOptions(**{"page_size": 2, "overlap": 10.0, "poll_interval": 0.01, **options})
-    return PardotSource(kafka, kafka, client, opts)  # type: ignore[arg-type]
+    return PardotSource(kafka, kafka, client, config)  # type: ignore[arg-type]
 
 
 async def poll(src: PardotSource) -> None:
@@ -200,13 +201,11 @@ def test_the_window_forgets_pairs_older_than_the_overlap() -> None:
     assert StreamPosition.from_dict(position.as_dict()) == position
 
 
-def test_options_from_settings() -> None:
-    class Settings:
-        pardot_entities = "prospect"
-        pardot_prospect_fields = "TIMS_Customer_ID__c, Payment_Terms__c"
-
-    options = PardotSourceOptions.from_settings(Settings())
-    assert options.entities == ("prospect",)
-    assert options.stream("prospect").fields[-2:] == ("TIMS_Customer_ID__c", "Payment_Terms__c")
-    with pytest.raises(ValueError, match="CONNECT_PARDOT_ENTITIES"):
-        PardotSourceOptions(entities=("lists",))
+def test_config_reads_comma_separated_names() -> None:
+    config = PardotConfig(business_unit_id="0Uv5e0000000001AAA", entities="prospect",
+                          prospect_fields="TIMS_Customer_ID__c, Payment_Terms__c")
+    assert config.entities == ("prospect",)
+    assert stream_for(config, "prospect").fields[-2:] == ("TIMS_Customer_ID__c", "Payment_Terms__c")
+    assert tuple(STREAMS) == ENTITIES
+    with pytest.raises(ConfigError, match="entities: choose from prospect, visitor_activity"):
+        PardotConfig.load("pardot", {"business_unit_id": "0Uv5e0000000001AAA", "entities": "lists"})

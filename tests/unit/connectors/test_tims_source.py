@@ -11,9 +11,10 @@ import pytest
 
 from connectors.retry import RetryPolicy
 from connectors.tims.client import TimsClient
+from connectors.errors import ConfigError
 from connectors.tims.config import TimsConfig
 from connectors.tims.source import (
-    POSITION_KEY, FeedPosition, TimsSource, TimsSourceOptions, change_event, format_ts, parse_ts,
+    POSITION_KEY, FeedPosition, TimsSource, change_event, format_ts, parse_ts,
 )
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -112,10 +113,10 @@ class FakeKafka:
 
 def source(feed: FakeFeed, kafka: FakeKafka, **options: Any) -> TimsSource:
     http = httpx.AsyncClient(transport=httpx.MockTransport(feed.handler))
-    client = TimsClient(TimsConfig(base_url="https://tims.example", api_key="k"),
-                        policy=RetryPolicy(max_attempts=1), http=http)
-    opts = TimsSourceOptions(**{"page_size": 2, "overlap": 5.0, "poll_interval": 0.01, **options})
-    return TimsSource(kafka, kafka, client, opts, backoff=RetryPolicy(base_delay=0.01, max_delay=0.02))  # type: ignore[arg-type]
+    config = TimsConfig(base_url="https://tims.example", api_key="k",
+                        **{"page_size": 2, "overlap_seconds": 5.0, "poll_interval": 0.01, **options})
+    client = TimsClient(config, policy=RetryPolicy(max_attempts=1), http=http)
+    return TimsSource(kafka, kafka, client, config, backoff=RetryPolicy(base_delay=0.01, max_delay=0.02))  # type: ignore[arg-type]
 
 
 async def drain(src: TimsSource) -> None:
@@ -257,15 +258,11 @@ def test_feed_position_remembers_only_the_window() -> None:
     assert FeedPosition.from_dict(position.as_dict()) == position
 
 
-def test_options_refuse_unknown_entities_and_modes() -> None:
-    with pytest.raises(ValueError, match="CONNECT_TIMS_ENTITIES"):
-        TimsSourceOptions(entities=("widget",))
-    with pytest.raises(ValueError, match="CONNECT_TIMS_SOURCE_MODE"):
-        TimsSourceOptions(mode="push")
-
-    class Settings:
-        tims_entities = "customer, invoice"
-        tims_poll_interval = 0.5
-
-    options = TimsSourceOptions.from_settings(Settings())
-    assert options.entities == ("customer", "invoice") and options.poll_interval == 0.5 and options.mode == "poll"
+def test_config_refuses_unknown_entities_and_modes() -> None:
+    required = {"base_url": "https://tims.example", "api_key": "k"}
+    with pytest.raises(ConfigError, match="entities: unknown"):
+        TimsConfig.load("tims", {**required, "entities": ("widget",)})
+    with pytest.raises(ConfigError, match="source_mode: Input should be 'poll' or 'webhook'"):
+        TimsConfig.load("tims", {**required, "source_mode": "push"})
+    config = TimsConfig.load("tims", {**required, "entities": "customer, invoice", "poll_interval": 0.5})
+    assert config.entities == ("customer", "invoice") and config.poll_interval == 0.5 and config.source_mode == "poll"

@@ -15,7 +15,6 @@ from aiohttp import test_utils
 
 from connectors.tims.client import TimsClient
 from connectors.tims.config import TimsConfig
-from connectors.tims.source import TimsSourceOptions
 from connectors.tims.webhook import TimsWebhookSource, WebhookReceiver, WebhookRejected, WebhookVerifier, sign
 
 SECRET = "whsec-test"
@@ -127,9 +126,9 @@ class SlowKafka:
 
 
 def webhook_source(kafka: SlowKafka) -> TimsWebhookSource:
-    config = TimsConfig(base_url="https://tims.example", api_key="k")
+    config = TimsConfig(base_url="https://tims.example", api_key="k", source_mode="webhook")
     client = TimsClient(config, http=httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(500))))
-    return TimsWebhookSource(kafka, kafka, client, TimsSourceOptions(mode="webhook"),  # type: ignore[arg-type]
+    return TimsWebhookSource(kafka, kafka, client, config,  # type: ignore[arg-type]
                              secret=SECRET, clock=lambda: NOW)
 
 

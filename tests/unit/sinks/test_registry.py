@@ -17,7 +17,7 @@ SALESFORCE = {"salesforce_client_id": "cid", "salesforce_auth_flow": "client_cre
 
 @pytest.fixture(autouse=True)
 def fresh_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "_SALESFORCE", {})
+    monkeypatch.setattr(registry, "_SHARED", {})
     for name in ("CONNECT_SINK_OBJECTS", "CONNECT_SINK_BATCH_SIZE", "CONNECT_SINK_LINGER",
                  "CONNECT_SINK_MAX_ATTEMPTS", "CONNECT_SINK_RETRY_BASE_DELAY", "CONNECT_SINK_RETRY_MAX_DELAY"):
         monkeypatch.delenv(name, raising=False)

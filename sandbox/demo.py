@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from connectors import registry
 from sandbox.run import Sandbox, start_sandbox
 
 __all__ = ["run_demo", "PEOPLE"]
@@ -198,7 +199,7 @@ async def run_demo(once: bool, say: Callable[[str], None] = print, timeout: floa
         say(f"  {line}")
     try:
         processes.start("worker", "worker", "--loglevel", "info")
-        for system in ("salesforce", "tims", "pardot"):
+        for system in registry.names():
             processes.start(f"source-{system}", "source", system)
         say(f"worker and sources started (logs in {logs}); worker web: http://127.0.0.1:{env['CONNECT_WEB_PORT']}")
         await asyncio.sleep(8)
