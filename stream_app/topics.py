@@ -13,9 +13,13 @@ from faust.types import TopicT
 
 from stream_app.app import app, settings
 
-__all__ = ["owned_topic", "declare_owned_topics", "create_owned_topics"]
+__all__ = ["owned_topic", "declare_owned_topics", "create_owned_topics", "kept_forever", "LINK_TOPICS"]
 
 _OWNED: list[TopicT] = []
+#: the links topics (record ids a sink reports back), read from the start by a state rebuild.
+#: TODO: take them from the sink registry (``SinkSpec.links_topic`` for ``LINKED_SYSTEMS`` in
+#: stream_app/sinks/registry.py) once it exposes them without naming a sink object.
+LINK_TOPICS = ("links.tims",)
 
 
 def owned_topic(*names: str, **options: Any) -> TopicT:
@@ -33,13 +37,19 @@ async def create_owned_topics() -> int:
     """Create every owned topic before a worker joins its group (``stream-app worker`` runs this
     first): topics that appear after the group's first assignment stay unassigned until the
     next metadata refresh. Returns how many topics the app owns."""
-    from connectors.kafka_io import KafkaTarget, ensure_topics
+    from connectors.kafka_admin import ensure_topics
 
-    target = KafkaTarget(settings.kafka_bootstrap_servers, "", settings.topic_partitions,
-                         settings.topic_replication_factor)
     names = [name for topic in _OWNED for name in topic.topics]
-    await ensure_topics(target, names)
+    await ensure_topics(settings.kafka_bootstrap_servers, names, partitions=settings.topic_partitions,
+                        replication=settings.topic_replication_factor, keep_forever=kept_forever(names))
     return len(set(names))
+
+
+def kept_forever(names: list[str]) -> list[str]:
+    """Those of the owned topic ``names`` that keep their history (``retention.ms=-1``): the
+    links topics, which a state rebuild reads from the start."""
+    links = {settings.topic(name) for name in LINK_TOPICS}
+    return [name for name in names if name in links]
 
 
 @app.task

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
-from connectors.kafka_io import _topic_configs
+from connectors.kafka_admin import topic_configs
+from connectors.kafka_io import keeps_history
+from stream_app.app import settings
+from stream_app.topics import kept_forever
 
 
-def test_source_topics_and_links_are_kept_for_rebuilds() -> None:
-    assert _topic_configs("t1.src.tims.customer", False) == {"retention.ms": "-1"}
-    assert _topic_configs("src.salesforce.Lead", False) == {"retention.ms": "-1"}
-    assert _topic_configs("prod.links.tims", False) == {"retention.ms": "-1"}
-    assert _topic_configs("prod.sink.tims.customer", False) == {}
-    assert _topic_configs("prod.dlq.salesforce", False) == {}
-    assert _topic_configs("connect.positions", True) == {"cleanup.policy": "compact"}
+def test_source_topics_are_kept_for_rebuilds() -> None:
+    assert keeps_history("t1.src.tims.customer")
+    assert keeps_history("src.salesforce.Lead")
+    assert not keeps_history("prod.sink.tims.customer")
+    assert not keeps_history("prod.dlq.salesforce")
+    assert not keeps_history("quarantine.tims")
+    assert not keeps_history("connect.positions")
+
+
+def test_the_worker_keeps_the_links_topics_for_rebuilds() -> None:
+    links, sink, dlq = (settings.topic(name) for name in ("links.tims", "sink.tims.customer", "dlq.salesforce"))
+    assert kept_forever([sink, links, dlq]) == [links]
+
+
+def test_configs_of_a_new_topic() -> None:
+    assert topic_configs(keep_forever=True) == {"retention.ms": "-1"}
+    assert topic_configs() == {}
+    assert topic_configs(compacted=True) == {"cleanup.policy": "compact"}
