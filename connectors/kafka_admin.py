@@ -7,7 +7,8 @@ lookups) across a series of calls, for callers that ask often (the lag metric) o
 things at once; the module-level functions of the same names open one for a single call.
 
 Offset operations take topic names and answer per partition of the topics that exist; a topic
-that does not exist has no partitions, never an error.
+that does not exist has no partitions, never an error. Code elsewhere does not reach into
+aiokafka's private attributes: an operation that needs one belongs here, with a comment why.
 """
 
 from __future__ import annotations
