@@ -39,7 +39,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from connectors.kafka_io import KafkaTarget, ensure_topics  # noqa: E402
+from connectors.kafka_admin import ensure_topics  # noqa: E402
 
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 PARTITIONS = 4
@@ -108,8 +108,7 @@ async def consume(topic: str, count: int, timeout: float, on_value=None) -> floa
 async def baseline(events: int) -> float:
     run = uuid.uuid4().hex[:8]
     source, sink = f"bench-{run}.in", f"bench-{run}.out"
-    target = KafkaTarget(BOOTSTRAP, "", PARTITIONS)
-    await ensure_topics(target, [source, sink])
+    await ensure_topics(BOOTSTRAP, [source, sink], partitions=PARTITIONS)
     await produce(source, [customer_event(i, run) for i in range(events)])
 
     consumer = AIOKafkaConsumer(source, bootstrap_servers=BOOTSTRAP, group_id=f"bench-{run}",

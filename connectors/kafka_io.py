@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka import AIOKafkaProducer
 
-__all__ = ["KafkaTarget", "Publisher", "PositionStore", "ensure_topics", "list_topics"]
+from connectors.kafka_admin import ensure_topics, read_to_end
+
+__all__ = ["KafkaTarget", "Publisher", "PositionStore", "ensure_source_topics", "keeps_history"]
 
 
 @dataclass(frozen=True)
@@ -37,42 +36,21 @@ class KafkaTarget:
         return f"{self.prefix}{name}"
 
 
-async def list_topics(bootstrap: str) -> set[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        return set(await admin.list_topics())
-    finally:
-        await admin.close()
+def keeps_history(name: str) -> bool:
+    """Whether a topic the sources write is kept forever: the source topics
+    (``[<prefix>]src.<system>.<entity>``), which a state rebuild reads from the start (change events
+    carry only the changed fields, so compaction would lose data). Quarantine topics keep the
+    broker's default retention."""
+    parts = name.split(".")
+    return len(parts) >= 3 and parts[-3] == "src" and all(parts[-2:])
 
 
-#: Topics a state rebuild reads from the start: kept forever (change events carry only changed
-#: fields, so compaction would lose data). Other topics keep the broker's default retention.
-_KEEP_FOREVER = re.compile(r"(^|\.)(src\.[^.]+\.[^.]+|links\.tims)$")
-
-
-def _topic_configs(name: str, compacted: bool) -> dict[str, str]:
-    if compacted:
-        return {"cleanup.policy": "compact"}
-    return {"retention.ms": "-1"} if _KEEP_FOREVER.search(name) else {}
-
-
-async def ensure_topics(target: KafkaTarget, names: Iterable[str], *, compacted: bool = False) -> None:
-    """Create the topics that do not exist yet (source topics and links kept forever)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=target.bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        new = [NewTopic(n, 1 if compacted else target.partitions, target.replication,
-                        topic_configs=_topic_configs(n, compacted))
-               for n in dict.fromkeys(names) if n not in existing]
-        if new:
-            try:
-                await admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass
-    finally:
-        await admin.close()
+async def ensure_source_topics(target: KafkaTarget, names: Iterable[str]) -> None:
+    """Create topics as the sources' publisher does: ``target``'s partitions and replication,
+    source topics kept forever."""
+    names = list(names)
+    await ensure_topics(target.bootstrap, names, partitions=target.partitions, replication=target.replication,
+                        keep_forever=[name for name in names if keeps_history(name)])
 
 
 class Publisher:
@@ -96,7 +74,7 @@ class Publisher:
 
     async def _ensure(self, topic: str) -> None:
         if topic not in self._known:
-            await ensure_topics(self.target, [topic])
+            await ensure_source_topics(self.target, [topic])
             self._known.add(topic)
 
     async def send_many(self, topic: str, records: Iterable[tuple[str, dict[str, Any]]]) -> int:
@@ -132,7 +110,8 @@ class PositionStore:
         self.saved: dict[str, tuple[float, dict[str, Any]]] = {}
 
     async def start(self) -> None:
-        await ensure_topics(self.target, [self.topic], compacted=True)
+        await ensure_topics(self.target.bootstrap, [self.topic], partitions=1, replication=self.target.replication,
+                            compacted=True)
         await self._producer.start()
 
     async def stop(self) -> None:
@@ -140,25 +119,13 @@ class PositionStore:
 
     async def load(self) -> dict[str, dict[str, Any]]:
         """Every stream's last saved position (read to the end of the topic)."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.target.bootstrap, enable_auto_commit=False,
-                                    auto_offset_reset="earliest", group_id=None)
-        await consumer.start()
         positions: dict[str, dict[str, Any]] = {}
-        try:
-            tp = TopicPartition(self.topic, 0)
-            consumer.assign([tp])
-            end = (await consumer.end_offsets([tp]))[tp]
-            await consumer.seek_to_beginning(tp)
-            while end and await consumer.position(tp) < end:
-                batch = await consumer.getmany(tp, timeout_ms=1000)
-                for record in batch.get(tp, []):
-                    key = record.key.decode()
-                    if record.value is None:
-                        positions.pop(key, None)
-                    else:
-                        positions[key] = json.loads(record.value)
-        finally:
-            await consumer.stop()
+        async for record in read_to_end(self.target.bootstrap, [self.topic]):
+            key = record.key.decode()
+            if record.value is None:
+                positions.pop(key, None)
+            else:
+                positions[key] = json.loads(record.value)
         return positions
 
     async def save(self, key: str, position: dict[str, Any]) -> None:

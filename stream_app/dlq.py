@@ -13,11 +13,10 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+from aiokafka import AIOKafkaProducer
 
 from connectors import registry
-from connectors.kafka_io import list_topics
+from connectors.kafka_admin import KafkaAdmin, read_to_end
 from connectors.redact import redact_fields, redact_text
 
 __all__ = ["DlqEntry", "DlqError", "SYSTEMS", "read_entries", "replay_entries", "purge", "format_entry_line"]
@@ -62,44 +61,19 @@ def format_entry_line(entry: DlqEntry) -> str:
             f"{entry.value.get('error_code', '?'):<34} attempts={entry.value.get('attempts', '?'):<3} {error}")
 
 
-async def _existing(bootstrap: str, names: Iterable[str]) -> list[str]:
-    topics = await list_topics(bootstrap)
-    return [name for name in names if name in topics]
+def _topics(prefix: str) -> list[str]:
+    return [f"{prefix}{registry.connector(system).dlq_topic}" for system in SYSTEMS]
 
 
 async def read_entries(bootstrap: str, prefix: str) -> list[DlqEntry]:
     """Every entry still on the DLQ topics, oldest first per partition."""
-    topics = await _existing(bootstrap, [f"{prefix}{registry.connector(s).dlq_topic}" for s in SYSTEMS])
-    if not topics:
-        return []
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
-    await consumer.start()
     entries: list[DlqEntry] = []
-    try:
-        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
-        if not tps:
-            await consumer._client.force_metadata_update()
-            tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
-        starts = await consumer.beginning_offsets(tps)
-        ends = await consumer.end_offsets(tps)
-        consumer.assign(tps)
-        for tp in tps:
-            consumer.seek(tp, starts[tp])
-        pending = {tp for tp in tps if ends[tp] > starts[tp]}
-        while pending:
-            batch = await consumer.getmany(*pending, timeout_ms=1000)
-            for tp, records in batch.items():
-                system = tp.topic[len(prefix) + len("dlq."):]
-                for record in records:
-                    try:
-                        value = json.loads(record.value)
-                    except (TypeError, ValueError):
-                        value = {"error_code": "UNREADABLE", "error": "entry is not JSON"}
-                    entries.append(DlqEntry(system, tp.partition, record.offset, value))
-            pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
-    finally:
-        await consumer.stop()
+    async for record in read_to_end(bootstrap, _topics(prefix)):
+        try:
+            value = json.loads(record.value)
+        except (TypeError, ValueError):
+            value = {"error_code": "UNREADABLE", "error": "entry is not JSON"}
+        entries.append(DlqEntry(record.topic[len(prefix) + len("dlq."):], record.partition, record.offset, value))
     return entries
 
 
@@ -132,23 +106,7 @@ async def replay_entries(bootstrap: str, prefix: str, entries: list[DlqEntry]) -
 
 async def purge(bootstrap: str, prefix: str) -> int:
     """Delete every entry on the DLQ topics; returns how many were there."""
-    topics = await _existing(bootstrap, [f"{prefix}{registry.connector(s).dlq_topic}" for s in SYSTEMS])
-    if not topics:
-        return 0
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-    await consumer.start()
-    try:
-        await consumer._client.force_metadata_update()
-        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
-        starts = await consumer.beginning_offsets(tps)
-        ends = await consumer.end_offsets(tps)
-    finally:
-        await consumer.stop()
-    count = sum(ends[tp] - starts[tp] for tp in tps)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.delete_records({tp: RecordsToDelete(ends[tp]) for tp in tps if ends[tp] > starts[tp]})
-    finally:
-        await admin.close()
-    return count
+    async with KafkaAdmin(bootstrap) as kafka:
+        starts, ends = await kafka.beginning_offsets(_topics(prefix)), await kafka.end_offsets(_topics(prefix))
+        await kafka.delete_records({tp: end for tp, end in ends.items() if end > starts[tp]})
+    return sum(end - starts[tp] for tp, end in ends.items())

@@ -111,6 +111,7 @@ def install_flows(app: "ConnectApp") -> dict[str, Any]:
     for flow in enabled_flows(app.settings):
         runtime = FlowRuntime(app, flow)
         runtime.topic(f"quarantine.{flow.name}")
+        app.owned.keep_history((*flow.source_topics, *flow.link_topics))  # a rebuild reads them
         metrics.declare_flow(flow.name, flow.sources)
         installed[f"flow:{flow.name}"] = flow.install(runtime)
     return installed

@@ -32,8 +32,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from faust import web
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from prometheus_client import (
@@ -45,6 +43,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from connectors.budget import ApiBudget
+from connectors.kafka_admin import KafkaAdmin
 from connectors.retry import RetryStats
 from connectors.salesforce.auth import TokenProvider
 
@@ -423,37 +422,15 @@ class ConsumerLag:
     def __init__(self, bootstrap: str, group: str) -> None:
         self.bootstrap = bootstrap
         self.group = group
-        self._admin: AIOKafkaAdminClient | None = None
-        self._offsets: AIOKafkaConsumer | None = None
+        #: kept open between measurements (a few connections less per scrape interval)
+        self._kafka = KafkaAdmin(bootstrap, client_id=f"{group}-lag")
 
     async def measure(self, topics: Iterable[str]) -> dict[tuple[str, int], int]:
-        if self._admin is None or self._offsets is None:
-            self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=f"{self.group}-lag")
-            await self._admin.start()
-            self._offsets = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
-                                             enable_auto_commit=False, client_id=f"{self.group}-lag")
-            await self._offsets.start()
-        committed = {tp: meta.offset for tp, meta in
-                     (await self._admin.list_consumer_group_offsets(self.group)).items() if meta.offset >= 0}
-        names = sorted(set(topics) | {tp.topic for tp in committed})
-        partitions: list[TopicPartition] = []
-        if names:
-            for topic in await self._admin.describe_topics(names):
-                if not topic.get("error_code"):
-                    partitions.extend(TopicPartition(topic["topic"], p["partition"]) for p in topic["partitions"])
-        if not partitions:
-            return {}
-        ends = await self._offsets.end_offsets(partitions)
-        missing = [tp for tp in partitions if tp not in committed]
-        starts = await self._offsets.beginning_offsets(missing) if missing else {}
-        return {(tp.topic, tp.partition): max(0, ends[tp] - committed.get(tp, starts.get(tp, 0)))
-                for tp in partitions}
+        lags = await self._kafka.lag(self.group, topics, with_committed_topics=True)
+        return {(tp.topic, tp.partition): lag for tp, lag in lags.items()}
 
     async def close(self) -> None:
-        for client in (self._offsets, self._admin):
-            if client is not None:
-                await (client.stop() if isinstance(client, AIOKafkaConsumer) else client.close())
-        self._admin = self._offsets = None
+        await self._kafka.close()
 
 
 def _publish_lag(lags: Mapping[tuple[str, int], int]) -> None:

@@ -35,7 +35,6 @@ rebuild leaves partial tables: run it again with ``wipe``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import shutil
@@ -45,13 +44,16 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, AsyncIterator, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 from tqdm import tqdm
 
-from connectors.kafka_io import list_topics
+from connectors import kafka_admin
+from connectors.kafka_admin import (
+    GroupNotEmptyError, KafkaAdminError, beginning_offsets, committed_offsets, end_offsets, list_topics, live_members,
+    read_to_end,
+)
 from stream_app import flows
 from stream_app.diagnostics import PING_TOPIC
 
@@ -60,8 +62,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RebuildError", "RebuildPlan", "rebuild", "group_id", "app_version", "input_topics", "flow_topics",
-    "changelog_topics", "end_offsets", "beginning_offsets", "committed_offsets",
-    "commit_offsets", "lag", "read_table", "table_sizes", "live_members",
+    "changelog_topics", "commit_offsets", "read_table", "table_sizes",
 ]
 
 READY_MARK = "[^Worker]: Ready"
@@ -115,107 +116,22 @@ def changelog_topics(topics: Iterable[str], group: str) -> list[str]:
 
 # -- broker helpers ------------------------------------------------------------------------------
 
-async def live_members(bootstrap: str, group: str) -> int:
-    from stream_app.replay import group_members
-
-    return await group_members(bootstrap, group)
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
-    topics = list(topics)
-    found = {t: consumer.partitions_for_topic(t) for t in topics}
-    if any(not parts for parts in found.values()):
-        await consumer._client.force_metadata_update()
-        found = {t: consumer.partitions_for_topic(t) for t in topics}
-    return [TopicPartition(t, p) for t in topics for p in sorted(found[t] or ())]
-
-
-@contextlib.asynccontextmanager
-async def _consumer(bootstrap: str, group: str | None = None) -> AsyncIterator[AIOKafkaConsumer]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
-    await consumer.start()
-    # aiokafka 0.14: stopping a consumer before its coordinator task ever ran raises CancelledError
-    await asyncio.sleep(0)
-    try:
-        yield consumer
-    finally:
-        await consumer.stop()
-
-
-async def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[TopicPartition, int]:
-    topics = list(topics)
-    if not topics:
-        return {}
-    async with _consumer(bootstrap) as consumer:
-        tps = await _partitions(consumer, topics)
-        return dict(await consumer.end_offsets(tps)) if tps else {}
-
-
-async def beginning_offsets(bootstrap: str, topics: Iterable[str]) -> dict[TopicPartition, int]:
-    topics = list(topics)
-    if not topics:
-        return {}
-    async with _consumer(bootstrap) as consumer:
-        tps = await _partitions(consumer, topics)
-        return dict(await consumer.beginning_offsets(tps)) if tps else {}
-
-
-async def committed_offsets(bootstrap: str, group: str) -> dict[TopicPartition, int]:
-    """Every offset the group has committed (one request)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        found = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    return {tp: meta.offset for tp, meta in found.items() if meta is not None and meta.offset >= 0}
-
-
 async def commit_offsets(bootstrap: str, group: str, offsets: Mapping[TopicPartition, int]) -> None:
-    """Set the group's committed offsets (the group must have no live member)."""
-    if not offsets:
-        return
-    if await live_members(bootstrap, group):
-        raise RebuildError(f"consumer group {group!r} has live members: stop every worker first")
-    async with _consumer(bootstrap, group) as consumer:
-        consumer.assign(list(offsets))
-        await consumer.commit(dict(offsets))
-
-
-async def lag(bootstrap: str, group: str, topics: Iterable[str]) -> dict[TopicPartition, int]:
-    """Per partition: end offset minus the group's committed offset (minus the log start when
-    the group never committed there)."""
-    topics = list(topics)
-    committed = await committed_offsets(bootstrap, group)
-    ends = await end_offsets(bootstrap, topics)
-    starts = await beginning_offsets(bootstrap, [tp.topic for tp in ends if tp not in committed])
-    return {tp: max(0, end - committed.get(tp, starts.get(tp, 0))) for tp, end in ends.items()}
+    """Set the group's committed offsets (refused while the group has live members)."""
+    try:
+        await kafka_admin.commit_offsets(bootstrap, group, offsets)
+    except GroupNotEmptyError as exc:
+        raise RebuildError(f"{exc}: stop every worker first") from exc
 
 
 async def read_table(bootstrap: str, changelog: str) -> dict[bytes, bytes]:
     """A table as its changelog holds it: key → latest value (deleted keys left out)."""
     table: dict[bytes, bytes] = {}
-    async with _consumer(bootstrap) as consumer:
-        tps = await _partitions(consumer, [changelog])
-        if not tps:
-            return table
-        starts, ends = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
-        consumer.assign(tps)
-        # An explicit seek: seek_to_beginning() right after assign() races the default offset
-        # reset and sometimes leaves the position at the end (aiokafka 0.14).
-        for tp in tps:
-            consumer.seek(tp, starts[tp])
-        pending = {tp for tp in tps if ends[tp] > starts[tp]}
-        while pending:
-            batch = await consumer.getmany(*pending, timeout_ms=1000)
-            for records in batch.values():
-                for record in records:
-                    if record.value is None:
-                        table.pop(record.key, None)
-                    else:
-                        table[record.key] = record.value
-            pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
+    async for record in read_to_end(bootstrap, [changelog]):
+        if record.value is None:
+            table.pop(record.key, None)
+        else:
+            table[record.key] = record.value
     return table
 
 
@@ -228,20 +144,11 @@ async def table_sizes(bootstrap: str, changelogs: Iterable[str], group: str) -> 
     return sizes
 
 
-async def _delete_topics(bootstrap: str, names: list[str], timeout: float = 60.0) -> None:
-    if not names:
-        return
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
+async def _delete_topics(bootstrap: str, names: list[str]) -> None:
     try:
-        await admin.delete_topics(names)
-        deadline = time.monotonic() + timeout
-        while set(names) & set(await admin.list_topics()):
-            if time.monotonic() > deadline:
-                raise RebuildError(f"topics still not deleted after {timeout:.0f}s: {', '.join(names)}")
-            await asyncio.sleep(0.5)
-    finally:
-        await admin.close()
+        await kafka_admin.delete_topics(bootstrap, names)
+    except KafkaAdminError as exc:
+        raise RebuildError(str(exc)) from exc
 
 
 # -- the plan ------------------------------------------------------------------------------------

@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 
-from connectors.kafka_io import list_topics
+from connectors.kafka_admin import GroupNotEmptyError, KafkaAdmin, commit_offsets, list_topics
+from connectors.kafka_admin import live_members as group_members  # the name stream_app/commands.py imports
 
 __all__ = ["ReplayError", "PartitionPlan", "resolve_topic", "plan", "apply", "group_members", "parse_time"]
 
@@ -62,54 +62,28 @@ async def resolve_topic(bootstrap: str, topic: str, prefix: str) -> str:
     raise ReplayError(f"no topic {topic!r} (nor {prefix + topic!r})" + (f"; did you mean {', '.join(near)}?" if near else ""))
 
 
-async def group_members(bootstrap: str, group: str) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        [response] = await admin.describe_consumer_groups([group])
-    finally:
-        await admin.close()
-    groups = response.to_object()["groups"]
-    return sum(len(g["members"]) for g in groups if g["group"] == group)
-
-
 async def plan(bootstrap: str, group: str, topic: str, partitions: list[int] | None,
                from_offset: int | None = None, from_time_ms: int | None = None) -> list[PartitionPlan]:
     if (from_offset is None) == (from_time_ms is None):
         raise ReplayError("give exactly one of --from-offset or --from-time")
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        available = consumer.partitions_for_topic(topic) or set()
-        if not available:
-            await consumer._client.force_metadata_update()
-            available = consumer.partitions_for_topic(topic) or set()
+    async with KafkaAdmin(bootstrap) as kafka:
+        available = {tp.partition for tp in await kafka.partitions([topic])}
         chosen = sorted(available) if partitions is None else partitions
         missing = sorted(set(chosen) - available)
         if missing:
             raise ReplayError(f"{topic} has partitions {sorted(available)}; no partition {missing}")
         tps = [TopicPartition(topic, p) for p in chosen]
-        starts = await consumer.beginning_offsets(tps)
-        ends = await consumer.end_offsets(tps)
-        committed = {tp: await consumer.committed(tp) for tp in tps}
+        starts, ends = await kafka.beginning_offsets([topic]), await kafka.end_offsets([topic])
+        committed = await kafka.committed_offsets(group)
         if from_time_ms is not None:
-            found = await consumer.offsets_for_times({tp: from_time_ms for tp in tps})
-            targets = {tp: (found[tp].offset if found[tp] is not None else ends[tp]) for tp in tps}
+            targets = await kafka.offsets_for_time([topic], from_time_ms)
         else:
             targets = {tp: min(max(from_offset or 0, starts[tp]), ends[tp]) for tp in tps}
-        return [PartitionPlan(tp.partition, committed[tp], targets[tp], ends[tp]) for tp in tps]
-    finally:
-        await consumer.stop()
+    return [PartitionPlan(tp.partition, committed.get(tp), targets[tp], ends[tp]) for tp in tps]
 
 
 async def apply(bootstrap: str, group: str, topic: str, plans: list[PartitionPlan]) -> None:
-    if await group_members(bootstrap, group):
-        raise ReplayError(f"consumer group {group!r} has live members: stop every worker first, then replay")
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    await consumer.start()
     try:
-        tps = {TopicPartition(topic, p.partition): p.new for p in plans}
-        consumer.assign(list(tps))
-        await consumer.commit(tps)
-    finally:
-        await consumer.stop()
+        await commit_offsets(bootstrap, group, {TopicPartition(topic, p.partition): p.new for p in plans})
+    except GroupNotEmptyError as exc:
+        raise ReplayError(f"{exc}: stop every worker first, then replay") from exc

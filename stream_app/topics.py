@@ -7,11 +7,11 @@ and a topic we only write to would never be created (the local broker does not a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 from faust.types import AppT, TopicT
 
-from connectors.kafka_io import KafkaTarget, ensure_topics
+from connectors.kafka_admin import ensure_topics
 
 if TYPE_CHECKING:
     from stream_app.settings import Settings
@@ -20,12 +20,16 @@ __all__ = ["OwnedTopics"]
 
 
 class OwnedTopics:
-    """The topics one app owns, named ``<prefix><name>``; JSON values and raw keys by default."""
+    """The topics one app owns, named ``<prefix><name>``; JSON values and raw keys by default.
+
+    ``kept`` names the ones that keep their history (``retention.ms=-1``) because a state rebuild
+    reads them from the start: the flows' link topics (record ids a sink reports back)."""
 
     def __init__(self, app: AppT, settings: "Settings") -> None:
         self.app = app
         self.settings = settings
         self._topics: dict[tuple[str, ...], TopicT] = {}
+        self.kept: set[str] = set()
 
     def topic(self, *names: str, **options: Any) -> TopicT:
         """The topic (or several read as one) named ``names``; asking twice gives the same one."""
@@ -39,6 +43,10 @@ class OwnedTopics:
         self._topics.setdefault(names, topic)
         return topic
 
+    def keep_history(self, names: Iterable[str]) -> None:
+        """Have these topics (named without the prefix) keep their history when created."""
+        self.kept.update(self.settings.topic(name) for name in names)
+
     @property
     def names(self) -> list[str]:
         """Every owned topic's full name."""
@@ -48,11 +56,10 @@ class OwnedTopics:
         """Create every owned topic before a worker joins its group (``stream-app worker`` runs
         this first): topics that appear after the group's first assignment stay unassigned until
         the next metadata refresh. Returns how many topics the app owns."""
-        settings = self.settings
-        target = KafkaTarget(settings.kafka_bootstrap_servers, "", settings.topic_partitions,
-                             settings.topic_replication_factor)
         names = self.names
-        await ensure_topics(target, names)
+        await ensure_topics(self.settings.kafka_bootstrap_servers, names, partitions=self.settings.topic_partitions,
+                            replication=self.settings.topic_replication_factor,
+                            keep_forever=[name for name in names if name in self.kept])
         return len(names)
 
     def install(self) -> None:

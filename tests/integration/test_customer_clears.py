@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from sandbox.run import Sandbox, start_sandbox
 from sandbox.demo import Processes
 from tests.support.flows import connector_writes, wait_until
+from tests.support.kafka import topic_sizes
 from tests.support.worker import WorkerProcess, free_port
 
 pytestmark = pytest.mark.integration
@@ -35,25 +35,6 @@ QUIET_WINDOW = 5.0  # seconds without a connector write that count as quiet
 SETTLE_TIMEOUT = 60.0
 EMAIL = "clara.clear@clears.example"
 PHONE = "+19185550100"
-
-
-async def topic_sizes(bootstrap: str, topics: list[str]) -> dict[str, int]:
-    """Messages in each topic (0 for a topic nobody created)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-    await consumer.start()
-    try:
-        await consumer._client.force_metadata_update()  # noqa: SLF001 - topics created by the worker
-        sizes = {}
-        for topic in topics:
-            tps = [TopicPartition(topic, n) for n in consumer.partitions_for_topic(topic) or ()]
-            if not tps:
-                sizes[topic] = 0
-                continue
-            ends, starts = await consumer.end_offsets(tps), await consumer.beginning_offsets(tps)
-            sizes[topic] = sum(ends[tp] - starts[tp] for tp in tps)
-        return sizes
-    finally:
-        await consumer.stop()
 
 
 async def test_a_cleared_field_is_cleared_in_the_other_system_then_all_is_quiet(app_env: dict[str, str],

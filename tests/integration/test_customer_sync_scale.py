@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from sandbox.run import Sandbox, start_sandbox
 from sandbox.demo import Processes
+from tests.support.kafka import topic_sizes
 from tests.support.worker import WorkerProcess, free_port
 
 pytestmark = pytest.mark.integration
@@ -228,28 +228,6 @@ def disagreements(sandbox: Sandbox, people: list[Person]) -> list[str]:
         out += [f"person {p.i} ({p.path}) {what}: TIMS {a!r} vs Salesforce {b!r}"
                 for what, (a, b) in pairs.items() if a != b]
     return out
-
-
-async def topic_sizes(bootstrap: str, topics: list[str]) -> dict[str, int]:
-    """Messages in each topic (0 for a topic that does not exist)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-    await consumer.start()
-    try:
-        sizes = {}
-        for topic in topics:
-            partitions = consumer.partitions_for_topic(topic)
-            if partitions is None:
-                await consumer._client.force_metadata_update()  # noqa: SLF001 - refresh once
-                partitions = consumer.partitions_for_topic(topic)
-            if not partitions:
-                sizes[topic] = 0
-                continue
-            tps = [TopicPartition(topic, n) for n in partitions]
-            ends, starts = await consumer.end_offsets(tps), await consumer.beginning_offsets(tps)
-            sizes[topic] = sum(ends[tp] - starts[tp] for tp in tps)
-        return sizes
-    finally:
-        await consumer.stop()
 
 
 async def test_500_customers_two_workers_one_killed(app_env: dict[str, str], tmp_path: Path) -> None:

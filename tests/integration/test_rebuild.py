@@ -14,8 +14,9 @@ import re
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
+from connectors import kafka_admin
 from stream_app import rebuild as rb
 from stream_app.settings import Settings, load_settings
 from topologies.customer_sync.mapping import load_mappings
@@ -100,7 +101,7 @@ async def rebuilt_and_edited(connect: Connect, monkeypatch: pytest.MonkeyPatch, 
 
     # A Salesforce user edits the phone: one write to the same TIMS customer, by its TIMS id.
     sink_topic = f"{connect.prefix}sink.tims.customer"
-    commands_before = await rb.end_offsets(connect.bootstrap, [sink_topic])
+    commands_before = await kafka_admin.end_offsets(connect.bootstrap, [sink_topic])
     org.update("Contact", contact_id, {"Phone": "+44 113 496 0000"})
     await connect.wait_for("the phone reaches TIMS", lambda: tims.customer(tims_id).get("phone") == "+441134960000")
     await connect.settle()
@@ -114,26 +115,12 @@ async def rebuilt_and_edited(connect: Connect, monkeypatch: pytest.MonkeyPatch, 
 
 async def messages_since(bootstrap: str, offsets: dict[TopicPartition, int]) -> list[dict[str, Any]]:
     """The messages after ``offsets`` (per partition), up to the current ends."""
-    ends = await rb.end_offsets(bootstrap, {tp.topic for tp in offsets})
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    found: list[dict[str, Any]] = []
-    try:
-        wanted = [tp for tp in ends if ends[tp] > offsets.get(tp, 0)]
-        consumer.assign(wanted)
-        for tp in wanted:
-            consumer.seek(tp, offsets.get(tp, 0))
-        while wanted:
-            for tp, records in (await consumer.getmany(*wanted, timeout_ms=1000)).items():
-                found += [json.loads(r.value) for r in records if r.offset < ends[tp]]
-            wanted = [tp for tp in wanted if await consumer.position(tp) < ends[tp]]
-    finally:
-        await consumer.stop()
-    return found
+    topics = {tp.topic for tp in offsets}
+    return [json.loads(record.value) async for record in kafka_admin.read_to_end(bootstrap, topics, since=offsets)]
 
 
 async def connect_lag(connect: Connect, group: str) -> int:
-    return sum((await rb.lag(connect.bootstrap, group, [connect.prefix + t for t in GROUP_TOPICS])).values())
+    return sum((await kafka_admin.lag(connect.bootstrap, group, [connect.prefix + t for t in GROUP_TOPICS])).values())
 
 
 async def test_rebuild_after_wiping_the_state_of_the_group(connect: Connect, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -27,8 +27,8 @@ from typing import Any, AsyncIterator, Callable
 import httpx
 import pytest
 
+from connectors import kafka_admin
 from sandbox.run import Sandbox, start_sandbox
-from stream_app import rebuild as kafka_state
 from sandbox.demo import PEOPLE, _play
 from tests.support.kafka import read_json
 from tests.support.worker import STREAM_APP, WorkerProcess
@@ -159,7 +159,7 @@ class Connect:
         raise AssertionError(f"not after {timeout:.0f}s: {what}")
 
     async def group_lag(self) -> int:
-        return sum((await kafka_state.lag(self.bootstrap, self.group,
+        return sum((await kafka_admin.lag(self.bootstrap, self.group,
                                           [self.prefix + t for t in GROUP_TOPICS])).values())
 
     async def settle(self, quiet: float = 4.0, timeout: float = 90) -> None:
@@ -221,7 +221,7 @@ def first_onboarded() -> Any:
 async def test_replaying_every_topic_from_offset_zero_changes_nothing_and_writes_nothing(connect: Connect) -> None:
     before, writes_before = connect.snapshot(), connect.writes()
     assert len(before["tims"]) == 3 and writes_before["salesforce"] > 0 and writes_before["tims"] > 0
-    sinks_before = await kafka_state.end_offsets(connect.bootstrap, [connect.prefix + t for t in SINK_TOPICS])
+    sinks_before = await kafka_admin.end_offsets(connect.bootstrap, [connect.prefix + t for t in SINK_TOPICS])
     await connect.stop_worker()
 
     replayed: dict[str, int] = {}
@@ -255,7 +255,7 @@ async def test_replaying_every_topic_from_offset_zero_changes_nothing_and_writes
     # replayed too) and was recognised; no command came out of the flow
     assert total("connect_flow_duplicates") >= total("connect_flow_events_in")
     assert total("connect_flow_commands_out") == 0
-    assert await kafka_state.end_offsets(connect.bootstrap, [connect.prefix + t for t in SINK_TOPICS]) == sinks_before
+    assert await kafka_admin.end_offsets(connect.bootstrap, [connect.prefix + t for t in SINK_TOPICS]) == sinks_before
 
 
 # -- (b) a sink outage, fixed, then a replay from a time in the middle ---------------------------

@@ -8,21 +8,14 @@ import time
 from typing import Any, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-__all__ = ["produce_json", "read_json", "create_topics"]
+from connectors.kafka_admin import KafkaAdmin, ensure_topics
+
+__all__ = ["produce_json", "read_json", "create_topics", "topic_sizes"]
 
 
 async def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 4) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        new = [NewTopic(n, partitions, 1) for n in names if n not in existing]
-        if new:
-            await admin.create_topics(new)
-    finally:
-        await admin.close()
+    await ensure_topics(bootstrap, names, partitions=partitions)
 
 
 async def produce_json(bootstrap: str, topic: str, records: Iterable[tuple[str, Any]]) -> int:
@@ -75,3 +68,13 @@ async def read_json(
                     last_new = time.monotonic()
     finally:
         await consumer.stop()
+
+
+async def topic_sizes(bootstrap: str, topics: list[str]) -> dict[str, int]:
+    """Messages in each topic (0 for a topic that does not exist)."""
+    async with KafkaAdmin(bootstrap) as kafka:
+        starts, ends = await kafka.beginning_offsets(topics), await kafka.end_offsets(topics)
+    sizes = dict.fromkeys(topics, 0)
+    for tp, end in ends.items():
+        sizes[tp.topic] += end - starts[tp]
+    return sizes

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable
 from aiokafka import AIOKafkaConsumer
 from fastavro import parse_schema, schemaless_reader
 
-from connectors.kafka_io import KafkaTarget, ensure_topics
+from connectors.kafka_io import KafkaTarget, ensure_source_topics
 from sandbox.run import Sandbox, start_sandbox
 from sandbox.salesforce.eventbus import EventBus
 from tests.support.worker import STREAM_APP
@@ -88,7 +88,7 @@ async def read_topics(
 ) -> list[dict[str, Any]]:
     """Every message of ``topics`` from the start, until ``until(values)`` holds (TimeoutError
     with what was read, otherwise). Topics nobody wrote to yet are created as the source would."""
-    await ensure_topics(KafkaTarget(bootstrap), topics)
+    await ensure_source_topics(KafkaTarget(bootstrap), topics)
     consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None,
                                 enable_auto_commit=False, metadata_max_age_ms=1000)
     await consumer.start()
