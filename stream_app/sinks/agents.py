@@ -29,9 +29,10 @@ from stream_app.sinks.engine import (
     Applied, MalformedCommand, Received, SinkEngine, SinkStats, MessagePosition, VersionGuard, parse_command,
 )
 from stream_app.sinks.registry import (
-    SinkOptions, SinkSpec, build_writer, enabled_sinks, shared_salesforce, sink_options,
+    SinkOptions, SinkSpec, build_writer, enabled_sinks, sink_options,
 )
-from stream_app.settings import Settings
+from connectors.spec import ConnectorContext
+from stream_app.run_source import connector_context
 
 if TYPE_CHECKING:
     from stream_app.app import ConnectApp
@@ -165,17 +166,39 @@ def install(faust_app: AppT, specs: Sequence[SinkSpec], options: SinkOptions,
     return runtimes
 
 
-def _stats(runtimes: Mapping[str, SinkRuntime], settings: Settings) -> dict[str, Any]:
-    out: dict[str, Any] = {"sinks": {name: runtime.stats.as_dict() for name, runtime in runtimes.items()}}
-    if any(runtime.spec.system == "salesforce" for runtime in runtimes.values()):
-        rest = shared_salesforce(settings)
-        out["salesforce"] = {
-            "calls": rest.calls, "retries": rest.stats.retries, "auth_refreshes": rest.stats.auth_refreshes,
-            "gave_up": rest.stats.gave_up, "token_refreshes": rest.tokens.refreshes,
-            "budget_waits": rest.budget.waits,
-            "api_usage": {"used": rest.budget.usage.used, "limit": rest.budget.usage.limit},
-        }
+def _client_stats(client: Any) -> dict[str, Any]:
+    """What a shared API client counts (calls, retries, token refreshes, quota), for the stats page."""
+    stats, tokens, budget = getattr(client, "stats", None), getattr(client, "tokens", None), getattr(client, "budget", None)
+    out: dict[str, Any] = {"calls": getattr(client, "calls", 0)}
+    if stats is not None:
+        out.update(retries=stats.retries, auth_refreshes=stats.auth_refreshes, gave_up=stats.gave_up)
+    if tokens is not None:
+        out["token_refreshes"] = getattr(tokens, "refreshes", 0)
+    if budget is not None:
+        out["budget_waits"] = budget.waits
+        out["api_usage"] = {"used": budget.usage.used, "limit": budget.usage.limit}
     return out
+
+
+def _stats(runtimes: Mapping[str, SinkRuntime], context: ConnectorContext) -> dict[str, Any]:
+    """The sinks' counts, and those of the clients their writers share (by system: the cache key
+    ``<system>.<what>``)."""
+    out: dict[str, Any] = {"sinks": {name: runtime.stats.as_dict() for name, runtime in runtimes.items()}}
+    for key, shared in list(context.cache.items()):
+        if hasattr(shared, "calls"):
+            out[key.split(".", 1)[0]] = _client_stats(shared)
+    return out
+
+
+async def _close_shared(context: ConnectorContext) -> None:
+    """Close what the writers shared (clients and their token providers), once each."""
+    closed: set[int] = set()
+    for shared in list(context.cache.values()):
+        for thing in (shared, getattr(shared, "tokens", None)):
+            close = getattr(thing, "aclose", None)
+            if close is not None and id(thing) not in closed:
+                closed.add(id(thing))
+                await close()
 
 
 def install_sinks(app: "ConnectApp") -> dict[str, SinkRuntime]:
@@ -195,24 +218,22 @@ def install_sinks(app: "ConnectApp") -> dict[str, SinkRuntime]:
         for name in (spec.dlq_topic, spec.links_topic):
             if name and name not in outputs:
                 outputs[name] = app.owned.topic(name)
-    writers = {spec: build_writer(spec, settings) for spec in specs}
+    context = connector_context(settings)
+    writers = {spec: build_writer(spec, settings, context) for spec in specs}
     runtimes = install(
         app, specs, sink_options(settings), writers.__getitem__, table, _publisher(outputs),
         lambda: app.producer.flush(), lambda spec: app.owned.topic(spec.topic, value_serializer="raw"),
     )
 
     async def sink_stats(view: Any, request: Any) -> Any:
-        return view.json(_stats(runtimes, settings))
+        return view.json(_stats(runtimes, context))
 
     app.page("/sinks/stats/")(sink_stats)
 
     async def close_writers(sender: Any, **kwargs: Any) -> None:
         for writer in writers.values():
             await writer.close()
-        if any(spec.system in ("salesforce", "pardot") for spec in specs):
-            rest = shared_salesforce(settings)
-            await rest.aclose()
-            await rest.tokens.aclose()
+        await _close_shared(context)
 
     app.on_before_shutdown.connect(close_writers)
     return runtimes

@@ -7,29 +7,23 @@ at start-up by the connector's ``make_writer`` (connectors/registry.py), so a mi
 module or a wrong connector setting stops the worker with a message naming what to fix instead
 of failing on the first command.
 
-Writers get one :class:`ConnectorContext` per process, whose cache holds what they share: every
+Writers get one :class:`ConnectorContext` per app, whose cache holds what they share: every
 Salesforce and Pardot writer uses one Salesforce token, retry policy and API budget.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from connectors import registry
 from connectors.errors import ConfigError
 from connectors.retry import RetryPolicy
-from connectors.salesforce import shared_rest
 from connectors.sink import Writer
 from connectors.spec import ConnectorContext
-from stream_app.run_source import connector_context
 from stream_app.settings import Settings, SettingsError, config_error, env_name
 
-if TYPE_CHECKING:
-    from connectors.salesforce.client import SalesforceRest
-
 __all__ = [
-    "SinkSpec", "SinkOptions", "enabled_sinks", "sink_options", "build_writer", "shared_salesforce",
+    "SinkSpec", "SinkOptions", "enabled_sinks", "sink_options", "build_writer",
     "LINKED_SYSTEMS", "SYSTEMS",
 ]
 
@@ -95,7 +89,6 @@ def enabled_sinks(settings: Settings) -> list[SinkSpec]:
 
 
 def sink_options(settings: Settings) -> SinkOptions:
-    defaults = SinkOptions()
     return SinkOptions(
         batch_size=settings.sink_batch_size,
         linger=settings.sink_linger,
@@ -105,24 +98,13 @@ def sink_options(settings: Settings) -> SinkOptions:
     )
 
 
-#: what the writers of this process share (connectors.spec.ConnectorContext.shared)
-_SHARED: dict[str, Any] = {}
-
-
-def _context(settings: Settings) -> ConnectorContext:
-    return connector_context(settings, _SHARED)
-
-
-def shared_salesforce(settings: Settings) -> "SalesforceRest":
-    """The process's one Salesforce REST client (token, retry policy and API budget)."""
-    return shared_rest(_context(settings))
-
-
-def build_writer(spec: SinkSpec, settings: Settings) -> Writer:
-    """The writer for one sink; SettingsError names the setting (or missing module) to fix."""
+def build_writer(spec: SinkSpec, settings: Settings, context: ConnectorContext) -> Writer:
+    """The writer for one sink; SettingsError names the setting (or missing module) to fix.
+    ``context`` is the process's (``stream_app.run_source.connector_context``): writers share
+    what its cache holds, e.g. every Salesforce and Pardot writer one Salesforce token."""
     connector = registry.connector(spec.system)
     try:
-        writer = connector.make_writer(settings.connector_config(spec.system), _context(settings))
+        writer = connector.make_writer(settings.connector_config(spec.system), context)
     except ConfigError as exc:
         raise config_error(exc) from None
     except ImportError as exc:

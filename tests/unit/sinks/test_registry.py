@@ -6,9 +6,10 @@ import sys
 
 import pytest
 
+from connectors.salesforce import shared_rest
 from connectors.salesforce.writer import SalesforceWriter
+from stream_app.run_source import connector_context
 from stream_app.settings import SettingsError, load_settings
-from stream_app.sinks import registry
 from stream_app.sinks.registry import SinkOptions, SinkSpec, build_writer, enabled_sinks, sink_options
 
 SALESFORCE = {"salesforce_client_id": "cid", "salesforce_auth_flow": "client_credentials",
@@ -17,7 +18,6 @@ SALESFORCE = {"salesforce_client_id": "cid", "salesforce_auth_flow": "client_cre
 
 @pytest.fixture(autouse=True)
 def fresh_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "_SHARED", {})
     for name in ("CONNECT_SINK_OBJECTS", "CONNECT_SINK_BATCH_SIZE", "CONNECT_SINK_LINGER",
                  "CONNECT_SINK_MAX_ATTEMPTS", "CONNECT_SINK_RETRY_BASE_DELAY", "CONNECT_SINK_RETRY_MAX_DELAY"):
         monkeypatch.delenv(name, raising=False)
@@ -61,26 +61,27 @@ def test_options_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_salesforce_writers_share_one_client() -> None:
     settings = load_settings(**SALESFORCE)
-    contact, account = build_writer(SinkSpec("salesforce", "Contact"), settings), \
-        build_writer(SinkSpec("salesforce", "Account"), settings)
+    context = connector_context(settings)
+    contact, account = build_writer(SinkSpec("salesforce", "Contact"), settings, context), \
+        build_writer(SinkSpec("salesforce", "Account"), settings, context)
     assert isinstance(contact, SalesforceWriter) and isinstance(account, SalesforceWriter)
-    assert contact.rest is account.rest is registry.shared_salesforce(settings)
+    assert contact.rest is account.rest is shared_rest(context)
 
 
 def test_salesforce_sinks_need_salesforce_settings() -> None:
     with pytest.raises(SettingsError, match="CONNECT_SALESFORCE"):
-        build_writer(SinkSpec("salesforce", "Contact"), load_settings())
+        build_writer(SinkSpec("salesforce", "Contact"), load_settings(), connector_context(load_settings()))
 
 
 def test_a_missing_writer_module_stops_start_up_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "connectors.tims.writer", None)
     settings = load_settings(tims_base_url="http://127.0.0.1:9", tims_api_key="k")
     with pytest.raises(SettingsError, match=r"enables tims sinks, but their writer \(connectors.tims.writer\)"):
-        build_writer(SinkSpec("tims", "customer"), settings)
+        build_writer(SinkSpec("tims", "customer"), settings, connector_context(settings))
 
 
 def test_tims_and_pardot_writers_are_wired() -> None:
     settings = load_settings(tims_base_url="http://127.0.0.1:9", tims_api_key="k",
                              pardot_business_unit_id="0Uv000000000001AAA", **SALESFORCE)
-    assert build_writer(SinkSpec("tims", "customer"), settings).system == "tims"
-    assert build_writer(SinkSpec("pardot", "prospect"), settings).system == "pardot"
+    assert build_writer(SinkSpec("tims", "customer"), settings, connector_context(settings)).system == "tims"
+    assert build_writer(SinkSpec("pardot", "prospect"), settings, connector_context(settings)).system == "pardot"
