@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?= -ra
 
-.PHONY: setup demo test test-unit kafka-up kafka-down sandbox proto dashboards prometheus clean
+.PHONY: setup lint demo test test-unit kafka-up kafka-down sandbox proto dashboards prometheus clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10+ is needed (found " + sys.version.split()[0] + ")")'
@@ -27,7 +27,11 @@ kafka-down: setup
 demo: kafka-up
 	$(BIN)/stream-app demo
 
-test: kafka-up prometheus
+# Layers and import cycles first (pyproject.toml [tool.importlinter], docs/adr/0015): seconds.
+lint: setup
+	$(BIN)/lint-imports
+
+test: lint kafka-up prometheus
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: setup prometheus

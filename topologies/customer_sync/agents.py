@@ -95,6 +95,14 @@ class CustomerSync:
     async def _send(self, topic: Any, key: str, value: Any) -> Any:
         return await self.ctx.send(topic, key, value)
 
+    async def _read(self, stage: str, adapter: Any, event: EventT) -> tuple[str, Any] | None:
+        """The event's key and typed message, or None once it is quarantined as unreadable."""
+        try:
+            return event.key.decode(), adapter.validate_python(event.value)
+        except (ValidationError, AttributeError, UnicodeDecodeError) as exc:
+            await self.ctx.quarantine(f"{stage}: unreadable message: {exc}", event.value)
+            return None
+
     # -- ingest ----------------------------------------------------------------------------------
     async def ingest(self, stream: Any) -> None:
         """Validate source events and re-key them by source reference."""
@@ -165,12 +173,10 @@ class CustomerSync:
     # -- match -----------------------------------------------------------------------------------
     async def match(self, stream: Any) -> None:
         async for event in stream.events():
-            try:
-                email = event.key.decode()
-                message = MATCH.validate_python(event.value)
-            except (ValidationError, AttributeError, UnicodeDecodeError) as exc:
-                await self.ctx.quarantine(f"match: unreadable message: {exc}", event.value)
+            read = await self._read("match", MATCH, event)
+            if read is None:
                 continue
+            email, message = read
             if isinstance(message, MatchLink):
                 if self.email_index.get(email) is None:
                     self.email_index[email] = message.customer_key
@@ -191,12 +197,10 @@ class CustomerSync:
     async def merge_one(self, batch: BatchLike, event: EventT) -> None:
         """Fold one event into its customer's record (the batch's copy) and publish what follows;
         an event that cannot be read, or that makes the merge raise, is quarantined."""
-        try:
-            key = event.key.decode()
-            message = MERGE.validate_python(event.value)
-        except (ValidationError, AttributeError, UnicodeDecodeError) as exc:
-            await self.ctx.quarantine(f"merge: unreadable message: {exc}", event.value)
+        read = await self._read("merge", MERGE, event)
+        if read is None:
             return
+        key, message = read
         earlier = _earlier_events(batch, key)
         try:
             await self._merge(batch, event, key, message)
