@@ -110,6 +110,16 @@ class HttpClient(ABC):
         on_auth_expired = refresh if self.tokens is not None else None
         return await self.policy.run(attempt, on_auth_expired=on_auth_expired, stats=self.stats)
 
+    async def request_unless_missing(self, method: str, path: str, *, json: Any = None,
+                                     params: Mapping[str, Any] | None = None) -> httpx.Response | None:
+        """``request``, but None on a 404: to a read or a delete, a missing record is an answer."""
+        try:
+            return await self.request(method, path, json=json, params=params)
+        except FatalError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     def _slot(self) -> AsyncContextManager[None]:
         return self.budget.slot() if self.budget is not None else contextlib.nullcontext()
 

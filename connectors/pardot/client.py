@@ -21,7 +21,7 @@ from typing import Any, AsyncIterator, Callable, Iterable, Mapping
 import httpx
 
 from connectors.budget import ApiBudget
-from connectors.errors import AuthExpiredError, ConnectorError, FatalError, QuotaExhaustedError
+from connectors.errors import AuthExpiredError, ConnectorError, QuotaExhaustedError
 from connectors.http_client import HttpClient, HttpFailure, TokenSource
 from connectors.pardot.config import PardotConfig
 from connectors.redact import redact_text
@@ -143,14 +143,9 @@ class PardotClient(HttpClient):
             query = {"nextPageToken": token, "fields": selected}
 
     async def read(self, collection: str, object_id: int, fields: Iterable[str]) -> dict[str, Any] | None:
-        try:
-            response = await self.request("GET", f"{API_PATH}/{collection}/{object_id}",
-                                          params={"fields": ",".join(fields)})
-        except FatalError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return response.json()
+        response = await self.request_unless_missing("GET", f"{API_PATH}/{collection}/{object_id}",
+                                                     params={"fields": ",".join(fields)})
+        return response.json() if response is not None else None
 
     async def create(self, collection: str, values: Mapping[str, Any], fields: Iterable[str] = ("id",)) -> dict[str, Any]:
         response = await self.request("POST", f"{API_PATH}/{collection}", params={"fields": ",".join(fields)},
@@ -165,13 +160,7 @@ class PardotClient(HttpClient):
 
     async def delete(self, collection: str, object_id: int) -> bool:
         """False when there was nothing to delete."""
-        try:
-            await self.request("DELETE", f"{API_PATH}/{collection}/{object_id}")
-        except FatalError as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
+        return await self.request_unless_missing("DELETE", f"{API_PATH}/{collection}/{object_id}") is not None
 
     async def upsert_latest_by_email(self, email: str, values: Mapping[str, Any],
                                      fields: Iterable[str] = ("id",)) -> tuple[dict[str, Any], bool]:

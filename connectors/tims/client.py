@@ -157,13 +157,8 @@ class TimsClient(HttpClient):
 
     async def delete(self, entity: str, record_id: str) -> bool:
         """Delete by TIMS id; False when it was already gone."""
-        try:
-            await self.request("DELETE", f"/v1/{resource_for(entity).name}/{_segment(record_id)}")
-        except FatalError as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
+        path = f"/v1/{resource_for(entity).name}/{_segment(record_id)}"
+        return await self.request_unless_missing("DELETE", path) is not None
 
     async def batch_upsert(self, entity: str, records: Sequence[Mapping[str, Any]]) -> list[BatchResult]:
         """Upsert up to 200 records keyed by ``external_id``; one result per record, in order."""
@@ -177,12 +172,8 @@ class TimsClient(HttpClient):
         return sorted(results, key=lambda r: r.index)
 
     async def _get_or_none(self, path: str) -> dict[str, Any] | None:
-        try:
-            return (await self.request("GET", path)).json()
-        except FatalError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        response = await self.request_unless_missing("GET", path)
+        return response.json() if response is not None else None
 
 
 def _segment(value: str) -> str:

@@ -134,3 +134,12 @@ async def test_each_attempt_holds_one_budget_slot() -> None:
 
     await ExampleClient(handler, budget=budget).request("GET", "/things")
     assert seen == [True] and not budget._slots.locked()  # type: ignore[union-attr]
+
+
+async def test_request_unless_missing_answers_none_on_404_only() -> None:
+    client = ExampleClient(Answers(error(404, "not_found"), error(410, "gone")))
+    assert await client.request_unless_missing("DELETE", "/things/1") is None
+    with pytest.raises(FatalError) as caught:
+        await client.request_unless_missing("DELETE", "/things/1")
+    assert caught.value.status == 410
+    assert (await client.request_unless_missing("GET", "/things/2")).json() == {"ok": True}  # type: ignore[union-attr]
