@@ -152,7 +152,8 @@ class HttpClient(ABC):
 
     @abstractmethod
     def _read_error(self, response: httpx.Response) -> tuple[str, str]:
-        """(the API's error code or "", a message safe to log) from an error answer."""
+        """(the API's error code or "", its message) from an error answer; mask personal data
+        here where the API echoes record values back."""
 
     def _count_request(self) -> None:
         """Budget accounting before a request leaves, for systems that report no usage."""
