@@ -1,5 +1,5 @@
-"""Pardot (Account Engagement) API v5 client: Salesforce OAuth token, business-unit header,
-Pardot's limits, one retry policy.
+"""Pardot (Account Engagement) API v5 client on ``connectors.http_client``: Salesforce OAuth
+token, business-unit header, Pardot's limits, one retry policy.
 
 Every call sends ``Authorization: Bearer <Salesforce access token>`` and
 ``Pardot-Business-Unit-Id``, holds one of the budget's concurrency slots (Pardot allows 5
@@ -16,32 +16,22 @@ from __future__ import annotations
 import time
 import weakref
 from datetime import datetime, timezone
-from typing import Any, AsyncIterator, Callable, Iterable, Mapping, Protocol
+from typing import Any, AsyncIterator, Callable, Iterable, Mapping
 
 import httpx
 
 from connectors.budget import ApiBudget
-from connectors.errors import AuthExpiredError, FatalError, QuotaExhaustedError, RetryableError
+from connectors.errors import AuthExpiredError, ConnectorError, QuotaExhaustedError
+from connectors.http_client import HttpClient, HttpFailure, TokenSource
 from connectors.pardot.config import PardotConfig
 from connectors.redact import redact_text
-from connectors.retry import RetryPolicy, RetryStats
+from connectors.retry import RetryPolicy
 
 __all__ = ["PardotClient", "TokenSource", "DailyUsage", "API_PATH", "shared_budget", "usage_for"]
 
 API_PATH = "/api/v5/objects"
-_RETRYABLE_CODES = frozenset({66, 62, 183})
-_AUTH_CODES = frozenset({184})
-_DAILY_LIMIT_CODE = 122
-
-
-class TokenSource(Protocol):
-    """What Pardot needs of Salesforce auth (``connectors.salesforce.auth.TokenProvider``)."""
-
-    async def token(self) -> Any:
-        """An object with ``access_token``."""
-
-    async def refresh(self, stale: Any = None) -> Any:
-        """Replace ``stale`` unless another caller already did."""
+_AUTH_CODE = "184"
+_DAILY_LIMIT_CODE = "122"
 
 
 class DailyUsage:
@@ -91,72 +81,51 @@ def usage_for(budget: ApiBudget, daily_limit: int, clock: Callable[[], float] = 
     return usage
 
 
-class PardotClient:
+class PardotClient(HttpClient):
+    system = "Pardot"
+    retryable_codes = frozenset({"66", "62", "183"})
+    tokens: TokenSource
+    budget: ApiBudget
+
     def __init__(self, config: PardotConfig, tokens: TokenSource, budget: ApiBudget | None = None,
                  policy: RetryPolicy | None = None, http: httpx.AsyncClient | None = None,
                  clock: Callable[[], float] = time.time) -> None:
+        budget = budget or ApiBudget("pardot", max_concurrent=config.max_concurrent)
+        super().__init__(timeout=config.timeout, tokens=tokens, budget=budget, policy=policy, http=http)
         self.config = config
-        self.tokens = tokens
-        self.budget = budget or ApiBudget("pardot", max_concurrent=config.max_concurrent)
-        self.usage = usage_for(self.budget, config.daily_limit, clock)
-        self.policy = policy or RetryPolicy()
-        self.stats = RetryStats()
-        self.calls = 0
-        self._http = http or httpx.AsyncClient(timeout=config.timeout)
+        self.usage = usage_for(budget, config.daily_limit, clock)
 
-    async def aclose(self) -> None:
-        await self._http.aclose()
+    def _url(self, credential: Any, path: str) -> str:
+        return self.config.base_url + path
 
-    async def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
-                      json: Any = None) -> httpx.Response:
-        """One logical call under the retry policy, the quota and a concurrency slot."""
-        used: list[Any] = []
-
-        async def attempt() -> httpx.Response:
-            await self.budget.wait_for_budget()
-            token = await self.tokens.token()
-            used.append(token)
-            async with self.budget.slot():
-                return await self._send(token.access_token, method, path, params, json)
-
-        async def refresh() -> None:
-            await self.tokens.refresh(used[-1] if used else None)
-
-        return await self.policy.run(attempt, on_auth_expired=refresh, stats=self.stats)
-
-    async def _send(self, access_token: str, method: str, path: str, params: Mapping[str, Any] | None,
-                    json: Any) -> httpx.Response:
-        headers = {
-            "Authorization": f"Bearer {access_token}",
+    def _headers(self, credential: Any) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {credential.access_token}",
             "Pardot-Business-Unit-Id": self.config.business_unit_id,
             "Accept": "application/json",
         }
-        self.calls += 1
-        self.usage.count()
-        try:
-            response = await self._http.request(method, self.config.base_url + path, headers=headers,
-                                                params=dict(params) if params else None, json=json)
-        except httpx.TransportError as exc:
-            raise RetryableError(f"Pardot {method} {path}: {type(exc).__name__}") from exc
-        self._raise_for_status(response, method, path)
-        return response
 
-    def _raise_for_status(self, response: httpx.Response, method: str, path: str) -> None:
-        status = response.status_code
-        if status < 400:
-            return
-        code, message = _error(response)
-        where = f"Pardot {method} {path}: {status} {code if code is not None else ''} {redact_text(message)}"
-        where = " ".join(where.split())
-        label = str(code) if code is not None else str(status)
-        if status == 401 or code in _AUTH_CODES:
-            raise AuthExpiredError(where, code=label, status=status)
-        if code == _DAILY_LIMIT_CODE:
+    def _count_request(self) -> None:
+        self.usage.count()
+
+    def _read_error(self, response: httpx.Response) -> tuple[str, str]:
+        try:
+            body = response.json()
+        except ValueError:
+            return "", response.reason_phrase
+        if not isinstance(body, dict):
+            return "", response.reason_phrase
+        code = body.get("code")
+        return (str(code) if isinstance(code, int) else ""), redact_text(str(body.get("message") or ""))
+
+    def _error_for(self, failure: HttpFailure) -> ConnectorError:
+        """Pardot's code 184 is an expired token whatever the status; 122 means today's quota is spent."""
+        if failure.status == 401 or failure.code == _AUTH_CODE:
+            return AuthExpiredError(failure.where, code=failure.label, status=failure.status)
+        if failure.code == _DAILY_LIMIT_CODE:
             self.usage.spent()
-            raise QuotaExhaustedError(where, code=label, status=status)
-        if status == 429 or status >= 500 or code in _RETRYABLE_CODES:
-            raise RetryableError(where, code=label, status=status, retry_after=_retry_after(response))
-        raise FatalError(where, code=label, status=status)
+            return QuotaExhaustedError(failure.where, code=failure.label, status=failure.status)
+        return super()._error_for(failure)
 
     # -- objects ---------------------------------------------------------------------------------
 
@@ -174,14 +143,9 @@ class PardotClient:
             query = {"nextPageToken": token, "fields": selected}
 
     async def read(self, collection: str, object_id: int, fields: Iterable[str]) -> dict[str, Any] | None:
-        try:
-            response = await self.request("GET", f"{API_PATH}/{collection}/{object_id}",
-                                          params={"fields": ",".join(fields)})
-        except FatalError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return response.json()
+        response = await self.request_unless_missing("GET", f"{API_PATH}/{collection}/{object_id}",
+                                                     params={"fields": ",".join(fields)})
+        return response.json() if response is not None else None
 
     async def create(self, collection: str, values: Mapping[str, Any], fields: Iterable[str] = ("id",)) -> dict[str, Any]:
         response = await self.request("POST", f"{API_PATH}/{collection}", params={"fields": ",".join(fields)},
@@ -196,13 +160,7 @@ class PardotClient:
 
     async def delete(self, collection: str, object_id: int) -> bool:
         """False when there was nothing to delete."""
-        try:
-            await self.request("DELETE", f"{API_PATH}/{collection}/{object_id}")
-        except FatalError as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
+        return await self.request_unless_missing("DELETE", f"{API_PATH}/{collection}/{object_id}") is not None
 
     async def upsert_latest_by_email(self, email: str, values: Mapping[str, Any],
                                      fields: Iterable[str] = ("id",)) -> tuple[dict[str, Any], bool]:
@@ -211,21 +169,3 @@ class PardotClient:
         body = {"matchEmail": email, "prospect": dict(values), "fields": list(fields)}
         response = await self.request("POST", f"{API_PATH}/prospects/do/upsertLatestByEmail", json=body)
         return response.json(), response.status_code == 201
-
-
-def _error(response: httpx.Response) -> tuple[int | None, str]:
-    try:
-        body = response.json()
-    except ValueError:
-        return None, response.reason_phrase
-    if not isinstance(body, dict):
-        return None, response.reason_phrase
-    code = body.get("code")
-    return (code if isinstance(code, int) else None), str(body.get("message") or "")
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    try:
-        return float(response.headers["Retry-After"])
-    except (KeyError, ValueError):
-        return None

@@ -350,9 +350,10 @@ def _position(channel: str, replay_id: bytes | None) -> dict[str, Any]:
 def change_events(change: DecodedChange, channel: str) -> list[SourceEvent]:
     """A record change (CREATE, UPDATE, DELETE, UNDELETE) → one SourceEvent per record id.
 
-    CREATE and UNDELETE carry every field (full state). UPDATE carries the changed fields
-    (nulled ones as None); with no changedFields bitmap, the fields that have a value. Fields
-    sent as a diff are listed as changed but left out of ``fields`` until read over REST."""
+    CREATE and UNDELETE carry every field (full state). UPDATE carries the changed fields (with
+    no changedFields bitmap, the fields that have a value) and every nulled field as None, even
+    one changedFields leaves out: a blanked field has no value to find it by. Fields sent as a
+    diff are listed as changed but left out of ``fields`` until read over REST."""
     if change.change_type not in RECORD_CHANGES:
         raise ValueError(f"{change.change_type} is not a record change; refetch or resync instead")
     full_state = change.change_type in ("CREATE", "UNDELETE")
@@ -361,7 +362,8 @@ def change_events(change: DecodedChange, channel: str) -> list[SourceEvent]:
     elif full_state:
         fields = dict(change.values)
     else:
-        names = change.changed_fields or tuple(k for k, v in change.values.items() if v is not None)
+        changed_names = change.changed_fields or tuple(k for k, v in change.values.items() if v is not None)
+        names = dict.fromkeys(changed_names + change.nulled_fields)
         fields = {name: None if name in change.nulled_fields else change.values.get(name) for name in names}
     for name in change.diff_fields:
         fields.pop(name, None)

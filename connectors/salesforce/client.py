@@ -1,4 +1,5 @@
-"""Salesforce REST client: every call goes through one retry policy and one API budget.
+"""Salesforce REST client on ``connectors.http_client``: one retry policy, one API budget fed by
+``Sforce-Limit-Info``, the token's instance URL.
 
 Translation at the boundary: 401 → AuthExpiredError (refresh once, retry); 429, 5xx,
 UNABLE_TO_LOCK_ROW and concurrent-request REQUEST_LIMIT_EXCEEDED → RetryableError; the daily
@@ -10,13 +11,14 @@ other 4xx → FatalError carrying Salesforce's errorCode. Every call carries
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Iterable, Sequence
+from typing import Any, AsyncIterator, Iterable, Mapping, Sequence
 
 import httpx
 
 from connectors.budget import ApiBudget
-from connectors.errors import AuthExpiredError, FatalError, RetryableError
-from connectors.retry import RetryPolicy, RetryStats
+from connectors.errors import AuthExpiredError, ConnectorError, RetryableError
+from connectors.http_client import HttpClient, HttpFailure
+from connectors.retry import RetryPolicy
 from connectors.salesforce.auth import Token, TokenProvider
 from connectors.salesforce.config import SalesforceConfig
 
@@ -48,7 +50,12 @@ class RecordResult:
         return not self.success and any(e.code in RETRYABLE_RECORD_CODES for e in self.errors)
 
 
-class SalesforceRest:
+class SalesforceRest(HttpClient):
+    system = "Salesforce"
+    retryable_codes = RETRYABLE_RECORD_CODES
+    tokens: TokenProvider
+    budget: ApiBudget
+
     def __init__(
         self,
         config: SalesforceConfig,
@@ -57,56 +64,50 @@ class SalesforceRest:
         policy: RetryPolicy | None = None,
         http: httpx.AsyncClient | None = None,
     ) -> None:
+        super().__init__(timeout=config.timeout, tokens=tokens, budget=budget or ApiBudget("salesforce"),
+                         policy=policy, http=http)
         self.config = config
-        self.tokens = tokens
-        self.budget = budget or ApiBudget("salesforce")
-        self.policy = policy or RetryPolicy()
-        self.stats = RetryStats()
-        self.calls = 0
-        self._http = http or httpx.AsyncClient(timeout=config.timeout)
 
     @property
     def base_path(self) -> str:
         return f"/services/data/v{self.config.api_version}"
 
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
     async def request(self, method: str, path: str, *, json: Any = None,
-                      params: dict[str, Any] | None = None) -> httpx.Response:
+                      params: Mapping[str, Any] | None = None) -> httpx.Response:
         """One logical call with retries; ``path`` is absolute (/services/...) or under base_path."""
         if not path.startswith("/services/"):
             path = f"{self.base_path}/{path.lstrip('/')}"
-        used: list[Token] = []
+        return await super().request(method, path, json=json, params=params)
 
-        async def attempt() -> httpx.Response:
-            await self.budget.wait_for_budget()
-            token = await self.tokens.token()
-            used.append(token)
-            async with self.budget.slot():
-                return await self._send(token, method, path, json, params)
+    def _url(self, credential: Token, path: str) -> str:
+        return credential.instance_url + path
 
-        async def refresh() -> None:
-            await self.tokens.refresh(used[-1] if used else None)
-
-        return await self.policy.run(attempt, on_auth_expired=refresh, stats=self.stats)
-
-    async def _send(self, token: Token, method: str, path: str, json: Any,
-                    params: dict[str, Any] | None) -> httpx.Response:
-        headers = {
-            "Authorization": f"Bearer {token.access_token}",
+    def _headers(self, credential: Token) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {credential.access_token}",
             "Sforce-Call-Options": f"client={self.config.client_name}",
             "Accept": "application/json",
         }
-        self.calls += 1
-        try:
-            response = await self._http.request(method, token.instance_url + path, json=json,
-                                                params=params, headers=headers)
-        except httpx.TransportError as exc:
-            raise RetryableError(f"Salesforce {method} {path}: {type(exc).__name__}") from exc
+
+    def _observe_usage(self, response: httpx.Response) -> None:
         self.budget.observe_header(response.headers.get("Sforce-Limit-Info"))
-        _raise_for_status(response, method, path, self.budget)
-        return response
+
+    def _read_error(self, response: httpx.Response) -> tuple[str, str]:
+        errors = _errors(response)
+        if not errors:
+            return "", response.reason_phrase
+        return str(errors[0].get("errorCode", "")), str(errors[0].get("message", ""))
+
+    def _error_for(self, failure: HttpFailure) -> ConnectorError:
+        """Salesforce's 401 carries no code of its own; the daily REQUEST_LIMIT_EXCEEDED marks the
+        budget spent and pauses long, where the concurrent-request one is an ordinary retry."""
+        if failure.status == 401:
+            return AuthExpiredError(failure.where, code=failure.code or "INVALID_SESSION_ID", status=failure.status)
+        if failure.code == "REQUEST_LIMIT_EXCEEDED" and "total" in failure.message.lower():
+            self.budget.observe(self.budget.usage.limit or 1, self.budget.usage.limit or 1)
+            return RetryableError(failure.where, code=failure.code, status=failure.status,
+                                  retry_after=_DAILY_LIMIT_PAUSE)
+        return super()._error_for(failure)
 
     # -- operations ----------------------------------------------------------------------------
     async def query(self, soql: str, *, include_deleted: bool = False) -> AsyncIterator[dict[str, Any]]:
@@ -170,28 +171,3 @@ def _errors(response: httpx.Response) -> list[dict[str, Any]]:
     if isinstance(body, dict):
         body = [body]
     return [e for e in body if isinstance(e, dict)] if isinstance(body, list) else []
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    try:
-        return float(response.headers["Retry-After"])
-    except (KeyError, ValueError):
-        return None
-
-
-def _raise_for_status(response: httpx.Response, method: str, path: str, budget: ApiBudget) -> None:
-    status = response.status_code
-    if status < 400 or status == 300:
-        return
-    errors = _errors(response)
-    code = str(errors[0].get("errorCode", "")) if errors else ""
-    message = str(errors[0].get("message", "")) if errors else response.reason_phrase
-    where = f"Salesforce {method} {path}: {status} {code or ''} {message}".strip()
-    if status == 401:
-        raise AuthExpiredError(where, code=code or "INVALID_SESSION_ID", status=status)
-    if code == "REQUEST_LIMIT_EXCEEDED" and "total" in message.lower():
-        budget.observe(budget.usage.limit or 1, budget.usage.limit or 1)
-        raise RetryableError(where, code=code, status=status, retry_after=_DAILY_LIMIT_PAUSE)
-    if status == 429 or status >= 500 or code in RETRYABLE_RECORD_CODES:
-        raise RetryableError(where, code=code or str(status), status=status, retry_after=_retry_after(response))
-    raise FatalError(where, code=code or str(status), status=status)

@@ -1,4 +1,5 @@
-"""TIMS client for the contract in docs/tims-openapi.yaml; every call goes through one retry policy.
+"""TIMS client for the contract in docs/tims-openapi.yaml, on ``connectors.http_client``: every call
+goes through one retry policy.
 
 Translation at the boundary: 429 (``rate_limited``, ``quota_exceeded``), 503, 409 ``record_locked``,
 other 5xx and transport errors → RetryableError carrying Retry-After; 401 → FatalError (an API
@@ -15,9 +16,10 @@ from urllib.parse import quote
 
 import httpx
 
-from connectors.errors import FatalError, RetryableError
+from connectors.errors import ConnectorError, FatalError
+from connectors.http_client import HttpClient, HttpFailure
 from connectors.redact import redact_text
-from connectors.retry import RetryPolicy, RetryStats
+from connectors.retry import RetryPolicy
 from connectors.tims.config import TimsConfig
 
 __all__ = [
@@ -77,41 +79,43 @@ class BatchResult:
     error_field: str | None = None
 
 
-class TimsClient:
+class TimsClient(HttpClient):
+    """``request`` paths start with /v1/."""
+
+    system = "TIMS"
+    retryable_codes = RETRYABLE_CODES
+
     def __init__(self, config: TimsConfig, policy: RetryPolicy | None = None,
                  http: httpx.AsyncClient | None = None) -> None:
+        super().__init__(timeout=config.timeout, policy=policy, http=http)
         self.config = config
-        self.policy = policy or RetryPolicy()
-        self.stats = RetryStats()
-        self.calls = 0
-        self._http = http or httpx.AsyncClient(timeout=config.timeout)
 
-    async def aclose(self) -> None:
-        await self._http.aclose()
+    def _url(self, credential: None, path: str) -> str:
+        return self.config.base_url + path
 
-    async def request(self, method: str, path: str, *, json: Any = None,
-                      params: Mapping[str, Any] | None = None) -> httpx.Response:
-        """One logical call under the retry policy; ``path`` starts with /v1/."""
-
-        async def attempt() -> httpx.Response:
-            return await self._send(method, path, json, params)
-
-        return await self.policy.run(attempt, stats=self.stats)
-
-    async def _send(self, method: str, path: str, json: Any, params: Mapping[str, Any] | None) -> httpx.Response:
-        headers = {
+    def _headers(self, credential: None) -> dict[str, str]:
+        return {
             "Authorization": f"Bearer {self.config.api_key.get_secret_value()}",
             "Accept": "application/json",
             "User-Agent": f"pardot-tims-connect ({self.config.client_name})",
         }
-        self.calls += 1
+
+    def _read_error(self, response: httpx.Response) -> tuple[str, str]:
         try:
-            response = await self._http.request(method, self.config.base_url + path, json=json,
-                                                params=dict(params) if params else None, headers=headers)
-        except httpx.TransportError as exc:
-            raise RetryableError(f"TIMS {method} {path}: {type(exc).__name__}") from exc
-        _raise_for_status(response, method, path)
-        return response
+            body = response.json()
+        except ValueError:
+            return "", response.reason_phrase
+        error = body.get("error") if isinstance(body, dict) else None
+        if not isinstance(error, dict):
+            return "", response.reason_phrase
+        return str(error.get("code") or ""), redact_text(str(error.get("message") or ""))
+
+    def _error_for(self, failure: HttpFailure) -> ConnectorError:
+        """An API key cannot be refreshed: a 401 is fatal and names the setting to fix."""
+        if failure.status == 401:
+            return FatalError(f"{failure.where}; TIMS rejected the API key: check CONNECT_TIMS_API_KEY",
+                              code=failure.code or "unauthorized", status=failure.status)
+        return super()._error_for(failure)
 
     # -- change feed ---------------------------------------------------------------------------
 
@@ -153,13 +157,8 @@ class TimsClient:
 
     async def delete(self, entity: str, record_id: str) -> bool:
         """Delete by TIMS id; False when it was already gone."""
-        try:
-            await self.request("DELETE", f"/v1/{resource_for(entity).name}/{_segment(record_id)}")
-        except FatalError as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
+        path = f"/v1/{resource_for(entity).name}/{_segment(record_id)}"
+        return await self.request_unless_missing("DELETE", path) is not None
 
     async def batch_upsert(self, entity: str, records: Sequence[Mapping[str, Any]]) -> list[BatchResult]:
         """Upsert up to 200 records keyed by ``external_id``; one result per record, in order."""
@@ -173,12 +172,8 @@ class TimsClient:
         return sorted(results, key=lambda r: r.index)
 
     async def _get_or_none(self, path: str) -> dict[str, Any] | None:
-        try:
-            return (await self.request("GET", path)).json()
-        except FatalError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        response = await self.request_unless_missing("GET", path)
+        return response.json() if response is not None else None
 
 
 def _segment(value: str) -> str:
@@ -192,35 +187,3 @@ def _batch_result(item: Mapping[str, Any]) -> BatchResult:
         created=item.get("created"), changed=item.get("changed"), version=item.get("version"),
         error_code=error.get("code"), error_message=error.get("message"), error_field=error.get("field"),
     )
-
-
-def _error(response: httpx.Response) -> tuple[str, str]:
-    try:
-        body = response.json()
-    except ValueError:
-        return "", response.reason_phrase
-    error = body.get("error") if isinstance(body, dict) else None
-    if not isinstance(error, dict):
-        return "", response.reason_phrase
-    return str(error.get("code") or ""), str(error.get("message") or "")
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    try:
-        return float(response.headers["Retry-After"])
-    except (KeyError, ValueError):
-        return None
-
-
-def _raise_for_status(response: httpx.Response, method: str, path: str) -> None:
-    status = response.status_code
-    if status < 400:
-        return
-    code, message = _error(response)
-    where = f"TIMS {method} {path}: {status} {code} {redact_text(message)}".strip()
-    if status == 401:
-        raise FatalError(f"{where}; TIMS rejected the API key: check CONNECT_TIMS_API_KEY",
-                         code=code or "unauthorized", status=status)
-    if status in (429, 503) or status >= 500 or code in RETRYABLE_CODES:
-        raise RetryableError(where, code=code or str(status), status=status, retry_after=_retry_after(response))
-    raise FatalError(where, code=code or str(status), status=status)

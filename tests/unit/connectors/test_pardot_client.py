@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import pytest
@@ -15,27 +13,9 @@ from connectors.errors import FatalError, QuotaExhaustedError, RetryableError
 from connectors.pardot.client import DailyUsage, PardotClient
 from connectors.pardot.config import PardotConfig
 from connectors.retry import RetryPolicy
+from tests.support.tokens import Tokens
 
 BU = "0Uv5e0000000001AAA"
-
-
-@dataclass
-class Token:
-    access_token: str
-
-
-class Tokens:
-    def __init__(self) -> None:
-        self.current = Token("tok1")
-        self.refreshes = 0
-
-    async def token(self) -> Token:
-        return self.current
-
-    async def refresh(self, stale: Any = None) -> Token:
-        self.refreshes += 1
-        self.current = Token(f"tok{self.refreshes + 1}")
-        return self.current
 
 
 def pardot_error(status: int, code: int, message: str = "no", retry_after: str | None = None) -> httpx.Response:

@@ -108,6 +108,34 @@ def test_update_bitmaps_become_flat_names_and_only_changed_values_travel() -> No
     assert out.change_origin == "com/salesforce/api/rest/62.0;client=tims-connect"
 
 
+def test_an_update_that_only_blanks_fields_carries_them_as_none() -> None:
+    schema = schema_for("Contact")
+    nulled = encode_bitmap(schema.schema, ["Phone", "MailingAddress.City"])
+    change = decode_change(encode("Contact", header(nulledFields=nulled), {}), schema, REPLAY)
+    assert change.changed_fields == () and change.nulled_fields == ("Phone", "MailingCity")
+    [out] = change_events(change, CHANNEL)
+    assert out.fields == {"Phone": None, "MailingCity": None}
+    assert out.nulled_fields == ["Phone", "MailingCity"] and set(out.changed_fields) == {"Phone", "MailingCity"}
+
+
+def test_without_changed_fields_values_travel_beside_the_nulled_fields() -> None:
+    schema = schema_for("Contact")
+    payload = encode("Contact", header(nulledFields=encode_bitmap(schema.schema, ["Phone"])),
+                     {"Email": "new@example.com"})
+    [out] = change_events(decode_change(payload, schema, REPLAY), CHANNEL)
+    assert out.fields == {"Email": "new@example.com", "Phone": None} and out.nulled_fields == ["Phone"]
+
+
+def test_a_nulled_field_missing_from_changed_fields_still_travels_as_none() -> None:
+    schema = schema_for("Contact")
+    payload = encode("Contact", header(changedFields=encode_bitmap(schema.schema, ["Email"]),
+                                       nulledFields=encode_bitmap(schema.schema, ["Phone"])),
+                     {"Email": "new@example.com"})
+    [out] = change_events(decode_change(payload, schema, REPLAY), CHANNEL)
+    assert out.fields == {"Email": "new@example.com", "Phone": None} and out.nulled_fields == ["Phone"]
+    assert set(out.changed_fields) == {"Email", "Phone"}
+
+
 def test_compound_named_alone_stands_for_all_its_parts_and_name_parts_keep_their_names() -> None:
     schema = schema_for("Account")
     changed = encode_bitmap(schema.schema, ["Name", "ShippingAddress", "BillingAddress.City"])
