@@ -21,6 +21,7 @@ from connectors.http_client import HttpClient, HttpFailure
 from connectors.redact import redact_text
 from connectors.retry import RetryPolicy
 from connectors.tims.config import TimsConfig
+from connectors.tims.resources import RESOURCES, Resource, resource_for
 
 __all__ = [
     "TimsClient", "ChangePage", "BatchResult", "Resource", "RESOURCES", "MAX_BATCH",
@@ -29,32 +30,6 @@ __all__ = [
 
 MAX_BATCH = 200
 RETRYABLE_CODES = frozenset({"rate_limited", "quota_exceeded", "service_unavailable", "record_locked"})
-
-
-@dataclass(frozen=True)
-class Resource:
-    """One TIMS collection: its URL segment, its entity name (topics, change feed) and id field."""
-
-    name: str
-    entity: str
-    id_field: str
-
-
-RESOURCES: dict[str, Resource] = {r.entity: r for r in (
-    Resource("customers", "customer", "customer_id"),
-    Resource("sales_orders", "sales_order", "sales_order_id"),
-    Resource("invoices", "invoice", "invoice_id"),
-    Resource("payments", "payment", "payment_id"),
-    Resource("items", "item", "item_id"),
-    Resource("segments", "segment", "segment_id"),
-)}
-
-
-def resource_for(entity: str) -> Resource:
-    try:
-        return RESOURCES[entity]
-    except KeyError:
-        raise ValueError(f"unknown TIMS entity {entity!r}; known: {', '.join(RESOURCES)}") from None
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 
 from connectors.config import ConnectorConfig, Names, url_validator
+from connectors.tims.resources import RESOURCES
 
 __all__ = ["TimsConfig"]
 
@@ -41,8 +42,6 @@ class TimsConfig(ConnectorConfig):
     @field_validator("entities")
     @classmethod
     def _entities(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        from connectors.tims.client import RESOURCES  # the client imports this module
-
         unknown = set(value) - set(RESOURCES)
         if unknown:
             raise ValueError(f"unknown {sorted(unknown)}; known: {', '.join(RESOURCES)}")
