@@ -14,7 +14,7 @@ from typing import Any
 
 import faust
 
-from stream_app import diagnostics, faust_fixes
+from stream_app import codecs, diagnostics, faust_fixes
 from stream_app import metrics as worker_metrics
 from stream_app.flows import install_flows
 from stream_app.logs import configure
@@ -73,6 +73,7 @@ def create_app(config: Settings, *, flows: bool = True, sinks: bool = True, metr
     """A worker app with its parts installed (no I/O happens here: Faust connects when a
     worker starts). Tests switch parts off to build just what they exercise."""
     faust_fixes.apply()
+    codecs.register()
     app = _faust_app(config)
     diagnostics.install(app)
     if flows:

@@ -7,12 +7,14 @@ installs each through a :class:`FlowRuntime`, the app side of ``topologies.flow.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from stream_app import metrics
 from stream_app.batching import run_batches
+from stream_app.codecs import SafeJson, Undecodable, bounded
 from stream_app.settings import Settings, SettingsError, env_name
 from topologies.flow import Flow
 from topologies.registry import all_flows
@@ -21,6 +23,8 @@ if TYPE_CHECKING:
     from stream_app.app import ConnectApp
 
 __all__ = ["FlowRuntime", "BoundMetrics", "enabled_flows", "install_flows", "mapping_tools", "flow_mappings_dir", "input_topics", "internal_topics"]
+
+log = logging.getLogger(__name__)
 
 
 class BoundMetrics:
@@ -72,12 +76,39 @@ class FlowRuntime:
         return await topic.send(key=key.encode(), value=value)
 
     async def quarantine(self, reason: str, raw: Any) -> None:
+        """Set ``raw`` aside on ``quarantine.<flow>`` with the reason, bounded in size. When even
+        that write fails, the entry goes to a local file and the log: never to silence."""
         if self._quarantine_topic is None:
             self._quarantine_topic = self.topic(f"quarantine.{self.flow.name}")
         self.counters["quarantined"] += 1
         metrics.observe_quarantined(self.flow.name)
-        await self.send(self._quarantine_topic, self.flow.name,
-                        {"flow": self.flow.name, "reason": reason, "raw": raw})
+        entry = {"flow": self.flow.name, "reason": reason[:2000], "raw": bounded(raw)}
+        try:
+            await self.send(self._quarantine_topic, self.flow.name, entry)
+        except Exception as exc:  # noqa: BLE001 - the fallback below keeps the entry
+            self._quarantine_locally(entry, exc)
+
+    def _quarantine_locally(self, entry: dict[str, Any], exc: Exception) -> None:
+        path = Path(self.settings.data_dir) / f"quarantine.{self.flow.name}.jsonl"
+        log.error("flow %s: quarantine write failed (%s: %s); entry kept in %s",
+                  self.flow.name, type(exc).__name__, exc, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("ab") as file:
+            file.write(SafeJson()._dumps(entry) + b"\n")
+
+    async def each(self, stage: str, stream: Any, handle: Callable[[Any], Awaitable[None]]) -> None:
+        """The stage boundary: ``handle`` each event; an unreadable value, or one that makes
+        ``handle`` raise, is quarantined with the stage and the reason, and the stage goes on."""
+        async for event in stream.events():
+            value = event.value
+            if isinstance(value, Undecodable):
+                await self.quarantine(f"{stage}: not JSON: {value.error}", value)
+                continue
+            try:
+                await handle(event)
+            except Exception as exc:  # noqa: BLE001 - one message must not stop the stage
+                log.exception("flow %s, stage %s: a message raised; quarantined", self.flow.name, stage)
+                await self.quarantine(f"{stage} raised {type(exc).__name__}: {exc}", value)
 
     async def run_batches(self, stream: Any, handle: Callable[[Any, Any], Awaitable[None]]) -> None:
         await run_batches(stream, handle, self.send, size=self.settings.flow_batch_size,

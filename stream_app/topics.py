@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from faust.types import AppT, TopicT
 
 from connectors.kafka_admin import ensure_topics
+from stream_app.codecs import CODEC
 
 if TYPE_CHECKING:
     from stream_app.settings import Settings
@@ -20,7 +21,8 @@ __all__ = ["OwnedTopics"]
 
 
 class OwnedTopics:
-    """The topics one app owns, named ``<prefix><name>``; JSON values and raw keys by default.
+    """The topics one app owns, named ``<prefix><name>``; JSON values (``stream_app.codecs``: an
+    unreadable value reaches the agent as ``Undecodable``) and raw keys by default.
 
     ``kept`` names the ones that keep their history (``retention.ms=-1``) because a state rebuild
     reads them from the start: the flows' link topics (record ids a sink reports back)."""
@@ -35,7 +37,7 @@ class OwnedTopics:
         """The topic (or several read as one) named ``names``; asking twice gives the same one."""
         if names in self._topics and not options:
             return self._topics[names]
-        options.setdefault("value_serializer", "json")
+        options.setdefault("value_serializer", CODEC)
         options.setdefault("key_serializer", "raw")
         options.setdefault("partitions", self.settings.topic_partitions)
         options.setdefault("replicas", self.settings.topic_replication_factor)

@@ -67,7 +67,11 @@ class FlowContext(Protocol):
         """Publish; returns the future of the broker's ack."""
 
     async def quarantine(self, reason: str, raw: Any) -> None:
-        """Set a message aside on ``quarantine.<flow>`` with the reason (and count it)."""
+        """Set a message aside on ``quarantine.<flow>`` with the reason (and count it); never raises."""
+
+    async def each(self, stage: str, stream: Any, handle: Callable[[Any], Awaitable[None]]) -> None:
+        """Run a stage one event at a time behind the stage boundary: a value that could not be
+        decoded, or one that makes ``handle`` raise, is quarantined and the stage goes on."""
 
     async def run_batches(self, stream: Any, handle: Callable[[BatchLike, Any], Awaitable[None]]) -> None:
         """Run a batched stage with the app's batch size and linger (docs/adr/0011)."""

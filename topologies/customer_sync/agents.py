@@ -25,10 +25,11 @@ links are idempotent). The other stages handle one event at a time: batching the
 gain (the worker is CPU-bound in Faust's per-message work) and each batched hop adds up to a
 linger of latency.
 
-Every stage validates its input (``messages``) and quarantines what it cannot read, with the
-reason; an unexpected error while merging one event quarantines that event with the error and
-rebuilds its customer's working row from the table and the batch's earlier events for it, so
-one bad event never stalls a batch or kills the worker.
+Every stage runs behind the stage boundary (``FlowContext.each``: what cannot be decoded, or
+makes a stage raise, is quarantined with the stage and the reason) and validates its input
+(``messages``). In the batched ``merge``, an unexpected error on one event quarantines that
+event with the error and rebuilds its customer's working row from the table and the batch's
+earlier events for it, so one bad event never stalls a batch or kills the worker.
 """
 
 from __future__ import annotations
@@ -105,41 +106,50 @@ class CustomerSync:
 
     # -- ingest ----------------------------------------------------------------------------------
     async def ingest(self, stream: Any) -> None:
-        """Validate source events and re-key them by source reference."""
-        async for value in stream:
-            try:
-                event = SourceEvent.model_validate(value)
-            except ValidationError as exc:
-                await self.ctx.quarantine(f"not a source event: {_why(exc)}", value)
-                continue
-            self.count("events_in")
-            self.ctx.metrics.event_in(event.source, event.entity)
-            ref = source_ref(event)
-            message = IdentifyEvent(event=event.model_dump(mode="json"), tries=[ref, *crossrefs(event)])
-            await self._send(self.identify_topic, ref, message.wire())
+        await self.ctx.each("ingest", stream, self.ingest_one)
+
+    async def ingest_one(self, message: EventT) -> None:
+        """Validate a source event and re-key it by source reference."""
+        try:
+            event = SourceEvent.model_validate(message.value)
+        except ValidationError as exc:
+            await self.ctx.quarantine(f"not a source event: {_why(exc)}", message.value)
+            return
+        self.count("events_in")
+        self.ctx.metrics.event_in(event.source, event.entity)
+        ref = source_ref(event)
+        out = IdentifyEvent(event=event.model_dump(mode="json"), tries=[ref, *crossrefs(event)])
+        await self._send(self.identify_topic, ref, out.wire())
 
     async def tims_links(self, stream: Any) -> None:
+        await self.ctx.each("tims_links", stream, self.tims_link_one)
+
+    async def tims_link_one(self, message: EventT) -> None:
         """TIMS ids from the TIMS writer go to the customer they were created for."""
-        async for value in stream:
-            try:
-                entry = TimsLinkEntry.model_validate(value)
-            except ValidationError:
-                await self.ctx.quarantine("links.tims entry without record_key or tims_id", value)
-                continue
-            await self._send(self.merge_topic, entry.record_key, MergeTimsLink(kind="tims_link",
-                                                                              tims_id=entry.tims_id).wire())
+        try:
+            entry = TimsLinkEntry.model_validate(message.value)
+        except ValidationError:
+            await self.ctx.quarantine("links.tims entry without record_key or tims_id", message.value)
+            return
+        await self._send(self.merge_topic, entry.record_key,
+                         MergeTimsLink(kind="tims_link", tims_id=entry.tims_id).wire())
 
     # -- identify --------------------------------------------------------------------------------
     async def identify(self, stream: Any) -> None:
-        async for value in stream:
-            try:
-                message = IDENTIFY.validate_python(value)
-                if isinstance(message, IdentifyLink):
-                    await self._link_ref(message)
-                else:
-                    await self._identify(message)
-            except (ValidationError, IndexError) as exc:
-                await self.ctx.quarantine(f"identify: unreadable message: {exc}", value)
+        await self.ctx.each("identify", stream, self.identify_one)
+
+    async def identify_one(self, event: EventT) -> None:
+        try:
+            message = IDENTIFY.validate_python(event.value)
+        except ValidationError as exc:
+            await self.ctx.quarantine(f"identify: unreadable message: {exc}", event.value)
+            return
+        if isinstance(message, IdentifyLink):
+            await self._link_ref(message)
+        elif message.i >= len(message.tries):
+            await self.ctx.quarantine(f"identify: try {message.i} of {len(message.tries)}", event.value)
+        else:
+            await self._identify(message)
 
     async def _link_ref(self, message: IdentifyLink) -> None:
         ref, key = message.ref, message.customer_key
@@ -172,22 +182,24 @@ class CustomerSync:
 
     # -- match -----------------------------------------------------------------------------------
     async def match(self, stream: Any) -> None:
-        async for event in stream.events():
-            read = await self._read("match", MATCH, event)
-            if read is None:
-                continue
-            email, message = read
-            if isinstance(message, MatchLink):
-                if self.email_index.get(email) is None:
-                    self.email_index[email] = message.customer_key
-                continue
-            key = self.email_index.get(email)
-            if key is None:
-                key = mint_key(email)
-                self.count("customers_minted")
-            await self._send(self.merge_topic, key, MergeEvent(event=message.event).wire())
+        await self.ctx.each("match", stream, self.match_one)
+
+    async def match_one(self, event: EventT) -> None:
+        read = await self._read("match", MATCH, event)
+        if read is None:
+            return
+        email, message = read
+        if isinstance(message, MatchLink):
             if self.email_index.get(email) is None:
-                self.email_index[email] = key
+                self.email_index[email] = message.customer_key
+            return
+        key = self.email_index.get(email)
+        if key is None:
+            key = mint_key(email)
+            self.count("customers_minted")
+        await self._send(self.merge_topic, key, MergeEvent(event=message.event).wire())
+        if self.email_index.get(email) is None:
+            self.email_index[email] = key
 
     # -- merge -----------------------------------------------------------------------------------
     async def merge(self, stream: Any) -> None:

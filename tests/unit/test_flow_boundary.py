@@ -1,0 +1,65 @@
+"""The stage boundary of a flow (stream_app.flows.FlowRuntime): no message kills a stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from stream_app.app import create_app
+from stream_app.codecs import SafeJson
+from stream_app.flows import FlowRuntime
+from stream_app.settings import load_settings
+from topologies.flow import Flow
+
+
+class Stream:
+    def __init__(self, *values: Any) -> None:
+        self.values = values
+
+    async def events(self) -> Any:
+        for value in self.values:
+            yield SimpleNamespace(value=value, key=b"k")
+
+
+def runtime(tmp_path: Path) -> tuple[FlowRuntime, list[dict[str, Any]]]:
+    app = create_app(load_settings(store="memory://", data_dir=str(tmp_path)), flows=False, sinks=False,
+                     metrics=False)
+    flow = FlowRuntime(app, Flow(name="probe", source_topics=(), install=lambda ctx: None))
+    sent: list[dict[str, Any]] = []
+
+    async def send(topic: Any, key: str, value: Any) -> None:
+        sent.append(value)
+
+    flow.send = send  # type: ignore[method-assign]
+    return flow, sent
+
+
+async def test_unreadable_and_raising_messages_are_quarantined_and_the_stage_goes_on(tmp_path: Path) -> None:
+    flow, quarantined = runtime(tmp_path)
+    handled: list[Any] = []
+
+    async def handle(event: Any) -> None:
+        if event.value == {"boom": True}:
+            raise KeyError("boom")
+        handled.append(event.value)
+
+    stream = Stream({"n": 1}, SafeJson().loads(b"\xff not json"), {"boom": True}, {"n": 2})
+    await flow.each("probe-stage", stream, handle)
+
+    assert handled == [{"n": 1}, {"n": 2}]
+    assert [entry["reason"].split(":")[0] for entry in quarantined] == ["probe-stage", "probe-stage raised KeyError"]
+    assert quarantined[0]["raw"]["undecodable"] and quarantined[1]["raw"] == {"boom": True}
+    assert flow.counters["quarantined"] == 2
+
+
+async def test_a_quarantine_write_that_fails_lands_in_a_local_file(tmp_path: Path) -> None:
+    flow, _ = runtime(tmp_path)
+
+    async def broken(topic: Any, key: str, value: Any) -> None:
+        raise RuntimeError("broker gone")
+
+    flow.send = broken  # type: ignore[method-assign]
+    await flow.quarantine("why", {"a": "b" * 10})
+    [line] = (tmp_path / "quarantine.probe.jsonl").read_text().splitlines()
+    assert SafeJson().loads(line.encode()) == {"flow": "probe", "reason": "why", "raw": {"a": "b" * 10}}
