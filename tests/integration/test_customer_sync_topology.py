@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from tests.support.kafka import produce_json, read_json
 from tests.support.worker import WorkerProcess
@@ -47,3 +49,44 @@ async def test_one_person_from_four_systems_becomes_one_customer(app_env: dict[s
     assert {(c["external_id_field"], c["external_id"]) for c in tims} <= {("customer_id", "C9"), ("external_id", "003A")}
     assert all(c["fields"].get("external_id", "003A") == "003A" for c in tims)
     assert {c["external_id"] for c in accounts} == {"001A"}
+
+
+async def test_hostile_messages_are_quarantined_and_the_worker_keeps_syncing(
+        app_env: dict[str, str], tmp_path: Path) -> None:
+    """What killed agents before: bytes that are not JSON, lone surrogates, deep nesting, values
+    that are not objects, on the source topic and on every stage topic. Each is quarantined with
+    its stage; the worker stays up and the person played after them still lands."""
+    bootstrap, prefix = app_env["KAFKA_BOOTSTRAP_SERVERS"], app_env["CONNECT_TOPIC_PREFIX"]
+    hostile = [b"\xff\xfe not json", b'{"event_id": "\\ud800"}', b"[" * 3000 + b"]" * 3000, b'"a string"', b"null"]
+    topics = ["src.tims.customer", "customer_sync.identify", "customer_sync.match", "customer_sync.merge", "links.tims"]
+    with WorkerProcess(app_env, tmp_path / "worker.log").start() as worker:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await producer.start()
+        try:
+            for topic in topics:
+                for raw in hostile:
+                    await producer.send_and_wait(f"{prefix}{topic}", raw, key=b"hostile@example.com")
+        finally:
+            await producer.stop()
+        await produce_json(bootstrap, f"{prefix}src.tims.customer", [
+            src("tims", "customer", "C77", 2000, name="Grace Hopper", email="grace@example.com", external_id="003G",
+                payment_terms="NET30", modified_by="tims-ui")])
+        quarantined = await read_json(bootstrap, f"{prefix}quarantine.customer_sync",
+                                      until=lambda vs: len(vs) >= len(topics) * len(hostile), timeout=120)
+        landed = await read_json(bootstrap, f"{prefix}sink.salesforce.Contact", until=lambda vs: len(vs) >= 1, timeout=90)
+        assert worker.proc.poll() is None, "the worker died"
+        log = worker.log_text()
+        worker.stop()
+
+    by_stage = Counter(_stage_of(entry["reason"]) for entry in quarantined)
+    assert by_stage == {stage: len(hostile) for stage in ("ingest", "identify", "match", "merge", "tims_links")}
+    assert (landed[0]["external_id"], landed[0]["fields"]["TIMS_Customer_ID__c"]) == ("003G", "C77")
+    assert "Crashed" not in log, "an agent crashed"
+
+
+def _stage_of(reason: str) -> str:
+    if reason.startswith("not a source event"):
+        return "ingest"
+    if reason.startswith("links.tims entry"):
+        return "tims_links"
+    return reason.split(":")[0]
