@@ -22,6 +22,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 __all__ = ["KAFKA_VERSION", "LocalKafka", "LocalKafkaError", "BrokerStatus", "wait_for_broker"]
 
@@ -372,10 +373,17 @@ class LocalKafka:
         return "\n".join(texts[-lines:])
 
 
-def _cluster_id() -> str:
+def _cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
+    """A random KRaft cluster id: 16 bytes, URL-safe base64 without padding (22 characters).
+
+    About one id in 64 starts with ``-``, which the storage tool reads as an option; Kafka's own
+    ``Uuid.randomUuid`` draws again in that case, and so do we."""
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cluster_id = base64.urlsafe_b64encode(random_bytes()).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _java_major(version_text: str) -> int | None:

@@ -25,6 +25,7 @@ from connectors.retry import RetryPolicy
 from connectors.source import Source
 from connectors.tims.client import ChangePage, TimsClient
 from connectors.tims.config import TimsConfig
+from connectors.tims.resources import RESOURCES
 
 __all__ = [
     "POSITION_KEY", "FeedPosition", "TimsSource", "change_event",
@@ -49,24 +50,41 @@ def format_ts(value: datetime) -> str:
 
 
 def change_event(change: Mapping[str, Any]) -> SourceEvent:
-    """The SourceEvent for one feed (or webhook) ``Change``; ValueError when it is not one."""
+    """The SourceEvent for one feed (or webhook) ``Change``; ValueError when it is not one. The
+    message names the field at fault but not its value: the webhook answers it to the sender."""
+    if not isinstance(change, Mapping):
+        raise ValueError("not a TIMS change: not a JSON object")
+    change_id, entity, record_id, updated_at = (_text_field(change, name)
+                                                for name in ("change_id", "entity", "id", "updated_at"))
+    op, version, record, modified_by = (change.get(name) for name in ("op", "version", "record", "modified_by"))
+    for fits, problem in (
+        (entity in RESOURCES, f"entity is not one of {', '.join(RESOURCES)}"),
+        (op in ("upsert", "delete"), "op is not upsert or delete"),
+        (type(version) is int, "version is not an integer"),  # exact type: a bool is an int too
+        (isinstance(record, dict), "record is not an object"),
+        (modified_by is None or isinstance(modified_by, str), "modified_by is not a string"),
+    ):
+        if not fits:
+            raise ValueError(f"not a TIMS change: {problem}")
     try:
-        change_id = str(change["change_id"])
-        updated_at = str(change["updated_at"])
-        version = int(change["version"])
-        record = change["record"]
-        if not isinstance(record, dict):
-            raise TypeError("record is not an object")
-        kind = "DELETE" if change["op"] == "delete" else "CREATE" if version == 1 else "UPDATE"
-        return SourceEvent(
-            event_id=f"tims:{change_id}", source="tims", entity=str(change["entity"]),
-            record_id=str(change["id"]), change_type=kind, fields=record, full_state=True,
-            commit_timestamp=int(parse_ts(updated_at).timestamp() * 1000),
-            change_origin=change.get("modified_by"), commit_user=change.get("modified_by"),
-            position={"change_id": change_id, "updated_at": updated_at},
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"not a TIMS change ({type(exc).__name__}: {exc})") from exc
+        committed = int(parse_ts(updated_at).timestamp() * 1000)
+    except (ValueError, OverflowError):
+        raise ValueError("not a TIMS change: updated_at is not an ISO 8601 date-time") from None
+    if committed < 0:
+        raise ValueError("not a TIMS change: updated_at is before 1970")
+    kind = "DELETE" if op == "delete" else "CREATE" if version == 1 else "UPDATE"
+    return SourceEvent(
+        event_id=f"tims:{change_id}", source="tims", entity=entity, record_id=record_id, change_type=kind,
+        fields=record, full_state=True, commit_timestamp=committed, change_origin=modified_by,
+        commit_user=modified_by, position={"change_id": change_id, "updated_at": updated_at},
+    )
+
+
+def _text_field(change: Mapping[str, Any], name: str) -> str:
+    value = change.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"not a TIMS change: {name} is missing or not a non-empty string")
+    return value
 
 
 def _order(change_id: str) -> tuple[int, str]:

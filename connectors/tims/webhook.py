@@ -7,18 +7,25 @@ counted by reason. An accepted change is published as the same SourceEvent the p
 (``tims:<change_id>``) and answered 200 only after the broker acked it, so a failed publish is
 redelivered by TIMS. TIMS gives up on a change after a few attempts (it then lives only in the
 change feed), so the webhook source also reads the feed every ``reconcile_interval`` seconds.
+
+Whatever arrives, the answer is 2xx or 4xx (503 only when the broker did not take what we gave it)
+with ``{"error": <reason>, "detail": ...}`` that never repeats a header: 413 for a body over
+``MAX_BODY_BYTES`` (read no further, so unsigned: logged and counted only), 401 as above, then,
+for a signed body, 400 when it is not JSON or nests deeper than ``MAX_DEPTH`` and 422 when it is
+not a Change; these are quarantined, once per body although TIMS retries every non-2xx answer.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
+import re
 import time
 from collections import Counter, OrderedDict
 from typing import Any, Awaitable, Callable
 
+import orjson
 from aiohttp import web
 
 from connectors.envelope import SourceEvent
@@ -27,10 +34,31 @@ from connectors.tims.client import TimsClient
 from connectors.tims.config import TimsConfig
 from connectors.tims.source import POSITION_KEY, TimsSource, change_event
 
-__all__ = ["sign", "WebhookRejected", "WebhookVerifier", "WebhookReceiver", "TimsWebhookSource"]
+__all__ = [
+    "sign", "parse_change", "MalformedDelivery", "WebhookRejected", "WebhookVerifier", "WebhookReceiver",
+    "TimsWebhookSource", "MAX_BODY_BYTES", "MAX_DEPTH",
+]
 
 #: change ids delivered by webhook that the feed read skips, at most
 MAX_DELIVERED = 50_000
+#: A Change is a few kilobytes. This bound keeps the event we publish under Kafka's default
+#: 1 MiB message size even if ``json.dumps`` escapes every character (at most 3 bytes per byte).
+MAX_BODY_BYTES = 256 * 1024
+#: A Change nests 3 or 4 levels (change, record, address). Refusing deeper bodies keeps every
+#: later ``json.dumps`` and recursive walk far from Python's recursion limit.
+MAX_DEPTH = 32
+#: characters of a refused body kept in its quarantine record, which must fit one Kafka message
+QUARANTINED_CHARS = 64 * 1024
+#: bodies already quarantined, remembered so that TIMS's retries do not quarantine them again
+_QUARANTINE_MEMORY = 1_000
+_UNAUTHENTICATED = {
+    "missing_headers": "X-TIMS-Timestamp and X-TIMS-Signature are required",
+    "bad_signature": "the signature does not match the body",
+    "stale": "the timestamp is outside the tolerance",
+    "replay": "this signature was accepted before",
+}
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+_SIGNATURE = re.compile(r"sha256=[0-9a-f]{64}")
 log = logging.getLogger(__name__)
 
 
@@ -48,6 +76,46 @@ class WebhookRejected(Exception):
         self.reason = reason
 
 
+class MalformedDelivery(ValueError):
+    """A signed body that is not a Change: ``reason`` (``not_json``, ``too_deep``,
+    ``not_a_change``), the HTTP ``status`` to answer and a ``detail`` that quotes no value."""
+
+    def __init__(self, reason: str, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.reason, self.status, self.detail = reason, status, detail
+
+
+def parse_change(body: bytes) -> dict[str, Any]:
+    """The Change a delivery carries, or :class:`MalformedDelivery`.
+
+    orjson, not the json module: orjson's parser stops at 1,024 levels with an error where
+    json recurses into a RecursionError, and it refuses what json lets through and later
+    stages trip on: NaN and Infinity, numbers that overflow a double (json reads 1e400 as inf),
+    invalid UTF-8 and lone surrogates. ``MAX_DEPTH`` is then checked without recursion."""
+    try:
+        change = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedDelivery("not_json", 400, f"the body is not JSON: {exc}") from None
+    if _nests_deeper(change, MAX_DEPTH):
+        raise MalformedDelivery("too_deep", 400, f"the body nests deeper than {MAX_DEPTH} levels")
+    try:
+        change_event(change)
+    except ValueError as exc:
+        raise MalformedDelivery("not_a_change", 422, str(exc)) from None
+    return change
+
+
+def _nests_deeper(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
 class WebhookVerifier:
     """Signature, freshness and replay checks, separate from HTTP so they are easy to test."""
 
@@ -62,9 +130,12 @@ class WebhookVerifier:
     def verify(self, timestamp: str | None, signature: str | None, body: bytes) -> None:
         if not timestamp or not signature:
             raise WebhookRejected("missing_headers")
-        if not timestamp.isdigit():
+        signature = signature.strip()
+        # ASCII only, as the contract's patterns say: compare_digest refuses other text with a
+        # TypeError, and int() refuses some characters that str.isdigit() accepts
+        if not _TIMESTAMP.fullmatch(timestamp) or not _SIGNATURE.fullmatch(signature):
             raise WebhookRejected("bad_signature")
-        if not hmac.compare_digest(sign(self._secret, timestamp, body), signature.strip()):
+        if not hmac.compare_digest(sign(self._secret, timestamp, body), signature):
             raise WebhookRejected("bad_signature")
         now = self._clock()
         if abs(now - int(timestamp)) > self.tolerance:
@@ -83,18 +154,21 @@ class WebhookReceiver:
     """The HTTP side: one POST route; ``on_change(change)`` must return once the change is safe."""
 
     def __init__(self, verifier: WebhookVerifier, on_change: Callable[[dict[str, Any]], Awaitable[None]],
-                 on_malformed: Callable[[str, str], Awaitable[None]], path: str = "/tims/webhook") -> None:
+                 on_malformed: Callable[[str, str], Awaitable[None]], path: str = "/tims/webhook",
+                 max_body: int = MAX_BODY_BYTES) -> None:
         self.verifier = verifier
         self.on_change = on_change
         self.on_malformed = on_malformed
         self.path = path
+        self.max_body = max_body
         self.accepted = 0
         self.rejected: Counter[str] = Counter()
         self.url: str | None = None
         self._runner: web.AppRunner | None = None
+        self._quarantined: OrderedDict[str, None] = OrderedDict()
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(client_max_size=self.max_body)
         app.router.add_post(self.path, self._handle)
         return app
 
@@ -112,27 +186,58 @@ class WebhookReceiver:
             self._runner = None
 
     async def _handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return self._refuse(request, "too_large", 413, f"the body is larger than {self.max_body} bytes")
         try:
             self.verifier.verify(request.headers.get("X-TIMS-Timestamp"),
                                  request.headers.get("X-TIMS-Signature"), body)
         except WebhookRejected as exc:
-            self.rejected[exc.reason] += 1
-            log.warning("TIMS webhook refused (%s) from %s, delivery %s", exc.reason, request.remote,
-                        request.headers.get("X-TIMS-Delivery-Id", "-"))
-            return web.json_response({"error": exc.reason}, status=401)
+            return self._refuse(request, exc.reason, 401, _UNAUTHENTICATED[exc.reason])
         try:
-            change = json.loads(body)
-            if not isinstance(change, dict):
-                raise ValueError("the body is not a JSON object")
-            change_event(change)
-        except ValueError as exc:
-            self.rejected["malformed"] += 1
-            await self.on_malformed(str(exc), body.decode(errors="replace"))
-            return web.json_response({"status": "quarantined"}, status=202)
-        await self.on_change(change)
+            change = parse_change(body)
+        except MalformedDelivery as exc:
+            if not await self._safely(self._quarantine_once(exc, body), "quarantined"):
+                return _unavailable()
+            return self._refuse(request, exc.reason, exc.status, exc.detail)
+        if not await self._safely(self.on_change(change), "published"):
+            return _unavailable()
         self.accepted += 1
         return web.json_response({"status": "accepted"})
+
+    @staticmethod
+    async def _safely(handing_over: Awaitable[None], what: str) -> bool:
+        """Whether the hand-over worked; when it failed (the broker, not the input), TIMS's
+        redelivery after a 503 is the retry."""
+        try:
+            await handing_over
+        except Exception:
+            log.exception("TIMS webhook: a delivery could not be %s; answering 503 so TIMS redelivers it", what)
+            return False
+        return True
+
+    def _refuse(self, request: web.Request, reason: str, status: int, detail: str) -> web.Response:
+        self.rejected[reason] += 1
+        log.warning("TIMS webhook refused (%s) from %s, delivery %s", reason, request.remote,
+                    request.headers.get("X-TIMS-Delivery-Id", "-")[:64])
+        return web.json_response({"error": reason, "detail": detail}, status=status)
+
+    async def _quarantine_once(self, malformed: MalformedDelivery, body: bytes) -> None:
+        digest = hashlib.sha256(body).hexdigest()
+        if digest in self._quarantined:
+            return
+        raw = body.decode(errors="replace")
+        if len(raw) > QUARANTINED_CHARS:
+            raw = raw[:QUARANTINED_CHARS] + f"… ({len(body)} bytes in all)"
+        await self.on_malformed(f"{malformed.reason}: {malformed.detail}", raw)
+        self._quarantined[digest] = None
+        while len(self._quarantined) > _QUARANTINE_MEMORY:
+            self._quarantined.popitem(last=False)
+
+
+def _unavailable() -> web.Response:
+    return web.json_response({"error": "unavailable", "detail": "the change could not be stored; retry"}, status=503)
 
 
 class TimsWebhookSource(TimsSource):

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import re
 import socket
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from stream_app.kafka_local import KAFKA_VERSION, LocalKafka, LocalKafkaError, _java_major
+from stream_app.kafka_local import KAFKA_VERSION, LocalKafka, LocalKafkaError, _cluster_id, _java_major
+
+KAFKA_CLUSTER_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{21}")
 
 
 def test_missing_java_says_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -47,3 +53,29 @@ def test_status_of_a_broker_never_started(tmp_path: Path) -> None:
 )
 def test_java_version_parsing(text: str, major: int | None) -> None:
     assert _java_major(text) == major
+
+
+def _is_valid_cluster_id(cluster_id: str) -> bool:
+    padded = cluster_id + "=="
+    return bool(KAFKA_CLUSTER_ID.fullmatch(cluster_id)) and len(base64.urlsafe_b64decode(padded)) == 16
+
+
+def test_generated_cluster_ids_are_valid_and_never_read_as_an_option() -> None:
+    ids = [_cluster_id() for _ in range(20_000)]
+    assert all(_is_valid_cluster_id(cluster_id) for cluster_id in ids)
+    assert len(set(ids)) == len(ids)
+
+
+def test_an_id_that_would_start_with_a_dash_is_drawn_again() -> None:
+    draws = iter([b"\xf8" + bytes(15), b"\x01" * 16])  # the first encodes to "-A…"
+    assert _cluster_id(lambda: next(draws)) == base64.urlsafe_b64encode(b"\x01" * 16).decode().rstrip("=")
+
+
+@given(st.lists(st.binary(min_size=16, max_size=16), min_size=1).filter(
+    lambda draws: not base64.urlsafe_b64encode(draws[-1]).startswith(b"-")))
+def test_the_cluster_id_is_the_first_draw_that_does_not_start_with_a_dash(draws: list[bytes]) -> None:
+    encoded = [base64.urlsafe_b64encode(draw).decode().rstrip("=") for draw in draws]
+    expected = next(cluster_id for cluster_id in encoded if not cluster_id.startswith("-"))
+    source = iter(draws)
+    cluster_id = _cluster_id(lambda: next(source))
+    assert cluster_id == expected and _is_valid_cluster_id(cluster_id)

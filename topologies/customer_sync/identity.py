@@ -15,17 +15,22 @@ from typing import Any, Iterable
 
 from connectors.envelope import SourceEvent
 
-__all__ = ["normalize_email", "source_ref", "crossrefs", "company_refs", "mint_key", "ref_of", "KEY_NAMESPACE"]
+__all__ = ["MAX_EMAIL_LENGTH", "normalize_email", "source_ref", "crossrefs", "company_refs", "mint_key", "ref_of", "KEY_NAMESPACE"]
 
 KEY_NAMESPACE = uuid.UUID("6f1c2a9e-4d3b-5c8a-9e7f-2b1d0c3a4e5f")
+#: The longest email address SMTP can carry (RFC 5321 path limit less the angle brackets).
+MAX_EMAIL_LENGTH = 254
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 def normalize_email(value: Any) -> str | None:
-    """Trimmed, lower-cased email, or None when it is not an email at all."""
+    """Trimmed, lower-cased email, or None when it is not an email at all. The length is checked
+    before the pattern, which backtracks quadratically on long dotted input."""
     if not isinstance(value, str):
         return None
     email = value.strip().lower()
+    if len(email) > MAX_EMAIL_LENGTH:
+        return None
     return email if _EMAIL.match(email) else None
 
 

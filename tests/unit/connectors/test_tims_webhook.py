@@ -92,10 +92,10 @@ async def test_the_receiver_hands_over_good_deliveries_and_counts_refusals() -> 
         tampered = body.replace(b"Acme", b"Evil")
         assert await post(client, tampered, str(NOW), sign(SECRET, str(NOW), body)) == 401
         junk = b'{"change_id": "1"}'
-        assert await post(client, junk, str(NOW), sign(SECRET, str(NOW), junk)) == 202
+        assert await post(client, junk, str(NOW), sign(SECRET, str(NOW), junk)) == 422
     assert sink.changes == [CHANGE]
     assert receiver.accepted == 1
-    assert dict(receiver.rejected) == {"bad_signature": 2, "replay": 1, "malformed": 1}
+    assert dict(receiver.rejected) == {"bad_signature": 2, "replay": 1, "not_a_change": 1}
     assert sink.malformed and "not a TIMS change" in sink.malformed[0][0]
 
 
