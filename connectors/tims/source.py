@@ -245,6 +245,11 @@ class TimsSource(Source):
         """Publish the changes not seen yet; returns how many were published."""
         events: list[SourceEvent] = []
         for raw in changes:
+            if not isinstance(raw, Mapping):  # a feed entry that is not an object: keep it, with why
+                self.quarantined += 1
+                await self.publisher.quarantine("tims", "change feed entry is not an object", raw,
+                                                {"stream": POSITION_KEY})
+                continue
             if self.already_published(str(raw.get("change_id"))):
                 continue
             try:

@@ -29,6 +29,8 @@ class FakeFeed:
 
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
+        #: entries a broken feed puts before the changes of every page
+        self.junk: list[Any] = []
         self.seq = 0
         self.down = 0  # answer 503 to this many requests
         self.requests: list[httpx.Request] = []
@@ -73,7 +75,7 @@ class FakeFeed:
             rows = list(self.rows)
         page = rows[:limit]
         last = self._key(page[-1]) if page else start
-        return httpx.Response(200, json={"changes": page, "next_cursor": f"{format_ts(last[0])}|{last[1]}",
+        return httpx.Response(200, json={"changes": self.junk + page, "next_cursor": f"{format_ts(last[0])}|{last[1]}",
                                          "has_more": len(rows) > limit})
 
 
@@ -246,6 +248,17 @@ async def test_a_malformed_change_is_quarantined_and_the_rest_published() -> Non
     await drain(src)
     assert kafka.event_ids() == ["tims:000000000002"]
     assert len(kafka.quarantined) == 1 and "not a TIMS change" in kafka.quarantined[0][0]
+
+
+async def test_a_feed_entry_that_is_not_an_object_is_quarantined() -> None:
+    feed, kafka = FakeFeed(), FakeKafka()
+    feed.add("C1", 1)
+    feed.junk = ["a string", None]
+    src = source(feed, kafka)
+    await src.start()
+    await drain(src)
+    assert kafka.event_ids() == ["tims:000000000001"]
+    assert [reason for reason, *_ in kafka.quarantined][:2] == ["change feed entry is not an object"] * 2
 
 
 def test_feed_position_remembers_only_the_window() -> None:
