@@ -7,8 +7,10 @@ and a topic we only write to would never be created (the local broker does not a
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any, Iterable
 
+from faust.exceptions import NotReady
 from faust.types import AppT, TopicT
 
 from connectors.kafka_admin import ensure_topics
@@ -18,6 +20,8 @@ if TYPE_CHECKING:
     from stream_app.settings import Settings
 
 __all__ = ["OwnedTopics"]
+
+log = logging.getLogger(__name__)
 
 
 class OwnedTopics:
@@ -32,6 +36,8 @@ class OwnedTopics:
         self.settings = settings
         self._topics: dict[tuple[str, ...], TopicT] = {}
         self.kept: set[str] = set()
+        #: set once :meth:`create` made every topic (then the start-up task has nothing to do)
+        self.created = False
 
     def topic(self, *names: str, **options: Any) -> TopicT:
         """The topic (or several read as one) named ``names``; asking twice gives the same one."""
@@ -62,13 +68,21 @@ class OwnedTopics:
         await ensure_topics(self.settings.kafka_bootstrap_servers, names, partitions=self.settings.topic_partitions,
                             replication=self.settings.topic_replication_factor,
                             keep_forever=[name for name in names if name in self.kept])
+        self.created = True
         return len(names)
 
     def install(self) -> None:
         """Create every owned topic at start-up, the ones we only write to as well: Faust itself
-        declares only the topics it subscribes to."""
+        declares only the topics it subscribes to. ``stream-app worker`` creates them before the
+        worker starts (:meth:`create`); this task is the fallback when that could not reach the
+        broker. A worker stopped while it runs ends it quietly (the producer is gone)."""
         async def declare_owned_topics() -> None:
-            for topic in list(self._topics.values()):
-                await topic.maybe_declare()
+            if self.created:
+                return
+            try:
+                for topic in list(self._topics.values()):
+                    await topic.maybe_declare()
+            except NotReady:
+                log.info("owned topics: not all declared, the worker is stopping")
 
         self.app.task(declare_owned_topics)
