@@ -64,12 +64,20 @@ class OwnedTopics:
         """Create every owned topic before a worker joins its group (``stream-app worker`` runs
         this first): topics that appear after the group's first assignment stay unassigned until
         the next metadata refresh. Returns how many topics the app owns."""
-        names = self.names
-        await ensure_topics(self.settings.kafka_bootstrap_servers, names, partitions=self.settings.topic_partitions,
-                            replication=self.settings.topic_replication_factor,
+        names, settings = self.names, self.settings
+        await ensure_topics(settings.kafka_bootstrap_servers, names, partitions=settings.topic_partitions,
+                            replication=settings.topic_replication_factor,
                             keep_forever=[name for name in names if name in self.kept])
+        # the tables' changelogs too: two workers starting at once on a new app id must not find
+        # a table's changelog missing (or with no partitions) while the other is creating it
+        await ensure_topics(settings.kafka_bootstrap_servers, self.changelogs(), partitions=settings.topic_partitions,
+                            replication=settings.topic_replication_factor, compacted=True)
         self.created = True
         return len(names)
+
+    def changelogs(self) -> list[str]:
+        """The changelog topics of the app's tables (Faust: ``<app id>-<table>-changelog``)."""
+        return sorted(table.changelog_topic.get_topic_name() for table in self.app.tables.values())
 
     def install(self) -> None:
         """Create every owned topic at start-up, the ones we only write to as well: Faust itself
