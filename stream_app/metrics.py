@@ -168,17 +168,17 @@ def bounded(label: str, value: object) -> str:
 
 
 # -- hooks ------------------------------------------------------------------------------------------
-_flows: list[tuple[str, tuple[str, ...]]] = []
+_flows: dict[str, tuple[str, ...]] = {}
 
 
 def declare_flow(flow: str, sources: Iterable[str]) -> None:
     """Have the worker start a flow's counters at 0, so the first duplicate or quarantined message
     is an increase Prometheus sees (a series that appears at 1 hides it from ``increase()``)."""
-    _flows.append((flow, tuple(sources)))
+    _flows[flow] = tuple(sources)
 
 
 def _start_flow_counters() -> None:
-    for flow, sources in _flows:
+    for flow, sources in _flows.items():
         QUARANTINED.labels(bounded("component", flow))
         for source in sources:
             FLOW_DUPLICATES.labels(flow, bounded("source", source))
