@@ -3,6 +3,10 @@
 ``diag.ping`` → ``diag.pong``: each ping comes back with where it was read from (partition,
 offset) and how many times this key has been processed, which makes redone or lost work
 visible from outside the worker.
+
+A ping ``{"pause_partition": true}`` makes the worker stop fetching the partition it came from,
+as the stall seen once in a kill test did: the tests use it to check that the watchdog
+(stream_app/watchdog.py) notices and recovers such a partition.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ def install(app: "ConnectApp") -> None:
         async for event in stream.events():
             processed_per_key[event.key] += 1
             message = event.message
+            if isinstance(event.value, dict) and event.value.get("pause_partition"):
+                app.consumer.pause_partitions([message.tp])
             await pong_topic.send(
                 key=event.key,
                 value={

@@ -46,6 +46,7 @@ from connectors.budget import ApiBudget
 from connectors.kafka_admin import KafkaAdmin
 from connectors.retry import RetryStats
 from connectors.salesforce.auth import TokenProvider
+from stream_app import watchdog
 
 if TYPE_CHECKING:
     from stream_app.app import ConnectApp
@@ -143,6 +144,12 @@ SOURCE_RETENTION = Gauge("connect_source_retention_seconds",
 CONSUMER_LAG = Gauge("connect_consumer_lag", "End offset minus the group's committed offset",
                      ["topic", "partition"], registry=WORKER_REGISTRY)
 LAG_ERRORS = Counter("connect_consumer_lag_errors", "Lag measurements that failed", registry=WORKER_REGISTRY)
+CONSUMER_STALLED = Gauge("connect_consumer_stalled_partitions",
+                         "Partitions this worker holds whose committed offset stood still while messages waited "
+                         "(CONNECT_STALL_AFTER seconds; stream_app/watchdog.py)", registry=WORKER_REGISTRY)
+STALL_RECOVERIES = Counter("connect_consumer_stall_recoveries",
+                           "Stalled partitions the watchdog resumed and sought to their committed offset",
+                           registry=WORKER_REGISTRY)
 
 # Faust's own sensors (rebalances, commit and send latency, table operations, web requests), under
 # a fixed prefix: Faust's default prefix is the app id, which differs per environment and test run.
@@ -473,6 +480,7 @@ def install(app: "ConnectApp") -> None:
 
     app.timer(interval=app.settings.metrics_lag_interval, name="stream_app.metrics.measure_consumer_lag")(
         measure_consumer_lag)
+    watchdog.install(app, CONSUMER_STALLED, STALL_RECOVERIES)
     app.on_before_shutdown.connect(close_lag_clients)
     app.task(watch_worker)
     app.page("/metrics")(metrics_view)

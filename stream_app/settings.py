@@ -129,6 +129,9 @@ class WorkerSettings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     #: seconds between consumer-lag measurements (by the leader worker)
     metrics_lag_interval: float = Field(default=15.0, gt=0)
+    #: seconds a held partition may have messages waiting with its committed offset standing
+    #: still before the worker's watchdog calls it stalled and recovers it (stream_app/watchdog.py)
+    stall_after: float = Field(default=120.0, ge=5, le=86_400)
 
     #: flows this worker runs, comma-separated names from the flow registry; empty: every one
     flows: str = Field(default="", pattern=r"^[A-Za-z0-9_, ]*$")

@@ -1,0 +1,60 @@
+"""The stall watchdog's bookkeeping (stream_app/watchdog.py)."""
+
+from __future__ import annotations
+
+from stream_app.watchdog import StallWatch
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_partition_with_waiting_messages_and_a_still_offset_is_stalled_after_the_delay() -> None:
+    clock = Clock()
+    watch = StallWatch(after=60, clock=clock)
+    assert watch.observe(["a0", "a1"], {"a0": 5, "a1": 7}, {"a0": 9, "a1": 7}) == []
+    clock.now = 59
+    assert watch.observe(["a0", "a1"], {"a0": 5, "a1": 7}, {"a0": 12, "a1": 9}) == []
+    clock.now = 61
+    # a0 has not moved for 61 s with messages waiting; a1 only has messages waiting since t=59
+    assert watch.observe(["a0", "a1"], {"a0": 5, "a1": 7}, {"a0": 12, "a1": 9}) == ["a0"]
+
+
+def test_progress_or_no_waiting_messages_restarts_the_clock() -> None:
+    clock = Clock()
+    watch = StallWatch(after=60, clock=clock)
+    watch.observe(["a0"], {"a0": 5}, {"a0": 9})
+    clock.now = 50
+    watch.observe(["a0"], {"a0": 6}, {"a0": 9})  # it moved
+    clock.now = 100
+    assert watch.observe(["a0"], {"a0": 6}, {"a0": 9}) == []
+    clock.now = 200
+    assert watch.observe(["a0"], {"a0": 9}, {"a0": 9}) == []  # caught up
+    clock.now = 400
+    assert watch.observe(["a0"], {"a0": 9}, {"a0": 10}) == []  # waiting again: a new clock
+
+
+def test_a_never_committed_partition_counts_and_a_recovered_one_gets_a_full_delay_again() -> None:
+    clock = Clock()
+    watch = StallWatch(after=60, clock=clock)
+    watch.observe(["b0"], {}, {"b0": 3})
+    clock.now = 61
+    assert watch.observe(["b0"], {}, {"b0": 3}) == ["b0"]
+    watch.recovered("b0")
+    clock.now = 100
+    assert watch.observe(["b0"], {}, {"b0": 3}) == []
+    clock.now = 122
+    assert watch.observe(["b0"], {}, {"b0": 3}) == ["b0"]
+
+
+def test_partitions_no_longer_held_are_forgotten() -> None:
+    clock = Clock()
+    watch = StallWatch(after=60, clock=clock)
+    watch.observe(["a0"], {"a0": 1}, {"a0": 5})
+    clock.now = 100
+    assert watch.observe([], {"a0": 1}, {"a0": 5}) == []
+    assert watch.observe(["a0"], {"a0": 1}, {"a0": 5}) == []  # held again: a new clock
