@@ -55,6 +55,7 @@ def _faust_app(config: Settings) -> ConnectApp:
         # a topic created after the group's assignment is picked up within this time
         consumer_metadata_max_age_ms=30_000,
         broker_heartbeat_interval=config.broker_heartbeat_interval,
+        producer_linger=config.producer_linger,
         web_host=config.web_host,
         web_bind=config.web_host,
         web_port=config.web_port,

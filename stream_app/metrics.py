@@ -17,9 +17,10 @@ code or configuration, never record ids or emails. :func:`bounded` is the last g
 takes at most ``LABEL_VALUES_LIMIT`` distinct values, anything beyond (or anything that looks
 like an email) is reported as ``other``.
 
-The worker serves ``REGISTRY`` and ``WORKER_REGISTRY`` (Faust's own sensors, and the consumer
-group's lag, measured by the leader every ``CONNECT_METRICS_LAG_INTERVAL`` seconds) at ``/metrics`` on its web
-port. Source processes serve ``REGISTRY`` from a port of their own (stream_app/metrics_server.py).
+The worker serves ``REGISTRY`` and ``WORKER_REGISTRY`` (the two Faust metrics the dashboards read,
+kept by :class:`~stream_app.worker_sensor.LeanMonitor`; the consumer group's lag, measured by the
+leader every ``CONNECT_METRICS_LAG_INTERVAL`` seconds; the stall watchdog's counts) at
+``/metrics`` on its web port. Source processes serve ``REGISTRY`` from a port of their own (stream_app/metrics_server.py).
 docs/adr/0008-observability.md says why it is built this way.
 """
 
@@ -33,7 +34,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from faust import web
-from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from prometheus_client import (
     CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics,
     generate_latest,
@@ -47,6 +47,7 @@ from connectors.kafka_admin import KafkaAdmin
 from connectors.retry import RetryStats
 from connectors.salesforce.auth import TokenProvider
 from stream_app import watchdog
+from stream_app.worker_sensor import LeanMonitor
 
 if TYPE_CHECKING:
     from stream_app.app import ConnectApp
@@ -56,7 +57,8 @@ __all__ = [
     "bounded", "refresh", "exported_names", "position_time", "declare_flow",
     "observe_event_in", "observe_command_out", "observe_duplicate", "observe_echo_fields",
     "observe_conflict", "observe_quarantined", "observe_sink_ack",
-    "watch_sinks", "watch_clients", "watch_source", "ConsumerLag", "install", "FAUST_METRICS",
+    "watch_sinks", "watch_clients", "watch_source", "ConsumerLag", "install",
+    "FAUST_MS_BUCKETS", "FAUST_COMMIT_LATENCY", "FAUST_REBALANCES",
 ]
 
 log = logging.getLogger(__name__)
@@ -71,7 +73,7 @@ SALESFORCE_RETENTION_SECONDS = 72 * 3600
 disable_created_metrics()
 #: what every process serves (worker and sources)
 REGISTRY = CollectorRegistry(auto_describe=True)
-#: what only the worker serves: Faust's sensors and the consumer group's lag
+#: what only the worker serves: Faust's commit latency and rebalances, the consumer group's lag
 WORKER_REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)
 PlatformCollector(registry=REGISTRY)
@@ -151,9 +153,16 @@ STALL_RECOVERIES = Counter("connect_consumer_stall_recoveries",
                            "Stalled partitions the watchdog resumed and sought to their committed offset",
                            registry=WORKER_REGISTRY)
 
-# Faust's own sensors (rebalances, commit and send latency, table operations, web requests), under
-# a fixed prefix: Faust's default prefix is the app id, which differs per environment and test run.
-FAUST_METRICS = FaustMetrics.create(WORKER_REGISTRY, "faust")
+# -- Faust (worker) ---------------------------------------------------------------------------------
+# The two of faust.sensors.prometheus's metrics the dashboards read, under the names and buckets it
+# gave them with our fixed prefix (its default prefix is the app id, which differs per environment).
+# Faust's per-message metrics are gone: docs/adr/0016-lean-worker-sensor.md.
+#: Faust's latencies are in milliseconds
+FAUST_MS_BUCKETS = (5, 10, 25, 50, 75, 100, 250, 500, 750, 1000, 2500, 5000, 7500, 10000)
+FAUST_COMMIT_LATENCY = Histogram("faust_consumer_commit_latency", "Consumer commit latency in ms",
+                                 buckets=FAUST_MS_BUCKETS, registry=WORKER_REGISTRY)
+FAUST_REBALANCES = Gauge("faust_total_rebalances", "1 while this worker rebalances (until it rejoined the group)",
+                         registry=WORKER_REGISTRY)
 
 
 # -- label guard ------------------------------------------------------------------------------------
@@ -447,10 +456,10 @@ def _publish_lag(lags: Mapping[tuple[str, int], int]) -> None:
 
 
 def install(app: "ConnectApp") -> None:
-    """The worker's metrics on ``app``: Faust's sensors, the consumer lag (measured by the
+    """The worker's metrics on ``app``: Faust's monitor (lean: no work per message), the consumer lag (measured by the
     leader every ``CONNECT_METRICS_LAG_INTERVAL`` seconds), the flows' and sinks' counters and
     the ``/metrics`` page."""
-    app.monitor = PrometheusMonitor(metrics=FAUST_METRICS)
+    app.monitor = LeanMonitor(commit_latency=FAUST_COMMIT_LATENCY, rebalances=FAUST_REBALANCES)
     lag = ConsumerLag(app.settings.kafka_bootstrap_servers, app.conf.id)
 
     async def measure_consumer_lag() -> None:

@@ -109,6 +109,9 @@ class WorkerSettings(BaseSettings):
     #: how long a crashed worker keeps its partitions before the group moves them on
     broker_session_timeout: float = Field(default=30.0, ge=6, le=300)
     broker_heartbeat_interval: float = Field(default=3.0, gt=0, le=60)
+    #: seconds Faust's producer waits to fill a batch: fewer, larger produce requests for less CPU
+    #: per message, at up to this much latency per hop (docs/adr/0016)
+    producer_linger: float = Field(default=0.005, ge=0, le=1)
 
     # Batched flow stages (the customer sync's merge, docs/adr/0011): most events per batch, and
     # seconds a batch waits to fill, which a lone event waits too (at least 1 ms: no busy loop)

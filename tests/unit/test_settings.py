@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from stream_app.app import create_app
 from stream_app.settings import Settings, SettingsError, StoreKind, env_name, load_settings
 
 
@@ -149,3 +150,16 @@ def test_flow_batches_have_defaults_and_are_read_from_the_environment(monkeypatc
 def test_wrong_flow_batches_name_the_setting(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
     monkeypatch.setenv(variable, value)
     assert f"{variable}:" in str(pytest.raises(SettingsError, load_settings).value)
+
+
+def test_producer_linger_defaults_to_5_ms_and_reaches_faust(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().producer_linger == 0.005
+    monkeypatch.setenv("CONNECT_PRODUCER_LINGER", "0.05")
+    app = create_app(load_settings(), flows=False, sinks=False, metrics=False)
+    assert app.conf.producer_linger == 0.05
+
+
+@pytest.mark.parametrize("value", ["-0.001", "1.5", "soon"])
+def test_wrong_producer_linger_names_the_setting(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("CONNECT_PRODUCER_LINGER", value)
+    assert "CONNECT_PRODUCER_LINGER:" in str(pytest.raises(SettingsError, load_settings).value)
