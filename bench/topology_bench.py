@@ -44,7 +44,7 @@ from connectors.kafka_admin import ensure_topics  # noqa: E402
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 PARTITIONS = 4
 #: the topics the customer sync's worker reads in this bench (links.tims stays empty here)
-FLOW_TOPICS = ["src.tims.customer", "customer_sync.identify", "customer_sync.match", "customer_sync.merge"]
+FLOW_TOPICS = ["src.tims.customer", "customer_sync.identify", "customer_sync.merge"]
 
 
 def customer_event(i: int, run: str) -> tuple[bytes, bytes]:

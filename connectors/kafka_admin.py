@@ -24,7 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 from aiokafka.errors import TopicAlreadyExistsError
 
 __all__ = [
-    "KafkaAdmin", "KafkaAdminError", "GroupNotEmptyError", "topic_configs",
+    "KafkaAdmin", "follow", "KafkaAdminError", "GroupNotEmptyError", "topic_configs",
     "list_topics", "ensure_topics", "delete_topics", "partitions", "beginning_offsets", "end_offsets",
     "offsets_for_time", "committed_offsets", "commit_offsets", "live_members", "lag", "read_to_end",
     "delete_records",
@@ -269,6 +269,28 @@ class KafkaAdmin:
                         if record.offset < ends[tp]:
                             yield record
                 pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
+
+
+async def follow(bootstrap: str, topic: str, *, client_id: str = "connect-follow",
+                 idle_ms: int = 500) -> AsyncIterator[tuple[list[ConsumerRecord], bool]]:
+    """Read one topic from its start and keep following it, without a group: yields each batch
+    with whether the reader has reached the end the topic had when reading began (then empty
+    batches every ``idle_ms`` while nothing new arrives). For state every process holds whole."""
+    async with KafkaAdmin(bootstrap, client_id=client_id) as kafka:
+        tps = await kafka.partitions([topic])
+    if not tps:
+        raise KafkaAdminError(f"{topic}: no such topic")
+    async with _consumer(bootstrap, None, client_id) as consumer:
+        starts, ends = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
+        consumer.assign(tps)
+        for tp in tps:  # explicit seeks: see read_to_end
+            consumer.seek(tp, starts[tp])
+        caught_up = all(ends[tp] <= starts[tp] for tp in tps)
+        while True:
+            batch = await consumer.getmany(*tps, timeout_ms=idle_ms)
+            if not caught_up:
+                caught_up = all([await consumer.position(tp) >= ends[tp] for tp in tps])
+            yield [record for records in batch.values() for record in records], caught_up
 
 
 # -- one call each ---------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from stream_app import metrics
 from stream_app.batching import run_batches
 from stream_app.codecs import SafeJson, Undecodable, bounded
+from stream_app.replicated import ReplicatedMap
 from stream_app.settings import Settings, SettingsError, env_name
 from topologies.flow import Flow
 from topologies.registry import all_flows
@@ -66,6 +67,9 @@ class FlowRuntime:
 
     def table(self, name: str, **options: Any) -> Any:
         return self.app.Table(name, **options)
+
+    def replicated(self, name: str) -> ReplicatedMap:
+        return ReplicatedMap(self.app, f"{self.flow.name}_{name}")
 
     def mappings_dir(self, shipped: Path) -> Path:
         return flow_mappings_dir(self.settings, self.flow.name, shipped)

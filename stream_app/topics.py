@@ -38,6 +38,8 @@ class OwnedTopics:
         self.kept: set[str] = set()
         #: set once :meth:`create` made every topic (then the start-up task has nothing to do)
         self.created = False
+        #: compacted one-partition topics of replicated maps (stream_app/replicated.py)
+        self.compacted: set[str] = set()
 
     def topic(self, *names: str, **options: Any) -> TopicT:
         """The topic (or several read as one) named ``names``; asking twice gives the same one."""
@@ -50,6 +52,10 @@ class OwnedTopics:
         topic = self.app.topic(*(self.settings.topic(name) for name in names), internal=True, **options)
         self._topics.setdefault(names, topic)
         return topic
+
+    def compact(self, name: str) -> None:
+        """Have ``name`` (a full name) created compacted, with one partition."""
+        self.compacted.add(name)
 
     def keep_history(self, names: Iterable[str]) -> None:
         """Have these topics (named without the prefix) keep their history when created."""
@@ -71,6 +77,8 @@ class OwnedTopics:
         # the tables' changelogs too: two workers starting at once on a new app id must not find
         # a table's changelog missing (or with no partitions) while the other is creating it
         await ensure_topics(settings.kafka_bootstrap_servers, self.changelogs(), partitions=settings.topic_partitions,
+                            replication=settings.topic_replication_factor, compacted=True)
+        await ensure_topics(settings.kafka_bootstrap_servers, sorted(self.compacted), partitions=1,
                             replication=settings.topic_replication_factor, compacted=True)
         self.created = True
         return len(names)

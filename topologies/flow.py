@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Protocol
 
-__all__ = ["Flow", "FlowContext", "FlowMetrics", "BatchLike", "MappingsTool"]
+__all__ = ["Flow", "FlowContext", "FlowMetrics", "BatchLike", "MappingsTool", "ReplicatedMapLike"]
 
 
 class FlowMetrics(Protocol):
@@ -42,6 +42,14 @@ class BatchLike(Protocol):
     async def send(self, topic: Any, key: str, value: Any) -> None: ...
 
 
+class ReplicatedMapLike(Protocol):
+    """A text → text map every worker holds whole (``stream_app.replicated.ReplicatedMap``)."""
+
+    def get(self, key: str) -> str | None: ...
+    def entry(self, key: str, value: str) -> tuple[Any, str, bytes]: ...
+    async def ready(self) -> None: ...
+
+
 class FlowContext(Protocol):
     """What the app gives a flow when it installs it."""
 
@@ -58,6 +66,10 @@ class FlowContext(Protocol):
 
     def table(self, name: str, **options: Any) -> Any:
         """A changelogged table of the app."""
+
+    def replicated(self, name: str) -> ReplicatedMapLike:
+        """A map every worker holds whole, for lookups by keys the stage's partition does not own;
+        written rarely (each entry is a message every worker reads), read on every event."""
 
     def mappings_dir(self, shipped: Path) -> Path:
         """The folder of this flow's mapping files: ``<CONNECT_MAPPINGS_DIR>/<flow>`` when a

@@ -59,7 +59,7 @@ async def test_hostile_messages_are_quarantined_and_the_worker_keeps_syncing(
     its stage; the worker stays up and the person played after them still lands."""
     bootstrap, prefix = app_env["KAFKA_BOOTSTRAP_SERVERS"], app_env["CONNECT_TOPIC_PREFIX"]
     hostile = [b"\xff\xfe not json", b'{"event_id": "\\ud800"}', b"[" * 3000 + b"]" * 3000, b'"a string"', b"null"]
-    topics = ["src.tims.customer", "customer_sync.identify", "customer_sync.match", "customer_sync.merge", "links.tims"]
+    topics = ["src.tims.customer", "customer_sync.identify", "customer_sync.merge", "links.tims"]
     with WorkerProcess(app_env, tmp_path / "worker.log").start() as worker:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=1_100_000)
         await producer.start()
@@ -84,7 +84,7 @@ async def test_hostile_messages_are_quarantined_and_the_worker_keeps_syncing(
         worker.stop()
 
     by_stage = Counter(_stage_of(entry["reason"]) for entry in quarantined)
-    assert by_stage == {stage: len(hostile) for stage in ("identify", "match", "merge", "tims_links")} | {
+    assert by_stage == {stage: len(hostile) for stage in ("identify", "merge", "tims_links")} | {
         "ingest": len(hostile) + 1}
     [too_big] = [entry for entry in quarantined if entry["reason"].startswith("ingest raised")]
     assert "TooLarge" in too_big["reason"] and too_big["raw"]["truncated"] is True

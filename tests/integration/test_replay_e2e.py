@@ -40,8 +40,7 @@ SINK_TOPICS = [f"sink.{s}" for s in SINKS.split(",")]
 SOURCE_TOPICS = ["src.salesforce.Lead", "src.salesforce.Contact", "src.salesforce.Account",
                  "src.pardot.prospect", "src.tims.customer"]
 #: every topic the worker's consumer group reads: sources, TIMS links, the flow's own, sinks
-GROUP_TOPICS = [*SOURCE_TOPICS, "links.tims", "customer_sync.identify", "customer_sync.match",
-                "customer_sync.merge", *SINK_TOPICS]
+GROUP_TOPICS = [*SOURCE_TOPICS, "links.tims", "customer_sync.identify", "customer_sync.merge", *SINK_TOPICS]
 OUR_SALESFORCE_CLIENT = "pardot-tims-connect"
 OUR_TIMS_CLIENT = "connect"
 _SALESFORCE_WRITES = {"create", "update", "delete", "upsert", "collections.create", "collections.update",

@@ -1,29 +1,30 @@
 """Faust agents of the customer sync, thin around the pure modules beside them.
 
-Stages, each keyed so that its table lookups run on the partition that owns the key:
+Identity is resolved where events come in (docs/adr/0019): every worker holds the identity
+index whole (``FlowContext.replicated``: source reference or ``email:<address>`` → customer
+key), so ``ingest`` sends a source event straight to its customer, keyed so that ``merge``
+runs on the partition that owns the golden record:
 
-    src.* ──ingest──► customer_sync.identify (key: system:entity:id)  id_map, pending
-                          │ hit                 │ miss, has email
-                          │                     ▼
-                          │           customer_sync.match (key: email)  email_index
-                          ▼                     │
-                      customer_sync.merge (key: customer key)  customer_master
-                          ├─► sink.<system>.<object>   (writes)
-                          ├─► audit.conflicts
-                          └─► identify / match          (new links)
-    links.tims ──ingest──► merge
+    src.* ──ingest──► customer_sync.merge (key: customer key)  customer_master
+              │           ├─► sink.<system>.<object>   (writes)
+              │           ├─► audit.conflicts
+              │           ├─► identity index            (new references and emails)
+              │           └─► customer_sync.identify    (new links: release parked events)
+              ▼ no known reference, no email
+        customer_sync.identify (key: system:entity:id)  id_map, pending (parked until linked)
+    links.tims ──tims_links──► merge
+
+A hit on a reference (the record itself, then the people it names) wins over the email, so an
+email change does not split a customer; a new email mints the deterministic key ``uuid5`` of
+it, so two workers that meet a new person at once mint the same key. ``ingest`` waits until
+this worker has read the whole index before it takes events.
 
 Where a table write would stop a redone event from producing its output again (the golden
 record remembers event ids; released parked events leave ``pending``), the stage waits for the
-acks of its outputs before the write. Elsewhere sends are not awaited: Faust flushes the
-producer before committing offsets, so a crash redoes the event and nothing is lost.
-
-``merge`` does that wait once per batch rather than once per event (docs/adr/0011), through the
-app's batched stages (``FlowContext.run_batches``). A batch interrupted before its acks is
-redone whole: its outputs go out again, which downstream tolerates (sinks are version-guarded,
-links are idempotent). The other stages handle one event at a time: batching them measured no
-gain (the worker is CPU-bound in Faust's per-message work) and each batched hop adds up to a
-linger of latency.
+acks of its outputs before the write. ``merge`` does that wait once per batch
+(docs/adr/0011) through the app's batched stages (``FlowContext.run_batches``); a batch
+interrupted before its acks is redone whole, which downstream tolerates (sinks are
+version-guarded, links and index entries are idempotent).
 
 Every stage runs behind the stage boundary (``FlowContext.each``: what cannot be decoded, or
 makes a stage raise, is quarantined with the stage and the reason) and validates its input
@@ -46,7 +47,7 @@ from topologies.customer_sync.golden import Policy, apply_event, apply_tims_link
 from topologies.customer_sync.identity import crossrefs, mint_key, normalize_email, source_ref
 from topologies.customer_sync.mapping import DEFAULT_MAPPING_DIR, Mappings, load_mappings
 from topologies.customer_sync.messages import (
-    IDENTIFY, MATCH, MERGE, IdentifyEvent, IdentifyLink, MatchEvent, MatchLink, MergeEvent, MergeTimsLink,
+    IDENTIFY, MERGE, IdentifyEvent, IdentifyLink, MergeEvent, MergeTimsLink,
     TimsLinkEntry,
 )
 from topologies.flow import BatchLike, FlowContext
@@ -58,8 +59,8 @@ FLOW_NAME = "customer_sync"
 SOURCE_TOPICS = ("src.salesforce.Lead", "src.salesforce.Contact", "src.salesforce.Account",
                  "src.pardot.prospect", "src.tims.customer")
 LINK_TOPICS = ("links.tims",)
-STAGE_TOPICS = (f"{FLOW_NAME}.identify", f"{FLOW_NAME}.match", f"{FLOW_NAME}.merge")
-TABLES = ("customer_master", "id_map", "email_index", "pending_identity")
+STAGE_TOPICS = (f"{FLOW_NAME}.identify", f"{FLOW_NAME}.merge")
+TABLES = ("customer_master", "id_map", "pending_identity", f"{FLOW_NAME}_identity")
 PENDING_LIMIT = 50
 
 
@@ -82,12 +83,13 @@ class CustomerSync:
         self.counters = ctx.counters
         self.source_topic = ctx.topic(*SOURCE_TOPICS)
         self.tims_links_topic = ctx.topic(*LINK_TOPICS)
-        self.identify_topic, self.match_topic, self.merge_topic = (ctx.topic(name) for name in STAGE_TOPICS)
+        self.identify_topic, self.merge_topic = (ctx.topic(name) for name in STAGE_TOPICS)
         self.conflicts_topic = ctx.topic("audit.conflicts")
         self.sink_topics = {target: ctx.topic(f"sink.{target}") for target in mappings.outbound}
         self.id_map = ctx.table("id_map", default=None, key_type=str)
         self.pending = ctx.table("pending_identity", default=None, key_type=str)
-        self.email_index = ctx.table("email_index", default=None, key_type=str)
+        #: source reference or ``email:<address>`` → customer key, on every worker
+        self.identity = ctx.replicated("identity")
         self.customer_master = ctx.table("customer_master", default=None, key_type=str)
 
     def count(self, name: str, n: int = 1) -> None:
@@ -106,10 +108,12 @@ class CustomerSync:
 
     # -- ingest ----------------------------------------------------------------------------------
     async def ingest(self, stream: Any) -> None:
+        await self.identity.ready()
         await self.ctx.each("ingest", stream, self.ingest_one)
 
     async def ingest_one(self, message: EventT) -> None:
-        """Validate a source event and re-key it by source reference."""
+        """Validate a source event and send it to its customer: by a known reference, else by
+        its email; with neither, to ``identify`` to wait for a link."""
         try:
             event = SourceEvent.model_validate(message.value)
         except ValidationError as exc:
@@ -117,9 +121,26 @@ class CustomerSync:
             return
         self.count("events_in")
         self.ctx.metrics.event_in(event.source, event.entity)
-        ref = source_ref(event)
-        out = IdentifyEvent(event=event.model_dump(mode="json"), tries=[ref, *crossrefs(event)])
-        await self._send(self.identify_topic, ref, out.wire())
+        refs = [source_ref(event), *crossrefs(event)]
+        key = self._resolve(refs, _email_of(event))
+        if key is not None:
+            await self._send(self.merge_topic, key, MergeEvent(event=message.value).wire())
+        else:
+            out = IdentifyEvent(event=message.value, tries=refs, park=True)
+            await self._send(self.identify_topic, refs[0], out.wire())
+
+    def _resolve(self, refs: list[str], email: str | None) -> str | None:
+        for ref in refs:
+            if (key := self.identity.get(ref)) is not None:
+                self.count("identified_by_ref")
+                return key
+        if email is None:
+            return None
+        key = self.identity.get(f"email:{email}")
+        if key is None:
+            self.count("customers_minted")
+            return mint_key(email)
+        return key
 
     async def tims_links(self, stream: Any) -> None:
         await self.ctx.each("tims_links", stream, self.tims_link_one)
@@ -163,43 +184,19 @@ class CustomerSync:
             self.pending.pop(ref)
 
     async def _identify(self, message: IdentifyEvent) -> None:
-        tries, i = message.tries, message.i
-        known = self.id_map.get(tries[i])
-        if known is not None:
-            self.count("identified_by_ref")
-            await self._send(self.merge_topic, known, MergeEvent(event=message.event).wire())
-        elif i + 1 < len(tries):
-            await self._send(self.identify_topic, tries[i + 1], message.model_copy(update={"i": i + 1}).wire())
-        elif (email := _email_of(SourceEvent.model_validate(message.event))) is not None:
-            await self._send(self.match_topic, email, MatchEvent(event=message.event).wire())
-        elif message.park or len(tries) == 1:
-            parked = (self.pending.get(tries[i]) or [])[-(PENDING_LIMIT - 1):]
-            self.pending[tries[i]] = parked + [message.event]
-            self.count("parked")
-        else:
-            retry = message.model_copy(update={"tries": [tries[0]], "i": 0, "park": True})
-            await self._send(self.identify_topic, tries[0], retry.wire())
-
-    # -- match -----------------------------------------------------------------------------------
-    async def match(self, stream: Any) -> None:
-        await self.ctx.each("match", stream, self.match_one)
-
-    async def match_one(self, event: EventT) -> None:
-        read = await self._read("match", MATCH, event)
-        if read is None:
-            return
-        email, message = read
-        if isinstance(message, MatchLink):
-            if self.email_index.get(email) is None:
-                self.email_index[email] = message.customer_key
-            return
-        key = self.email_index.get(email)
+        """An event with no known reference and no email: to its customer once one of its
+        references is linked (the link may have arrived meanwhile), else parked under its own."""
+        ref = message.tries[0]
+        key = self.id_map.get(ref)
         if key is None:
-            key = mint_key(email)
-            self.count("customers_minted")
-        await self._send(self.merge_topic, key, MergeEvent(event=message.event).wire())
-        if self.email_index.get(email) is None:
-            self.email_index[email] = key
+            key = next((k for r in message.tries if (k := self.identity.get(r)) is not None), None)
+        if key is not None:
+            self.count("identified_by_ref")
+            await self._send(self.merge_topic, key, MergeEvent(event=message.event).wire())
+            return
+        parked = (self.pending.get(ref) or [])[-(PENDING_LIMIT - 1):]
+        self.pending[ref] = parked + [message.event]
+        self.count("parked")
 
     # -- merge -----------------------------------------------------------------------------------
     async def merge(self, stream: Any) -> None:
@@ -222,6 +219,12 @@ class CustomerSync:
             await self._rebuild_row(batch, key, earlier)
         else:
             earlier.append(event)
+
+    async def _index(self, batch: BatchLike, entry: str, key: str) -> None:
+        """Make ``entry`` (a reference, or ``email:<address>``) lead to ``key`` on every worker;
+        the first customer to claim an entry keeps it."""
+        if self.identity.get(entry) is None:
+            await batch.send(*self.identity.entry(entry, key))
 
     async def _rebuild_row(self, batch: BatchLike, key: str, earlier: list[EventT]) -> None:
         """The failed event may have changed the working row half-way: read the row from the table
@@ -261,10 +264,11 @@ class CustomerSync:
             await batch.send(self.conflicts_topic, key, conflict)
             self.ctx.metrics.conflict(conflict.get("owner"), conflict.get("rule", "unknown"))
         for ref in outcome.new_refs:
+            await self._index(batch, ref, key)
             await batch.send(self.identify_topic, ref, IdentifyLink(kind="link", ref=ref, customer_key=key).wire())
         email = (record["fields"].get("email") or {}).get("v")
         if email and email != before_email:
-            await batch.send(self.match_topic, email, MatchLink(kind="link", customer_key=key).wire())
+            await self._index(batch, f"email:{email}", key)
         self.count("commands", len(outcome.commands))
         self.count("conflicts", len(outcome.conflicts))
         batch.put(self.customer_master, key, record, event)
@@ -292,7 +296,6 @@ def install(ctx: FlowContext) -> CustomerSync:
     for name, topic, body in (("ingest", flow.source_topic, flow.ingest),
                               ("tims_links", flow.tims_links_topic, flow.tims_links),
                               ("identify", flow.identify_topic, flow.identify),
-                              ("match", flow.match_topic, flow.match),
                               ("merge", flow.merge_topic, flow.merge)):
         app.agent(topic, name=f"topologies.customer_sync.agents.{name}", concurrency=1)(_named(body, name))
     return flow

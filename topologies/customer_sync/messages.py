@@ -16,8 +16,7 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 __all__ = [
-    "IdentifyEvent", "IdentifyLink", "MatchEvent", "MatchLink", "MergeEvent", "MergeTimsLink", "TimsLinkEntry",
-    "IDENTIFY", "MATCH", "MERGE",
+    "IdentifyEvent", "IdentifyLink", "MergeEvent", "MergeTimsLink", "TimsLinkEntry", "IDENTIFY", "MERGE",
 ]
 
 
@@ -47,18 +46,6 @@ class IdentifyLink(_Message):
     customer_key: str = Field(min_length=1)
 
 
-class MatchEvent(_Message):
-    kind: Literal["event"] = "event"
-    event: dict[str, Any]
-
-
-class MatchLink(_Message):
-    """The email (the message key) now belongs to ``customer_key`` (from merge)."""
-
-    kind: Literal["link"]
-    customer_key: str = Field(min_length=1)
-
-
 class MergeEvent(_Message):
     kind: Literal["event"] = "event"
     event: dict[str, Any]
@@ -82,5 +69,4 @@ class TimsLinkEntry(BaseModel):
 
 #: validators of each stage's input: ``IDENTIFY.validate_python(value)`` → one of the models
 IDENTIFY = TypeAdapter(Union[IdentifyLink, IdentifyEvent])
-MATCH = TypeAdapter(Union[MatchLink, MatchEvent])
 MERGE = TypeAdapter(Union[MergeTimsLink, MergeEvent])

@@ -50,6 +50,24 @@ class Outputs:
         return [(key, value) for name, key, value in self.sent if name == topic]
 
 
+class Index:
+    """The identity index, in memory: entries are sent like any output (and recorded)."""
+
+    def __init__(self, topic: Any) -> None:
+        self.topic = topic
+        self.values: dict[str, str] = {}
+
+    def get(self, key: str) -> str | None:
+        return self.values.get(key)
+
+    def entry(self, key: str, value: str) -> tuple[Any, str, bytes]:
+        self.values[key] = value
+        return self.topic, key, value.encode()
+
+    async def ready(self) -> None:
+        return None
+
+
 class Context:
     """A flow context on a bare app: memory tables, topics without prefix, sends recorded."""
 
@@ -64,6 +82,9 @@ class Context:
 
     def table(self, name: str, **options: Any) -> Any:
         return self.app.Table(name, **options)
+
+    def replicated(self, name: str) -> "Index":
+        return Index(self.app.topic(f"{agents.FLOW_NAME}_{name}"))
 
     def mappings_dir(self, shipped: Any) -> Any:
         return shipped
@@ -144,7 +165,8 @@ async def test_two_events_for_one_key_in_one_batch_see_each_other() -> None:
         (2, {"TIMS_Payment_Terms__c": "NET60"})]
     assert sorted(key for key, _ in harness.outputs.on("customer_sync.identify")) == [
         "salesforce:Contact:003A", "tims:customer:C1"]
-    assert harness.outputs.on("customer_sync.match") == [("ada@example.com", {"kind": "link", "customer_key": "k1"})]
+    assert harness.outputs.on("customer_sync_identity") == [
+        ("tims:customer:C1", b"k1"), ("salesforce:Contact:003A", b"k1"), ("email:ada@example.com", b"k1")]
     # one write for the key, on the partition its events came from
     [(partition, key, record)] = harness.changelog
     assert (partition, key) == (2, "k1")
