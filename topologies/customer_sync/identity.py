@@ -3,8 +3,8 @@
 The customer key is deterministic: ``uuid5`` of the normalised email of the first record that
 introduced the person. Two workers that meet the same new email at once (a Lead and its
 converted Contact, a Pardot prospect, a TIMS customer) mint the same key, so no race can make
-two customers. Once a record is linked (``id_map``), the link wins over its current email, so
-an email change does not split the customer.
+two customers. Once a record is linked (the identity index, docs/adr/0019), the link wins over
+its current email, so an email change does not split the customer.
 """
 
 from __future__ import annotations
