@@ -4,8 +4,9 @@ Prints:
 1. baseline: raw aiokafka consume→produce (one consumer, one producer, JSON in and out), msgs/s;
 2. topology throughput: source events in → sink commands out through a real worker, events/s,
    and the ratio to the baseline; then the sustained rate: until every stage has caught up (the
-   links each merge sends back to identify and match included), and the worker's CPU time per
-   event meanwhile (Linux; steadier than the rates when other processes share the CPUs);
+   links each merge sends back to identify included), and the worker's CPU time per event
+   meanwhile (Linux; steadier than the rates when other processes share the CPUs). First for new
+   customers (first sightings), then for a change of each of them (known records, the common path);
 3. end-to-end latency at a fixed offered rate, once the worker has caught up with part 2: source
    commit time → sink command on Kafka, p50/p99;
 4. Salesforce API calls per 1,000 records: TIMS customers linked to Contacts that exist in the
@@ -16,6 +17,8 @@ Usage: .venv/bin/python bench/topology_bench.py [--events 5000] [--rate 200] [--
            [--sf-records 1000] [--parts 1,2,3,4]
 Needs a broker (KAFKA_BOOTSTRAP_SERVERS or the local one: `stream-app kafka up`). The workers
 inherit the environment, so e.g. CONNECT_FLOW_BATCH_SIZE / CONNECT_FLOW_LINGER apply to them.
+The last line is one JSON object with the figures (baseline_msgs_per_s, events_per_s, ratio,
+cpu_ms_per_event, known_events_per_s, known_cpu_ms_per_event, p50_ms, p99_ms, sf_calls_per_1000).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -56,6 +60,15 @@ def customer_event(i: int, run: str) -> tuple[bytes, bytes]:
                         "email": f"person{i}.{run}@bench.example", "payment_terms": "NET30",
                         "billing_address": {"city": "Leeds"}, "modified_by": "tims-ui"}}
     return record_id.encode(), json.dumps(value).encode()
+
+
+def customer_update(i: int, run: str) -> tuple[bytes, bytes]:
+    """A later change of the same TIMS customer (new payment terms): the path of a known record."""
+    key, raw = customer_event(i, run)
+    value = json.loads(raw)
+    value.update(event_id=f"bench:{run}:{i}:u", change_type="UPDATE", commit_timestamp=int(time.time() * 1000))
+    value["fields"]["payment_terms"] = "NET60"
+    return key, json.dumps(value).encode()
 
 
 async def produce(topic: str, messages: list[tuple[bytes, bytes]], rate: float | None = None) -> None:
@@ -208,10 +221,10 @@ def worker_env(run: str, data: str, extra: dict[str, str] | None = None) -> dict
             "CONNECT_LOG_LEVEL": "warning", **(extra or {})}
 
 
-async def topology(events: int, rate: float, seconds: float,
-                   workdir: Path) -> tuple[float, float, float | None, list[float]]:
-    """(events/s until the last sink command, events/s until every stage caught up, the worker's
-    CPU ms per event until then, latencies)."""
+async def topology(events: int, rate: float, seconds: float, workdir: Path) -> dict[str, Any]:
+    """New customers: events/s until the last sink command, events/s until every stage caught up,
+    the worker's CPU ms per event until then; then the same customers changed once more (known
+    records: the common path), the same figures; then the latencies of a paced run."""
     run = uuid.uuid4().hex[:8]
     prefix = f"bench-{run}."
     worker = Worker(worker_env(run, str(workdir / "data")), workdir / "worker.log")
@@ -228,9 +241,22 @@ async def topology(events: int, rate: float, seconds: float,
         sustained = events / (time.monotonic() - produce_started)
         cpu_done = worker.cpu_seconds()
         cpu_ms = None if cpu_started is None or cpu_done is None else (cpu_done - cpu_started) * 1000 / events
+        figures: dict[str, Any] = {"throughput": throughput, "sustained": sustained, "cpu_ms": cpu_ms}
+
+        updates = [customer_update(i, run) for i in range(events)]
+        cpu_started, produce_started = worker.cpu_seconds(), time.monotonic()
+        await produce(f"{prefix}src.tims.customer", updates)
+        await consume(f"{prefix}sink.salesforce.Contact", 2 * events, timeout=600)
+        figures["known_throughput"] = events / (time.monotonic() - produce_started)
+        await caught_up(f"bench-{run}", prefix, timeout=600)
+        figures["known_sustained"] = events / (time.monotonic() - produce_started)
+        cpu_done = worker.cpu_seconds()
+        figures["known_cpu_ms"] = (None if cpu_started is None or cpu_done is None
+                                   else (cpu_done - cpu_started) * 1000 / events)
 
         latencies: list[float] = []
         paced = [customer_event(events + i, run) for i in range(int(rate * seconds))]
+        seen = 2 * events
 
         def record_latency(record) -> None:  # type: ignore[no-untyped-def]
             command = json.loads(record.value)
@@ -238,11 +264,12 @@ async def topology(events: int, rate: float, seconds: float,
             if stamp and int(command["external_id"][-10:]) >= events:
                 latencies.append((record.timestamp - stamp) / 1000)
 
-        reader = asyncio.create_task(consume(f"{prefix}sink.salesforce.Contact", events + len(paced), timeout=600,
+        reader = asyncio.create_task(consume(f"{prefix}sink.salesforce.Contact", seen + len(paced), timeout=600,
                                              on_value=record_latency))
         await produce(f"{prefix}src.tims.customer", paced, rate=rate)
         await reader
-        return throughput, sustained, cpu_ms, latencies
+        figures["latencies"] = latencies
+        return figures
     finally:
         worker.stop()
 
@@ -318,34 +345,54 @@ async def main() -> None:
     parser.add_argument("--parts", default="1,2,3,4", help="which parts to run (2 and 3 run together)")
     args = parser.parse_args()
     parts = {int(p) for p in args.parts.split(",") if p.strip()}
+    summary: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         base = None
         if 1 in parts:
             base = await baseline(args.events)
+            summary["baseline_msgs_per_s"] = round(base)
             print(f"baseline raw aiokafka consume→produce: {base:,.0f} msgs/s ({args.events} messages)")
         if parts & {2, 3}:
             from stream_app.settings import load_settings  # what the worker will read
 
             flow = load_settings()
             print(f"flow batches: up to {flow.flow_batch_size} events, linger {flow.flow_linger}s")
-            throughput, sustained, cpu_ms, latencies = await topology(args.events, args.rate, args.seconds, Path(tmp))
-            ratio = f" = {throughput / base:.3f} × baseline" if base else ""
-            print(f"topology (ingest→identify→match→merge→sink command): {throughput:,.0f} events/s{ratio}")
-            cpu = f", worker CPU {cpu_ms:.2f} ms per event" if cpu_ms is not None else ""
-            print(f"  sustained, until every stage caught up (links to identify and match included; up to one "
-                  f"commit interval late): {sustained:,.0f} events/s{cpu}")
-            if latencies:
-                ordered = sorted(latencies)
+            figures = await topology(args.events, args.rate, args.seconds, Path(tmp))
+            ratio = f" = {figures['throughput'] / base:.3f} × baseline" if base else ""
+            print(f"topology, new customers (ingest→merge→sink command): {figures['throughput']:,.0f} events/s{ratio}")
+            print(f"  sustained, until every stage caught up (up to one commit interval late): "
+                  f"{figures['sustained']:,.0f} events/s{_cpu(figures['cpu_ms'])}")
+            ratio = f" = {figures['known_throughput'] / base:.3f} × baseline" if base else ""
+            print(f"topology, the same customers changed (known records): {figures['known_throughput']:,.0f} "
+                  f"events/s{ratio}; sustained {figures['known_sustained']:,.0f} events/s{_cpu(figures['known_cpu_ms'])}")
+            summary.update(events_per_s=round(figures["throughput"]), known_events_per_s=round(figures["known_throughput"]),
+                           cpu_ms_per_event=_round(figures["cpu_ms"]), known_cpu_ms_per_event=_round(figures["known_cpu_ms"]))
+            if base:
+                summary["ratio"] = round(figures["throughput"] / base, 4)
+            if figures["latencies"]:
+                ordered = sorted(figures["latencies"])
                 p50 = statistics.median(ordered)
                 p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+                summary.update(p50_ms=round(p50 * 1000), p99_ms=round(p99 * 1000))
                 print(f"latency at {args.rate:.0f} events/s offered for {args.seconds:.0f}s: p50 {p50 * 1000:.0f} ms, "
                       f"p99 {p99 * 1000:.0f} ms ({len(ordered)} samples)")
         if 4 in parts:
             calls, elapsed = await salesforce_calls(args.sf_records, Path(tmp))
             total = sum(calls.values())
+            summary["sf_calls_per_1000"] = round(total * 1000 / args.sf_records, 1)
             print(f"Salesforce API calls per 1,000 records: {total * 1000 / args.sf_records:.1f} "
                   f"({total} calls by {SALESFORCE_CLIENT} for {args.sf_records} Contacts written through the sink "
                   f"in {elapsed:.1f}s: {calls})")
+
+    print(json.dumps(summary))
+
+
+def _cpu(ms: float | None) -> str:
+    return f", worker CPU {ms:.2f} ms per event" if ms is not None else ""
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 if __name__ == "__main__":
