@@ -43,6 +43,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from connectors import kafka_admin  # noqa: E402
 from connectors.kafka_admin import ensure_topics  # noqa: E402
 
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
@@ -173,6 +174,14 @@ async def caught_up(group: str, prefix: str, timeout: float) -> None:
         await admin.close()
 
 
+async def produced(run: str) -> int:
+    """Messages the worker has produced so far in this run: every topic of the run (its prefix and
+    its group's changelogs and index), less the source events the bench wrote itself."""
+    names = [t for t in await kafka_admin.list_topics(BOOTSTRAP)
+             if (t.startswith(f"bench-{run}.") or t.startswith(f"bench-{run}-")) and ".src." not in t]
+    return sum((await kafka_admin.end_offsets(BOOTSTRAP, names)).values())
+
+
 def _free_port() -> int:
     import socket
 
@@ -242,6 +251,8 @@ async def topology(events: int, rate: float, seconds: float, workdir: Path) -> d
         cpu_done = worker.cpu_seconds()
         cpu_ms = None if cpu_started is None or cpu_done is None else (cpu_done - cpu_started) * 1000 / events
         figures: dict[str, Any] = {"throughput": throughput, "sustained": sustained, "cpu_ms": cpu_ms}
+        after_new = await produced(run)
+        figures["messages_per_event"] = after_new / events
 
         updates = [customer_update(i, run) for i in range(events)]
         cpu_started, produce_started = worker.cpu_seconds(), time.monotonic()
@@ -253,6 +264,7 @@ async def topology(events: int, rate: float, seconds: float, workdir: Path) -> d
         cpu_done = worker.cpu_seconds()
         figures["known_cpu_ms"] = (None if cpu_started is None or cpu_done is None
                                    else (cpu_done - cpu_started) * 1000 / events)
+        figures["known_messages_per_event"] = (await produced(run) - after_new) / events
 
         latencies: list[float] = []
         paced = [customer_event(events + i, run) for i in range(int(rate * seconds))]
@@ -361,12 +373,16 @@ async def main() -> None:
             ratio = f" = {figures['throughput'] / base:.3f} × baseline" if base else ""
             print(f"topology, new customers (ingest→merge→sink command): {figures['throughput']:,.0f} events/s{ratio}")
             print(f"  sustained, until every stage caught up (up to one commit interval late): "
-                  f"{figures['sustained']:,.0f} events/s{_cpu(figures['cpu_ms'])}")
+                  f"{figures['sustained']:,.0f} events/s{_cpu(figures['cpu_ms'])}; "
+                  f"{figures['messages_per_event']:.1f} messages produced per event")
             ratio = f" = {figures['known_throughput'] / base:.3f} × baseline" if base else ""
             print(f"topology, the same customers changed (known records): {figures['known_throughput']:,.0f} "
-                  f"events/s{ratio}; sustained {figures['known_sustained']:,.0f} events/s{_cpu(figures['known_cpu_ms'])}")
+                  f"events/s{ratio}; sustained {figures['known_sustained']:,.0f} events/s{_cpu(figures['known_cpu_ms'])}; "
+                  f"{figures['known_messages_per_event']:.1f} messages produced per event")
             summary.update(events_per_s=round(figures["throughput"]), known_events_per_s=round(figures["known_throughput"]),
-                           cpu_ms_per_event=_round(figures["cpu_ms"]), known_cpu_ms_per_event=_round(figures["known_cpu_ms"]))
+                           cpu_ms_per_event=_round(figures["cpu_ms"]), known_cpu_ms_per_event=_round(figures["known_cpu_ms"]),
+                           messages_per_event=_round(figures["messages_per_event"]),
+                           known_messages_per_event=_round(figures["known_messages_per_event"]))
             if base:
                 summary["ratio"] = round(figures["throughput"] / base, 4)
             if figures["latencies"]:
