@@ -81,9 +81,11 @@ def _schema_keywords_ok(schema: dict[str, Any], where: str) -> None:
 
 
 def _nulls(node: Any, path: str = "") -> list[str]:
+    """Nulls in the document outside an ``enum`` (where OpenAPI 3.0.3 wants null spelled out for
+    a nullable field)."""
     if isinstance(node, dict):
         return [f"{path}/{k}" for k, v in node.items() if v is None] + \
-            [n for k, v in node.items() for n in _nulls(v, f"{path}/{k}")]
+            [n for k, v in node.items() if k != "enum" for n in _nulls(v, f"{path}/{k}")]
     if isinstance(node, list):
         return [n for i, v in enumerate(node) for n in _nulls(v, f"{path}[{i}]")]
     return []
