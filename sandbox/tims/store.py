@@ -364,30 +364,22 @@ class TimsStore:
 
     def _write(self, resource: str, data: Mapping[str, Any], existing: dict[str, Any] | None, mode: str,
                modified_by: str, ts: datetime, trusted: bool, if_version: int | None = None) -> WriteResult:
-        """Validate and commit one write. Order of refusals: the shape of what was sent (422),
-        then the If-Match version (412), then references and unique values (422): a malformed
-        request is malformed whatever version it names."""
+        """Validate and commit one write. Refusals in order: the shape of what was sent (422),
+        the If-Match version (412), references and unique values (422)."""
         self._check_resource(resource)
         contract = self.contract
         info = contract.resources[resource]
         if not isinstance(data, Mapping):
             raise RecordInvalid([FieldError("validation_error", "record must be an object", "(record)")])
-        schema = contract.record_schema(resource)
         read_only = contract.read_only_fields(resource)
         erp_fields = {f for f in read_only if f not in SYSTEM_FIELDS and f != info.id_field} if trusted else set()
-        incoming = contract.strip_read_only(schema, dict(data), keep=erp_fields)
+        incoming = contract.strip_read_only(contract.record_schema(resource), dict(data), keep=erp_fields)
         if mode == "merge" and existing is not None:
             candidate = {k: v for k, v in existing.items() if k not in read_only}
         else:
             candidate = contract.defaults(resource)
-        writable_in = {k: v for k, v in incoming.items() if k not in erp_fields}
-        candidate.update(writable_in)
-        errors = contract.validate(schema, candidate)
-        for name in erp_fields & incoming.keys():
-            errors += contract.validate(contract.properties(resource)[name], incoming[name], name,
-                                        skip_read_only=False)
-        if errors:  # references and unique values are looked up only in a well-formed record
-            raise RecordInvalid(errors)
+        candidate.update({k: v for k, v in incoming.items() if k not in erp_fields})
+        self._check_shape(resource, candidate, {k: incoming[k] for k in erp_fields & incoming.keys()})
         if existing is not None:
             _check_version(existing, if_version)
         errors = self._reference_errors(resource, candidate, existing)
@@ -424,6 +416,16 @@ class TimsStore:
             for invoice_id in {new.get("invoice_id"), (existing or {}).get("invoice_id")} - {None}:
                 self._refresh_invoice(invoice_id, modified_by, ts)
         return WriteResult(_copy(new), created=existing is None, changed=True)
+
+    def _check_shape(self, resource: str, candidate: dict[str, Any], erp_values: dict[str, Any]) -> None:
+        """The record against its schema, and TIMS-maintained values a TIMS user sent against
+        theirs; references and unique values are looked up only in a well-formed record."""
+        contract = self.contract
+        errors = contract.validate(contract.record_schema(resource), candidate)
+        for name, value in erp_values.items():
+            errors += contract.validate(contract.properties(resource)[name], value, name, skip_read_only=False)
+        if errors:
+            raise RecordInvalid(errors)
 
     def _ordered(self, resource: str, record: dict[str, Any]) -> dict[str, Any]:
         """Fields in the schema's order, so records read the same way the contract does."""
