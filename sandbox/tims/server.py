@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping
 
@@ -26,7 +27,7 @@ from sandbox.tims.store import (
     RecordNotFound,
     TimsStore,
     VersionConflict,
-    parse_ts,
+    parse_rfc3339,
 )
 from sandbox.tims.webhook import WebhookConfig, WebhookSender
 
@@ -107,8 +108,8 @@ def create_app(store: TimsStore, faults: Faults, **config: Any) -> web.Applicati
         web.get("/openapi.yaml", _contract),
         web.get("/v1/changes", _changes),
     ]
-    for resource in store.contract.resources:
-        routes += _resource_routes(resource, store.contract.resources[resource].id_field)
+    for resource, info in store.contract.resources.items():
+        routes += _resource_routes(resource, info.id_field, info.id_prefix)
     routes += admin_routes(faults, state=store.snapshot, reset_state=store.reset)
     routes += _own_admin_routes()
     app.add_routes(routes)
@@ -142,8 +143,10 @@ async def _api_gate(request: web.Request, handler: Handler) -> web.StreamRespons
         return await handler(request)
     except web.HTTPNotFound:
         return error(404, "not_found", f"No such endpoint: {request.path}")
-    except web.HTTPMethodNotAllowed:
-        return error(405, "method_not_allowed", f"{request.method} is not allowed on {request.path}")
+    except web.HTTPMethodNotAllowed as exc:
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return error(405, "method_not_allowed", f"{request.method} is not allowed on {request.path}",
+                     {"allowed": sorted(exc.allowed_methods)}, headers={"Allow": allowed})
 
 
 def _fault_response(fault: Fault) -> web.Response:
@@ -177,23 +180,10 @@ async def _contract(request: web.Request) -> web.Response:
 
 async def _changes(request: web.Request) -> web.Response:
     store = request.app[STORE_KEY]
-    query = request.query
-    cursor, since_raw = query.get("cursor"), query.get("since")
-    if cursor and since_raw:
-        return error(400, "bad_request", "Pass either cursor or since, not both")
-    limit = _limit(query.get("limit"))
-    if limit is None:
-        return error(400, "bad_request", "limit must be an integer from 1 to 1000")
-    since = None
-    if since_raw:
-        try:
-            since = parse_ts(since_raw)
-        except ValueError:
-            return error(400, "bad_request", f"since is not an ISO 8601 date-time: {since_raw}")
-    entities = [e for e in query.get("entity", "").split(",") if e] or None
-    known = {info.entity for info in store.contract.resources.values()}
-    if entities and not set(entities) <= known:
-        return error(400, "bad_request", f"unknown entity; known: {', '.join(sorted(known))}")
+    query = _feed_query(request, {info.entity for info in store.contract.resources.values()})
+    if isinstance(query, web.Response):
+        return query
+    cursor, since, limit, entities = query
     try:
         page = store.changes_page(cursor=cursor, since=since, limit=limit, entities=entities)
     except ValueError:
@@ -202,8 +192,44 @@ async def _changes(request: web.Request) -> web.Response:
                 "has_more": page.has_more})
 
 
-def _resource_routes(resource: str, id_field: str) -> list[web.RouteDef]:
+_FEED_PARAMETERS = frozenset({"cursor", "since", "limit", "entity"})
+
+
+def _feed_query(request: web.Request, known: set[str]) -> tuple[Any, ...] | web.Response:
+    """The feed's query as the contract declares it: ``cursor`` or ``since`` (not both), ``limit``,
+    ``entity`` (a comma-separated list of known entities); anything else is a 400, never ignored."""
+    query = request.query
+    unknown = set(query) - _FEED_PARAMETERS
+    repeated = [name for name in _FEED_PARAMETERS if len(query.getall(name, [])) > 1]
+    if unknown or repeated:
+        return error(400, "bad_request", f"unknown or repeated query parameters: {sorted(unknown | set(repeated))}")
+    cursor, since_raw = query.get("cursor"), query.get("since")
+    if cursor is not None and since_raw is not None:
+        return error(400, "bad_request", "Pass either cursor or since, not both")
+    if cursor == "":
+        return error(400, "bad_request", "cursor is empty")
+    limit = _limit(query.get("limit"))
+    if limit is None:
+        return error(400, "bad_request", "limit must be an integer from 1 to 1000")
+    since = None
+    if since_raw is not None:
+        try:
+            since = parse_rfc3339(since_raw)
+        except ValueError:
+            return error(400, "bad_request", f"since is not an RFC 3339 date-time: {since_raw}")
+    entities = None
+    if "entity" in query:
+        entities = query["entity"].split(",")
+        if not set(entities) <= known:
+            return error(400, "bad_request", f"unknown entity; known: {', '.join(sorted(known))}")
+    return cursor, since, limit, entities
+
+
+def _resource_routes(resource: str, id_field: str, id_prefix: str) -> list[web.RouteDef]:
+    """The contract's routes for one resource. Ids match the contract's pattern (prefix and
+    digits), so ``/v1/customers/batch-upsert`` is never taken for a customer id."""
     base = f"/v1/{resource}"
+    one = f"{base}/{{id:{re.escape(id_prefix)}[0-9]+}}"
 
     async def list_records(request: web.Request) -> web.Response:
         limit = _limit(request.query.get("limit"))
@@ -230,6 +256,9 @@ def _resource_routes(resource: str, id_field: str) -> list[web.RouteDef]:
         extra = set(body) - {"records"}
         if not isinstance(records, list) or not records or extra:
             return error(400, "bad_request", "Body must be {\"records\": [...]} with at least one record")
+        not_objects = [i for i, record in enumerate(records) if not isinstance(record, dict)]
+        if not_objects:
+            return error(400, "bad_request", "Every record must be a JSON object", {"records": not_objects[:20]})
         cfg: TimsConfig = request.app[CONFIG_KEY]
         if len(records) > cfg.max_batch:
             return error(400, "batch_too_large", f"At most {cfg.max_batch} records per request",
@@ -253,7 +282,7 @@ def _resource_routes(resource: str, id_field: str) -> list[web.RouteDef]:
 
     def writer(method: str) -> Handler:
         async def write(request: web.Request) -> web.Response:
-            if_version = _if_match(request)
+            if_version = _if_match(request, required=method == "PUT")
             if isinstance(if_version, web.Response):
                 return if_version
             store = request.app[STORE_KEY]
@@ -282,10 +311,10 @@ def _resource_routes(resource: str, id_field: str) -> list[web.RouteDef]:
         web.post(base, create),
         web.post(f"{base}/batch-upsert", batch_upsert),
         web.get(f"{base}/by-external-id/{{external_id}}", by_external_id),
-        web.get(f"{base}/{{id}}", read),
-        web.put(f"{base}/{{id}}", writer("PUT")),
-        web.patch(f"{base}/{{id}}", writer("PATCH")),
-        web.delete(f"{base}/{{id}}", writer("DELETE")),
+        web.get(one, read),
+        web.put(one, writer("PUT")),
+        web.patch(one, writer("PATCH")),
+        web.delete(one, writer("DELETE")),
     ]
 
 
@@ -296,33 +325,54 @@ def _invalid(exc: RecordInvalid) -> web.Response:
 
 
 async def _json_object(request: web.Request) -> dict[str, Any] | web.Response:
+    """The body as a JSON object. NaN, infinities and numbers too large for a float are refused:
+    they would be stored and then answered as invalid JSON."""
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return error(400, "bad_request", "The body is not valid JSON")
+        body = json.loads(await request.read(), parse_constant=_no_constant, parse_float=_finite_float)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return error(400, "bad_request", "The body is not valid JSON (or holds a number out of range)")
     if not isinstance(body, dict):
         return error(400, "bad_request", "The body must be a JSON object")
     return body
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+_LIMIT = re.compile(r"[0-9]{1,4}", re.ASCII)
+_IF_MATCH = re.compile(r'"([0-9]{1,18})"|([0-9]{1,18})', re.ASCII)
+
+
 def _limit(raw: str | None, default: int = 100) -> int | None:
+    """ASCII digits only: ``int()`` would also take " 5", "+5", "1_0" and other scripts' digits."""
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
+    if not _LIMIT.fullmatch(raw):
         return None
+    value = int(raw)
     return value if 1 <= value <= 1000 else None
 
 
-def _if_match(request: web.Request) -> int | None | web.Response:
+def _if_match(request: web.Request, required: bool = False) -> int | None | web.Response:
+    """The version in If-Match (the contract's pattern), None when absent and optional."""
     raw = request.headers.get("If-Match")
     if raw is None:
+        if required:
+            return error(428, "precondition_required",
+                         "This write needs If-Match: the record version it is based on (its ETag)")
         return None
-    try:
-        return int(raw.strip().strip('"'))
-    except ValueError:
+    match = _IF_MATCH.fullmatch(raw)
+    if match is None:
         return error(400, "bad_request", "If-Match must be a record version, e.g. \"3\"")
+    return int(match.group(1) or match.group(2))
 
 
 # -- simulator admin -----------------------------------------------------------------------

@@ -12,10 +12,13 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import calendar
 import json
+import math
+import re
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Mapping
 
 from sandbox.tims.contract import SYSTEM_FIELDS, Contract, FieldError
@@ -31,6 +34,7 @@ __all__ = [
     "WriteResult",
     "UI_USER",
     "format_ts",
+    "parse_rfc3339",
     "parse_ts",
 ]
 
@@ -194,15 +198,15 @@ class TimsStore:
                modified_by: str = UI_USER, at: datetime | float | None = None,
                if_version: int | None = None, trusted: bool = True) -> WriteResult:
         """Merge ``changes`` into the record (None clears a field)."""
-        existing = self._existing(resource, record_id, if_version)
-        return self._write(resource, changes, existing, "merge", modified_by, self._ts(at), trusted)
+        existing = self.get(resource, record_id)
+        return self._write(resource, changes, existing, "merge", modified_by, self._ts(at), trusted, if_version)
 
     def replace(self, resource: str, record_id: str, data: Mapping[str, Any], *,
                 modified_by: str = UI_USER, at: datetime | float | None = None,
                 if_version: int | None = None, trusted: bool = True) -> WriteResult:
         """Replace every writable field; those not given go back to their defaults."""
-        existing = self._existing(resource, record_id, if_version)
-        return self._write(resource, data, existing, "replace", modified_by, self._ts(at), trusted)
+        existing = self.get(resource, record_id)
+        return self._write(resource, data, existing, "replace", modified_by, self._ts(at), trusted, if_version)
 
     def upsert(self, resource: str, data: Mapping[str, Any], *, modified_by: str = UI_USER,
                at: datetime | float | None = None, trusted: bool = True) -> WriteResult:
@@ -319,8 +323,7 @@ class TimsStore:
 
     def _existing(self, resource: str, record_id: str, if_version: int | None) -> dict[str, Any]:
         existing = self.get(resource, record_id)
-        if if_version is not None and existing["version"] != if_version:
-            raise VersionConflict(existing["version"], if_version)
+        _check_version(existing, if_version)
         return existing
 
     def _ts(self, at: datetime | float | None) -> datetime:
@@ -360,27 +363,26 @@ class TimsStore:
         return matches[0] if len(matches) == 1 else None
 
     def _write(self, resource: str, data: Mapping[str, Any], existing: dict[str, Any] | None, mode: str,
-               modified_by: str, ts: datetime, trusted: bool) -> WriteResult:
+               modified_by: str, ts: datetime, trusted: bool, if_version: int | None = None) -> WriteResult:
+        """Validate and commit one write. Refusals in order: the shape of what was sent (422),
+        the If-Match version (412), references and unique values (422)."""
         self._check_resource(resource)
         contract = self.contract
         info = contract.resources[resource]
         if not isinstance(data, Mapping):
             raise RecordInvalid([FieldError("validation_error", "record must be an object", "(record)")])
-        schema = contract.record_schema(resource)
         read_only = contract.read_only_fields(resource)
         erp_fields = {f for f in read_only if f not in SYSTEM_FIELDS and f != info.id_field} if trusted else set()
-        incoming = contract.strip_read_only(schema, dict(data), keep=erp_fields)
+        incoming = contract.strip_read_only(contract.record_schema(resource), dict(data), keep=erp_fields)
         if mode == "merge" and existing is not None:
             candidate = {k: v for k, v in existing.items() if k not in read_only}
         else:
             candidate = contract.defaults(resource)
-        writable_in = {k: v for k, v in incoming.items() if k not in erp_fields}
-        candidate.update(writable_in)
-        errors = contract.validate(schema, candidate)
-        for name in erp_fields & incoming.keys():
-            errors += contract.validate(contract.properties(resource)[name], incoming[name], name,
-                                        skip_read_only=False)
-        errors += self._reference_errors(resource, candidate, existing)
+        candidate.update({k: v for k, v in incoming.items() if k not in erp_fields})
+        self._check_shape(resource, candidate, {k: incoming[k] for k in erp_fields & incoming.keys()})
+        if existing is not None:
+            _check_version(existing, if_version)
+        errors = self._reference_errors(resource, candidate, existing)
         if errors:
             raise RecordInvalid(errors)
 
@@ -391,7 +393,7 @@ class TimsStore:
                 new[name] = incoming[name]
             elif existing is not None and name in existing:
                 new[name] = existing[name]
-        self._derive(resource, new)
+        self._derive_within_range(resource, new)
         if existing is not None:
             before = {k: v for k, v in existing.items() if k not in SYSTEM_FIELDS}
             if before == new:
@@ -414,6 +416,16 @@ class TimsStore:
             for invoice_id in {new.get("invoice_id"), (existing or {}).get("invoice_id")} - {None}:
                 self._refresh_invoice(invoice_id, modified_by, ts)
         return WriteResult(_copy(new), created=existing is None, changed=True)
+
+    def _check_shape(self, resource: str, candidate: dict[str, Any], erp_values: dict[str, Any]) -> None:
+        """The record against its schema, and TIMS-maintained values a TIMS user sent against
+        theirs; references and unique values are looked up only in a well-formed record."""
+        contract = self.contract
+        errors = contract.validate(contract.record_schema(resource), candidate)
+        for name, value in erp_values.items():
+            errors += contract.validate(contract.properties(resource)[name], value, name, skip_read_only=False)
+        if errors:
+            raise RecordInvalid(errors)
 
     def _ordered(self, resource: str, record: dict[str, Any]) -> dict[str, Any]:
         """Fields in the schema's order, so records read the same way the contract does."""
@@ -442,6 +454,18 @@ class TimsStore:
                     errors.append(FieldError("duplicate_value", f"{name} {value} already belongs to {other_id}",
                                              name))
         return errors
+
+    def _derive_within_range(self, resource: str, record: dict[str, Any]) -> None:
+        """``_derive``, refusing a record whose computed amounts leave the float range (a huge
+        quantity times a huge price): stored, they would be answered as invalid JSON."""
+        try:
+            self._derive(resource, record)
+        except OverflowError:
+            finite = False
+        else:
+            finite = all(math.isfinite(v) for v in _numbers(record))
+        if not finite:
+            raise RecordInvalid([FieldError("validation_error", "computed amounts are out of range", "(record)")])
 
     def _derive(self, resource: str, record: dict[str, Any]) -> None:
         """Fields TIMS computes: order line amounts and totals, invoice balances, revenue."""
@@ -499,6 +523,11 @@ class TimsStore:
             listener(change)
 
 
+def _check_version(existing: Mapping[str, Any], if_version: int | None) -> None:
+    if if_version is not None and existing["version"] != if_version:
+        raise VersionConflict(existing["version"], if_version)
+
+
 def _id_order(record_id: str) -> tuple[int, str]:
     """Ids sort by length first, so C1000000 follows C999999."""
     return (len(record_id), record_id)
@@ -506,7 +535,8 @@ def _id_order(record_id: str) -> tuple[int, str]:
 
 def format_ts(ts: datetime) -> str:
     """UTC, millisecond precision, 'Z' suffix: sorts lexically in time order."""
-    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+    utc = ts.astimezone(timezone.utc)  # %Y is not zero-padded before year 1000 on every libc
+    return f"{utc.year:04d}-" + utc.strftime("%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
 def parse_ts(value: str) -> datetime:
@@ -525,8 +555,54 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         payload = json.loads(raw)
         return parse_ts(payload["t"]), int(payload["s"])
-    except (binascii.Error, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (binascii.Error, ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
         raise ValueError(f"invalid cursor: {cursor!r}") from exc
+
+
+_RFC3339 = re.compile(r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?(?:[Zz]|([+-])(\d{2}):(\d{2}))",
+                      re.ASCII)
+_FIRST_INSTANT = datetime.min.replace(tzinfo=timezone.utc)
+_LAST_INSTANT = datetime.max.replace(tzinfo=timezone.utc)
+
+
+def parse_rfc3339(value: str) -> datetime:
+    """An RFC 3339 date-time (the contract's ``format: date-time``), in UTC; ValueError otherwise.
+    ``datetime.fromisoformat`` takes far more than RFC 3339 and less (year 0, a leap second), so
+    the grammar is checked here; instants outside Python's range are clamped to its ends."""
+    match = _RFC3339.fullmatch(value)
+    if match is None:
+        raise ValueError(f"not an RFC 3339 date-time: {value!r}")
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    sign, off_h, off_m = match.group(8), match.group(9), match.group(10)
+    if not (1 <= month <= 12 and 1 <= day <= _days_in(year, month) and hour <= 23 and minute <= 59
+            and second <= 60 and (sign is None or (int(off_h) <= 23 and int(off_m) <= 59))):
+        raise ValueError(f"not an RFC 3339 date-time: {value!r}")
+    fraction = match.group(7) or ".0"
+    micros = int((fraction[1:] + "000000")[:6])
+    offset = timedelta(hours=int(off_h), minutes=int(off_m)) * (-1 if sign == "-" else 1) if sign else timedelta()
+    if year == 0:
+        return _FIRST_INSTANT
+    local = datetime(year, month, day, hour, minute, min(second, 59), micros, tzinfo=timezone.utc)
+    try:
+        return local - offset
+    except OverflowError:
+        return _FIRST_INSTANT if offset > timedelta() else _LAST_INSTANT
+
+
+def _days_in(year: int, month: int) -> int:
+    """Days in the month; year 0 (valid in RFC 3339, not in ``datetime``) is a leap year."""
+    return calendar.monthrange(year or 2000, month)[1]
+
+
+def _numbers(value: Any) -> Iterable[float]:
+    if isinstance(value, float):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _numbers(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _numbers(item)
 
 
 def _copy(value: Any) -> Any:

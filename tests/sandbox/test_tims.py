@@ -81,9 +81,11 @@ def _schema_keywords_ok(schema: dict[str, Any], where: str) -> None:
 
 
 def _nulls(node: Any, path: str = "") -> list[str]:
+    """Nulls in the document outside an ``enum`` (where OpenAPI 3.0.3 wants null spelled out for
+    a nullable field)."""
     if isinstance(node, dict):
         return [f"{path}/{k}" for k, v in node.items() if v is None] + \
-            [n for k, v in node.items() for n in _nulls(v, f"{path}/{k}")]
+            [n for k, v in node.items() if k != "enum" for n in _nulls(v, f"{path}/{k}")]
     if isinstance(node, list):
         return [n for i, v in enumerate(node) for n in _nulls(v, f"{path}[{i}]")]
     return []
@@ -295,11 +297,15 @@ async def test_read_write_by_id_with_versions(tims: Tims) -> None:
     assert r.status_code == 412 and r.json()["error"]["details"]["current_version"] == 2
 
     r = await tims.client.put(f"/v1/customers/{cid}", json={"name": "Tulsa Welding Supply"})
+    assert r.status_code == 428 and r.json()["error"]["code"] == "precondition_required"
+    r = await tims.client.put(f"/v1/customers/{cid}", json={"name": "Tulsa Welding Supply"}, headers={"If-Match": "2"})
     replaced = r.json()
     assert r.status_code == 200 and replaced["credit_limit"] is None and replaced["external_id"] is None
-    assert replaced["version"] == 3
-    r = await tims.client.put(f"/v1/customers/{cid}", json={"email": "x@y.example"})
-    assert r.status_code == 422 and r.json()["error"]["details"]["field"] == "name"
+    assert replaced["version"] == 3 and r.headers["ETag"] == '"3"'
+    r = await tims.client.put(f"/v1/customers/{cid}", json={"email": "x@y.example"}, headers={"If-Match": '"2"'})
+    assert r.status_code == 422 and r.json()["error"]["details"]["field"] == "name"  # shape before version
+    r = await tims.client.delete(f"/v1/customers/{cid}", headers={"If-Match": '"3'})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request"
 
     r = await tims.client.delete(f"/v1/customers/{cid}")
     assert r.status_code == 204
@@ -563,3 +569,65 @@ def test_upsert_by_a_new_external_id_adopts_the_unlinked_customer_with_that_emai
     [other] = store.batch_upsert("customers", [{"external_id": "003B", "name": "Someone Else",
                                                  "email": "ada@example.com"}], modified_by="connect")
     assert other["created"] is True  # the only candidate is linked now: no second adoption
+
+
+# -- what the schemathesis fuzz found (docs/adr/0018) ------------------------------------------
+
+async def test_undeclared_methods_are_405_with_allow(tims: Tims) -> None:
+    r = await tims.client.get("/v1/customers/batch-upsert")
+    assert r.status_code == 405 and r.headers["Allow"] == "POST"
+    assert r.json()["error"]["code"] == "method_not_allowed"
+    r = await tims.client.request("TRACE", "/v1/changes")
+    assert r.status_code == 405 and "GET" in r.headers["Allow"]
+    assert (await tims.client.get("/v1/customers/not-an-id")).status_code == 404
+
+
+@pytest.mark.parametrize("query", [
+    {"cursor": "x", "since": "2024-01-01T00:00:00Z"}, {"since": ""}, {"since": "2024-01-01"},
+    {"since": "2024-01-01 00:00:00Z"}, {"cursor": ""}, {"limit": "1_0"}, {"limit": " 5"}, {"entity": ""},
+    {"entity": "customer,"}, {"entity": "customer,lead"}, {"colour": "red"},
+])
+async def test_change_feed_refuses_what_its_parameters_do_not_allow(tims: Tims, query: dict[str, str]) -> None:
+    r = await tims.client.get("/v1/changes", params=query)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request"
+
+
+@pytest.mark.parametrize("since", ["0000-01-01T00:00:00Z", "0001-01-01T00:00:00+01:00",
+                                   "9999-12-31T23:59:60-01:00", "2024-02-29t12:00:00.123456789z"])
+async def test_change_feed_takes_every_rfc3339_instant(tims: Tims, since: str) -> None:
+    tims.store.upsert_customer("003D00000000001", name="Early")
+    r = await tims.client.get("/v1/changes", params={"since": since})
+    assert r.status_code == 200
+    again = await tims.client.get("/v1/changes", params={"cursor": r.json()["next_cursor"]})
+    assert again.status_code == 200
+
+
+@pytest.mark.parametrize("body", [
+    b'{"name": "A", "external_id": {}}', b'{"name": "A", "credit_limit": 1e400}', b'{"name": "A", "credit_limit": NaN}',
+    b'{"name": "A", "credit_limit": ' + b"9" * 5000 + b"}", b"[" * 100_000 + b"]" * 100_000,
+])
+async def test_malformed_or_out_of_range_bodies_are_4xx_never_500(tims: Tims, body: bytes) -> None:
+    r = await tims.client.post("/v1/customers", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code in (400, 422) and "error" in r.json()
+
+
+async def test_computed_amounts_out_of_float_range_are_refused(tims: Tims) -> None:
+    cid = tims.store.create("customers", {"name": "Big"})["customer_id"]
+    item = tims.store.create("items", {"sku": "HUGE", "name": "Huge"})["item_id"]
+    line = {"item_id": item, "quantity": 1e200, "unit_price": 1e200}
+    r = await tims.client.post("/v1/sales_orders", json={"customer_id": cid, "lines": [line]})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error"
+
+
+async def test_a_patch_with_an_unknown_field_or_a_stale_version(tims: Tims) -> None:
+    cid = tims.store.create("customers", {"name": "Patchy"})["customer_id"]
+    r = await tims.client.patch(f"/v1/customers/{cid}", json={"colour": "red"}, headers={"If-Match": "9"})
+    assert r.status_code == 422  # the shape is refused before the version is compared
+    r = await tims.client.patch(f"/v1/customers/{cid}", json={"phone": "918-555-0100"}, headers={"If-Match": "9"})
+    assert r.status_code == 412 and r.json()["error"]["details"]["current_version"] == 1
+
+
+async def test_batch_records_that_are_not_objects_refuse_the_whole_batch(tims: Tims) -> None:
+    r = await tims.client.post("/v1/customers/batch-upsert", json={"records": [customer("003E1"), "nope"]})
+    assert r.status_code == 400 and r.json()["error"]["details"] == {"records": [1]}
+    assert tims.store.all("customers") == []
