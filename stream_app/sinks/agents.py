@@ -19,14 +19,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, MutableMapping, Sequence
 
 from faust.types import AppT, EventT, StreamT, TopicT
 
 from stream_app.batching import as_current
 from stream_app.sinks.engine import (
-    Applied, MalformedCommand, Received, SinkEngine, SinkStats, MessagePosition, VersionGuard, parse_command,
+    Applied, MalformedCommand, MessagePosition, Received, SinkBatchResult, SinkEngine, SinkStats, VersionGuard,
+    parse_command,
 )
 from stream_app.sinks.registry import (
     SinkOptions, SinkSpec, build_writer, enabled_sinks, sink_options,
@@ -105,7 +106,7 @@ class SinkRuntime:
             received.append(Received(command, source))
             latest[command.partition_key] = event
         before = (self.stats.calls, self.stats.retries)
-        result = await self.engine.run(received, self.guard_for(latest)) if received else None
+        result = await self._run(received, latest) if received else None
         if quarantined:
             await self.publish_many(QUARANTINE_TOPIC, quarantined)
             self.stats.quarantined += len(quarantined)
@@ -121,6 +122,21 @@ class SinkRuntime:
             self.stats.calls - before[0], self.stats.retries - before[1],
             len(result.dead_letters) if result else 0, len(quarantined), time.monotonic() - started)
 
+    async def _run(self, received: list[Received], latest: Mapping[str, EventT]) -> SinkBatchResult:
+        """The engine on one batch; an error it did not expect (a bug in a writer, say) dead-letters
+        the batch's commands with that error instead of killing the agent with them unacked.
+        Commands that had landed before it are replayed harmlessly (the version guard)."""
+        try:
+            return await self.engine.run(received, self.guard_for(latest))
+        except Exception as exc:  # noqa: BLE001 - the batch goes to the DLQ, the sink goes on
+            log.exception("sink %s.%s: a batch raised; its %d command(s) go to %s", self.spec.system,
+                          self.spec.object, len(received), self.spec.dlq_topic)
+            result = SinkBatchResult()
+            now = int(time.time() * 1000)
+            result.dead_letters = [_unexpected(item, exc, now) for item in received]
+            self.stats.dead_lettered += len(received)
+            return result
+
     def _quarantine_entry(self, event: EventT, source: MessagePosition, reason: str) -> tuple[str, dict[str, Any]]:
         raw = event.value
         text = raw.decode(errors="replace") if isinstance(raw, (bytes, bytearray)) else str(raw)
@@ -132,6 +148,15 @@ class SinkRuntime:
                         "key": key_text, "sink": f"{self.spec.system}.{self.spec.object}"},
             "quarantined_at": int(time.time() * 1000),
         })
+
+
+def _unexpected(item: Received, exc: Exception, now_ms: int) -> dict[str, Any]:
+    """The DLQ entry of a command whose batch raised: the error, and all needed to replay it."""
+    command = item.command
+    return {"reason": "sink_error", "error_code": "INTERNAL_ERROR", "error": f"{type(exc).__name__}: {exc}"[:2000],
+            "attempts": 0, "dead_lettered_at": now_ms, "system": command.system, "object": command.object,
+            "partition_key": command.partition_key, "command": command.model_dump(mode="json"), "folded": [],
+            "sources": [asdict(item.source)] if item.source is not None else []}
 
 
 def _publisher(topics: Mapping[str, TopicT]) -> PublishMany:

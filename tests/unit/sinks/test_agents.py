@@ -156,3 +156,31 @@ async def test_the_table_keeps_older_versions_out_across_batches(older_first: bo
     landed = [c.fields["LastName"] for call in harness.writer.calls for c in call]
     assert landed == ["new"] and latest(harness.table["salesforce:Contact:A"]) == 5
     assert harness.runtime.stats.stale == 1 and harness.runtime.stats.folded == (1 if older_first else 0)
+
+
+async def test_a_batch_that_raises_unexpectedly_is_dead_lettered_and_the_sink_goes_on() -> None:
+    """Writer failures are outcomes the engine retries; this is a bug in the sink itself."""
+    writer = FakeWriter()
+    harness = Harness(writer)
+    engine_run = harness.runtime.engine.run
+    calls = {"n": 0}
+
+    async def run_with_a_bug_once(*args: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyError("a bug in the sink")
+        return await engine_run(*args)
+
+    harness.runtime.engine.run = run_with_a_bug_once  # type: ignore[method-assign]
+    first, later = command("A", 1, LastName="a"), command("B", 1, LastName="b")
+    async with harness.agent.test_context() as agent:
+        e1 = await agent.put(message(first)[1], key=message(first)[0], wait=False)
+        await until(lambda: e1.message.acked)
+        e2 = await agent.put(message(later)[1], key=message(later)[0], wait=False)
+        await until(lambda: e2.message.acked)
+
+    [(key, dead)] = harness.published.by_topic["dlq.salesforce"]
+    assert key == "salesforce:Contact:A" and dead["error_code"] == "INTERNAL_ERROR"
+    assert dead["error"] == "KeyError: 'a bug in the sink'" and dead["command"]["fields"] == {"LastName": "a"}
+    assert set(writer.landed) == {"salesforce:Contact:B"}, "the sink went on after the failed batch"
+    assert harness.table.get("salesforce:Contact:A") is None and harness.runtime.stats.dead_lettered == 1
