@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 __all__ = ["ReplicatedMap"]
 
 log = logging.getLogger(__name__)
+#: seconds before an interrupted reader starts over
+RETRY_DELAY = 1.0
 
 
 class ReplicatedMap:
@@ -61,6 +63,20 @@ class ReplicatedMap:
         await self._ready.wait()
 
     async def _follow(self) -> None:
+        """Read the topic and keep following it. A broker that goes away (a restart) interrupts
+        the reader, not the worker: it starts over from the topic's start (entries only ever
+        replace each other, so reading them again changes nothing) once the broker answers."""
+        while True:
+            try:
+                await self._read()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the next attempt reads everything again
+                log.warning("%s: reader interrupted (%s: %s); starting over in %.0f s", self.name,
+                            type(exc).__name__, exc, RETRY_DELAY)
+                await asyncio.sleep(RETRY_DELAY)
+
+    async def _read(self) -> None:
         settings = self.app.settings
         bootstrap = settings.kafka_bootstrap_servers
         # created up front by `stream-app worker`; here too for a worker started otherwise
