@@ -168,6 +168,11 @@ def overview() -> Dashboard:
                 Panel("Consumer lag by topic", (
                     ("sum by (topic) (connect_consumer_lag)", "{{topic}}"),), "short",
                     "End offset minus the group's committed offset (measured by the leader worker)."),
+                Panel("Stalled partitions", (
+                    ("sum(connect_consumer_stalled_partitions)", "held but not read"),
+                    ("sum(increase(connect_consumer_stall_recoveries_total[$__rate_interval]))", "recovered"),),
+                    "short", "Partitions a worker holds whose committed offset stood still while messages "
+                    "waited (CONNECT_STALL_AFTER); the watchdog resumes them."),
                 Panel("Faust: rebalances and commit latency", (
                     ("sum(faust_total_rebalances)", "rebalances in progress"),
                     (quantile(0.95, "faust_consumer_commit_latency"), "commit p95 (ms)"),), "short"),
