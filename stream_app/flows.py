@@ -7,6 +7,7 @@ installs each through a :class:`FlowRuntime`, the app side of ``topologies.flow.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from collections import Counter
 from pathlib import Path
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 __all__ = ["FlowRuntime", "BoundMetrics", "enabled_flows", "install_flows", "mapping_tools", "flow_mappings_dir", "input_topics", "internal_topics"]
 
 log = logging.getLogger(__name__)
+#: quarantine entries written by the current task (each agent is a task of its own)
+_QUARANTINED_HERE: contextvars.ContextVar[int] = contextvars.ContextVar("quarantined_here", default=0)
 
 
 class BoundMetrics:
@@ -85,6 +88,7 @@ class FlowRuntime:
         if self._quarantine_topic is None:
             self._quarantine_topic = self.topic(f"quarantine.{self.flow.name}")
         self.counters["quarantined"] += 1
+        _QUARANTINED_HERE.set(_QUARANTINED_HERE.get() + 1)
         metrics.observe_quarantined(self.flow.name)
         entry = {"flow": self.flow.name, "reason": reason[:2000], "raw": bounded(raw)}
         try:
@@ -102,20 +106,40 @@ class FlowRuntime:
 
     async def each(self, stage: str, stream: Any, handle: Callable[[Any], Awaitable[None]]) -> None:
         """The stage boundary: ``handle`` each event; an unreadable value, or one that makes
-        ``handle`` raise, is quarantined with the stage and the reason, and the stage goes on."""
+        ``handle`` raise, is quarantined with the stage and the reason, and the stage goes on.
+        Every message is counted in, then processed or quarantined (``connect_flow_stage_messages``)."""
+        guarded = self._counted(stage, self._guarded(stage, handle))
         async for event in stream.events():
+            await guarded(event)
+
+    def _guarded(self, stage: str, handle: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+        async def guarded(event: Any) -> None:
             value = event.value
             if isinstance(value, Undecodable):
                 await self.quarantine(f"{stage}: not JSON: {value.error}", value)
-                continue
+                return
             try:
                 await handle(event)
             except Exception as exc:  # noqa: BLE001 - one message must not stop the stage
                 log.exception("flow %s, stage %s: a message raised; quarantined", self.flow.name, stage)
                 await self.quarantine(f"{stage} raised {type(exc).__name__}: {exc}", value)
+        return guarded
 
-    async def run_batches(self, stream: Any, handle: Callable[[Any, Any], Awaitable[None]]) -> None:
-        await run_batches(stream, handle, self.send, size=self.settings.flow_batch_size,
+    def _counted(self, stage: str, handle: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+        """``handle`` with the stage's counts: a message is quarantined when ``quarantine`` ran
+        while it was handled (counted per task: stages run concurrently)."""
+        taken, processed, quarantined = metrics.stage_counters(self.flow.name, stage)
+
+        async def counted(*args: Any) -> None:
+            taken.inc()
+            before = _QUARANTINED_HERE.get()
+            await handle(*args)
+            (quarantined if _QUARANTINED_HERE.get() > before else processed).inc()
+        return counted
+
+    async def run_batches(self, stream: Any, handle: Callable[[Any, Any], Awaitable[None]],
+                          stage: str = "merge") -> None:
+        await run_batches(stream, self._counted(stage, handle), self.send, size=self.settings.flow_batch_size,
                           linger=self.settings.flow_linger)
 
 

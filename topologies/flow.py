@@ -85,8 +85,10 @@ class FlowContext(Protocol):
         """Run a stage one event at a time behind the stage boundary: a value that could not be
         decoded, or one that makes ``handle`` raise, is quarantined and the stage goes on."""
 
-    async def run_batches(self, stream: Any, handle: Callable[[BatchLike, Any], Awaitable[None]]) -> None:
-        """Run a batched stage with the app's batch size and linger (docs/adr/0011)."""
+    async def run_batches(self, stream: Any, handle: Callable[[BatchLike, Any], Awaitable[None]],
+                          stage: str = "merge") -> None:
+        """Run a batched stage with the app's batch size and linger (docs/adr/0011); its messages
+        are counted under ``stage``."""
 
 
 class MappingsTool(Protocol):

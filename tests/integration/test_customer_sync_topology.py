@@ -7,6 +7,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
@@ -80,6 +81,7 @@ async def test_hostile_messages_are_quarantined_and_the_worker_keeps_syncing(
                                       until=lambda vs: len(vs) >= len(topics) * len(hostile) + 1, timeout=120)
         landed = await read_json(bootstrap, f"{prefix}sink.salesforce.Contact", until=lambda vs: len(vs) >= 1, timeout=90)
         assert worker.proc.poll() is None, "the worker died"
+        metrics = httpx.get(f"http://127.0.0.1:{worker.env['CONNECT_WEB_PORT']}/metrics").text
         log = worker.log_text()
         worker.stop()
 
@@ -90,6 +92,22 @@ async def test_hostile_messages_are_quarantined_and_the_worker_keeps_syncing(
     assert "TooLarge" in too_big["reason"] and too_big["raw"]["truncated"] is True
     assert (landed[0]["external_id"], landed[0]["fields"]["TIMS_Customer_ID__c"]) == ("003G", "C77")
     assert "Crashed" not in log, "an agent crashed"
+    # every message a stage took is accounted for: processed or quarantined
+    counts = _stage_counts(metrics)
+    for stage, quarantined_here in by_stage.items():
+        taken = counts[(stage, "in")]
+        assert taken == counts[(stage, "processed")] + counts[(stage, "quarantined")], (stage, counts)
+        assert counts[(stage, "quarantined")] == quarantined_here, (stage, counts)
+
+
+def _stage_counts(text: str) -> dict[tuple[str, str], float]:
+    """``connect_flow_stage_messages_total`` of the customer sync, by (stage, outcome)."""
+    counts: dict[tuple[str, str], float] = Counter()
+    for line in text.splitlines():
+        if line.startswith("connect_flow_stage_messages_total{") and 'flow="customer_sync"' in line:
+            labels = dict(part.split("=", 1) for part in line[line.index("{") + 1:line.index("}")].split(","))
+            counts[(labels["stage"].strip('"'), labels["outcome"].strip('"'))] = float(line.rsplit(" ", 1)[1])
+    return counts
 
 
 def _stage_of(reason: str) -> str:

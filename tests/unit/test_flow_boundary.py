@@ -9,6 +9,7 @@ from typing import Any
 from stream_app.app import create_app
 from stream_app.codecs import SafeJson
 from stream_app.flows import FlowRuntime
+from stream_app.metrics import REGISTRY
 from stream_app.settings import load_settings
 from topologies.flow import Flow
 
@@ -48,6 +49,10 @@ async def test_unreadable_and_raising_messages_are_quarantined_and_the_stage_goe
     await flow.each("probe-stage", stream, handle)
 
     assert handled == [{"n": 1}, {"n": 2}]
+    counts = {outcome: REGISTRY.get_sample_value("connect_flow_stage_messages_total",
+                                                 {"flow": "probe", "stage": "probe-stage", "outcome": outcome})
+              for outcome in ("in", "processed", "quarantined")}
+    assert counts == {"in": 4, "processed": 2, "quarantined": 2}
     assert [entry["reason"].split(":")[0] for entry in quarantined] == ["probe-stage", "probe-stage raised KeyError"]
     assert quarantined[0]["raw"]["undecodable"] and quarantined[1]["raw"] == {"boom": True}
     assert flow.counters["quarantined"] == 2
