@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
+
+from connectors.sanitize import sanitize
 
 __all__ = ["SourceEvent", "SinkCommand", "ChangeKind", "System"]
 
@@ -50,6 +52,28 @@ class SourceEvent(BaseModel):
     #: where the source was when it read this (replay id as hex, cursor, ...)
     position: dict[str, Any] = Field(default_factory=dict)
     schema_version: int = 1
+    #: field paths whose text was made safe where the event was built (connectors/sanitize.py)
+    sanitized_fields: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _safe_text(cls, data: Any) -> Any:
+        """Lone surrogates and control characters never travel further than the edge."""
+        if isinstance(data, dict) and isinstance(data.get("fields"), dict):
+            fields, changed = sanitize(data["fields"])
+            if changed:
+                earlier = data.get("sanitized_fields") or []
+                data = {**data, "fields": fields, "sanitized_fields": [*earlier, *[c for c in changed if c not in earlier]]}
+        return data
+
+    @model_serializer(mode="wrap")
+    def _without_empty_sanitized(self, handler: Any) -> dict[str, Any]:
+        """Leave ``sanitized_fields`` out when empty: events stay as earlier versions wrote them,
+        so a worker not upgraded yet still reads them."""
+        data = handler(self)
+        if not data.get("sanitized_fields"):
+            data.pop("sanitized_fields", None)
+        return data
 
 
 class SinkCommand(BaseModel):
