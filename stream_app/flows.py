@@ -63,7 +63,7 @@ class FlowRuntime:
         self.metrics = BoundMetrics(flow.name)
         #: in-process counts (quarantined, ...), read by tests and /flows pages
         self.counters: Counter[str] = Counter()
-        self._quarantine_topic: Any = None
+        self._quarantine_topic = self.topic(f"quarantine.{flow.name}")
 
     def topic(self, *names: str, **options: Any) -> Any:
         return self.app.owned.topic(*names, **options)
@@ -85,8 +85,6 @@ class FlowRuntime:
     async def quarantine(self, reason: str, raw: Any) -> None:
         """Set ``raw`` aside on ``quarantine.<flow>`` with the reason, bounded in size. When even
         that write fails, the entry goes to a local file and the log: never to silence."""
-        if self._quarantine_topic is None:
-            self._quarantine_topic = self.topic(f"quarantine.{self.flow.name}")
         self.counters["quarantined"] += 1
         _QUARANTINED_HERE.set(_QUARANTINED_HERE.get() + 1)
         metrics.observe_quarantined(self.flow.name)
@@ -169,7 +167,6 @@ def install_flows(app: "ConnectApp") -> dict[str, Any]:
     installed: dict[str, Any] = {}
     for flow in enabled_flows(app.settings):
         runtime = FlowRuntime(app, flow)
-        runtime.topic(f"quarantine.{flow.name}")
         app.owned.keep_history((*flow.source_topics, *flow.link_topics))  # a rebuild reads them
         metrics.declare_flow(flow.name, flow.sources)
         installed[f"flow:{flow.name}"] = flow.install(runtime)

@@ -126,16 +126,21 @@ class CustomerSync:
         if key is not None:
             await self._send(self.merge_topic, key, MergeEvent(event=message.value).wire())
         else:
-            out = IdentifyEvent(event=message.value, tries=refs, park=True)
+            out = IdentifyEvent(event=message.value, tries=refs)
             await self._send(self.identify_topic, refs[0], out.wire())
 
-    def _resolve(self, refs: list[str], email: str | None) -> str | None:
+    def _known(self, refs: list[str]) -> str | None:
+        """The customer of the first of ``refs`` the identity index knows."""
         for ref in refs:
             if (key := self.identity.get(ref)) is not None:
                 self.count("identified_by_ref")
                 return key
-        if email is None:
-            return None
+        return None
+
+    def _resolve(self, refs: list[str], email: str | None) -> str | None:
+        key = self._known(refs)
+        if key is not None or email is None:
+            return key
         key = self.identity.get(f"email:{email}")
         if key is None:
             self.count("customers_minted")
@@ -160,15 +165,12 @@ class CustomerSync:
         await self.ctx.each("identify", stream, self.identify_one)
 
     async def identify_one(self, event: EventT) -> None:
-        try:
-            message = IDENTIFY.validate_python(event.value)
-        except ValidationError as exc:
-            await self.ctx.quarantine(f"identify: unreadable message: {exc}", event.value)
+        read = await self._read("identify", IDENTIFY, event)
+        if read is None:
             return
+        message = read[1]
         if isinstance(message, IdentifyLink):
             await self._link_ref(message)
-        elif message.i >= len(message.tries):
-            await self.ctx.quarantine(f"identify: try {message.i} of {len(message.tries)}", event.value)
         else:
             await self._identify(message)
 
@@ -189,9 +191,10 @@ class CustomerSync:
         ref = message.tries[0]
         key = self.id_map.get(ref)
         if key is None:
-            key = next((k for r in message.tries if (k := self.identity.get(r)) is not None), None)
-        if key is not None:
+            key = self._known(message.tries)
+        else:
             self.count("identified_by_ref")
+        if key is not None:
             await self._send(self.merge_topic, key, MergeEvent(event=message.event).wire())
             return
         parked = (self.pending.get(ref) or [])[-(PENDING_LIMIT - 1):]

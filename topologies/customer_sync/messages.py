@@ -28,14 +28,13 @@ class _Message(BaseModel):
 
 
 class IdentifyEvent(_Message):
-    """A source event looking for its customer: try the references in ``tries`` from ``i`` on."""
+    """A source event with no known reference and no email, keyed by its own reference
+    (``tries[0]``); ``tries`` are the references it names, its own first. It is parked under
+    its own reference until one of them is linked to a customer."""
 
     kind: Literal["event"] = "event"
     event: dict[str, Any]
     tries: list[str] = Field(min_length=1)
-    i: int = Field(default=0, ge=0)
-    #: no email and no known reference: park it under its own reference until a link arrives
-    park: bool = False
 
 
 class IdentifyLink(_Message):
