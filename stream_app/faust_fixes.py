@@ -17,19 +17,37 @@ and was gone after "Resume stream partitions". docs/adr/0012.
 
 The fix: ``resume()`` clears the queues only when the flow was suspended. A real rebalance
 suspends the flow first (and Faust clears the queues then too), so it still starts clean.
+
+**Seeking to the committed offset also rewinds a partition that has none.** Whenever Faust
+drops what it fetched (queues cleared on a rebalance, a batch abandoned because the flow
+stopped or the generation changed) it relies on ``perform_seek`` to fetch it again from the
+committed offsets. aiokafka's ``seek_to_committed`` seeks only partitions whose committed
+offset is above 0: a partition with no commit yet (a new group, or a worker killed before its
+first commit) keeps its fetch position past the dropped messages, so they are never processed
+and, with nothing ever committed, nothing says so. Seen as a worker restarted after a SIGKILL
+whose four ``diag.ping`` partitions had no commit: aiokafka's position stood at the end offset,
+Faust's read offset was unset, and nothing was consumed (the stall watchdog logged that
+state). The fix sends such partitions to the earliest offset, which is where a group without a
+commit starts (``consumer_auto_offset_reset`` is ``earliest``): at-least-once, as a commit of 0
+would be. docs/adr/0012.
 """
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from mode.utils.queues import FlowControlEvent
 
-__all__ = ["apply"]
+__all__ = ["apply", "seek_to_committed_or_earliest"]
 
 _MARK = "_connect_clears_only_when_suspended"
 
 
 def apply() -> None:
     """Install the corrections (idempotent)."""
+    _apply_seek_rewinds_uncommitted()
     if getattr(FlowControlEvent.resume, _MARK, False):
         return
 
@@ -43,3 +61,25 @@ def apply() -> None:
 
     setattr(resume, _MARK, True)
     FlowControlEvent.resume = resume  # type: ignore[method-assign]
+
+
+async def seek_to_committed_or_earliest(consumer: AIOKafkaConsumer) -> Mapping[TopicPartition, Any]:
+    """Seek every assigned partition to its committed offset, and the ones without a commit
+    (none, or 0) to their earliest offset; returns the committed offsets as aiokafka does."""
+    committed = await consumer.seek_to_committed()
+    uncommitted = [tp for tp, offset in committed.items() if not offset]
+    if uncommitted:
+        await consumer.seek_to_beginning(*uncommitted)
+    return committed
+
+
+def _apply_seek_rewinds_uncommitted() -> None:
+    if getattr(AIOKafkaConsumerThread.seek_to_committed, _MARK, False):
+        return
+
+    async def seek_to_committed(self: AIOKafkaConsumerThread) -> Mapping[TopicPartition, Any]:
+        """Seek partitions to the last committed offset, or the earliest when there is none."""
+        return await self.call_thread(seek_to_committed_or_earliest, self._ensure_consumer())
+
+    setattr(seek_to_committed, _MARK, True)
+    AIOKafkaConsumerThread.seek_to_committed = seek_to_committed  # type: ignore[method-assign]

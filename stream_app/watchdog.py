@@ -17,6 +17,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable, Mapping
 
+from aiokafka import TopicPartition
+
 from connectors.kafka_admin import KafkaAdmin
 
 if TYPE_CHECKING:
@@ -82,7 +84,11 @@ def install(app: "ConnectApp", stalled_gauge: Any, recoveries: Any) -> None:
         stalled = watch.observe(assigned, committed, ends)
         stalled_gauge.set(len(stalled))
         for tp in stalled:
-            await _recover(app, tp, committed.get(tp, -1), ends[tp])
+            try:
+                await _recover(app, tp, committed.get(tp, -1), ends[tp])
+            except Exception:  # noqa: BLE001 - the watchdog must never be what stops the worker
+                log.exception("watchdog: recovering %s[%d] failed; the next round tries again", tp.topic, tp.partition)
+                continue
             recoveries.inc()
             watch.recovered(tp)
 
@@ -96,7 +102,58 @@ def install(app: "ConnectApp", stalled_gauge: Any, recoveries: Any) -> None:
 
 async def _recover(app: "ConnectApp", tp: Any, committed: int, end: int) -> None:
     log.warning("watchdog: %s[%d] stalled (committed %d, end %d, no progress for %.0fs): resuming it and "
-                "seeking to the committed offset", tp.topic, tp.partition, committed, end, app.settings.stall_after)
+                "seeking to the committed offset; consumer state: %s", tp.topic, tp.partition, committed, end,
+                app.settings.stall_after, consumer_state(app, tp))
     app.consumer.resume_partitions([tp])
-    if committed >= 0:
+    if committed > 0:
         await app.consumer.seek(tp, committed)
+    else:  # nothing committed yet: start where a new group would, at the earliest offset
+        await app.consumer._thread.seek_to_beginning(TopicPartition(tp.topic, tp.partition))
+        app.consumer._read_offset[tp] = None
+
+
+def consumer_state(app: Any, tp: Any) -> dict[str, Any]:
+    """What the consumer knows about ``tp``, from Faust's and aiokafka's internals, to say why a
+    partition is not read (logged with a stall). Every probe is guarded: this is diagnosis, and
+    a Faust or aiokafka upgrade that renames an attribute must not break the watchdog."""
+    consumer = app.consumer
+    state: dict[str, Any] = {}
+
+    def probe(name: str, read: Callable[[], Any]) -> None:
+        try:
+            state[name] = read()
+        except Exception as exc:  # noqa: BLE001 - report, never raise
+            state[name] = f"? {type(exc).__name__}"
+
+    probe("flow_active", lambda: consumer.flow_active)
+    probe("flow_control_active", lambda: app.flow_control.is_active())
+    probe("faust_paused", lambda: tp in consumer._paused_partitions)
+    probe("faust_active", lambda: tp in (consumer._active_partitions or ()))
+    probe("read_offset", lambda: consumer._read_offset.get(tp))
+    probe("rebalancing", lambda: app.rebalancing)
+
+    def aiokafka_state() -> dict[str, Any]:
+        inner = consumer._thread._ensure_consumer()
+        tp_state = inner._subscription.subscription.assignment.state_value(tp)
+        return {"paused": tp_state.paused, "position": tp_state._position, "status": str(tp_state._status),
+                "highwater": tp_state.highwater, "buffered": tp in inner._fetcher._records}
+
+    probe("aiokafka", aiokafka_state)
+    probe("fetcher", lambda: _task_stacks(getattr(app, "_fetcher", None)))
+    probe("consumer_thread", lambda: _task_stacks(consumer._thread))
+    return state
+
+
+def _task_stacks(service: Any) -> list[str]:
+    """Where each running task of a mode service waits: its innermost frames, as file:line."""
+    if service is None:
+        return ["(none)"]
+    stacks = []
+    for fut in list(getattr(service, "_futures", ())):
+        if fut.done():
+            stacks.append(f"done: {fut.exception()!r}" if not fut.cancelled() else "cancelled")
+            continue
+        frames = fut.get_stack(limit=None) if hasattr(fut, "get_stack") else []
+        stacks.append(" < ".join(f"{f.f_code.co_name}@{f.f_code.co_filename.rsplit('/', 1)[-1]}:{f.f_lineno}"
+                                 for f in frames[-4:][::-1]))
+    return stacks or ["(no tasks)"]

@@ -219,9 +219,12 @@ async def test_expired_replay_id_resubscribes_and_resyncs(
                 and any(v["change_type"] == "DELETE" and v["record_id"] == deleted for v in values))
 
     await read_topics(settings.kafka_bootstrap_servers, topics(settings, "Contact"), resynced, timeout=60)
-    assert first.replay_expired == 0 and second.replay_expired == 1
-    errors = [r for r in caplog.records if r.levelno == logging.ERROR and "replay id" in r.getMessage()]
-    assert errors and "resyncing Contact" in errors[0].getMessage()
+    # Contact's saved replay id expired. Account and Lead saw no change, but each may have saved the
+    # bus position from a keep-alive before the stop (timing), and then that one expired as well.
+    assert first.replay_expired == 0 and 1 <= second.replay_expired <= len(ENTITIES)
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR and "replay id" in r.getMessage()]
+    assert len(errors) == second.replay_expired
+    assert [m for m in errors if "/data/ContactChangeEvent" in m and "resyncing Contact over REST" in m]
 
     org.update("Contact", kept[0], {"Title": "after the resync"})  # the LATEST stream carries on
     await read_topics(settings.kafka_bootstrap_servers, topics(settings, "Contact"), lambda vs: any(

@@ -43,3 +43,13 @@ def test_the_app_and_faust_still_use_that_flow_control() -> None:
     assert isinstance(app.flow_control, FlowControlEvent)
     assert "flow_control.resume()" in inspect.getsource(
         __import__("faust.tables.recovery", fromlist=["Recovery"]).Recovery.on_recovery_completed)
+
+
+def test_the_consumer_thread_seeks_through_the_fix() -> None:
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    faust_fixes.apply()
+    assert "seek_to_committed_or_earliest" in inspect.getsource(AIOKafkaConsumerThread.seek_to_committed)
+    # Faust still relies on that seek to fetch again what it dropped.
+    from faust.transport.consumer import Consumer
+    assert "self.seek_to_committed()" in inspect.getsource(Consumer.perform_seek)

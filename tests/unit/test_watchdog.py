@@ -58,3 +58,34 @@ def test_partitions_no_longer_held_are_forgotten() -> None:
     clock.now = 100
     assert watch.observe([], {"a0": 1}, {"a0": 5}) == []
     assert watch.observe(["a0"], {"a0": 1}, {"a0": 5}) == []  # held again: a new clock
+
+
+def test_the_consumer_state_report_survives_internals_it_does_not_know() -> None:
+    import asyncio
+
+    from stream_app.watchdog import consumer_state
+
+    class Bare:  # an app whose consumer has none of the attributes probed
+        consumer = object()
+        flow_control = object()
+
+    state = consumer_state(Bare(), ("t", 0))
+    assert set(state) >= {"flow_active", "faust_paused", "aiokafka", "fetcher", "consumer_thread"}
+    assert all(str(v).startswith("?") for k, v in state.items() if k != "fetcher")
+
+    async def waiting() -> None:
+        await asyncio.sleep(10)
+
+    async def with_a_task() -> list[str]:
+        class Service:
+            _futures = {asyncio.ensure_future(waiting())}
+
+        await asyncio.sleep(0)
+        app = type("App", (), {"consumer": object(), "flow_control": object(), "_fetcher": Service()})()
+        stacks = consumer_state(app, ("t", 0))["fetcher"]
+        for fut in Service._futures:
+            fut.cancel()
+        return stacks
+
+    [stack] = asyncio.run(with_a_task())
+    assert "waiting@test_watchdog.py" in stack
