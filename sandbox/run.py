@@ -9,6 +9,8 @@ Salesforce REST server, together with the CDC admin routes ``/__admin/cdc/...``)
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,10 +72,29 @@ class Sandbox:
             await runner.cleanup()
 
 
+def _check_free(host: str, ports: dict[str, int]) -> None:
+    """OSError(EADDRINUSE) naming the server whose port is taken, before any server starts
+    (gRPC would otherwise print its own low-level complaint first)."""
+    taken: dict[int, str] = {}
+    for name, port in ports.items():
+        if port == 0:
+            continue
+        if port in taken:
+            raise OSError(errno.EADDRINUSE, f"port {port} is given to both {taken[port]} and {name}")
+        taken[port] = name
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError:
+                raise OSError(errno.EADDRINUSE, f"port {port} on {host} ({name}) is in use") from None
+
+
 async def start_sandbox(host: str = "127.0.0.1", ports: dict[str, int] | None = None,
                         keepalive_seconds: float = 270.0) -> Sandbox:
     """Start all four servers; ports default to :data:`DEFAULT_PORTS` (0 picks free ones)."""
     chosen = {**DEFAULT_PORTS, **(ports or {})}
+    _check_free(host, chosen)
     faults = {name: Faults() for name in chosen}
     org = Org()
     bus = EventBus(describe=org.describe)
