@@ -26,7 +26,11 @@ from typing import Any, Callable
 from connectors import registry
 from sandbox.run import Sandbox, start_sandbox
 
-__all__ = ["run_demo", "PEOPLE"]
+__all__ = ["run_demo", "DemoError", "PEOPLE"]
+
+
+class DemoError(RuntimeError):
+    """A process of the demo stopped; the message says which, and where its log is."""
 
 
 @dataclass
@@ -69,7 +73,10 @@ class Processes:
     def check(self) -> None:
         for name, proc in self.procs.items():
             if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with {proc.returncode}; see {self.logs / (name + '.log')}")
+                log = self.logs / f"{name}.log"
+                tail = [line for line in log.read_text(errors="replace").splitlines() if line.strip()][-3:]
+                raise DemoError(f"the {name} process exited with {proc.returncode}; its log is {log}, ending:\n    "
+                                + "\n    ".join(tail))
 
     def stop(self) -> None:
         for proc in self.procs.values():
@@ -173,10 +180,12 @@ def _report(sandbox: Sandbox, say: Callable[[str], None]) -> None:
     say("what each system holds now")
     for person in PEOPLE:
         contact = sandbox.org.get("Contact", person.ids.get("contact", "")) or {}
-        say(f"  {person.first:<10} Pardot {person.ids.get('prospect')}  Contact {person.ids.get('contact')} "
-            f"(TIMS_Customer_ID__c={contact.get('TIMS_Customer_ID__c')})  TIMS {person.ids.get('tims', '-')}")
+        on_contact = contact.get("TIMS_Customer_ID__c") or "not set"
+        say(f"  {person.first:<10} Pardot {person.ids.get('prospect', '-')}  Contact {person.ids.get('contact', '-')} "
+            f"(TIMS customer id on it: {on_contact})  TIMS {person.ids.get('tims', '-')}")
     api = sandbox.org.snapshot(with_records=False)["api"]
-    say(f"  Salesforce API calls by client: {api['by_client']} (daily usage {api['used']}/{api['limit']})")
+    by_client = ", ".join(f"{client} {count}" for client, count in sorted(api["by_client"].items())) or "none"
+    say(f"  Salesforce API calls by client: {by_client} (daily usage {api['used']} of {api['limit']})")
     writes = _api_writes(sandbox)
     say(f"  writes by the connector: Salesforce {writes['salesforce']}, TIMS {writes['tims']}")
     say(f"  TIMS records: {len(sandbox.tims.all('customers'))} customers")

@@ -83,8 +83,17 @@ def our_version() -> str:
         return "unknown"
 
 
+def version_line() -> str:
+    from faust import __version__ as faust_version
+
+    return f"stream-app (pardot-tims-connect) {our_version()}, on Faust {faust_version}"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     call = Invocation(sys.argv[1:] if argv is None else argv)
+    if call.version and call.command is None:
+        print(version_line())
+        return
     for warning in misspelt_variables(os.environ):
         print(f"stream-app: warning: {warning}", file=sys.stderr)
     try:
@@ -166,9 +175,7 @@ def _grouped(faust_cli: "click.Group", ours: set[str]) -> "click.Group":
 
     def show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
         if value and not ctx.resilient_parsing:
-            from faust import __version__ as faust_version
-
-            click.echo(f"stream-app (pardot-tims-connect) {our_version()}, on Faust {faust_version}")
+            click.echo(version_line())
             ctx.exit()
 
     params = [p for p in faust_cli.params if p.name != "version"]

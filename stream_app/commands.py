@@ -145,13 +145,17 @@ def _export_line(bootstrap: str) -> str:
 @command(option("--once", is_flag=True, help="Play the scenario, print the report and exit (0 only if all arrived)."))
 async def demo(self: AppCommand, once: bool) -> None:
     """The sandbox, a worker and the sources playing the customer flows; runs until Ctrl-C."""
-    from sandbox.cli import run_demo
+    from sandbox.cli import DemoError, run_demo
 
     bootstrap = self.app.settings.kafka_bootstrap_servers
     if not await broker_answers(bootstrap):
         print(f"stream-app demo: {broker_unreachable(bootstrap)}", file=sys.stderr)
         sys.exit(1)
-    sys.exit(await run_demo(once))
+    try:
+        sys.exit(await run_demo(once))
+    except DemoError as exc:
+        print(f"stream-app demo: {exc}", file=sys.stderr)
+        sys.exit(1)
 
 
 @command(
