@@ -16,6 +16,7 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from connectors import registry
-from sandbox.run import Sandbox, start_sandbox
+from sandbox.run import DEFAULT_PORTS, Sandbox, port_is_free, start_sandbox
 
 __all__ = ["run_demo", "DemoError", "PEOPLE"]
 
@@ -191,15 +192,25 @@ def _report(sandbox: Sandbox, say: Callable[[str], None]) -> None:
     say(f"  TIMS records: {len(sandbox.tims.all('customers'))} customers")
 
 
+def _web_port(usual: int = 6066) -> int:
+    """The worker's web port: the usual one when free, else one the OS picks."""
+    if port_is_free("127.0.0.1", usual):
+        return usual
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 async def run_demo(once: bool, say: Callable[[str], None] = print, timeout: float = 90.0) -> int:
     run = time.strftime("%Y%m%d%H%M%S")
     logs = Path("var/demo") / run
     logs.mkdir(parents=True, exist_ok=True)
-    ports = {"salesforce-rest": 0, "salesforce-pubsub": 0, "pardot": 0, "tims": 0} if once else None
+    # the usual ports when free (URLs to bookmark), else any free one; --once: any free one
+    ports = {name: port if not once and port_is_free("127.0.0.1", port) else 0 for name, port in DEFAULT_PORTS.items()}
     sandbox = await start_sandbox(ports=ports, keepalive_seconds=5)
     env = {**os.environ, **sandbox.worker_env(), "CONNECT_APP_ID": f"demo-{run}",
            "CONNECT_TOPIC_PREFIX": f"demo-{run}.", "CONNECT_DATA_DIR": str(logs / "data"),
-           "CONNECT_WEB_PORT": os.environ.get("CONNECT_WEB_PORT", "6066"),
+           "CONNECT_WEB_PORT": os.environ.get("CONNECT_WEB_PORT") or str(_web_port()),
            "CONNECT_SINK_OBJECTS": "salesforce.Contact,salesforce.Account,tims.customer",
            "CONNECT_SINK_LINGER": "0.2", "CONNECT_TIMS_POLL_INTERVAL": "1", "CONNECT_PARDOT_POLL_INTERVAL": "2"}
     processes = Processes(env, logs)

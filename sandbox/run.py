@@ -29,7 +29,7 @@ from sandbox.salesforce.rest import create_app as create_rest_app
 from sandbox.tims import TimsStore
 from sandbox.tims import start_server as start_tims
 
-__all__ = ["DEFAULT_PORTS", "Sandbox", "start_sandbox", "serve_forever", "PARDOT_BUSINESS_UNIT", "TIMS_API_KEY"]
+__all__ = ["DEFAULT_PORTS", "Sandbox", "port_is_free", "start_sandbox", "serve_forever", "PARDOT_BUSINESS_UNIT", "TIMS_API_KEY"]
 
 DEFAULT_PORTS = {"salesforce-rest": 8090, "salesforce-pubsub": 7443, "pardot": 8091, "tims": 8092}
 PARDOT_BUSINESS_UNIT = "0Uv000000000001AAA"
@@ -82,12 +82,19 @@ def _check_free(host: str, ports: dict[str, int]) -> None:
         if port in taken:
             raise OSError(errno.EADDRINUSE, f"port {port} is given to both {taken[port]} and {name}")
         taken[port] = name
-        with socket.socket() as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((host, port))
-            except OSError:
-                raise OSError(errno.EADDRINUSE, f"port {port} on {host} ({name}) is in use") from None
+        if not port_is_free(host, port):
+            raise OSError(errno.EADDRINUSE, f"port {port} on {host} ({name}) is in use")
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Could a server listen on ``host:port`` now?"""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 async def start_sandbox(host: str = "127.0.0.1", ports: dict[str, int] | None = None,
