@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from stream_app.app import ConnectApp
 
-__all__ = ["main", "Invocation"]
+__all__ = ["main", "Invocation", "apply_log_level"]
 
 #: Faust's top-level options that take a value (so the word after them is not the command)
 _VALUE_OPTIONS = {"-A", "--app", "-W", "--workdir", "-D", "--datadir", "-L", "--loop", "-f", "--logfile",
@@ -102,13 +102,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not call.lenient:
             _fail(f"{exc}\nFix the environment variables above (or CONNECT_CONFIG_FILE) and run again.", 2)
         settings = lenient_settings()
-    if call.loglevel is None and (call.command in _LONG_RUNNING or "log_level" in settings.model_fields_set):
-        call.args[:0] = ["--loglevel", _FAUST_LEVELS[settings.log_level.value]]
-        call.loglevel = settings.log_level.value
+    apply_log_level(call, settings)
     app = _build(settings, call)
     if call.command == "worker" and not call.help:
         _create_topics_first(app, call)
     _run_cli(app, call)
+
+
+def apply_log_level(call: Invocation, settings: Any) -> None:
+    """CONNECT_LOG_LEVEL as Faust's --loglevel (Faust's log handlers take their level from that
+    option): for the long-running processes always, for other commands when it is set; an
+    explicit --loglevel wins."""
+    if call.loglevel is None and (call.command in _LONG_RUNNING or "log_level" in settings.model_fields_set):
+        call.args[:0] = ["--loglevel", _FAUST_LEVELS[settings.log_level.value]]
+        call.loglevel = settings.log_level.value
 
 
 def _build(settings: Any, call: Invocation) -> "ConnectApp":
