@@ -1,8 +1,9 @@
 """What a command says when it stops on a user's mistake (docs/adr/0022-clean-command-errors.md).
 
 :func:`explain` turns the exceptions a command meets for reasons the user can fix (a broker that
-does not answer, a setting, a missing argument, a port in use) into a line that says what is
-wrong and what to do, and an exit code. Anything else is a bug and keeps its traceback.
+does not answer, a setting, a missing argument, a port in use, a cluster operation the broker
+refused) into a line that says what is wrong and what to do, and an exit code. Anything else is
+a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def explain(exc: BaseException, bootstrap: str) -> Explained | None:
     import click
 
     from connectors.errors import ConnectorError
+    from connectors.kafka_admin import KafkaAdminError
     from stream_app.settings import SettingsError
 
     if is_unreachable_broker(exc):
@@ -66,7 +68,7 @@ def explain(exc: BaseException, bootstrap: str) -> Explained | None:
         return Explained(f"{exc.format_message()} (see --help)", 2)
     if isinstance(exc, click.Abort):
         return Explained("stopped; nothing changed", 1)
-    if isinstance(exc, ConnectorError):
+    if isinstance(exc, (ConnectorError, KafkaAdminError)):
         return Explained(str(exc), 1)
     if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
         return Explained(f"{exc.strerror or exc}: a port it needs is in use. Free it, or choose another port "

@@ -76,7 +76,8 @@ def owned_topic(topics: Collection[str], name: str, prefix: str) -> str:
         raise ReplayError(f"no topic {ours!r}: this app's topics carry CONNECT_TOPIC_PREFIX={prefix!r}, and {given!r} "
                           "belongs to another environment on this cluster")
     near = sorted(t for t in topics if name in t and (not prefix or t.startswith(prefix)))[:5]
-    raise ReplayError(f"no topic {name!r} (nor {ours!r})" + (f"; did you mean {', '.join(near)}?" if near else ""))
+    also = f" (nor {ours!r})" if ours != name else ""
+    raise ReplayError(f"no topic {name!r}{also}" + (f"; did you mean {', '.join(near)}?" if near else ""))
 
 
 async def resolve_topic(bootstrap: str, topic: str, prefix: str) -> str:
