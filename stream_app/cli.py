@@ -20,6 +20,7 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any, Sequence
 
+from stream_app.errors import SETTINGS_HINT
 from stream_app.settings import SettingsError, lenient_settings, load_settings, misspelt_variables
 
 if TYPE_CHECKING:
@@ -100,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = load_settings()
     except SettingsError as exc:
         if not call.lenient:
-            _fail(f"{exc}\nFix the environment variables above (or CONNECT_CONFIG_FILE) and run again.", 2)
+            _fail(f"{exc}\n{SETTINGS_HINT}", 2)
         settings = lenient_settings()
     apply_log_level(call, settings)
     app = _build(settings, call)

@@ -12,7 +12,10 @@ import errno
 import logging
 from typing import NamedTuple
 
-__all__ = ["Explained", "broker_unreachable", "explain", "is_unreachable_broker", "quiet_connection_errors"]
+__all__ = ["SETTINGS_HINT", "Explained", "broker_unreachable", "explain", "is_unreachable_broker", "quiet_connection_errors"]
+
+
+SETTINGS_HINT = "Fix the environment variables above (or CONNECT_CONFIG_FILE) and run again."
 
 
 class Explained(NamedTuple):
@@ -63,7 +66,7 @@ def explain(exc: BaseException, bootstrap: str) -> Explained | None:
     if is_unreachable_broker(exc):
         return Explained(broker_unreachable(bootstrap), 1)
     if isinstance(exc, SettingsError):
-        return Explained(f"{exc}\nFix the environment variables above (or CONNECT_CONFIG_FILE) and run again.", 2)
+        return Explained(f"{exc}\n{SETTINGS_HINT}", 2)
     if isinstance(exc, click.UsageError):
         return Explained(f"{exc.format_message()} (see --help)", 2)
     if isinstance(exc, click.Abort):
