@@ -20,8 +20,8 @@ from faust.utils import venusian
 
 from connectors import registry
 from connectors.errors import ConnectorError
-from stream_app.errors import broker_unreachable, explain, quiet_connection_errors
 from stream_app.dlq import DlqError, format_entry_line, purge, read_entries, replay_entries, select
+from stream_app.errors import broker_unreachable, explain, quiet_connection_errors
 from stream_app.flows import mapping_tools
 from stream_app.kafka_local import LocalKafka, LocalKafkaError, broker_answers, local_bootstrap, wait_for_broker
 from stream_app.rebuild import rebuild as run_rebuild
@@ -218,8 +218,8 @@ async def mappings(self: AppCommand, action: str, flow: str | None, record: str 
                 print(tool.check(directory))
         else:
             if not flow or not record:
-                raise click.UsageError("preview needs FLOW and RECORD.json, e.g. `stream-app mappings preview "
-                                       "customer_master contact.json` (README, Mappings, has a sample record)")
+                raise click.UsageError("preview needs FLOW (a mapping file's name without .yaml) and RECORD.json; "
+                                       "the README's command-line section has a sample record")
             known = {name: (tool, directory) for _, tool, directory in tools for name in tool.names(directory)}
             if flow not in known:
                 raise ValueError(f"no mapping {flow!r}; mappings: {', '.join(known)}")

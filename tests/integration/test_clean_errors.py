@@ -72,7 +72,7 @@ CASES = [
     Case("kafka status, broken mappings and settings", ("kafka", "status"), 3, "stopped",
          {**BROKEN_YAML, **BAD_SETTING, **OWN_BROKER}),
     Case("worker, broken mappings", ("worker",), 2, "not valid YAML", {**BROKEN_YAML, **DEAD}),
-    Case("mappings preview, no record", ("mappings", "preview"), 2, "needs FLOW and RECORD.json"),
+    Case("mappings preview, no record", ("mappings", "preview"), 2, "preview needs FLOW"),
     Case("dlq purge, no terminal", ("dlq", "purge"), 2, "pass --yes", DEAD),
     Case("rebuild --wipe, no terminal", ("rebuild", "--wipe"), 2, "pass --yes", DEAD),
     Case("sandbox, Pub/Sub port in use", ("sandbox", "--salesforce-port", "0", "--pardot-port", "0", "--tims-port",
