@@ -60,6 +60,8 @@ CASES = [
     Case("replay dry run, broker down", ("replay", "--topic", "sink.tims.customer", "--from-offset", "0", "--dry-run"),
          1, NOT_ANSWERING, DEAD),
     Case("rebuild, broker down", ("rebuild", "--dry-run"), 1, NOT_ANSWERING, DEAD),
+    Case("backfill, broker down", ("backfill", "tims"), 1, NOT_ANSWERING,
+         {**DEAD, "CONNECT_TIMS_BASE_URL": "http://127.0.0.1:1", "CONNECT_TIMS_API_KEY": "k"}),
     Case("worker, broker down", ("worker",), 1, "stream-app kafka up", DEAD),
     Case("demo, broker down", ("demo", "--once"), 1, "make demo", DEAD),
     Case("mappings check, YAML syntax", ("mappings", "check"), 1, "not valid YAML", BROKEN_YAML),

@@ -28,3 +28,9 @@ def test_another_environments_topic_alone_is_refused() -> None:
         owned_topic({"sink.tims.customer"}, "sink.tims.customer", "dev.")
     with pytest.raises(ReplayError, match="did you mean dev.sink.tims.customer"):
         owned_topic({"dev.sink.tims.customer"}, "tims.customer", "dev.")
+
+
+def test_dlq_reads_only_the_apps_own_prefixed_topics() -> None:
+    from stream_app.dlq import _topics
+
+    assert _topics("dev.") and all(topic.startswith("dev.dlq.") for topic in _topics("dev."))
