@@ -13,9 +13,12 @@ from typing import Any, Mapping
 __all__ = ["mask_email", "mask_phone", "redact_fields", "redact_text"]
 
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
-_PHONE = re.compile(r"\+?\d[\d\s().-]{6,}\d")
+#: a candidate phone: digits with the separators phone numbers are written with, standing alone
+#: (not inside a word or an id); :func:`_is_phone` decides
+_PHONE = re.compile(r"(?<![\w+])\+?\(?\d[\d \t().-]{5,}\d(?!\w)")
 #: shapes the phone pattern also matches but which are not phones: dates and IPv4 addresses
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}|\d{1,3}(\.\d{1,3}){3}\b")
+_DIGIT_GROUP = re.compile(r"\d+")
 _EMAIL_FIELD = re.compile(r"e-?mail", re.IGNORECASE)
 _PHONE_FIELD = re.compile(r"phone|fax|mobile", re.IGNORECASE)
 
@@ -34,10 +37,25 @@ def mask_phone(value: str) -> str:
     return f"***{digits[-2:]}" if len(digits) > 2 else "***"
 
 
+def _is_phone(candidate: str) -> bool:
+    """A phone number as people write one: 7 to 15 digits (E.164's most), and either an
+    international ``+`` or digit groups split by spaces, dashes or parentheses (or three groups
+    or more split by dots). A bare run of digits is an id, an offset, a timestamp or a replay
+    id, and a number with one dot a decimal: those stay readable."""
+    digits = sum(len(group) for group in _DIGIT_GROUP.findall(candidate))
+    if not 7 <= digits <= 15 or _DATE.match(candidate):
+        return False
+    if candidate.startswith("+"):
+        return True
+    groups = len(_DIGIT_GROUP.findall(candidate))
+    separators = set(_DIGIT_GROUP.sub("", candidate))
+    return groups >= 3 if separators <= {"."} else groups >= 2
+
+
 def redact_text(text: str) -> str:
-    """Mask every email and phone-like number inside free text."""
+    """Mask every email and phone number inside free text (:func:`_is_phone`)."""
     text = _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)
-    return _PHONE.sub(lambda m: m.group(0) if _DATE.match(m.group(0)) else mask_phone(m.group(0)), text)
+    return _PHONE.sub(lambda m: mask_phone(m.group(0)) if _is_phone(m.group(0)) else m.group(0), text)
 
 
 def redact_fields(fields: Mapping[str, Any]) -> dict[str, Any]:

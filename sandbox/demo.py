@@ -16,6 +16,7 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,9 +25,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from connectors import registry
-from sandbox.run import Sandbox, start_sandbox
+from sandbox.run import DEFAULT_PORTS, Sandbox, port_is_free, start_sandbox
 
-__all__ = ["run_demo", "PEOPLE"]
+__all__ = ["run_demo", "DemoError", "PEOPLE"]
+
+
+class DemoError(RuntimeError):
+    """A process of the demo stopped; the message says which, and where its log is."""
 
 
 @dataclass
@@ -69,7 +74,10 @@ class Processes:
     def check(self) -> None:
         for name, proc in self.procs.items():
             if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with {proc.returncode}; see {self.logs / (name + '.log')}")
+                log = self.logs / f"{name}.log"
+                tail = [line for line in log.read_text(errors="replace").splitlines() if line.strip()][-3:]
+                raise DemoError(f"the {name} process exited with {proc.returncode}; its log is {log}, ending:\n    "
+                                + "\n    ".join(tail))
 
     def stop(self) -> None:
         for proc in self.procs.values():
@@ -173,24 +181,36 @@ def _report(sandbox: Sandbox, say: Callable[[str], None]) -> None:
     say("what each system holds now")
     for person in PEOPLE:
         contact = sandbox.org.get("Contact", person.ids.get("contact", "")) or {}
-        say(f"  {person.first:<10} Pardot {person.ids.get('prospect')}  Contact {person.ids.get('contact')} "
-            f"(TIMS_Customer_ID__c={contact.get('TIMS_Customer_ID__c')})  TIMS {person.ids.get('tims', '-')}")
+        on_contact = contact.get("TIMS_Customer_ID__c") or "not set"
+        say(f"  {person.first:<10} Pardot {person.ids.get('prospect', '-')}  Contact {person.ids.get('contact', '-')} "
+            f"(TIMS customer id on it: {on_contact})  TIMS {person.ids.get('tims', '-')}")
     api = sandbox.org.snapshot(with_records=False)["api"]
-    say(f"  Salesforce API calls by client: {api['by_client']} (daily usage {api['used']}/{api['limit']})")
+    by_client = ", ".join(f"{client} {count}" for client, count in sorted(api["by_client"].items())) or "none"
+    say(f"  Salesforce API calls by client: {by_client} (daily usage {api['used']} of {api['limit']})")
     writes = _api_writes(sandbox)
     say(f"  writes by the connector: Salesforce {writes['salesforce']}, TIMS {writes['tims']}")
     say(f"  TIMS records: {len(sandbox.tims.all('customers'))} customers")
+
+
+def _web_port(usual: int = 6066) -> int:
+    """The worker's web port: the usual one when free, else one the OS picks."""
+    if port_is_free("127.0.0.1", usual):
+        return usual
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 async def run_demo(once: bool, say: Callable[[str], None] = print, timeout: float = 90.0) -> int:
     run = time.strftime("%Y%m%d%H%M%S")
     logs = Path("var/demo") / run
     logs.mkdir(parents=True, exist_ok=True)
-    ports = {"salesforce-rest": 0, "salesforce-pubsub": 0, "pardot": 0, "tims": 0} if once else None
+    # the usual ports when free (URLs to bookmark), else any free one; --once: any free one
+    ports = {name: port if not once and port_is_free("127.0.0.1", port) else 0 for name, port in DEFAULT_PORTS.items()}
     sandbox = await start_sandbox(ports=ports, keepalive_seconds=5)
     env = {**os.environ, **sandbox.worker_env(), "CONNECT_APP_ID": f"demo-{run}",
            "CONNECT_TOPIC_PREFIX": f"demo-{run}.", "CONNECT_DATA_DIR": str(logs / "data"),
-           "CONNECT_WEB_PORT": os.environ.get("CONNECT_WEB_PORT", "6066"),
+           "CONNECT_WEB_PORT": os.environ.get("CONNECT_WEB_PORT") or str(_web_port()),
            "CONNECT_SINK_OBJECTS": "salesforce.Contact,salesforce.Account,tims.customer",
            "CONNECT_SINK_LINGER": "0.2", "CONNECT_TIMS_POLL_INTERVAL": "1", "CONNECT_PARDOT_POLL_INTERVAL": "2"}
     processes = Processes(env, logs)

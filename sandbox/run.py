@@ -9,6 +9,8 @@ Salesforce REST server, together with the CDC admin routes ``/__admin/cdc/...``)
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +29,7 @@ from sandbox.salesforce.rest import create_app as create_rest_app
 from sandbox.tims import TimsStore
 from sandbox.tims import start_server as start_tims
 
-__all__ = ["DEFAULT_PORTS", "Sandbox", "start_sandbox", "serve_forever", "PARDOT_BUSINESS_UNIT", "TIMS_API_KEY"]
+__all__ = ["DEFAULT_PORTS", "Sandbox", "port_is_free", "start_sandbox", "serve_forever", "PARDOT_BUSINESS_UNIT", "TIMS_API_KEY"]
 
 DEFAULT_PORTS = {"salesforce-rest": 8090, "salesforce-pubsub": 7443, "pardot": 8091, "tims": 8092}
 PARDOT_BUSINESS_UNIT = "0Uv000000000001AAA"
@@ -70,10 +72,36 @@ class Sandbox:
             await runner.cleanup()
 
 
+def _check_free(host: str, ports: dict[str, int]) -> None:
+    """OSError(EADDRINUSE) naming the server whose port is taken, before any server starts
+    (gRPC would otherwise print its own low-level complaint first)."""
+    taken: dict[int, str] = {}
+    for name, port in ports.items():
+        if port == 0:
+            continue
+        if port in taken:
+            raise OSError(errno.EADDRINUSE, f"port {port} is given to both {taken[port]} and {name}")
+        taken[port] = name
+        if not port_is_free(host, port):
+            raise OSError(errno.EADDRINUSE, f"port {port} on {host} ({name}) is in use")
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Could a server listen on ``host:port`` now?"""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 async def start_sandbox(host: str = "127.0.0.1", ports: dict[str, int] | None = None,
                         keepalive_seconds: float = 270.0) -> Sandbox:
     """Start all four servers; ports default to :data:`DEFAULT_PORTS` (0 picks free ones)."""
     chosen = {**DEFAULT_PORTS, **(ports or {})}
+    _check_free(host, chosen)
     faults = {name: Faults() for name in chosen}
     org = Org()
     bus = EventBus(describe=org.describe)

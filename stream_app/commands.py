@@ -11,7 +11,7 @@ import asyncio
 import json
 import os
 import sys
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, ClassVar
 
 import click
 from faust.app.base import SCAN_COMMAND
@@ -21,24 +21,63 @@ from faust.utils import venusian
 from connectors import registry
 from connectors.errors import ConnectorError
 from stream_app.dlq import DlqError, format_entry_line, purge, read_entries, replay_entries, select
+from stream_app.errors import broker_unreachable, explain, quiet_connection_errors
 from stream_app.flows import mapping_tools
-from stream_app.kafka_local import LocalKafka, LocalKafkaError, wait_for_broker
+from stream_app.kafka_local import LocalKafka, LocalKafkaError, broker_answers, local_bootstrap, wait_for_broker
 from stream_app.rebuild import rebuild as run_rebuild
 from stream_app.replay import ReplayError, apply, group_members, parse_time, plan, resolve_topic
 from stream_app.run_source import backfill as run_backfill
 from stream_app.run_source import build, run_source
 from stream_app.settings import SettingsError
 
-__all__ = ["command", "kafka"]
+__all__ = ["command", "kafka", "project_commands", "ProjectCommand"]
+
+#: the names of the commands declared here (``stream-app --help`` lists them first)
+_DECLARED: set[str] = set()
+
+
+class ProjectCommand(AppCommand):
+    """A project command: a user's mistake ends it with what is wrong and what to do, and a
+    non-zero exit (stream_app/errors.py); the traceback only with --debug or at debug level."""
+
+    abstract: ClassVar[bool] = True  # a base class, not a command of its own
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        debugging = self.debug or self.loglevel.upper() == "DEBUG"
+        if not debugging:
+            quiet_connection_errors()
+        try:
+            return await super().execute(*args, **kwargs)
+        except Exception as exc:
+            explained = explain(exc, self.app.settings.kafka_bootstrap_servers)
+            if explained is None or debugging:
+                raise
+            print(f"stream-app {self.ctx.info_name}: {explained.message}", file=sys.stderr)
+            sys.exit(explained.exit_code)
 
 
 def command(*options: Any) -> Callable[[Callable[..., Awaitable[Any]]], type[AppCommand]]:
     """``app.command`` without an app: the command joins the CLI of the app that scans this module."""
     def register(handler: Callable[..., Awaitable[Any]]) -> type[AppCommand]:
-        cmd = AppCommand.from_handler(*options)(handler)
+        cmd = ProjectCommand.from_handler(*options)(handler)
         venusian.attach(cmd, category=SCAN_COMMAND)
+        _DECLARED.add(handler.__name__)
         return cmd
     return register
+
+
+def project_commands() -> set[str]:
+    """The commands this project declares (the rest of the CLI is Faust's)."""
+    return set(_DECLARED)
+
+
+def confirmed(question: str, yes: bool) -> bool:
+    """``--yes``, or the user's answer; without a terminal to ask on, a UsageError saying to pass --yes."""
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        raise click.UsageError(f"{question.rstrip('?')}: there is no terminal to ask on; pass --yes to go ahead")
+    return click.confirm(question, default=False)
 
 
 @command(
@@ -69,12 +108,12 @@ def _kafka_action(action: str, port: int | None, timeout: float) -> None:
         else:
             print(f"KAFKA_BOOTSTRAP_SERVERS={external} is set: that broker is not managed here; nothing to {action}")
         return
-    broker = LocalKafka(port=port)
     try:
+        broker = LocalKafka(port=port)
         if action == "up":
             status = broker.up(timeout=timeout)
             print(f"bootstrap: {status.bootstrap}")
-            print(f"export KAFKA_BOOTSTRAP_SERVERS={status.bootstrap}  # optional: this is the default")
+            print(_export_line(status.bootstrap))
         elif action == "down":
             broker.down()
         elif action == "reset":
@@ -91,12 +130,32 @@ def _kafka_action(action: str, port: int | None, timeout: float) -> None:
         sys.exit(1)
 
 
+def _export_line(bootstrap: str) -> str:
+    """The export line ``kafka up`` prints, true for this shell: the other commands' default
+    address is the local broker's (CONNECT_KAFKA_PORT, else 9092)."""
+    if bootstrap != local_bootstrap():
+        note = f"needed: without it the other commands use {local_bootstrap()}"
+    elif os.environ.get("CONNECT_KAFKA_PORT"):
+        note = f"optional while CONNECT_KAFKA_PORT={os.environ['CONNECT_KAFKA_PORT']} stays set"
+    else:
+        note = "optional: this is the default"
+    return f"export KAFKA_BOOTSTRAP_SERVERS={bootstrap}  # {note}"
+
+
 @command(option("--once", is_flag=True, help="Play the scenario, print the report and exit (0 only if all arrived)."))
 async def demo(self: AppCommand, once: bool) -> None:
     """The sandbox, a worker and the sources playing the customer flows; runs until Ctrl-C."""
-    from sandbox.cli import run_demo
+    from sandbox.cli import DemoError, run_demo
 
-    sys.exit(await run_demo(once))
+    bootstrap = self.app.settings.kafka_bootstrap_servers
+    if not await broker_answers(bootstrap):
+        print(f"stream-app demo: {broker_unreachable(bootstrap)}", file=sys.stderr)
+        sys.exit(1)
+    try:
+        sys.exit(await run_demo(once))
+    except DemoError as exc:
+        print(f"stream-app demo: {exc}", file=sys.stderr)
+        sys.exit(1)
 
 
 @command(
@@ -132,7 +191,8 @@ async def sandbox(self: AppCommand, host: str, salesforce_port: int, pubsub_port
         running = await start_sandbox(host, {"salesforce-rest": salesforce_port, "salesforce-pubsub": pubsub_port,
                                              "pardot": pardot_port, "tims": tims_port})
     except OSError as exc:
-        print(f"stream-app sandbox: {exc}. Free the port or choose another with --*-port.", file=sys.stderr)
+        print(f"stream-app sandbox: {exc.strerror or exc}. Free the port or choose another with --*-port.",
+              file=sys.stderr)
         sys.exit(1)
     for line in running.lines():
         print(line, flush=True)
@@ -158,7 +218,8 @@ async def mappings(self: AppCommand, action: str, flow: str | None, record: str 
                 print(tool.check(directory))
         else:
             if not flow or not record:
-                raise click.UsageError("preview needs FLOW and RECORD.json")
+                raise click.UsageError("preview needs FLOW (a mapping file's name without .yaml) and RECORD.json; "
+                                       "the README's command-line section has a sample record")
             known = {name: (tool, directory) for _, tool, directory in tools for name in tool.names(directory)}
             if flow not in known:
                 raise ValueError(f"no mapping {flow!r}; mappings: {', '.join(known)}")
@@ -235,7 +296,7 @@ async def dlq(self: AppCommand, action: str, ids: tuple[str, ...], replay_all: b
     bootstrap, prefix = current.kafka_bootstrap_servers, current.topic_prefix
     try:
         if action == "purge":
-            if not yes and not click.confirm("Delete every DLQ entry?", default=False):
+            if not confirmed("Delete every DLQ entry?", yes):
                 print("nothing deleted")
                 return
             print(f"purged {await purge(bootstrap, prefix)} DLQ entries")
@@ -276,7 +337,7 @@ async def rebuild(self: AppCommand, wipe: bool, previous_group: str | None, keep
     """Rebuild the flow tables from the source topics (workers and sources stopped), with progress."""
     current = self.app.settings
 
-    if wipe and not dry_run and not yes and not click.confirm("Delete this group's table state and rebuild it?", default=False):
+    if wipe and not dry_run and not confirmed("Delete this group's table state and rebuild it?", yes):
         print("nothing changed")
         return
     sys.exit(await run_rebuild(current, previous_group=previous_group, wipe=wipe, keep_commands=keep_commands,

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["KAFKA_VERSION", "LocalKafka", "LocalKafkaError", "BrokerStatus", "wait_for_broker"]
+__all__ = ["KAFKA_VERSION", "LocalKafka", "LocalKafkaError", "BrokerStatus", "wait_for_broker", "broker_answers", "local_port",
+           "local_bootstrap"]
 
 #: The one pinned broker version (see docs/adr/0001-kafka-broker-version.md).
 KAFKA_VERSION = "4.4.0"
@@ -89,6 +90,27 @@ logger.apache.level = WARN
 """
 
 
+#: where the local broker listens: the one place its address is decided (the settings' default
+#: KAFKA_BOOTSTRAP_SERVERS comes from here too, so ``CONNECT_KAFKA_PORT=29092 make demo`` works)
+LOCAL_HOST = "127.0.0.1"
+DEFAULT_PORT = 9092
+
+
+def local_port() -> int:
+    """The local broker's port: ``CONNECT_KAFKA_PORT``, else 9092 (the controller takes the next)."""
+    text = os.environ.get("CONNECT_KAFKA_PORT", "").strip()
+    if not text:
+        return DEFAULT_PORT
+    if not text.isdigit() or not 0 < int(text) < 65535:
+        raise LocalKafkaError(f"CONNECT_KAFKA_PORT={text!r} is not a port number (1-65534; the controller uses port+1)")
+    return int(text)
+
+
+def local_bootstrap() -> str:
+    """The local broker's bootstrap address, ``127.0.0.1:<CONNECT_KAFKA_PORT or 9092>``."""
+    return f"{LOCAL_HOST}:{local_port()}"
+
+
 def _port_open(host: str, port: int, timeout: float = 0.5) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):
@@ -108,6 +130,20 @@ async def _metadata_ok(bootstrap: str, timeout: float) -> bool:
         return False
     finally:
         await client.close()
+
+
+async def broker_answers(bootstrap: str, timeout: float = 5.0) -> bool:
+    """One metadata request: does the broker answer within ``timeout``? (the client's connection
+    errors are expected here and kept out of the output)"""
+    import logging
+
+    client_log = logging.getLogger("aiokafka")
+    level = client_log.level
+    client_log.setLevel(logging.CRITICAL)
+    try:
+        return await _metadata_ok(bootstrap, timeout)
+    finally:
+        client_log.setLevel(level)
 
 
 def wait_for_broker(bootstrap: str, timeout: float = 60.0) -> bool:
@@ -143,11 +179,11 @@ class LocalKafka:
         version: str = KAFKA_VERSION,
     ) -> None:
         self.home = Path(home or os.environ.get("CONNECT_KAFKA_HOME") or _DEFAULT_HOME / "kafka")
-        self.port = int(port or os.environ.get("CONNECT_KAFKA_PORT") or 9092)
+        self.port = int(port or local_port())
         self.controller_port = int(controller_port or self.port + 1)
         self.heap = heap
         self.version = version
-        self.host = "127.0.0.1"
+        self.host = LOCAL_HOST
 
     # -- paths -------------------------------------------------------------------------------
     @property

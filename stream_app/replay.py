@@ -9,6 +9,7 @@ upsert and events are deduped by id (README, "Replay").
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -17,7 +18,7 @@ from aiokafka import TopicPartition
 from connectors.kafka_admin import GroupNotEmptyError, KafkaAdmin, commit_offsets, list_topics
 from connectors.kafka_admin import live_members as group_members  # the name stream_app/commands.py imports
 
-__all__ = ["ReplayError", "PartitionPlan", "resolve_topic", "plan", "apply", "group_members", "parse_time"]
+__all__ = ["ReplayError", "PartitionPlan", "owned_topic", "resolve_topic", "plan", "apply", "group_members", "parse_time"]
 
 
 class ReplayError(RuntimeError):
@@ -53,13 +54,35 @@ def parse_time(text: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
+def owned_topic(topics: Collection[str], name: str, prefix: str) -> str:
+    """Which existing topic ``name`` means for an app whose topics carry ``prefix``.
+
+    The app's own topic wins: ``<prefix><name>`` when it exists, even when ``name`` exists too
+    (another environment on the same cluster, the reason for the prefix). A name given with the
+    prefix is taken as given, unless ``<prefix><name>`` exists as well: then it is refused, both
+    candidates listed. A name without the prefix that only another environment has is refused.
+    """
+    ours, given = f"{prefix}{name}", name
+    if ours in topics and given in topics and ours != given:
+        if not name.startswith(prefix):
+            return ours
+        raise ReplayError(f"--topic {name!r} is ambiguous with CONNECT_TOPIC_PREFIX={prefix!r}: both {given!r} and "
+                          f"{ours!r} exist: pass {name[len(prefix):]!r} for the first, {ours!r} for the second")
+    if ours in topics:
+        return ours
+    if given in topics and (not prefix or name.startswith(prefix)):
+        return given
+    if given in topics:
+        raise ReplayError(f"no topic {ours!r}: this app's topics carry CONNECT_TOPIC_PREFIX={prefix!r}, and {given!r} "
+                          "belongs to another environment on this cluster")
+    near = sorted(t for t in topics if name in t and (not prefix or t.startswith(prefix)))[:5]
+    also = f" (nor {ours!r})" if ours != name else ""
+    raise ReplayError(f"no topic {name!r}{also}" + (f"; did you mean {', '.join(near)}?" if near else ""))
+
+
 async def resolve_topic(bootstrap: str, topic: str, prefix: str) -> str:
-    topics = await list_topics(bootstrap)
-    for candidate in (topic, f"{prefix}{topic}"):
-        if candidate in topics:
-            return candidate
-    near = sorted(t for t in topics if topic in t)[:5]
-    raise ReplayError(f"no topic {topic!r} (nor {prefix + topic!r})" + (f"; did you mean {', '.join(near)}?" if near else ""))
+    """:func:`owned_topic` over the cluster's topics."""
+    return owned_topic(await list_topics(bootstrap), topic, prefix)
 
 
 async def plan(bootstrap: str, group: str, topic: str, partitions: list[int] | None,

@@ -11,10 +11,11 @@ message names each wrong setting by its environment variable.
 
 from __future__ import annotations
 
+import difflib
 import enum
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Mapping, Optional
 
 import yaml
 from pydantic import AliasChoices, Field, ValidationError, create_model, field_validator, model_validator
@@ -24,11 +25,15 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 from connectors import registry
 from connectors.errors import ConfigError
 from connectors.spec import ConnectorSpec
+from stream_app.kafka_local import LocalKafkaError, local_bootstrap
 
-__all__ = ["Settings", "SettingsError", "StoreKind", "load_settings", "env_name", "config_error"]
+__all__ = ["Settings", "SettingsError", "StoreKind", "load_settings", "lenient_settings", "misspelt_variables",
+           "env_name", "config_error"]
 
 ENV_PREFIX = "CONNECT_"
 CONFIG_FILE_ENV = "CONNECT_CONFIG_FILE"
+#: variables read outside the settings classes: the config file's name and the local broker's
+OTHER_VARIABLES = (CONFIG_FILE_ENV, "CONNECT_KAFKA_PORT", "CONNECT_KAFKA_HOME")
 
 
 class SettingsError(ValueError):
@@ -85,7 +90,7 @@ class WorkerSettings(BaseSettings):
     )
 
     kafka_bootstrap_servers: str = Field(
-        default="127.0.0.1:9092",
+        default_factory=local_bootstrap,
         validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "kafka_bootstrap_servers"),
         description="Kafka bootstrap servers, host:port[,host:port...]",
     )
@@ -164,6 +169,13 @@ class WorkerSettings(BaseSettings):
             if not sep or not name or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ValueError(f"{host!r} is not host:port")
         return ",".join(hosts)
+
+    @field_validator("mappings_dir")
+    @classmethod
+    def _check_mappings_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and not Path(value).is_dir():
+            raise ValueError(f"{str(value)!r} is not a folder (it holds one subfolder of mapping files per flow)")
+        return value
 
     @model_validator(mode="after")
     def _heartbeat_below_session(self) -> "WorkerSettings":
@@ -252,7 +264,7 @@ def _describe(exc: ValidationError) -> str:
         value = error.get("input")
         secret = "secret" in field or "key" in field or "token" in field or "password" in field
         shown = "" if isinstance(value, dict) or secret else f" (got {value!r})"
-        lines.append(f"{env_name(field)}: {error['msg']}{shown}")
+        lines.append(f"{env_name(field)}: {str(error['msg']).removeprefix('Value error, ')}{shown}")
     return "invalid settings:\n  " + "\n  ".join(lines)
 
 
@@ -262,3 +274,24 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from None
+    except LocalKafkaError as exc:  # CONNECT_KAFKA_PORT, read for the default bootstrap address
+        raise SettingsError(f"invalid settings:\n  {exc}") from None
+
+
+def lenient_settings() -> Settings:
+    """The defaults, read from nothing: what help and the local-broker commands run on when the
+    configured settings are invalid (they must work whatever the flow settings say)."""
+    return Settings.model_construct(kafka_bootstrap_servers="127.0.0.1:9092")
+
+
+def misspelt_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each ``CONNECT_*`` variable that no setting reads, with the nearest name."""
+    known = {env_name(field) for field in Settings.model_fields} | set(OTHER_VARIABLES)
+    warnings = []
+    for name in sorted(environ):
+        if not name.upper().startswith(ENV_PREFIX) or name.upper() in known:
+            continue
+        near = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.8)
+        hint = f"did you mean {near[0]}?" if near else "no setting has that name (README, Configuration)"
+        warnings.append(f"{name} is ignored: {hint}")
+    return warnings

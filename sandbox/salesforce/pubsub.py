@@ -21,6 +21,7 @@ RESOURCE_EXHAUSTED (delivery limit). A downtime window also ends open subscripti
 from __future__ import annotations
 
 import asyncio
+import errno
 import inspect
 import uuid
 from dataclasses import dataclass
@@ -399,7 +400,10 @@ async def start_pubsub_server(
     server = grpc.aio.server()
     service = PubSubService(bus, authenticate, faults, keepalive_seconds=keepalive_seconds, tenant_id=tenant_id)
     pb_grpc.add_PubSubServicer_to_server(service, server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as exc:  # grpc's way of saying the port is taken
+        raise OSError(errno.EADDRINUSE, f"could not bind the Pub/Sub API server to {host}:{port} ({exc})") from None
     if bound == 0:
         raise OSError(f"could not bind the Pub/Sub API server to {host}:{port}")
     await server.start()

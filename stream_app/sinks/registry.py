@@ -105,8 +105,12 @@ def build_writer(spec: SinkSpec, settings: Settings, context: ConnectorContext) 
     connector = registry.connector(spec.system)
     try:
         writer = connector.make_writer(settings.connector_config(spec.system), context)
-    except ConfigError as exc:
-        raise config_error(exc) from None
+    except (ConfigError, SettingsError) as exc:
+        problems = str(config_error(exc) if isinstance(exc, ConfigError) else exc).removeprefix("invalid settings:\n")
+        raise SettingsError(
+            f"invalid settings:\n  {env_name('sink_objects')} names {spec.system}.{spec.object}, whose writer needs "
+            f"the {spec.system} settings:\n{problems}\n  Set them, or take {spec.system}.* out of "
+            f"{env_name('sink_objects')}") from None
     except ImportError as exc:
         raise SettingsError(
             f"invalid settings:\n  {env_name('sink_objects')}: enables {spec.system} sinks, but their writer "

@@ -163,3 +163,29 @@ def test_producer_linger_defaults_to_5_ms_and_reaches_faust(monkeypatch: pytest.
 def test_wrong_producer_linger_names_the_setting(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv("CONNECT_PRODUCER_LINGER", value)
     assert "CONNECT_PRODUCER_LINGER:" in str(pytest.raises(SettingsError, load_settings).value)
+
+
+def test_the_local_broker_port_is_the_default_bootstrap_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stream_app.commands import _export_line
+
+    monkeypatch.setenv("CONNECT_KAFKA_PORT", "29092")
+    assert load_settings().kafka_bootstrap_servers == "127.0.0.1:29092"
+    assert _export_line("127.0.0.1:29092").endswith("# optional while CONNECT_KAFKA_PORT=29092 stays set")
+    assert "needed" in _export_line("127.0.0.1:39092")
+    monkeypatch.setenv("CONNECT_KAFKA_PORT", "nope")
+    with pytest.raises(SettingsError, match="CONNECT_KAFKA_PORT='nope' is not a port number"):
+        load_settings()
+
+
+def test_misspelt_variables_are_named_with_the_nearest_setting() -> None:
+    from stream_app.settings import misspelt_variables
+
+    warnings = misspelt_variables({"CONNECT_WEB_PROT": "1", "CONNECT_WEB_PORT": "1", "CONNECT_KAFKA_PORT": "1",
+                                   "CONNECT_NOTHING_LIKE_IT": "1", "PATH": "/bin"})
+    assert warnings == ["CONNECT_NOTHING_LIKE_IT is ignored: no setting has that name (README, Configuration)",
+                        "CONNECT_WEB_PROT is ignored: did you mean CONNECT_WEB_PORT?"]
+
+
+def test_a_mappings_folder_that_does_not_exist_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="CONNECT_MAPPINGS_DIR: .*is not a folder"):
+        load_settings(mappings_dir=tmp_path / "nowhere")

@@ -208,6 +208,13 @@ def evaluate(condition: Any, golden: Mapping[str, Any], links: Mapping[str, str]
 
 
 # -- loading -----------------------------------------------------------------------------------
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """The parser's complaint on one line, without its picture of the text."""
+    problem = getattr(exc, "problem", None)
+    context = getattr(exc, "context", None)
+    return " ".join(part for part in (context, problem) if part) or str(exc).splitlines()[0]
+
+
 class _Reader:
     def __init__(self, file: Path) -> None:
         self.name = file.name
@@ -215,7 +222,7 @@ class _Reader:
             self.doc = yaml.load(file.read_text(), Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
-            raise MappingError(self.name, (mark.line + 1) if mark else 1, "(file)", f"not valid YAML: {exc}") from None
+            raise MappingError(self.name, (mark.line + 1) if mark else 1, "(file)", f"not valid YAML: {_yaml_problem(exc)}") from None
         if not isinstance(self.doc, _Node):
             raise MappingError(self.name, 1, "(file)", "expected a mapping with flow, inbound, outbound")
 
