@@ -129,14 +129,14 @@ class KafkaAdmin:
             await self._wait_listed([topic.name for topic in new], listed=True, timeout=30.0)
         return [topic.name for topic in new]
 
-    async def delete_topics(self, names: Iterable[str], timeout: float = 60.0) -> None:
-        """Delete topics and wait until the cluster no longer lists them (deletion is asynchronous:
-        recreating a name too early fails)."""
+    async def delete_topics(self, names: Iterable[str], timeout: float = 60.0, *, wait: bool = True) -> None:
+        """Delete topics and (unless ``wait`` is false) wait until the cluster no longer lists them
+        (deletion is asynchronous: recreating a name too early fails)."""
         names = list(dict.fromkeys(names))
         if not names:
             return
         await (await self._admin_client()).delete_topics(names)
-        if not await self._wait_listed(names, listed=False, timeout=timeout):
+        if wait and not await self._wait_listed(names, listed=False, timeout=timeout):
             raise KafkaAdminError(f"topics still not deleted after {timeout:.0f}s: {', '.join(names)}")
 
     async def _wait_listed(self, names: list[str], *, listed: bool, timeout: float) -> bool:

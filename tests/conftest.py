@@ -7,13 +7,18 @@ that need it: it never skips them.
 
 from __future__ import annotations
 
+import asyncio
 import os
-import uuid
+import threading
+import warnings
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
+from connectors.kafka_admin import KafkaAdmin
 from stream_app.kafka_local import KAFKA_VERSION, LocalKafka, wait_for_broker
+from tests.support.names import issued, unique
 
 _BROKER: dict[str, str] = {}
 
@@ -36,18 +41,18 @@ def kafka_bootstrap() -> str:
     if external:
         if not wait_for_broker(external, timeout=60):
             pytest.fail(f"KAFKA_BOOTSTRAP_SERVERS={external} does not answer metadata requests")
-        _BROKER["describe"] = f"external at {external}"
+        _BROKER.update(describe=f"external at {external}", bootstrap=external)
         return external
     broker = LocalKafka()
     status = broker.up(timeout=120, echo=lambda *_: None)
-    _BROKER["describe"] = status.describe()
+    _BROKER.update(describe=status.describe(), bootstrap=status.bootstrap)
     return status.bootstrap
 
 
 @pytest.fixture
 def app_env(tmp_path: Path, kafka_bootstrap: str) -> dict[str, str]:
     """Environment for a worker subprocess with its own app id (consumer group), topics and data."""
-    run = uuid.uuid4().hex[:8]
+    run = unique()
     return {
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "CONNECT_APP_ID": f"test-{run}",
@@ -58,3 +63,34 @@ def app_env(tmp_path: Path, kafka_bootstrap: str) -> dict[str, str]:
         "CONNECT_BROKER_SESSION_TIMEOUT": "10",
         "CONNECT_BROKER_HEARTBEAT_INTERVAL": "1",
     }
+
+
+@pytest.fixture(autouse=True)
+def _delete_the_tests_topics() -> Iterator[None]:
+    """After each test, delete the topics named with the tokens it took from ``unique``
+    (tests/support/names.py): the shared broker must not collect every run's topics."""
+    issued()
+    yield
+    tokens = issued()
+    if not tokens or "bootstrap" not in _BROKER:
+        return
+
+    async def delete() -> None:
+        async with KafkaAdmin(_BROKER["bootstrap"], client_id="tests-cleanup") as kafka:
+            mine = [t for t in await kafka.list_topics() if any(token in t for token in tokens)]
+            await kafka.delete_topics(mine, wait=False)
+
+    failure: list[BaseException] = []
+    # a thread of its own: the test's event loop may still be around
+    thread = threading.Thread(target=lambda: _capture(failure, lambda: asyncio.run(delete())), daemon=True)
+    thread.start()
+    thread.join(30)
+    if failure or thread.is_alive():
+        warnings.warn(f"the test's topics were not deleted: {failure[0] if failure else 'timed out'}", stacklevel=1)
+
+
+def _capture(into: list[BaseException], run) -> None:  # type: ignore[no-untyped-def]
+    try:
+        run()
+    except BaseException as exc:  # noqa: BLE001 - reported by the caller
+        into.append(exc)

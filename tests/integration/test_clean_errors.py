@@ -9,7 +9,6 @@ import os
 import shutil
 import socket
 import subprocess
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 
 from connectors.kafka_admin import list_topics
 from tests.support.worker import STREAM_APP, free_port
+from tests.support.names import unique
 
 pytestmark = pytest.mark.integration
 
@@ -129,7 +129,7 @@ def test_debug_shows_the_traceback() -> None:
 
 
 def test_worker_help_touches_nothing(kafka_bootstrap: str) -> None:
-    prefix = f"help{uuid.uuid4().hex[:8]}."
+    prefix = unique("help") + "."
     result = _run(Case("worker help", ("worker", "--help"), 0, "", {
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "CONNECT_TOPIC_PREFIX": prefix,
         "CONNECT_APP_ID": prefix.rstrip(".")}))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
 
 import pytest
@@ -12,12 +11,13 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from connectors import kafka_admin
 from connectors.kafka_admin import GroupNotEmptyError, KafkaAdmin, KafkaAdminError
+from tests.support import names
 
 pytestmark = pytest.mark.integration
 
 
 def unique(name: str) -> str:
-    return f"ka{uuid.uuid4().hex[:8]}.{name}"
+    return f"{names.unique('ka')}.{name}"
 
 
 async def produce(bootstrap: str, topic: str, records: Iterable[tuple[int, str, int | None]]) -> None:

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import uuid
 
 import pytest
 
 from connectors.kafka_io import KafkaTarget, PositionStore, Publisher
 from tests.support.kafka import read_json
+from tests.support.names import unique
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def target(kafka_bootstrap: str) -> KafkaTarget:
-    return KafkaTarget(kafka_bootstrap, prefix=f"io{uuid.uuid4().hex[:8]}.", partitions=3)
+    return KafkaTarget(kafka_bootstrap, prefix=unique("io") + ".", partitions=3)
 
 
 async def test_positions_are_read_back_by_a_new_store(target: KafkaTarget) -> None:

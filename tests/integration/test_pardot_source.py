@@ -4,7 +4,6 @@ the Salesforce sandbox (Pardot accepts the org's Salesforce tokens only)."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
@@ -23,6 +22,7 @@ from sandbox.salesforce.rest import start_rest_server
 from stream_app.run_source import backfill, build
 from stream_app.settings import Settings, load_settings
 from tests.support.kafka import read_json
+from tests.support.names import unique
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +63,7 @@ def settings_for(stack: Stack, target: KafkaTarget, **extra: Any) -> Settings:
 
 @pytest.fixture
 def target(kafka_bootstrap: str) -> KafkaTarget:
-    return KafkaTarget(kafka_bootstrap, prefix=f"pardot{uuid.uuid4().hex[:8]}.", partitions=2)
+    return KafkaTarget(kafka_bootstrap, prefix=unique("pardot") + ".", partitions=2)
 
 
 @asynccontextmanager

@@ -11,7 +11,6 @@ import logging
 import random
 import threading
 import time
-import uuid
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator
@@ -28,6 +27,7 @@ from sandbox.salesforce.org import Org
 from stream_app.run_source import backfill, build, kafka_target
 from stream_app.settings import Settings, SettingsError, load_settings
 from tests.support.sf_sandbox import SandboxThread, SourceProcess, bus_event_ids, read_topics
+from tests.support.names import unique
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +46,7 @@ def sandbox() -> Iterator[SandboxThread]:
 
 @pytest.fixture
 def settings(sandbox: SandboxThread, kafka_bootstrap: str) -> Settings:
-    return load_settings(kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=f"sf{uuid.uuid4().hex[:8]}.",
+    return load_settings(kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=unique("sf") + ".",
                          **sandbox.settings())
 
 

@@ -3,19 +3,19 @@ the group never committed, so what Faust fetched and dropped is fetched again (A
 
 from __future__ import annotations
 
-import uuid
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream_app.faust_fixes import seek_to_committed_or_earliest
 from tests.support.kafka import create_topics, produce_json
+from tests.support.names import unique
 
 pytestmark = pytest.mark.integration
 
 
 async def test_a_partition_without_a_commit_is_sought_back_to_its_first_message(kafka_bootstrap: str) -> None:
-    topic = f"seek-{uuid.uuid4().hex[:8]}"
+    topic = unique("seek-")
     await create_topics(kafka_bootstrap, [topic], partitions=2)
     await produce_json(kafka_bootstrap, topic, [(f"k{i}", {"i": i}) for i in range(40)])
     committed_tp, fresh_tp = TopicPartition(topic, 0), TopicPartition(topic, 1)

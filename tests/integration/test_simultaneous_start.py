@@ -4,13 +4,13 @@ stalled group. Seen once in five tries before the worker created the changelogs 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.support.kafka import produce_json, read_json
 from tests.support.worker import WorkerProcess
+from tests.support.names import unique
 
 pytestmark = pytest.mark.integration
 ROUNDS = 3
@@ -29,7 +29,7 @@ def customer(run: str, i: int) -> tuple[str, dict[str, object]]:
 @pytest.mark.parametrize("round_", range(ROUNDS))
 async def test_two_workers_started_at_once_on_a_new_app_id(app_env: dict[str, str], tmp_path: Path,
                                                            round_: int) -> None:
-    run = uuid.uuid4().hex[:6]
+    run = unique(length=6)
     env = {**app_env, "CONNECT_APP_ID": f"start-{run}", "CONNECT_TOPIC_PREFIX": f"s{run}."}
     bootstrap, prefix = env["KAFKA_BOOTSTRAP_SERVERS"], env["CONNECT_TOPIC_PREFIX"]
     workers = [WorkerProcess({**env, "CONNECT_DATA_DIR": str(tmp_path / name)}, tmp_path / f"{name}.log", name)

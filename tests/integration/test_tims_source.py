@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import threading
-import uuid
 from collections import Counter
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from stream_app.run_source import backfill
 from stream_app.settings import load_settings
 from tests.support.kafka import read_json
 from tests.support.worker import STREAM_APP
+from tests.support.names import unique
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +58,7 @@ async def tims() -> AsyncIterator[Tims]:
 
 @pytest.fixture
 def target(kafka_bootstrap: str) -> KafkaTarget:
-    return KafkaTarget(kafka_bootstrap, prefix=f"tims{uuid.uuid4().hex[:8]}.", partitions=2)
+    return KafkaTarget(kafka_bootstrap, prefix=unique("tims") + ".", partitions=2)
 
 
 def make_source(tims: Tims, target: KafkaTarget, cls: type[TimsSource] = TimsSource, **options: Any) -> TimsSource:
