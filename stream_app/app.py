@@ -14,6 +14,7 @@ from typing import Any
 
 import faust
 
+from connectors import kafka_security
 from stream_app import codecs, diagnostics, faust_fixes
 from stream_app import metrics as worker_metrics
 from stream_app.flows import install_flows
@@ -43,6 +44,7 @@ def _faust_app(config: Settings) -> ConnectApp:
         config.app_id,
         version=config.app_version,
         broker=config.broker_url,
+        broker_credentials=config.kafka_security().faust_credentials(),
         store=config.store.value,
         datadir=str(config.data_dir),
         processing_guarantee="at_least_once",
@@ -75,6 +77,8 @@ def create_app(config: Settings, *, flows: bool = True, sinks: bool = True, metr
     worker starts). Tests switch parts off to build just what they exercise."""
     faust_fixes.apply()
     codecs.register()
+    # every Kafka client this process creates, ours and Faust's, uses the same security
+    kafka_security.use(config.kafka_security())
     app = _faust_app(config)
     diagnostics.install(app)
     if flows:
