@@ -27,6 +27,9 @@ __all__ = ["ConnectApp", "create_app", "COMMAND_MODULES"]
 
 #: modules whose ``@command`` functions join the CLI (Faust finds them by scanning these)
 COMMAND_MODULES = ["stream_app.commands"]
+#: the worker's web server reads no request bodies (its pages are GETs); one larger than this is
+#: refused with 413 should a page ever read one (docs/adr/0023)
+WEB_MAX_BODY = 64 * 1024
 
 
 class ConnectApp(faust.App):
@@ -62,6 +65,7 @@ def _faust_app(config: Settings) -> ConnectApp:
         web_bind=config.web_host,
         web_port=config.web_port,
         web_tables_enabled=False,
+        web_application_options={"client_max_size": WEB_MAX_BODY},
         autodiscover=COMMAND_MODULES,
         # Faust's CLI would otherwise take the console script's name for a module to scan
         origin=COMMAND_MODULES[0],
