@@ -11,14 +11,17 @@ address.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import ssl
+import threading
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
 
-__all__ = ["KafkaSecurity", "SecurityProtocol", "SaslMechanism", "use", "current", "client_options"]
+__all__ = ["KafkaSecurity", "SecurityProtocol", "SaslMechanism", "use", "current", "client_options",
+           "security_problem"]
 
 
 class SecurityProtocol(str, enum.Enum):
@@ -124,3 +127,52 @@ def current() -> KafkaSecurity:
 def client_options() -> dict[str, Any]:
     """The process's security as aiokafka keyword arguments (see :func:`use`)."""
     return _current.client_options()
+
+
+def security_problem(bootstrap: str, timeout: float = 10.0) -> str | None:
+    """Why the first broker of ``bootstrap`` refuses us, when the reason is our TLS or SASL
+    settings: one sentence naming the settings to check (never their secret values). None when
+    the process uses PLAINTEXT, or the connection fails for another reason (or succeeds).
+
+    The Kafka client only says it could not bootstrap; this opens one connection itself to learn
+    why. It runs on a thread of its own, so callers inside an event loop can use it too."""
+    security = _current
+    if security.protocol is SecurityProtocol.plaintext:
+        return None
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    found: list[str | None] = [None]
+
+    def probe() -> None:
+        found[0] = asyncio.run(_probe(security, host, int(port), timeout))
+
+    thread = threading.Thread(target=probe, name="kafka-security-probe", daemon=True)
+    thread.start()
+    thread.join(timeout + 5)
+    return found[0]
+
+
+async def _probe(security: KafkaSecurity, host: str, port: int, timeout: float) -> str | None:
+    from aiokafka.conn import create_conn
+    from aiokafka.errors import KafkaError
+
+    options = security.client_options()
+    try:
+        conn = await asyncio.wait_for(create_conn(host, port, request_timeout_ms=int(timeout * 1000), **options),
+                                      timeout)
+    except ssl.SSLCertVerificationError as exc:
+        return (f"the broker's TLS certificate was not accepted ({exc.verify_message}): check "
+                "CONNECT_KAFKA_SSL_CAFILE (the CA that signed it) and CONNECT_KAFKA_SSL_CHECK_HOSTNAME")
+    except ssl.SSLError as exc:
+        return (f"the TLS handshake with the broker failed ({exc.reason or type(exc).__name__}): check that its "
+                f"listener speaks {security.protocol.value} (CONNECT_KAFKA_SECURITY_PROTOCOL) and the CONNECT_KAFKA_SSL_* "
+                "settings")
+    except KafkaError as exc:
+        if security.uses_sasl and "auth" in f"{type(exc).__name__} {exc}".lower():
+            return (f"the broker refused the SASL {security.mechanism.value} login of user {security.username!r}: "
+                    "check CONNECT_KAFKA_SASL_USERNAME, CONNECT_KAFKA_SASL_PASSWORD (or its _FILE) and "
+                    "CONNECT_KAFKA_SASL_MECHANISM")
+        return None
+    except (OSError, asyncio.TimeoutError):
+        return None
+    conn.close()
+    return None
