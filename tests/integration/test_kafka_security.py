@@ -4,8 +4,8 @@ signed (tests/support/secure_kafka.py), and secrets that never reach a log (docs
 - our admin client, producer (the sources' Publisher and PositionStore) and consumer round-trip;
 - a wrong password, or a CA that did not sign the broker's certificate, ends a command in one line;
 - a worker and the three sources, every secret given through ``<NAME>_FILE``, move a Contact from
-  the Salesforce sandbox into the TIMS sandbox over that broker, at debug log level; then no log
-  holds any of the secrets.
+  the Salesforce sandbox into the TIMS sandbox over that broker (the sources at debug log level,
+  the worker at info); then neither a log nor the worker's web pages hold any of the secrets.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 from pydantic import SecretStr
@@ -163,10 +164,14 @@ async def test_worker_and_sources_run_over_sasl_ssl_and_log_no_secret(
                                                   "pi__score__c": 150.0, "pi__grade__c": "A"})
         await wait_until("the Contact reached TIMS through the SASL_SSL broker", onboarded, sources, worker,
                          lambda: found, timeout=90)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{env['CONNECT_WEB_PORT']}") as web:
+            pages = {path: (await web.get(path)).text for path in ("/metrics", "/sinks/stats/")}
     finally:
         await asyncio.gather(asyncio.to_thread(sources.stop), asyncio.to_thread(worker.stop, 30.0))
     logs = {path.name: path.read_text(errors="replace") for path in tmp_path.glob("*.log")}
+    assert "connect_" in pages["/metrics"] and pages["/sinks/stats/"].startswith("{")
     assert set(logs) == {"worker.log", "source-salesforce.log", "source-tims.log", "source-pardot.log"}
     assert all(len(text) > 1000 for text in logs.values()), {name: len(text) for name, text in logs.items()}
-    leaks = {(name, secret[:4] + "…") for name, text in logs.items() for secret in secrets if secret in text}
+    leaks = {(name, secret[:4] + "…") for name, text in {**logs, **pages}.items() for secret in secrets
+             if secret in text}
     assert not leaks, f"secrets in the logs: {sorted(leaks)}"
