@@ -4,8 +4,8 @@ signed (tests/support/secure_kafka.py), and secrets that never reach a log (docs
 - our admin client, producer (the sources' Publisher and PositionStore) and consumer round-trip;
 - a wrong password, or a CA that did not sign the broker's certificate, ends a command in one line;
 - a worker and the three sources, every secret given through ``<NAME>_FILE``, move a Contact from
-  the Salesforce sandbox into the TIMS sandbox over that broker (the sources at debug log level,
-  the worker at info); then neither a log nor the worker's web pages hold any of the secrets.
+  the Salesforce sandbox into the TIMS sandbox over that broker, all at debug log level; then
+  neither a log nor the worker's web pages hold any of the secrets.
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ async def test_worker_and_sources_run_over_sasl_ssl_and_log_no_secret(
         "CONNECT_PARDOT_POLL_INTERVAL": "1", "CONNECT_BROKER_SESSION_TIMEOUT": "10",
         "CONNECT_BROKER_HEARTBEAT_INTERVAL": "1"}, tmp_path)
     base = {name: value for name, value in os.environ.items() if not name.startswith("CONNECT_")}
-    worker = WorkerProcess({**base, **env}, tmp_path / "worker.log")
+    worker = WorkerProcess({**base, **env}, tmp_path / "worker.log", loglevel="debug")
     sources = Processes({**base, **env}, tmp_path)
     org, tims = sandbox.org, sandbox.tims  # type: ignore[attr-defined]
     found: dict[str, str] = {}
