@@ -4,7 +4,7 @@ SASL_SSL, with SCRAM-SHA-512 (or -256, or PLAIN) as the SASL mechanism (docs/adr
 The app builds one :class:`KafkaSecurity` from its settings at start-up and hands it to
 :func:`use`; :func:`client_options` then gives the keyword arguments every aiokafka client we
 create takes (producers, consumers, the admin client), so no call site can forget them. The
-Faust worker gets the same through :meth:`KafkaSecurity.faust_credentials`. One process talks
+Faust worker gets the same as its ``broker_credentials`` (stream_app/app.py). One process talks
 to one cluster, which is why this is process-wide rather than passed along with each bootstrap
 address.
 """
@@ -94,20 +94,6 @@ class KafkaSecurity(BaseModel):
             options.update(sasl_mechanism=self.mechanism.value, sasl_plain_username=self.username,
                            sasl_plain_password=self.password.get_secret_value())
         return options
-
-    def faust_credentials(self) -> Any:
-        """Faust's ``broker_credentials`` for these settings (None for PLAINTEXT)."""
-        import faust
-        from faust.types.auth import SASLMechanism
-
-        if self.uses_sasl:
-            assert self.password is not None
-            return faust.SASLCredentials(username=self.username, password=self.password.get_secret_value(),
-                                         mechanism=SASLMechanism(self.mechanism.value),
-                                         ssl_context=self.ssl_context())
-        if self.uses_tls:
-            return faust.SSLCredentials(self.ssl_context())
-        return None
 
 
 _current = KafkaSecurity()

@@ -13,8 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 import faust
+from faust.types.auth import CredentialsT
 
 from connectors import kafka_security
+from connectors.kafka_security import KafkaSecurity
 from stream_app import codecs, diagnostics, faust_fixes
 from stream_app import metrics as worker_metrics
 from stream_app.flows import install_flows
@@ -42,12 +44,23 @@ class ConnectApp(faust.App):
     parts: dict[str, Any]
 
 
+def _faust_credentials(security: KafkaSecurity) -> CredentialsT | None:
+    """Faust's ``broker_credentials`` for the process's Kafka security (None for PLAINTEXT)."""
+    if security.uses_sasl:
+        assert security.password is not None
+        return faust.SASLCredentials(username=security.username, password=security.password.get_secret_value(),
+                                     mechanism=security.mechanism.value, ssl_context=security.ssl_context())
+    if security.uses_tls:
+        return faust.SSLCredentials(security.ssl_context())
+    return None
+
+
 def _faust_app(config: Settings) -> ConnectApp:
     app = ConnectApp(
         config.app_id,
         version=config.app_version,
         broker=config.broker_url,
-        broker_credentials=config.kafka_security().faust_credentials(),
+        broker_credentials=_faust_credentials(config.kafka_security()),
         store=config.store.value,
         datadir=str(config.data_dir),
         processing_guarantee="at_least_once",

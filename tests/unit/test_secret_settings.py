@@ -112,7 +112,6 @@ def test_plaintext_is_the_default_and_adds_nothing() -> None:
     security = load_settings().kafka_security()
     assert security.protocol is SecurityProtocol.plaintext
     assert security.client_options() == {"security_protocol": "PLAINTEXT"}
-    assert security.faust_credentials() is None
 
 
 def test_sasl_ssl_reaches_our_clients_and_faust(monkeypatch: pytest.MonkeyPatch) -> None:
