@@ -23,6 +23,8 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 from aiokafka.errors import TopicAlreadyExistsError
 
+from connectors.kafka_security import client_options
+
 __all__ = [
     "KafkaAdmin", "follow", "KafkaAdminError", "GroupNotEmptyError", "topic_configs",
     "list_topics", "ensure_topics", "delete_topics", "partitions", "beginning_offsets", "end_offsets",
@@ -58,7 +60,8 @@ async def _consumer(bootstrap: str, group: str | None, client_id: str) -> AsyncI
 
 async def _started_consumer(bootstrap: str, group: str | None, client_id: str) -> AIOKafkaConsumer:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
-                                auto_offset_reset="earliest", client_id=client_id)
+                                auto_offset_reset="earliest", client_id=client_id,
+                                **client_options())
     await consumer.start()
     # aiokafka 0.14: stopping a consumer before its coordinator task ever ran raises CancelledError
     await asyncio.sleep(0)
@@ -94,7 +97,8 @@ class KafkaAdmin:
 
     async def _admin_client(self) -> AIOKafkaAdminClient:
         if self._admin is None:
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=self.client_id)
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=self.client_id,
+                                        **client_options())
             await admin.start()
             self._admin = admin
         return self._admin

@@ -19,6 +19,7 @@ from typing import Any, Iterable
 from aiokafka import AIOKafkaProducer
 
 from connectors.kafka_admin import ensure_topics, read_to_end
+from connectors.kafka_security import client_options
 
 __all__ = ["KafkaTarget", "Publisher", "PositionStore", "ensure_source_topics", "keeps_history"]
 
@@ -60,7 +61,7 @@ class Publisher:
         self.target = target
         self._producer = AIOKafkaProducer(
             bootstrap_servers=target.bootstrap, client_id=client_id, acks="all",
-            enable_idempotence=True, linger_ms=5,
+            enable_idempotence=True, linger_ms=5, **client_options(),
         )
         self._known: set[str] = set()
         self.sent = 0
@@ -105,7 +106,8 @@ class PositionStore:
     def __init__(self, target: KafkaTarget) -> None:
         self.target = target
         self.topic = target.topic(self.TOPIC)
-        self._producer = AIOKafkaProducer(bootstrap_servers=target.bootstrap, acks="all", enable_idempotence=True)
+        self._producer = AIOKafkaProducer(bootstrap_servers=target.bootstrap, acks="all", enable_idempotence=True,
+                                          **client_options())
         #: the last position saved per key, with when (epoch seconds): read by the metrics layer
         self.saved: dict[str, tuple[float, dict[str, Any]]] = {}
 

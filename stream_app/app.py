@@ -13,7 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 import faust
+from faust.types.auth import CredentialsT
 
+from connectors import kafka_security
+from connectors.kafka_security import KafkaSecurity
 from stream_app import codecs, diagnostics, faust_fixes
 from stream_app import metrics as worker_metrics
 from stream_app.flows import install_flows
@@ -26,6 +29,9 @@ __all__ = ["ConnectApp", "create_app", "COMMAND_MODULES"]
 
 #: modules whose ``@command`` functions join the CLI (Faust finds them by scanning these)
 COMMAND_MODULES = ["stream_app.commands"]
+#: the worker's web server reads no request bodies (its pages are GETs); one larger than this is
+#: refused with 413 should a page ever read one (docs/adr/0023)
+WEB_MAX_BODY = 64 * 1024
 
 
 class ConnectApp(faust.App):
@@ -38,11 +44,23 @@ class ConnectApp(faust.App):
     parts: dict[str, Any]
 
 
+def _faust_credentials(security: KafkaSecurity) -> CredentialsT | None:
+    """Faust's ``broker_credentials`` for the process's Kafka security (None for PLAINTEXT)."""
+    if security.uses_sasl:
+        assert security.password is not None
+        return faust.SASLCredentials(username=security.username, password=security.password.get_secret_value(),
+                                     mechanism=security.mechanism.value, ssl_context=security.ssl_context())
+    if security.uses_tls:
+        return faust.SSLCredentials(security.ssl_context())
+    return None
+
+
 def _faust_app(config: Settings) -> ConnectApp:
     app = ConnectApp(
         config.app_id,
         version=config.app_version,
         broker=config.broker_url,
+        broker_credentials=_faust_credentials(config.kafka_security()),
         store=config.store.value,
         datadir=str(config.data_dir),
         processing_guarantee="at_least_once",
@@ -60,6 +78,7 @@ def _faust_app(config: Settings) -> ConnectApp:
         web_bind=config.web_host,
         web_port=config.web_port,
         web_tables_enabled=False,
+        web_application_options={"client_max_size": WEB_MAX_BODY},
         autodiscover=COMMAND_MODULES,
         # Faust's CLI would otherwise take the console script's name for a module to scan
         origin=COMMAND_MODULES[0],
@@ -75,6 +94,8 @@ def create_app(config: Settings, *, flows: bool = True, sinks: bool = True, metr
     worker starts). Tests switch parts off to build just what they exercise."""
     faust_fixes.apply()
     codecs.register()
+    # every Kafka client this process creates, ours and Faust's, uses the same security
+    kafka_security.use(config.kafka_security())
     app = _faust_app(config)
     diagnostics.install(app)
     if flows:

@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaProducer
 
 from connectors import registry
 from connectors.kafka_admin import KafkaAdmin, read_to_end
+from connectors.kafka_security import client_options
 from connectors.redact import redact_fields, redact_text
 
 __all__ = ["DlqEntry", "DlqError", "SYSTEMS", "read_entries", "replay_entries", "purge", "format_entry_line"]
@@ -88,7 +89,8 @@ def select(entries: list[DlqEntry], ids: Iterable[str]) -> list[DlqEntry]:
 
 async def replay_entries(bootstrap: str, prefix: str, entries: list[DlqEntry]) -> int:
     """Publish each entry's command again to its sink topic; returns how many."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+                                **client_options())
     await producer.start()
     try:
         for entry in entries:

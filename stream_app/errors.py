@@ -24,6 +24,13 @@ class Explained(NamedTuple):
 
 
 def broker_unreachable(bootstrap: str) -> str:
+    """What to say when the Kafka client could not bootstrap: the TLS or SASL problem when it is
+    one (connectors/kafka_security.py), else that the broker does not answer."""
+    from connectors.kafka_security import security_problem
+
+    problem = security_problem(bootstrap)
+    if problem is not None:
+        return f"cannot use the Kafka broker at {bootstrap}: {problem}."
     return (f"the Kafka broker at {bootstrap} is not answering. Start the local one with `stream-app kafka up` "
             "(or run `make demo`), or point KAFKA_BOOTSTRAP_SERVERS at a running broker.")
 

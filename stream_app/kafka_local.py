@@ -122,7 +122,9 @@ def _port_open(host: str, port: int, timeout: float = 0.5) -> bool:
 async def _metadata_ok(bootstrap: str, timeout: float) -> bool:
     from aiokafka import AIOKafkaClient
 
-    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    from connectors.kafka_security import client_options
+
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000), **client_options())
     try:
         await asyncio.wait_for(client.bootstrap(), timeout)
         return bool(client.cluster.brokers())

@@ -18,22 +18,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Mapping, Optional
 
 import yaml
-from pydantic import AliasChoices, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, create_model, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from connectors import registry
 from connectors.errors import ConfigError
+from connectors.kafka_security import KafkaSecurity, SaslMechanism, SecurityProtocol
 from connectors.spec import ConnectorSpec
 from stream_app.kafka_local import LocalKafkaError, local_bootstrap
 
 __all__ = ["Settings", "SettingsError", "StoreKind", "load_settings", "lenient_settings", "misspelt_variables",
-           "env_name", "config_error"]
+           "env_name", "config_error", "secret_fields", "FILE_SUFFIX"]
 
 ENV_PREFIX = "CONNECT_"
 CONFIG_FILE_ENV = "CONNECT_CONFIG_FILE"
 #: variables read outside the settings classes: the config file's name and the local broker's
 OTHER_VARIABLES = (CONFIG_FILE_ENV, "CONNECT_KAFKA_PORT", "CONNECT_KAFKA_HOME")
+#: ``<secret setting>_FILE`` names a file holding the secret (Kubernetes and Docker secrets)
+FILE_SUFFIX = "_FILE"
 
 
 class SettingsError(ValueError):
@@ -74,6 +77,55 @@ class _YamlFileSource(PydanticBaseSettingsSource):
         if unknown:
             raise SettingsError(f"{CONFIG_FILE_ENV}={path}: unknown settings {', '.join(unknown)}")
         self._data = loaded
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+def _is_secret(info: FieldInfo) -> bool:
+    annotation = info.annotation
+    return annotation is SecretStr or SecretStr in getattr(annotation, "__args__", ())
+
+
+def secret_fields(settings_cls: type[BaseSettings]) -> list[str]:
+    """The secret settings that ``<NAME>_FILE`` can set: every ``SecretStr`` field except those
+    that already have a ``<name>_file`` setting of their own (the Salesforce private key)."""
+    fields = settings_cls.model_fields
+    return [name for name, info in fields.items() if _is_secret(info) and f"{name}_file" not in fields]
+
+
+def _read_secret_file(variable: str, path: str) -> str:
+    """The content of the secret file ``variable`` names, less a trailing newline; the error
+    names the variable and the path, never what the file holds."""
+    try:
+        value = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise SettingsError(f"{variable}={path}: cannot read the secret file ({reason})") from None
+    value = value.removesuffix("\n").removesuffix("\r")
+    if not value:
+        raise SettingsError(f"{variable}={path}: the secret file is empty")
+    return value
+
+
+class _SecretFileSource(PydanticBaseSettingsSource):
+    """``CONNECT_<NAME>_FILE``: the value of a secret setting read from a file. Setting both the
+    variable and its ``_FILE`` is refused, as it is ambiguous."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        self._data: dict[str, str] = {}
+        for name in secret_fields(settings_cls):
+            variable = env_name(name)
+            path = environ.get(variable + FILE_SUFFIX)
+            if path is None:
+                continue
+            if variable in environ:
+                raise SettingsError(f"{variable} and {variable}{FILE_SUFFIX} are both set; keep one")
+            self._data[name] = _read_secret_file(variable + FILE_SUFFIX, path)
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         return self._data.get(field_name), field_name, False
@@ -147,6 +199,18 @@ class WorkerSettings(BaseSettings):
     #: without a subfolder there uses the mappings it ships (topologies/<flow>/mappings)
     mappings_dir: Path | None = None
 
+    # How every Kafka client of the process reaches the brokers (docs/adr/0023)
+    kafka_security_protocol: SecurityProtocol = SecurityProtocol.plaintext
+    kafka_sasl_mechanism: SaslMechanism = SaslMechanism.scram_sha_512
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    #: the CA that signed the brokers' certificates (PEM); empty: the system's trusted CAs
+    kafka_ssl_cafile: Path | None = None
+    #: a client certificate and its key (PEM), for brokers that require mutual TLS
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_check_hostname: bool = True
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -156,7 +220,7 @@ class WorkerSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _YamlFileSource(settings_cls))
+        return (init_settings, env_settings, _SecretFileSource(settings_cls, os.environ), _YamlFileSource(settings_cls))
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod
@@ -184,6 +248,24 @@ class WorkerSettings(BaseSettings):
                 "CONNECT_BROKER_HEARTBEAT_INTERVAL must be at most a third of CONNECT_BROKER_SESSION_TIMEOUT"
             )
         return self
+
+    @model_validator(mode="after")
+    def _kafka_security_complete(self) -> "WorkerSettings":
+        try:
+            self.kafka_security()
+        except ValidationError as exc:
+            reasons = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+            raise ValueError(f"Kafka security (CONNECT_KAFKA_SECURITY_PROTOCOL, CONNECT_KAFKA_SASL_*, "
+                             f"CONNECT_KAFKA_SSL_*): {reasons}") from None
+        return self
+
+    def kafka_security(self) -> KafkaSecurity:
+        """How this process's Kafka clients authenticate and encrypt."""
+        return KafkaSecurity(
+            protocol=self.kafka_security_protocol, mechanism=self.kafka_sasl_mechanism,
+            username=self.kafka_sasl_username, password=self.kafka_sasl_password,
+            ca_file=self.kafka_ssl_cafile, cert_file=self.kafka_ssl_certfile, key_file=self.kafka_ssl_keyfile,
+            check_hostname=self.kafka_ssl_check_hostname)
 
     @property
     def broker_url(self) -> str:
@@ -286,7 +368,8 @@ def lenient_settings() -> Settings:
 
 def misspelt_variables(environ: Mapping[str, str]) -> list[str]:
     """A warning for each ``CONNECT_*`` variable that no setting reads, with the nearest name."""
-    known = {env_name(field) for field in Settings.model_fields} | set(OTHER_VARIABLES)
+    known = ({env_name(field) for field in Settings.model_fields} | set(OTHER_VARIABLES)
+             | {env_name(field) + FILE_SUFFIX for field in secret_fields(Settings)})
     warnings = []
     for name in sorted(environ):
         if not name.upper().startswith(ENV_PREFIX) or name.upper() in known:

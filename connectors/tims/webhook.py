@@ -2,15 +2,19 @@
 
 The receiver checks ``X-TIMS-Signature`` (``sha256=`` + hex HMAC-SHA256 of
 ``<X-TIMS-Timestamp>.<raw body>``, compared in constant time) and refuses timestamps outside
-the tolerance and a signature it has already accepted (a replay); each refusal is a 401 and is
-counted by reason. An accepted change is published as the same SourceEvent the poller makes
+the tolerance and a signature it has already accepted (a replay) with a 401; a validly signed
+delivery whose ``X-TIMS-Delivery-Id`` it accepted before, within the tolerance, with a 409
+(TIMS gives every attempt a new id, so only a replay repeats one). Each refusal is counted by
+reason. What it remembers for replays is bounded (``MAX_REMEMBERED`` of each, oldest dropped
+first) and forgotten once outside the tolerance, when the timestamp check refuses it anyway. An accepted change is published as the same SourceEvent the poller makes
 (``tims:<change_id>``) and answered 200 only after the broker acked it, so a failed publish is
 redelivered by TIMS. TIMS gives up on a change after a few attempts (it then lives only in the
 change feed), so the webhook source also reads the feed every ``reconcile_interval`` seconds.
 
 Whatever arrives, the answer is 2xx or 4xx (503 only when the broker did not take what we gave it)
 with ``{"error": <reason>, "detail": ...}`` that never repeats a header: 413 for a body over
-``MAX_BODY_BYTES`` (read no further, so unsigned: logged and counted only), 401 as above, then,
+``MAX_BODY_BYTES`` (refused on its Content-Length before any of it is read, or when reading
+passes the limit; unsigned, so logged and counted only), 401 as above, then,
 for a signed body, 400 when it is not JSON or nests deeper than ``MAX_DEPTH`` and 422 when it is
 not a Change; these are quarantined, once per body although TIMS retries every non-2xx answer.
 """
@@ -47,16 +51,19 @@ MAX_BODY_BYTES = 256 * 1024
 #: A Change nests 3 or 4 levels (change, record, address). Refusing deeper bodies keeps every
 #: later ``json.dumps`` and recursive walk far from Python's recursion limit.
 MAX_DEPTH = 32
+#: signatures and delivery ids remembered for replay checks, at most, each (about 10 MB in all)
+MAX_REMEMBERED = 50_000
 #: characters of a refused body kept in its quarantine record, which must fit one Kafka message
 QUARANTINED_CHARS = 64 * 1024
 #: bodies already quarantined, remembered so that TIMS's retries do not quarantine them again
 _QUARANTINE_MEMORY = 1_000
 _UNAUTHENTICATED = {
-    "missing_headers": "X-TIMS-Timestamp and X-TIMS-Signature are required",
+    "missing_headers": "X-TIMS-Timestamp, X-TIMS-Signature and X-TIMS-Delivery-Id are required",
     "bad_signature": "the signature does not match the body",
     "stale": "the timestamp is outside the tolerance",
     "replay": "this signature was accepted before",
 }
+_REPLAYED_DELIVERY = "this delivery id was accepted before"
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 _SIGNATURE = re.compile(r"sha256=[0-9a-f]{64}")
 log = logging.getLogger(__name__)
@@ -69,7 +76,8 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 
 class WebhookRejected(Exception):
-    """Why a delivery was refused: ``missing_headers``, ``bad_signature``, ``stale``, ``replay``."""
+    """Why a delivery was refused: ``missing_headers``, ``bad_signature``, ``stale``, ``replay``
+    (unauthenticated: 401), ``replayed_delivery`` (a signed delivery seen before: 409)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -125,10 +133,11 @@ class WebhookVerifier:
         self._secret = secret
         self.tolerance = tolerance
         self._clock = clock
-        self._accepted: dict[str, float] = {}
+        self._accepted: OrderedDict[str, int] = OrderedDict()
+        self._deliveries: OrderedDict[bytes, int] = OrderedDict()
 
-    def verify(self, timestamp: str | None, signature: str | None, body: bytes) -> None:
-        if not timestamp or not signature:
+    def verify(self, timestamp: str | None, signature: str | None, body: bytes, delivery_id: str | None) -> None:
+        if not timestamp or not signature or not delivery_id:
             raise WebhookRejected("missing_headers")
         signature = signature.strip()
         # ASCII only, as the contract's patterns say: compare_digest refuses other text with a
@@ -140,14 +149,28 @@ class WebhookVerifier:
         now = self._clock()
         if abs(now - int(timestamp)) > self.tolerance:
             raise WebhookRejected("stale")
-        self._forget_before(now - self.tolerance)
+        limit = now - self.tolerance
+        _forget_before(self._accepted, limit)
+        _forget_before(self._deliveries, limit)
         if signature in self._accepted:
             raise WebhookRejected("replay")
-        self._accepted[signature] = int(timestamp)
+        # the id is not signed and any length: remember a digest of it
+        delivery = hashlib.sha256(delivery_id.encode(errors="replace")).digest()
+        if delivery in self._deliveries:
+            raise WebhookRejected("replayed_delivery")
+        _remember(self._accepted, signature, int(timestamp))
+        _remember(self._deliveries, delivery, int(timestamp))
 
-    def _forget_before(self, limit: float) -> None:
-        for key in [k for k, ts in self._accepted.items() if ts < limit]:
-            del self._accepted[key]
+
+def _forget_before(seen: OrderedDict[Any, int], limit: float) -> None:
+    for key in [k for k, ts in seen.items() if ts < limit]:
+        del seen[key]
+
+
+def _remember(seen: OrderedDict[Any, int], key: Any, timestamp: int) -> None:
+    seen[key] = timestamp
+    while len(seen) > MAX_REMEMBERED:
+        seen.popitem(last=False)
 
 
 class WebhookReceiver:
@@ -186,14 +209,19 @@ class WebhookReceiver:
             self._runner = None
 
     async def _handle(self, request: web.Request) -> web.Response:
+        too_large = f"the body is larger than {self.max_body} bytes"
+        if (request.content_length or 0) > self.max_body:
+            return self._refuse(request, "too_large", 413, too_large)
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return self._refuse(request, "too_large", 413, f"the body is larger than {self.max_body} bytes")
+            return self._refuse(request, "too_large", 413, too_large)
         try:
-            self.verifier.verify(request.headers.get("X-TIMS-Timestamp"),
-                                 request.headers.get("X-TIMS-Signature"), body)
+            self.verifier.verify(request.headers.get("X-TIMS-Timestamp"), request.headers.get("X-TIMS-Signature"),
+                                 body, request.headers.get("X-TIMS-Delivery-Id"))
         except WebhookRejected as exc:
+            if exc.reason == "replayed_delivery":
+                return self._refuse(request, exc.reason, 409, _REPLAYED_DELIVERY)
             return self._refuse(request, exc.reason, 401, _UNAUTHENTICATED[exc.reason])
         try:
             change = parse_change(body)

@@ -86,6 +86,13 @@ CASES = [
     Case("invalid setting, a command", ("dlq", "list"), 2, "CONNECT_WEB_PORT", BAD_SETTING),
     Case("misspelt variable", ("mappings", "check"), 0, "did you mean CONNECT_WEB_PORT?", {"CONNECT_WEB_PROT": "1"}),
     Case("version", ("--version",), 0, "(pardot-tims-connect) 0."),
+    # secrets from files and Kafka security (docs/adr/0023)
+    Case("secret file missing", ("dlq", "list"), 2, "CONNECT_TIMS_API_KEY_FILE={root}/no-such-secret: cannot read",
+         {"CONNECT_TIMS_API_KEY_FILE": "{root}/no-such-secret"}),
+    Case("secret and its file both set", ("dlq", "list"), 2, "are both set",
+         {"CONNECT_TIMS_API_KEY": "k", "CONNECT_TIMS_API_KEY_FILE": "{root}/no-such-secret"}),
+    Case("SASL without a password", ("dlq", "list"), 2, "needs a SASL username and password",
+         {"CONNECT_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "CONNECT_KAFKA_SASL_USERNAME": "u"}),
 ]
 
 

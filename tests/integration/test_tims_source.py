@@ -158,7 +158,8 @@ async def test_webhook_deliveries_are_verified_counted_and_published(tims: Tims,
         body = b'{"change_id": "000000000999"}'
         async with httpx.AsyncClient() as http:
             forged = await http.post(url, content=body, headers={
-                "X-TIMS-Timestamp": "1780000000", "X-TIMS-Signature": sign("not-the-secret", "1780000000", body)})
+                "X-TIMS-Timestamp": "1780000000", "X-TIMS-Signature": sign("not-the-secret", "1780000000", body),
+                "X-TIMS-Delivery-Id": "forged-1"})
         assert forged.status_code == 401
         assert source.receiver.rejected["bad_signature"] == 1
 

@@ -25,8 +25,9 @@ def free_port() -> int:
 class WorkerProcess:
     """One worker with its own web port, data dir and log file; env names the app and topics."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, name: str = "worker") -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, name: str = "worker", loglevel: str = "info") -> None:
         self.env = {**os.environ, **env}
+        self.loglevel = loglevel
         self.env.setdefault("CONNECT_WEB_PORT", str(free_port()))
         self.log_path = log_path
         self.name = name
@@ -37,7 +38,7 @@ class WorkerProcess:
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [STREAM_APP, "worker", "--loglevel", "info"],
+            [STREAM_APP, "worker", "--loglevel", self.loglevel],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import uuid
 from typing import Any
 
 import httpx
@@ -42,24 +43,48 @@ def test_the_signature_is_hmac_sha256_of_timestamp_dot_body() -> None:
 def test_the_verifier_refuses(timestamp: str | None, signature: str | None, reason: str) -> None:
     verifier = WebhookVerifier(SECRET, tolerance=300, clock=lambda: NOW)
     with pytest.raises(WebhookRejected) as caught:
-        verifier.verify(timestamp, signature, b"{}")
+        verifier.verify(timestamp, signature, b"{}", "d1")
     assert caught.value.reason == reason
 
 
 def test_a_signature_is_accepted_once_then_refused_as_a_replay() -> None:
     verifier = WebhookVerifier(SECRET, tolerance=300, clock=lambda: NOW)
     signature = sign(SECRET, str(NOW), b"{}")
-    verifier.verify(str(NOW), signature, b"{}")
+    verifier.verify(str(NOW), signature, b"{}", "d1")
     with pytest.raises(WebhookRejected) as caught:
-        verifier.verify(str(NOW), signature, b"{}")
+        verifier.verify(str(NOW), signature, b"{}", "d2")
     assert caught.value.reason == "replay"
-    verifier.verify(str(NOW - 1), sign(SECRET, str(NOW - 1), b"{}"), b"{}")  # a redelivery is new
+    verifier.verify(str(NOW - 1), sign(SECRET, str(NOW - 1), b"{}"), b"{}", "d3")  # a redelivery is new
+
+
+def test_a_delivery_id_seen_within_the_tolerance_is_refused_even_with_a_new_signature() -> None:
+    clock = [float(NOW)]
+    verifier = WebhookVerifier(SECRET, tolerance=300, clock=lambda: clock[0])
+    verifier.verify(str(NOW), sign(SECRET, str(NOW), b"{}"), b"{}", "delivery-1")
+    later = str(NOW + 5)
+    with pytest.raises(WebhookRejected) as caught:
+        verifier.verify(later, sign(SECRET, later, b"{}"), b"{}", "delivery-1")
+    assert caught.value.reason == "replayed_delivery"
+    clock[0] = NOW + 400  # outside the tolerance the timestamp check refuses old deliveries: the id is forgotten
+    fresh = str(NOW + 400)
+    verifier.verify(fresh, sign(SECRET, fresh, b"{}"), b"{}", "delivery-1")
+
+
+def test_replay_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from connectors.tims import webhook
+
+    monkeypatch.setattr(webhook, "MAX_REMEMBERED", 10)
+    verifier = WebhookVerifier(SECRET, tolerance=300, clock=lambda: NOW)
+    for n in range(25):
+        body = str(n).encode()
+        verifier.verify(str(NOW), sign(SECRET, str(NOW), body), body, f"d{n}")
+    assert len(verifier._accepted) == 10 and len(verifier._deliveries) == 10
 
 
 def test_a_signature_made_with_another_secret_is_refused() -> None:
     verifier = WebhookVerifier(SECRET, clock=lambda: NOW)
     with pytest.raises(WebhookRejected):
-        verifier.verify(str(NOW), sign("other", str(NOW), b"{}"), b"{}")
+        verifier.verify(str(NOW), sign("other", str(NOW), b"{}"), b"{}", "d1")
 
 
 class Sink:
@@ -74,10 +99,12 @@ class Sink:
         self.malformed.append((reason, raw))
 
 
-async def post(client: test_utils.TestClient, body: bytes, timestamp: str, signature: str) -> int:
+async def post(client: test_utils.TestClient, body: bytes, timestamp: str, signature: str,
+               delivery_id: str | None = None) -> int:
     response = await client.post("/tims/webhook", data=body, headers={
         "X-TIMS-Timestamp": timestamp, "X-TIMS-Signature": signature, "Content-Type": "application/json",
-        "X-TIMS-Change-Id": "000000000042", "X-TIMS-Event": "customer.upsert", "X-TIMS-Delivery-Id": "d1"})
+        "X-TIMS-Change-Id": "000000000042", "X-TIMS-Event": "customer.upsert",
+        "X-TIMS-Delivery-Id": uuid.uuid4().hex if delivery_id is None else delivery_id})
     return response.status
 
 
@@ -92,10 +119,15 @@ async def test_the_receiver_hands_over_good_deliveries_and_counts_refusals() -> 
         tampered = body.replace(b"Acme", b"Evil")
         assert await post(client, tampered, str(NOW), sign(SECRET, str(NOW), body)) == 401
         junk = b'{"change_id": "1"}'
-        assert await post(client, junk, str(NOW), sign(SECRET, str(NOW), junk)) == 422
+        assert await post(client, junk, str(NOW), sign(SECRET, str(NOW), junk), "d-junk") == 422
+        again = body + b" "
+        assert await post(client, again, str(NOW), sign(SECRET, str(NOW), again), "d-junk") == 409
+        assert await post(client, body, str(NOW), sign(SECRET, str(NOW), body + b"  ")) == 401
+        assert await post(client, body, str(NOW), sign(SECRET, str(NOW), body), "") == 401
     assert sink.changes == [CHANGE]
     assert receiver.accepted == 1
-    assert dict(receiver.rejected) == {"bad_signature": 2, "replay": 1, "not_a_change": 1}
+    assert dict(receiver.rejected) == {"bad_signature": 3, "replay": 1, "not_a_change": 1, "replayed_delivery": 1,
+                                       "missing_headers": 1}
     assert sink.malformed and "not a TIMS change" in sink.malformed[0][0]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -40,7 +41,7 @@ def receiver_for(sink: Sink) -> WebhookReceiver:
 async def deliver(client: test_utils.TestClient, body: bytes, timestamp: int = NOW) -> tuple[int, dict[str, Any]]:
     response = await client.post("/tims/webhook", data=body, headers={
         "X-TIMS-Timestamp": str(timestamp), "X-TIMS-Signature": sign(SECRET, str(timestamp), body),
-        "Content-Type": "application/json", "X-TIMS-Delivery-Id": "d1"})
+        "Content-Type": "application/json", "X-TIMS-Delivery-Id": uuid.uuid4().hex})
     return response.status, await response.json(content_type=None)
 
 
@@ -114,7 +115,7 @@ async def test_when_the_broker_fails_the_answer_is_503_so_tims_redelivers() -> N
 def test_the_verifier_refuses_any_header_it_cannot_check_and_raises_nothing_else(
         timestamp: str | None, signature: str | None) -> None:
     with pytest.raises(WebhookRejected):
-        WebhookVerifier(SECRET, clock=lambda: NOW).verify(timestamp, signature, b"{}")
+        WebhookVerifier(SECRET, clock=lambda: NOW).verify(timestamp, signature, b"{}", "d1")
 
 
 #: text with lone surrogates (json.dumps escapes them; hypothesis's default text leaves them out)
@@ -156,3 +157,19 @@ def test_for_any_body_the_receiver_answers_2xx_or_4xx() -> None:
     finally:
         loop.run_until_complete(client.close())
         loop.close()
+
+
+async def test_a_body_declared_too_large_is_refused_before_any_of_it_is_read() -> None:
+    """A client announcing a gigabyte and sending a few bytes gets its 413 at once: the receiver
+    neither reads nor waits for the body."""
+    sink = Sink()
+    receiver = receiver_for(sink)
+    async with test_utils.TestServer(receiver.app()) as server:
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        writer.write(b"POST /tims/webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000000000\r\n\r\n{\"a\":")
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), timeout=5)
+        writer.close()
+    assert status_line.split()[1] == b"413"
+    assert receiver.rejected == {"too_large": 1} and not sink.quarantined
