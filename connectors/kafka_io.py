@@ -5,7 +5,9 @@
 - :class:`PositionStore`: source positions (replay ids, cursors) in a compacted topic, written
   only after the events before them were acked, so a new machine resumes where the old one
   stopped. Like Kafka Connect's offsets topic.
-- :meth:`Publisher.quarantine`: malformed input goes to ``quarantine.<source>`` with the reason.
+- :meth:`Publisher.quarantine`: malformed input goes to ``quarantine.<source>`` with the reason,
+  bounded in size; so does an event too large for its topic, refused before it is produced
+  (``connectors.kafka_limits``, docs/adr/0020).
 """
 
 from __future__ import annotations
@@ -19,8 +21,14 @@ from typing import Any, Iterable
 from aiokafka import AIOKafkaProducer
 
 from connectors.kafka_admin import ensure_topics, read_to_end
+from connectors.kafka_limits import MessageLimits, OversizeMessage, kept
 
 __all__ = ["KafkaTarget", "Publisher", "PositionStore", "ensure_source_topics", "keeps_history"]
+
+#: the publisher's ``max_request_size`` (aiokafka's default, said out loud: the size check uses it)
+MAX_REQUEST_SIZE = 1_048_576
+#: the most of a value a quarantine entry keeps (its size and hash say the rest)
+KEEP_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -60,8 +68,9 @@ class Publisher:
         self.target = target
         self._producer = AIOKafkaProducer(
             bootstrap_servers=target.bootstrap, client_id=client_id, acks="all",
-            enable_idempotence=True, linger_ms=5,
+            enable_idempotence=True, linger_ms=5, max_request_size=MAX_REQUEST_SIZE,
         )
+        self.limits = MessageLimits(target.bootstrap, producer_limit=MAX_REQUEST_SIZE)
         self._known: set[str] = set()
         self.sent = 0
         self.quarantined = 0
@@ -78,23 +87,40 @@ class Publisher:
             self._known.add(topic)
 
     async def send_many(self, topic: str, records: Iterable[tuple[str, dict[str, Any]]]) -> int:
-        """Publish (key, value) pairs to one of our topics and wait for every ack."""
+        """Publish (key, value) pairs to one of our topics and wait for every ack. A value too
+        large for the topic is not produced: it goes to ``quarantine.<system>`` with its size and
+        the limit. Returns how many were published."""
         full = self.target.topic(topic)
         await self._ensure(full)
-        futures = [
-            await self._producer.send(full, json.dumps(value, default=str).encode(), key=key.encode())
-            for key, value in records
-        ]
+        futures = []
+        for key, value in records:
+            key_bytes, data = key.encode(), json.dumps(value, default=str).encode()
+            try:
+                await self.limits.check(full, key_bytes, data)
+            except OversizeMessage as exc:
+                await self.quarantine(_system_of(topic), f"publish refused: {exc}", value,
+                                      {"topic": full, "key": key[:200]})
+                continue
+            futures.append(await self._producer.send(full, data, key=key_bytes))
         await asyncio.gather(*futures)
         self.sent += len(futures)
         return len(futures)
 
     async def quarantine(self, source: str, reason: str, raw: Any, context: dict[str, Any] | None = None) -> None:
-        """Keep what could not be read, with why, on ``quarantine.<source>``."""
-        value = {"source": source, "reason": reason, "raw": raw, "context": context or {},
-                 "quarantined_at": int(time.time() * 1000)}
-        await self.send_many(f"quarantine.{source}", [(source, value)])
+        """Keep what could not be read, with why, on ``quarantine.<source>``; ``raw`` kept whole
+        when it takes at most 64 KiB (and half the topic's limit), else its size, hash and start."""
+        topic = f"quarantine.{source}"
+        keep = min(KEEP_BYTES, await self.limits.limit(self.target.topic(topic)) // 2)
+        value = {"source": source, "reason": reason[:2000], "raw": kept(raw, json.dumps(raw, default=str).encode(), keep),
+                 "context": context or {}, "quarantined_at": int(time.time() * 1000)}
+        await self.send_many(topic, [(source, value)])
         self.quarantined += 1
+
+
+def _system_of(topic: str) -> str:
+    """``src.<system>.<entity>`` → ``<system>``; any other topic name → its last part."""
+    parts = topic.split(".")
+    return parts[1] if len(parts) == 3 and parts[0] == "src" else parts[-1]
 
 
 class PositionStore:

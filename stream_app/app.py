@@ -14,6 +14,7 @@ from typing import Any
 
 import faust
 
+from connectors.kafka_limits import MessageLimits
 from stream_app import codecs, diagnostics, faust_fixes
 from stream_app import metrics as worker_metrics
 from stream_app.flows import install_flows
@@ -36,6 +37,8 @@ class ConnectApp(faust.App):
     owned: OwnedTopics
     #: installed parts by name ("flow:customer_sync", "sinks", ...), for commands and tests
     parts: dict[str, Any]
+    #: the most bytes a message may have on each topic, checked before every send (docs/adr/0020)
+    limits: MessageLimits
 
 
 def _faust_app(config: Settings) -> ConnectApp:
@@ -66,6 +69,7 @@ def _faust_app(config: Settings) -> ConnectApp:
     )
     app.settings = config
     app.owned = OwnedTopics(app, config)
+    app.limits = MessageLimits(config.kafka_bootstrap_servers, producer_limit=app.conf.producer_max_request_size)
     app.parts = {}
     return app
 
