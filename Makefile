@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?= -ra
 
-.PHONY: setup lint demo test test-unit kafka-up kafka-down sandbox proto dashboards prometheus clean
+.PHONY: setup lint demo test test-unit chaos kafka-up kafka-down sandbox proto dashboards prometheus clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10+ is needed (found " + sys.version.split()[0] + ")")'
@@ -33,6 +33,11 @@ lint: setup
 
 test: lint kafka-up prometheus
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The chaos run (bench/chaos.py, docs/adr/0020): 1,000 people, API faults, workers, sources and
+# the run's own broker SIGKILLed; prints one JSON line of invariants (all 0) and figures.
+chaos: setup
+	$(BIN)/python bench/chaos.py $(CHAOS_ARGS)
 
 test-unit: setup prometheus
 	$(BIN)/pytest $(PYTEST_ARGS) tests/unit
