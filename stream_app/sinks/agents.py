@@ -105,6 +105,10 @@ class SinkRuntime:
             except MalformedCommand as exc:
                 quarantined.append(self._quarantine_entry(event, source, exc.reason))
                 continue
+            except Exception as exc:  # noqa: BLE001 - a message must not crash the sink (ADR 0017)
+                log.exception("sink %s.%s: reading a message raised; quarantined", self.spec.system, self.spec.object)
+                quarantined.append(self._quarantine_entry(event, source, f"reading raised {type(exc).__name__}: {exc}"))
+                continue
             received.append(Received(command, source))
             latest[command.partition_key] = event
         before = (self.stats.calls, self.stats.retries)
