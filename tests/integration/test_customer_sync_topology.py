@@ -11,6 +11,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from tests.support.flows import stage_counts
 from tests.support.kafka import produce_json, read_json
 from tests.support.worker import WorkerProcess
 
@@ -98,21 +99,11 @@ async def test_hostile_messages_are_quarantined_and_the_worker_keeps_syncing(
     assert (landed[0]["external_id"], landed[0]["fields"]["TIMS_Customer_ID__c"]) == ("003G", "C77")
     assert "Crashed" not in log, "an agent crashed"
     # every message a stage took is accounted for: processed or quarantined
-    counts = _stage_counts(metrics)
+    counts = stage_counts(metrics)
     for stage, quarantined_here in by_stage.items():
         taken = counts[(stage, "in")]
         assert taken == counts[(stage, "processed")] + counts[(stage, "quarantined")], (stage, counts)
         assert counts[(stage, "quarantined")] == quarantined_here, (stage, counts)
-
-
-def _stage_counts(text: str) -> dict[tuple[str, str], float]:
-    """``connect_flow_stage_messages_total`` of the customer sync, by (stage, outcome)."""
-    counts: dict[tuple[str, str], float] = Counter()
-    for line in text.splitlines():
-        if line.startswith("connect_flow_stage_messages_total{") and 'flow="customer_sync"' in line:
-            labels = dict(part.split("=", 1) for part in line[line.index("{") + 1:line.index("}")].split(","))
-            counts[(labels["stage"].strip('"'), labels["outcome"].strip('"'))] = float(line.rsplit(" ", 1)[1])
-    return counts
 
 
 def _stage_of(reason: str) -> str:
