@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from connectors.kafka_admin import ensure_topics, read_to_end
 from connectors.kafka_limits import MessageLimits, OversizeMessage, kept
@@ -29,6 +31,11 @@ __all__ = ["KafkaTarget", "Publisher", "PositionStore", "ensure_source_topics", 
 MAX_REQUEST_SIZE = 1_048_576
 #: the most of a value a quarantine entry keeps (its size and hash say the rest)
 KEEP_BYTES = 64 * 1024
+#: attempts at producing a batch that meets retriable broker errors, and the first pause (seconds)
+SEND_ATTEMPTS = 5
+RETRY_DELAY = 1.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -92,7 +99,7 @@ class Publisher:
         the limit. Returns how many were published."""
         full = self.target.topic(topic)
         await self._ensure(full)
-        futures = []
+        fitting = []
         for key, value in records:
             key_bytes, data = key.encode(), json.dumps(value, default=str).encode()
             try:
@@ -101,10 +108,26 @@ class Publisher:
                 await self.quarantine(_system_of(topic), f"publish refused: {exc}", value,
                                       {"topic": full, "key": key[:200]})
                 continue
-            futures.append(await self._producer.send(full, data, key=key_bytes))
-        await asyncio.gather(*futures)
-        self.sent += len(futures)
-        return len(futures)
+            fitting.append((key_bytes, data))
+        await self._produce(full, fitting)
+        self.sent += len(fitting)
+        return len(fitting)
+
+    async def _produce(self, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+        """Produce and wait for every ack. An error the broker calls retriable (a partition whose
+        leader is moving, right after the topic was made or the broker restarted) sends the
+        messages again, a few times, before it stops the source: the acked ones come twice,
+        which the flows take as duplicates (same event ids)."""
+        for attempt in range(1, SEND_ATTEMPTS + 1):
+            try:
+                await asyncio.gather(*[await self._producer.send(topic, data, key=key) for key, data in messages])
+                return
+            except KafkaError as exc:
+                if not exc.retriable or attempt == SEND_ATTEMPTS:
+                    raise
+                log.warning("publishing to %s failed (%s); attempt %d of %d in %.1fs", topic, type(exc).__name__,
+                            attempt + 1, SEND_ATTEMPTS, RETRY_DELAY * attempt)
+                await asyncio.sleep(RETRY_DELAY * attempt)
 
     async def quarantine(self, source: str, reason: str, raw: Any, context: dict[str, Any] | None = None) -> None:
         """Keep what could not be read, with why, on ``quarantine.<source>``; ``raw`` kept whole
