@@ -305,7 +305,9 @@ async def run_chaos(plan: ChaosPlan, workdir: Path, bootstrap: str | None = None
                   "quarantined": sum(sizes[prefix + t] for t in QUARANTINE_TOPICS),
                   "unexpected_exits": len(crew.unexpected_exits)}
         injected = {name: sum(sandbox.faults[name].injected.values()) for name in FAULTY_APIS}
+        diverging = disagreements(sandbox, people, lambda p: expected.get(p.i, {}))[:5]
         return {**result, "people": plan.people, "kills": dict(crew.kills), "faults_injected": injected,
+                "not_converged_examples": diverging,
                 "edits": sum(len(e) for e in expected.values()), "exits": crew.unexpected_exits,
                 **figures, "total_s": round(time.monotonic() - began, 1), "plan": asdict(plan)}
     finally:
