@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?= -ra
 
-.PHONY: setup lint demo test test-unit kafka-up kafka-down sandbox proto dashboards prometheus clean
+.PHONY: setup lint demo test test-unit chaos fuzz kafka-up kafka-down sandbox proto dashboards prometheus clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10+ is needed (found " + sys.version.split()[0] + ")")'
@@ -33,6 +33,16 @@ lint: setup
 
 test: lint kafka-up prometheus
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The chaos run (bench/chaos.py, docs/adr/0020): 1,000 people, API faults, workers, sources and
+# the run's own broker SIGKILLed; prints one JSON line of invariants (all 0) and figures.
+chaos: setup
+	$(BIN)/python bench/chaos.py $(CHAOS_ARGS)
+
+# The fuzz run (bench/fuzz.py): 10,000 generated malformed messages into every topic a worker reads
+# and to the TIMS webhook; checks that every one is accounted for; one JSON line of figures.
+fuzz: kafka-up
+	$(BIN)/python bench/fuzz.py $(FUZZ_ARGS)
 
 test-unit: setup prometheus
 	$(BIN)/pytest $(PYTEST_ARGS) tests/unit

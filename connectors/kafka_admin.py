@@ -21,6 +21,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
 from connectors.kafka_security import client_options
@@ -29,7 +30,7 @@ __all__ = [
     "KafkaAdmin", "follow", "KafkaAdminError", "GroupNotEmptyError", "topic_configs",
     "list_topics", "ensure_topics", "delete_topics", "partitions", "beginning_offsets", "end_offsets",
     "offsets_for_time", "committed_offsets", "commit_offsets", "live_members", "lag", "read_to_end",
-    "delete_records",
+    "delete_records", "max_message_bytes",
 ]
 
 
@@ -153,6 +154,24 @@ class KafkaAdmin:
                 return False
             await asyncio.sleep(0.25)
         return True
+
+    async def max_message_bytes(self, topics: Iterable[str]) -> dict[str, int]:
+        """Each existing topic's ``max.message.bytes``: its own setting, else the broker's
+        ``message.max.bytes`` (the broker answers with the value in force). Topics that do not
+        exist are left out."""
+        names = list(dict.fromkeys(topics))
+        if not names:
+            return {}
+        wanted = {"max.message.bytes": None}
+        responses = await (await self._admin_client()).describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name, wanted) for name in names])
+        found: dict[str, int] = {}
+        for response in responses:
+            for resource in response.to_object()["resources"]:
+                for entry in resource["config_entries"] if not resource["error_code"] else ():
+                    if entry["config_names"] == "max.message.bytes" and entry["config_value"]:
+                        found[resource["resource_name"]] = int(entry["config_value"])
+        return found
 
     async def partitions(self, topics: Iterable[str]) -> list[TopicPartition]:
         """Every partition of those ``topics`` that exist, in the order given.
@@ -314,6 +333,11 @@ async def ensure_topics(bootstrap: str, names: Iterable[str], *, partitions: int
 async def delete_topics(bootstrap: str, names: Iterable[str], timeout: float = 60.0) -> None:
     async with KafkaAdmin(bootstrap) as kafka:
         await kafka.delete_topics(names, timeout)
+
+
+async def max_message_bytes(bootstrap: str, topics: Iterable[str]) -> dict[str, int]:
+    async with KafkaAdmin(bootstrap) as kafka:
+        return await kafka.max_message_bytes(topics)
 
 
 async def partitions(bootstrap: str, topics: Iterable[str]) -> list[TopicPartition]:

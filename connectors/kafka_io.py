@@ -5,23 +5,38 @@
 - :class:`PositionStore`: source positions (replay ids, cursors) in a compacted topic, written
   only after the events before them were acked, so a new machine resumes where the old one
   stopped. Like Kafka Connect's offsets topic.
-- :meth:`Publisher.quarantine`: malformed input goes to ``quarantine.<source>`` with the reason.
+- :meth:`Publisher.quarantine`: malformed input goes to ``quarantine.<source>`` with the reason,
+  bounded in size; so does an event too large for its topic, refused before it is produced
+  (``connectors.kafka_limits``, docs/adr/0020).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from connectors.kafka_admin import ensure_topics, read_to_end
+from connectors.kafka_limits import MessageLimits, OversizeMessage, kept
 from connectors.kafka_security import client_options
 
 __all__ = ["KafkaTarget", "Publisher", "PositionStore", "ensure_source_topics", "keeps_history"]
+
+#: the publisher's ``max_request_size`` (aiokafka's default, said out loud: the size check uses it)
+MAX_REQUEST_SIZE = 1_048_576
+#: the most of a value a quarantine entry keeps (its size and hash say the rest)
+KEEP_BYTES = 64 * 1024
+#: attempts at producing a batch that meets retriable broker errors, and the first pause (seconds)
+SEND_ATTEMPTS = 5
+RETRY_DELAY = 1.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,8 +76,9 @@ class Publisher:
         self.target = target
         self._producer = AIOKafkaProducer(
             bootstrap_servers=target.bootstrap, client_id=client_id, acks="all",
-            enable_idempotence=True, linger_ms=5, **client_options(),
+            enable_idempotence=True, linger_ms=5, max_request_size=MAX_REQUEST_SIZE, **client_options(),
         )
+        self.limits = MessageLimits(target.bootstrap, producer_limit=MAX_REQUEST_SIZE)
         self._known: set[str] = set()
         self.sent = 0
         self.quarantined = 0
@@ -79,23 +95,56 @@ class Publisher:
             self._known.add(topic)
 
     async def send_many(self, topic: str, records: Iterable[tuple[str, dict[str, Any]]]) -> int:
-        """Publish (key, value) pairs to one of our topics and wait for every ack."""
+        """Publish (key, value) pairs to one of our topics and wait for every ack. A value too
+        large for the topic is not produced: it goes to ``quarantine.<system>`` with its size and
+        the limit. Returns how many were published."""
         full = self.target.topic(topic)
         await self._ensure(full)
-        futures = [
-            await self._producer.send(full, json.dumps(value, default=str).encode(), key=key.encode())
-            for key, value in records
-        ]
-        await asyncio.gather(*futures)
-        self.sent += len(futures)
-        return len(futures)
+        fitting = []
+        for key, value in records:
+            key_bytes, data = key.encode(), json.dumps(value, default=str).encode()
+            try:
+                await self.limits.check(full, key_bytes, data)
+            except OversizeMessage as exc:
+                await self.quarantine(_system_of(topic), f"publish refused: {exc}", value,
+                                      {"topic": full, "key": key[:200]})
+                continue
+            fitting.append((key_bytes, data))
+        await self._produce(full, fitting)
+        self.sent += len(fitting)
+        return len(fitting)
+
+    async def _produce(self, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+        """Produce and wait for every ack. An error the broker calls retriable (a partition whose
+        leader is moving, right after the topic was made or the broker restarted) sends the
+        messages again, a few times, before it stops the source: the acked ones come twice,
+        which the flows take as duplicates (same event ids)."""
+        for attempt in range(1, SEND_ATTEMPTS + 1):
+            try:
+                await asyncio.gather(*[await self._producer.send(topic, data, key=key) for key, data in messages])
+                return
+            except KafkaError as exc:
+                if not exc.retriable or attempt == SEND_ATTEMPTS:
+                    raise
+                log.warning("publishing to %s failed (%s); attempt %d of %d in %.1fs", topic, type(exc).__name__,
+                            attempt + 1, SEND_ATTEMPTS, RETRY_DELAY * attempt)
+                await asyncio.sleep(RETRY_DELAY * attempt)
 
     async def quarantine(self, source: str, reason: str, raw: Any, context: dict[str, Any] | None = None) -> None:
-        """Keep what could not be read, with why, on ``quarantine.<source>``."""
-        value = {"source": source, "reason": reason, "raw": raw, "context": context or {},
-                 "quarantined_at": int(time.time() * 1000)}
-        await self.send_many(f"quarantine.{source}", [(source, value)])
+        """Keep what could not be read, with why, on ``quarantine.<source>``; ``raw`` kept whole
+        when it takes at most 64 KiB (and half the topic's limit), else its size, hash and start."""
+        topic = f"quarantine.{source}"
+        keep = min(KEEP_BYTES, await self.limits.limit(self.target.topic(topic)) // 2)
+        value = {"source": source, "reason": reason[:2000], "raw": kept(raw, json.dumps(raw, default=str).encode(), keep),
+                 "context": context or {}, "quarantined_at": int(time.time() * 1000)}
+        await self.send_many(topic, [(source, value)])
         self.quarantined += 1
+
+
+def _system_of(topic: str) -> str:
+    """``src.<system>.<entity>`` → ``<system>``; any other topic name → its last part."""
+    parts = topic.split(".")
+    return parts[1] if len(parts) == 3 and parts[0] == "src" else parts[-1]
 
 
 class PositionStore:

@@ -16,6 +16,7 @@ import faust
 from faust.types.auth import CredentialsT
 
 from connectors import kafka_security
+from connectors.kafka_limits import MessageLimits
 from connectors.kafka_security import KafkaSecurity
 from stream_app import codecs, diagnostics, faust_fixes
 from stream_app import metrics as worker_metrics
@@ -42,6 +43,8 @@ class ConnectApp(faust.App):
     owned: OwnedTopics
     #: installed parts by name ("flow:customer_sync", "sinks", ...), for commands and tests
     parts: dict[str, Any]
+    #: the most bytes a message may have on each topic, checked before every send (docs/adr/0020)
+    limits: MessageLimits
 
 
 def _faust_credentials(security: KafkaSecurity) -> CredentialsT | None:
@@ -85,6 +88,7 @@ def _faust_app(config: Settings) -> ConnectApp:
     )
     app.settings = config
     app.owned = OwnedTopics(app, config)
+    app.limits = MessageLimits(config.kafka_bootstrap_servers, producer_limit=app.conf.producer_max_request_size)
     app.parts = {}
     return app
 

@@ -22,7 +22,9 @@ from typing import Any
 import orjson
 from faust.serializers import codecs
 
-__all__ = ["Undecodable", "SafeJson", "CODEC", "register", "bounded"]
+from connectors.kafka_limits import kept
+
+__all__ = ["Undecodable", "SafeJson", "CODEC", "register", "bounded", "encode"]
 
 CODEC = "safe_json"
 #: the most of an unreadable message a quarantine entry keeps (its size and hash say the rest)
@@ -36,10 +38,10 @@ class Undecodable:
     raw: bytes
     error: str
 
-    def describe(self) -> dict[str, Any]:
-        """What a quarantine entry keeps: the reason, the size, a hash and the (first) bytes."""
+    def describe(self, keep: int = KEEP_BYTES) -> dict[str, Any]:
+        """What a quarantine entry keeps: the reason, the size, a hash and the first ``keep`` bytes."""
         return {"undecodable": self.error, "size": len(self.raw), "sha256": hashlib.sha256(self.raw).hexdigest(),
-                "base64": base64.b64encode(self.raw[:KEEP_BYTES]).decode(), "truncated": len(self.raw) > KEEP_BYTES}
+                "base64": base64.b64encode(self.raw[:keep]).decode(), "truncated": len(self.raw) > keep}
 
 
 def _default(value: Any) -> Any:
@@ -72,16 +74,18 @@ def register() -> None:
         codecs.register(CODEC, SafeJson())
 
 
+def encode(value: Any) -> bytes:
+    """``value`` as the ``safe_json`` codec writes it; bytes are taken as they are (raw topics)."""
+    return bytes(value) if isinstance(value, (bytes, bytearray)) else SafeJson()._dumps(value)
+
+
 def bounded(value: Any, limit: int = KEEP_BYTES) -> Any:
     """``value`` as it can be kept in a quarantine entry: itself when it encodes to at most
     ``limit`` bytes, else its size, hash and the start of its text. Never raises."""
     if isinstance(value, Undecodable):
-        return value.describe()
+        return value.describe(keep=limit * 3 // 4)  # base64 writes 4 bytes for 3: about limit in all
     try:
         data = SafeJson()._dumps(value)
     except (ValueError, RecursionError) as exc:  # nesting the fallback encoder cannot follow
         return {"unencodable": f"{type(exc).__name__}: {exc}", "type": type(value).__name__}
-    if len(data) <= limit:
-        return value
-    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "truncated": True,
-            "preview": data[: limit // 4].decode(errors="replace")}
+    return kept(value, data, limit)

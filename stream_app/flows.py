@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from stream_app import metrics
 from stream_app.batching import run_batches
-from stream_app.codecs import SafeJson, Undecodable, bounded
+from stream_app.codecs import KEEP_BYTES, SafeJson, Undecodable, bounded, encode
 from stream_app.replicated import ReplicatedMap
 from stream_app.settings import Settings, SettingsError, env_name
 from topologies.flow import Flow
@@ -79,20 +79,30 @@ class FlowRuntime:
 
     async def send(self, topic: Any, key: str, value: Any) -> Any:
         """Publish; returns the future of the broker's ack. Faust flushes the producer before it
-        commits offsets, so a send nobody awaits is still never lost: the event is redone."""
-        return await topic.send(key=key.encode(), value=value)
+        commits offsets, so a send nobody awaits is still never lost: the event is redone.
+
+        The value is encoded here, once, and measured against the topic's limit: a message too
+        large raises :class:`~connectors.kafka_limits.OversizeMessage` before anything is
+        produced, and the stage boundary quarantines the input that led to it (docs/adr/0020)."""
+        key_bytes, data = key.encode(), encode(value)
+        await self.app.limits.check(topic.get_topic_name(), key_bytes, data)
+        return await topic.send(key=key_bytes, value=data, value_serializer="raw")
 
     async def quarantine(self, reason: str, raw: Any) -> None:
-        """Set ``raw`` aside on ``quarantine.<flow>`` with the reason, bounded in size. When even
-        that write fails, the entry goes to a local file and the log: never to silence."""
+        """Set ``raw`` aside on ``quarantine.<flow>`` with the reason, bounded in size (well
+        within the topic's limit). When even that write fails, the entry goes to a local file and
+        the log: never to silence."""
         self.counters["quarantined"] += 1
         _QUARANTINED_HERE.set(_QUARANTINED_HERE.get() + 1)
         metrics.observe_quarantined(self.flow.name)
-        entry = {"flow": self.flow.name, "reason": reason[:2000], "raw": bounded(raw)}
+        def entry(keep: int) -> dict[str, Any]:
+            return {"flow": self.flow.name, "reason": reason[:2000], "raw": bounded(raw, keep)}
+
         try:
-            await self.send(self._quarantine_topic, self.flow.name, entry)
+            room = await self.app.limits.limit(self._quarantine_topic.get_topic_name())
+            await self.send(self._quarantine_topic, self.flow.name, entry(min(KEEP_BYTES, room // 2)))
         except Exception as exc:  # noqa: BLE001 - the fallback below keeps the entry
-            self._quarantine_locally(entry, exc)
+            self._quarantine_locally(entry(KEEP_BYTES), exc)
 
     def _quarantine_locally(self, entry: dict[str, Any], exc: Exception) -> None:
         path = Path(self.settings.data_dir) / f"quarantine.{self.flow.name}.jsonl"

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, MutableMapp
 
 from faust.types import AppT, EventT, StreamT, TopicT
 
+from connectors.kafka_limits import MessageLimits, OversizeMessage
+from stream_app.codecs import KEEP_BYTES, bounded, encode
 from stream_app.batching import as_current
 from stream_app.sinks.engine import (
     Applied, MalformedCommand, MessagePosition, Received, SinkBatchResult, SinkEngine, SinkStats, VersionGuard,
@@ -103,6 +105,10 @@ class SinkRuntime:
             except MalformedCommand as exc:
                 quarantined.append(self._quarantine_entry(event, source, exc.reason))
                 continue
+            except Exception as exc:  # noqa: BLE001 - a message must not crash the sink (ADR 0017)
+                log.exception("sink %s.%s: reading a message raised; quarantined", self.spec.system, self.spec.object)
+                quarantined.append(self._quarantine_entry(event, source, f"reading raised {type(exc).__name__}: {exc}"))
+                continue
             received.append(Received(command, source))
             latest[command.partition_key] = event
         before = (self.stats.calls, self.stats.retries)
@@ -159,15 +165,32 @@ def _unexpected(item: Received, exc: Exception, now_ms: int) -> dict[str, Any]:
             "sources": [asdict(item.source)] if item.source is not None else []}
 
 
-def _publisher(topics: Mapping[str, TopicT]) -> PublishMany:
+def _publisher(topics: Mapping[str, TopicT], limits: MessageLimits) -> PublishMany:
+    """``publish_many`` over the sinks' output topics. Each message is measured against its
+    topic's limit first; one too large (a dead letter of a command near the limit, say) goes to
+    ``quarantine.sink`` instead, bounded, with the topic, its size and the limit (docs/adr/0020)."""
     declared: set[str] = set()
 
-    async def publish_many(name: str, entries: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    async def send(name: str, key: str, value: dict[str, Any]) -> Any:
         topic = topics[name]
         if name not in declared:  # a backlog can be read before declare_owned_topics ran
             await topic.maybe_declare()
             declared.add(name)
-        pending = [await topic.send(key=key.encode(), value=value) for key, value in entries]
+        key_bytes, data = key.encode(), encode(value)
+        await limits.check(topic.get_topic_name(), key_bytes, data)
+        return await topic.send(key=key_bytes, value=data, value_serializer="raw")
+
+    async def publish_many(name: str, entries: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        pending = []
+        for key, value in entries:
+            try:
+                pending.append(await send(name, key, value))
+            except OversizeMessage as exc:
+                log.error("sink output refused before producing: %s; quarantined", exc)
+                room = await limits.limit(topics[QUARANTINE_TOPIC].get_topic_name())
+                pending.append(await send(QUARANTINE_TOPIC, key, {
+                    "source": "sink", "reason": str(exc), "raw": bounded(value, min(KEEP_BYTES, room // 2)),
+                    "context": {"topic": name, "key": key}, "quarantined_at": int(time.time() * 1000)}))
         await asyncio.gather(*pending)
     return publish_many
 
@@ -246,7 +269,7 @@ def install_sinks(app: "ConnectApp") -> dict[str, SinkRuntime]:
     context = connector_context(settings)
     writers = {spec: build_writer(spec, settings, context) for spec in specs}
     runtimes = install(
-        app, specs, sink_options(settings), writers.__getitem__, table, _publisher(outputs),
+        app, specs, sink_options(settings), writers.__getitem__, table, _publisher(outputs, app.limits),
         lambda: app.producer.flush(), lambda spec: app.owned.topic(spec.topic, value_serializer="raw"),
     )
 

@@ -440,6 +440,8 @@ def parse_command(raw: Any, key: bytes | str | None, system: str, sobject: str) 
             raw = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise MalformedCommand(f"not JSON: {exc.msg} at position {exc.pos}") from None
+        except (ValueError, RecursionError) as exc:  # an integer too long to convert, nesting too deep
+            raise MalformedCommand(f"not JSON we read: {type(exc).__name__}: {str(exc)[:200]}") from None
     if not isinstance(raw, dict):
         raise MalformedCommand(f"expected a JSON object, got {type(raw).__name__}")
     try:

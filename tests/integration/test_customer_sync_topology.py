@@ -11,6 +11,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from tests.support.flows import stage_counts
 from tests.support.kafka import produce_json, read_json
 from tests.support.worker import WorkerProcess
 
@@ -56,8 +57,9 @@ async def test_one_person_from_four_systems_becomes_one_customer(app_env: dict[s
 async def test_hostile_messages_are_quarantined_and_the_worker_keeps_syncing(
         app_env: dict[str, str], tmp_path: Path) -> None:
     """What killed agents before: bytes that are not JSON, lone surrogates, deep nesting, values
-    that are not objects, on the source topic and on every stage topic. Each is quarantined with
-    its stage; the worker stays up and the person played after them still lands."""
+    that are not objects, on the source topic and on every stage topic, and a ~1 MB source event
+    whose re-keyed copy is too large for the stage topic. Each is quarantined with its stage; the
+    worker stays up and the person played after them still lands."""
     bootstrap, prefix = app_env["KAFKA_BOOTSTRAP_SERVERS"], app_env["CONNECT_TOPIC_PREFIX"]
     hostile = [b"\xff\xfe not json", b'{"event_id": "\\ud800"}', b"[" * 3000 + b"]" * 3000, b'"a string"', b"null"]
     topics = ["src.tims.customer", "customer_sync.identify", "customer_sync.merge", "links.tims"]
@@ -88,26 +90,20 @@ async def test_hostile_messages_are_quarantined_and_the_worker_keeps_syncing(
     by_stage = Counter(_stage_of(entry["reason"]) for entry in quarantined)
     assert by_stage == {stage: len(hostile) for stage in ("identify", "merge", "tims_links")} | {
         "ingest": len(hostile) + 1}
+    # refused before it was produced (docs/adr/0020): the stage, the topic, the size and the limit
     [too_big] = [entry for entry in quarantined if entry["reason"].startswith("ingest raised")]
-    assert "TooLarge" in too_big["reason"] and too_big["raw"]["truncated"] is True
+    assert too_big["reason"].startswith(f"ingest raised OversizeMessage: {prefix}customer_sync.merge: message of 1,0")
+    assert "over the topic's limit of 999,488 bytes" in too_big["reason"], too_big["reason"]
+    assert too_big["raw"]["truncated"] is True
+    assert "ProducerSendError" not in log and "MessageSizeTooLarge" not in log
     assert (landed[0]["external_id"], landed[0]["fields"]["TIMS_Customer_ID__c"]) == ("003G", "C77")
     assert "Crashed" not in log, "an agent crashed"
     # every message a stage took is accounted for: processed or quarantined
-    counts = _stage_counts(metrics)
+    counts = stage_counts(metrics)
     for stage, quarantined_here in by_stage.items():
         taken = counts[(stage, "in")]
         assert taken == counts[(stage, "processed")] + counts[(stage, "quarantined")], (stage, counts)
         assert counts[(stage, "quarantined")] == quarantined_here, (stage, counts)
-
-
-def _stage_counts(text: str) -> dict[tuple[str, str], float]:
-    """``connect_flow_stage_messages_total`` of the customer sync, by (stage, outcome)."""
-    counts: dict[tuple[str, str], float] = Counter()
-    for line in text.splitlines():
-        if line.startswith("connect_flow_stage_messages_total{") and 'flow="customer_sync"' in line:
-            labels = dict(part.split("=", 1) for part in line[line.index("{") + 1:line.index("}")].split(","))
-            counts[(labels["stage"].strip('"'), labels["outcome"].strip('"'))] = float(line.rsplit(" ", 1)[1])
-    return counts
 
 
 def _stage_of(reason: str) -> str:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from connectors import kafka_admin
@@ -132,3 +132,16 @@ async def test_offsets_of_a_group_with_a_live_member_are_not_set(kafka_bootstrap
         assert isinstance(refused.value, KafkaAdminError)
     finally:
         await member.stop()
+
+
+async def test_max_message_bytes_is_the_topics_own_or_the_brokers(kafka_bootstrap: str) -> None:
+    own, default = unique("small"), unique("default")
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(own, 1, 1, topic_configs={"max.message.bytes": "20000"}),
+                                   NewTopic(default, 1, 1)])
+    finally:
+        await admin.close()
+    found = await kafka_admin.max_message_bytes(kafka_bootstrap, [own, default, unique("missing")])
+    assert found[own] == 20_000 and found[default] >= 1_000_000 and len(found) == 2

@@ -55,3 +55,20 @@ async def test_quarantine_keeps_raw_input_and_reason(target: KafkaTarget) -> Non
     [entry] = await read_json(target.bootstrap, target.topic("quarantine.salesforce"), until=lambda vs: len(vs) >= 1)
     assert entry["reason"].startswith("bad Avro payload")
     assert entry["raw"] == "AAEC" and entry["context"] == {"replay_id": "01"}
+
+
+async def test_an_event_too_large_for_its_topic_is_quarantined_not_produced(target: KafkaTarget) -> None:
+    publisher = Publisher(target)
+    await publisher.start()
+    try:
+        big = {"record_id": "C1", "fields": {"notes": "n" * 1_100_000}}
+        assert await publisher.send_many("src.tims.customer", [("C1", big), ("C2", {"record_id": "C2"})]) == 1
+    finally:
+        await publisher.stop()
+    [entry] = await read_json(target.bootstrap, target.topic("quarantine.tims"), until=lambda vs: len(vs) >= 1)
+    assert entry["reason"].startswith(f"publish refused: {target.topic('src.tims.customer')}: message of 1,100,")
+    assert "over the topic's limit of 1,048,064 bytes" in entry["reason"]
+    assert entry["raw"]["truncated"] is True and entry["raw"]["size"] > 1_100_000
+    assert entry["context"] == {"topic": target.topic("src.tims.customer"), "key": "C1"}
+    [landed] = await read_json(target.bootstrap, target.topic("src.tims.customer"), until=lambda vs: len(vs) >= 1)
+    assert landed == {"record_id": "C2"}

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from typing import Any, Callable
 
 from sandbox.run import Sandbox
 from sandbox.demo import Processes
 from tests.support.worker import WorkerProcess
 
-__all__ = ["CLIENT", "SALESFORCE_WRITES", "connector_writes", "wait_until"]
+__all__ = ["CLIENT", "SALESFORCE_WRITES", "connector_writes", "stage_counts", "wait_until"]
 
 CLIENT = "pardot-tims-connect"
 SALESFORCE_WRITES = {"create", "update", "upsert", "delete", "collections.create", "collections.update",
@@ -35,3 +36,13 @@ async def wait_until(what: str, check: Callable[[], bool], sources: Processes, w
         assert worker.proc is not None and worker.proc.poll() is None, worker.log_text()[-3000:]
         assert time.monotonic() < deadline, f"{what}: not after {timeout:.0f}s; now {state()}"
         await asyncio.sleep(0.25)
+
+
+def stage_counts(text: str, flow: str = "customer_sync") -> dict[tuple[str, str], float]:
+    """``connect_flow_stage_messages_total`` of one flow on a worker's /metrics, by (stage, outcome)."""
+    counts: dict[tuple[str, str], float] = Counter()
+    for line in text.splitlines():
+        if line.startswith("connect_flow_stage_messages_total{") and f'flow="{flow}"' in line:
+            labels = dict(part.split("=", 1) for part in line[line.index("{") + 1:line.index("}")].split(","))
+            counts[(labels["stage"].strip('"'), labels["outcome"].strip('"'))] = float(line.rsplit(" ", 1)[1])
+    return counts

@@ -6,6 +6,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from connectors.kafka_limits import MessageLimits
 from stream_app.app import create_app
 from stream_app.codecs import SafeJson
 from stream_app.flows import FlowRuntime
@@ -23,9 +24,14 @@ class Stream:
             yield SimpleNamespace(value=value, key=b"k")
 
 
+async def no_broker(topics: Any) -> dict[str, int]:
+    raise ConnectionError("no broker in unit tests")
+
+
 def runtime(tmp_path: Path) -> tuple[FlowRuntime, list[dict[str, Any]]]:
     app = create_app(load_settings(store="memory://", data_dir=str(tmp_path)), flows=False, sinks=False,
                      metrics=False)
+    app.limits = MessageLimits("unused", lookup=no_broker)
     flow = FlowRuntime(app, Flow(name="probe", source_topics=(), install=lambda ctx: None))
     sent: list[dict[str, Any]] = []
 

@@ -21,6 +21,8 @@ def test_a_good_command_parses_from_bytes() -> None:
 @pytest.mark.parametrize(("raw", "key", "reason"), [
     (b"\xff\xfe", KEY, "not UTF-8"),
     (b"{not json", KEY, "not JSON"),
+    (b"9" * 5000, KEY, "not JSON we read: ValueError"),
+    (b"[" * 100_000 + b"]" * 100_000, KEY, "not JSON we read: RecursionError"),
     (b"[1, 2]", KEY, "expected a JSON object, got list"),
     (json.dumps({**GOOD, "version": -1}).encode(), KEY, "version"),
     (json.dumps({k: v for k, v in GOOD.items() if k != "external_id"}).encode(), KEY, "external_id: Field required"),
