@@ -20,7 +20,8 @@ A golden record is a plain JSON-able dict (it lives in the ``customer_master`` t
   the mappings read): a full-state event's unchanged fields are not edits. ``observed_at``:
   source reference → commit time of the newest event seen from it, so an older event arriving
   late (its events take different routes through the stages) does not undo what a newer one
-  showed.
+  showed; ``shown_at``: source reference → {field: commit time of the newest event that showed
+  it}, so a late edit of a field no newer event showed still counts.
 - ``seen``: the latest event ids (dedupe window), ``version``: bumped on every real change and
   before any write the change did not cause (the sinks apply only versions newer than the last).
 
@@ -315,10 +316,16 @@ def apply_event(record: dict[str, Any], event: SourceEvent, mappings: Mappings, 
     # One record's events can be merged out of order: a Contact's create, matched by email, can
     # be overtaken by its next update, found by id. A value an older event carries for a field a
     # newer event of the same record already showed is history: neither an edit (an empty one
-    # would clear a value that arrived since) nor what the target holds now.
+    # would clear a value that arrived since) nor what the target holds now. Newer per field: an
+    # edit of the city that waited while a later edit of the title was merged is still the latest
+    # word on the city (``shown_at``: when each field was last shown; records from before it
+    # count every field as shown by the record's newest event, the earlier rule).
     observed_at = record.setdefault("observed_at", {})
-    stale = event.commit_timestamp < observed_at.get(ref, event.commit_timestamp)
-    superseded = {name for name in flat if name in last_seen} if stale else set()
+    shown_at = record.setdefault("shown_at", {}).setdefault(ref, {})
+    newest = observed_at.get(ref, event.commit_timestamp)
+    stale = event.commit_timestamp < newest
+    superseded = ({name for name in flat if name in last_seen and event.commit_timestamp < shown_at.get(name, newest)}
+                  if stale else set())
     # someone else's change is theirs even where it equals a value we wrote once (ADR 0014)
     ours = written_by_us(event, policy.our_clients)
     echoes = {name for name, value in flat.items() if ours is not False and _is_echo(record, target, name, value)}
@@ -331,10 +338,15 @@ def apply_event(record: dict[str, Any], event: SourceEvent, mappings: Mappings, 
     read = _read_paths(mappings, target)
     shown = {name: value for name, value in flat.items() if name in read}
     if stale:
-        record.setdefault("observed", {})[ref] = shown | last_seen
+        told = {name: value for name, value in shown.items() if name not in superseded}
+        record.setdefault("observed", {})[ref] = last_seen | told
     else:
+        told = shown
         record.setdefault("observed", {})[ref] = ({} if event.full_state else dict(last_seen)) | shown
         observed_at[ref] = event.commit_timestamp
+    for name in told:
+        if name not in shown_at or shown_at[name] < event.commit_timestamp:
+            shown_at[name] = event.commit_timestamp
 
     before = record["version"]
     outcome.echo_fields = sorted(echoes)

@@ -125,6 +125,23 @@ def test_last_writer_wins_for_unowned_fields() -> None:
     assert record["fields"]["city"]["v"] == "Hull"  # an older edit arriving late loses
 
 
+def test_a_late_edit_of_a_field_no_newer_event_showed_still_lands() -> None:
+    """Seen in the chaos run: a Contact's city edit waited (its Contact not indexed yet) while the
+    Contact's next edit, of the title only, was merged first; the city edit was then dropped."""
+    record = new_record("k1")
+    apply_event(record, event("salesforce", "Contact", "003A", ts=2_000, change="CREATE", Email="ada@example.com",
+                              LastName="Lovelace", MailingCity="London", Title="Lady"), MAPPINGS, POLICY)
+    apply_tims_link(record, "C000001", MAPPINGS)
+    apply_event(record, event("salesforce", "Contact", "003A", ts=3_000, Title="Countess"), MAPPINGS, POLICY)
+    late = apply_event(record, event("salesforce", "Contact", "003A", ts=2_500, MailingCity="Ockham"), MAPPINGS, POLICY)
+    assert record["fields"]["city"]["v"] == "Ockham"
+    assert [c.fields for c in late.commands if c.system == "tims"] == [{"billing_address": {"city": "Ockham"}}]
+    # ... while a late edit of a field a newer event did show is history
+    apply_event(record, event("salesforce", "Contact", "003A", ts=4_000, MailingCity="Horsley"), MAPPINGS, POLICY)
+    apply_event(record, event("salesforce", "Contact", "003A", ts=3_500, MailingCity="Ripley"), MAPPINGS, POLICY)
+    assert record["fields"]["city"]["v"] == "Horsley"
+
+
 def test_duplicate_event_ids_and_no_op_changes_write_nothing() -> None:
     record = onboarded_record()
     again = event("salesforce", "Contact", "003A", ts=20_000, Phone="+44 20 7946 0958")
