@@ -26,9 +26,14 @@ from connectors.errors import AuthExpiredError, FatalError
 if TYPE_CHECKING:
     from stream_app.app import ConnectApp
 
-__all__ = ["Check", "Report", "LoopProbe", "SinkAuthChecks", "worker_readiness", "source_readiness", "install"]
+__all__ = ["HEALTHZ", "READYZ", "Check", "Report", "LoopProbe", "SinkAuthChecks", "worker_readiness",
+           "source_readiness", "install"]
 
 log = logging.getLogger(__name__)
+
+#: the paths, on the worker's web port and on a source's metrics port (deploy/k8s probes them)
+HEALTHZ = "/healthz"
+READYZ = "/readyz"
 
 #: seconds between two wake-ups of the loop probe
 PROBE_INTERVAL = 0.5
@@ -184,5 +189,5 @@ def install(app: "ConnectApp") -> None:
         report = worker_readiness(app, auth)
         return view.json(report.body(), status=report.status)
 
-    app.page("/healthz")(healthz)
-    app.page("/readyz")(readyz)
+    app.page(HEALTHZ)(healthz)
+    app.page(READYZ)(readyz)

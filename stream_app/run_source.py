@@ -17,7 +17,7 @@ from connectors.errors import ConfigError
 from connectors.kafka_io import KafkaTarget
 from connectors.source import Source
 from connectors.spec import ConnectorContext
-from stream_app.health import LoopProbe, source_readiness
+from stream_app.health import HEALTHZ, READYZ, LoopProbe, source_readiness
 from stream_app.logs import configure as configure_logging
 from stream_app.settings import Settings, config_error, lenient_settings
 
@@ -68,8 +68,8 @@ async def run_source(source: Source, metrics_port: int | None = None, metrics_ho
         from stream_app.metrics_server import serve_source_metrics
 
         serve_source_metrics(source, metrics_port, metrics_host, health={
-            "/healthz": probe.report,
-            "/readyz": lambda: source_readiness(source, started, limits.source_read_stale_after)})
+            HEALTHZ: probe.report,
+            READYZ: lambda: source_readiness(source, started, limits.source_read_stale_after)})
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, source.stop)
