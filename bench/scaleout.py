@@ -70,9 +70,21 @@ async def all_ready(workers: list[WorkerProcess], timeout: float = 180) -> float
     return time.monotonic() - started
 
 
-def start(env: dict[str, str], workdir: Path, name: str) -> WorkerProcess:
-    worker = WorkerProcess({**env, "CONNECT_WEB_PORT": str(free_port())}, workdir / f"{name}.log", name=name)
-    return worker.start(ready_timeout=180)
+def worker(env: dict[str, str], workdir: Path, name: str) -> WorkerProcess:
+    """One worker with its own web port and state directory (RocksDB locks its files)."""
+    return WorkerProcess({**env, "CONNECT_WEB_PORT": str(free_port()),
+                          "CONNECT_DATA_DIR": str(Path(env["CONNECT_DATA_DIR"]) / name)},
+                         workdir / f"{name}.log", name=name)
+
+
+async def start(workers: list[WorkerProcess]) -> None:
+    await asyncio.gather(*(asyncio.to_thread(w.start, 180) for w in workers))
+
+
+def stop(workers: list[WorkerProcess]) -> None:
+    for one in workers:
+        if one.proc is not None:
+            one.stop()
 
 
 class Pongs:
@@ -120,8 +132,9 @@ class Pongs:
 async def throughput(workers: int, pings: int, workdir: Path) -> dict[str, Any]:
     env = app_env(workdir)
     prefix = env["CONNECT_TOPIC_PREFIX"]
-    running = await asyncio.gather(*(asyncio.to_thread(start, env, workdir, f"w{workers}-{i}") for i in range(workers)))
+    running = [worker(env, workdir, f"w{workers}-{i}") for i in range(workers)]
     try:
+        await start(running)
         await all_ready(running)
         producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=5)
         await producer.start()
@@ -135,8 +148,7 @@ async def throughput(workers: int, pings: int, workdir: Path) -> dict[str, Any]:
             seconds = time.monotonic() - began
         return {"workers": workers, "pings": pings, "seconds": round(seconds, 1), "pings_per_s": round(pings / seconds)}
     finally:
-        for worker in running:
-            worker.stop()
+        stop(running)
 
 
 async def steady(producer: AIOKafkaProducer, topic: str, rate: float, stop: asyncio.Event) -> None:
@@ -156,20 +168,23 @@ def pause(pongs: Pongs, since: float, window: float = 20.0) -> float:
 async def rebalances(rate: float, workdir: Path) -> dict[str, Any]:
     env = app_env(workdir)
     prefix = env["CONNECT_TOPIC_PREFIX"]
-    running = list(await asyncio.gather(*(asyncio.to_thread(start, env, workdir, f"r-{i}") for i in range(2))))
+    running = [worker(env, workdir, f"r-{i}") for i in range(2)]
     producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP)
     await producer.start()
-    stop = asyncio.Event()
+    done = asyncio.Event()
+    leaving: WorkerProcess | None = None
     try:
+        await start(running)
         await all_ready(running)
         async with Pongs(f"{prefix}diag.pong") as pongs:
-            sending = asyncio.create_task(steady(producer, f"{prefix}diag.ping", rate, stop))
+            sending = asyncio.create_task(steady(producer, f"{prefix}diag.ping", rate, done))
             await asyncio.sleep(10)
             before = statistics.median(latency for _, latency in pongs.latencies) if pongs.latencies else 0.0
 
             joined_at = time.time()
             began = time.monotonic()
-            running.append(await asyncio.to_thread(start, env, workdir, "r-2"))
+            running.append(worker(env, workdir, "r-2"))
+            await start(running[-1:])
             join_ready = time.monotonic() - began + await all_ready(running)
             await asyncio.sleep(max(0.0, joined_at + 20 - time.time()))
 
@@ -180,16 +195,15 @@ async def rebalances(rate: float, workdir: Path) -> dict[str, Any]:
             await asyncio.sleep(2)  # the others notice within a heartbeat; then wait for their rebalance
             leave_ready = time.monotonic() - began + await all_ready(running)
             await asyncio.sleep(max(0.0, left_at + 20 - time.time()))
-            stop.set()
+            done.set()
             await sending
         return {"steady_rate": rate, "median_latency_before_s": round(before, 3),
                 "join": {"ready_after_s": round(join_ready, 1), "max_latency_s": pause(pongs, joined_at)},
                 "leave": {"ready_after_s": round(leave_ready, 1), "max_latency_s": pause(pongs, left_at)}}
     finally:
-        stop.set()
+        done.set()
         await producer.stop()
-        for worker in running:
-            worker.stop()
+        stop(running + [leaving] if leaving is not None else running)
 
 
 async def main() -> None:
@@ -201,15 +215,15 @@ async def main() -> None:
     figures: dict[str, Any] = {"partitions": PARTITIONS, "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
                                "date": time.strftime("%Y-%m-%d", time.gmtime()),
                                "load_average_at_start": round(os.getloadavg()[0], 1)}
-    with tempfile.TemporaryDirectory(prefix="scaleout-") as tmp:
-        workdir = Path(tmp)
-        figures["throughput"] = []
-        for count in (int(n) for n in args.workers.split(",")):
-            result = await throughput(count, args.pings, workdir)
-            print(f"{count} worker(s): {result['pings_per_s']} pings/s", flush=True)
-            figures["throughput"].append(result)
-        figures["rebalance"] = await rebalances(args.rate, workdir)
-        print(f"join: {figures['rebalance']['join']}, leave: {figures['rebalance']['leave']}", flush=True)
+    workdir = Path(tempfile.mkdtemp(prefix="scaleout-"))  # kept: the workers' logs are there
+    print(f"worker logs and state: {workdir}", flush=True)
+    figures["throughput"] = []
+    for count in (int(n) for n in args.workers.split(",")):
+        result = await throughput(count, args.pings, workdir)
+        print(f"{count} worker(s): {result['pings_per_s']} pings/s", flush=True)
+        figures["throughput"].append(result)
+    figures["rebalance"] = await rebalances(args.rate, workdir)
+    print(f"join: {figures['rebalance']['join']}, leave: {figures['rebalance']['leave']}", flush=True)
     figures["load_average_at_end"] = round(os.getloadavg()[0], 1)  # the CPUs may be shared: read with it
     print(json.dumps(figures))
 
