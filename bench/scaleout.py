@@ -72,8 +72,9 @@ async def all_ready(workers: list[WorkerProcess], timeout: float = 180) -> float
 
 def worker(env: dict[str, str], workdir: Path, name: str) -> WorkerProcess:
     """One worker with its own web port and state directory (RocksDB locks its files)."""
-    return WorkerProcess({**env, "CONNECT_WEB_PORT": str(free_port()),
-                          "CONNECT_DATA_DIR": str(Path(env["CONNECT_DATA_DIR"]) / name)},
+    data = Path(env["CONNECT_DATA_DIR"]) / name
+    data.mkdir(parents=True, exist_ok=True)
+    return WorkerProcess({**env, "CONNECT_WEB_PORT": str(free_port()), "CONNECT_DATA_DIR": str(data)},
                          workdir / f"{name}.log", name=name)
 
 
