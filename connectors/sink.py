@@ -6,7 +6,9 @@ a single record's failure (that is an outcome); it raises ``RetryableError`` or 
 (connectors.errors) when the whole call failed. Retries of retryable outcomes, the version
 guard, per-key order and the DLQ belong to the framework, not to writers.
 
-Lifecycle: ``start()`` → ``write(batch)`` any number of times → ``close()``.
+Lifecycle: ``start()`` → ``write(batch)`` any number of times → ``close()``. ``check_auth()``
+may run at any time in between: readiness asks it, at most once per
+``CONNECT_HEALTH_AUTH_INTERVAL`` (docs/adr/0024).
 """
 
 from __future__ import annotations
@@ -44,6 +46,11 @@ class Writer(abc.ABC):
     @abc.abstractmethod
     async def write(self, commands: Sequence[SinkCommand]) -> list[WriteOutcome]:
         """Apply commands for one object type; one outcome per command, in order."""
+
+    async def check_auth(self) -> None:
+        """Raise ``AuthExpiredError`` or ``FatalError`` when the target refuses our credentials;
+        one light call at most (none when a cached token answers). The default checks nothing."""
+        return None
 
     async def close(self) -> None:
         return None

@@ -2,8 +2,8 @@
 
 :func:`create_app` returns a :class:`ConnectApp` configured from validated settings, with every
 part of the worker installed on it: the owned topics, the health-check agent, the flows from
-the flow registry (``topologies.registry``), the sinks named by ``CONNECT_SINK_OBJECTS`` and
-the metrics. ``stream-app`` (``stream_app.cli:main``) builds one and runs its Faust CLI, so
+the flow registry (``topologies.registry``), the sinks named by ``CONNECT_SINK_OBJECTS``, the
+metrics and the health endpoints. ``stream-app`` (``stream_app.cli:main``) builds one and runs its Faust CLI, so
 ``stream-app worker`` runs a worker and the project's commands (``stream_app.commands``) live
 beside it. Tests build their own app the same way.
 """
@@ -18,7 +18,7 @@ from faust.types.auth import CredentialsT
 from connectors import kafka_security
 from connectors.kafka_limits import MessageLimits
 from connectors.kafka_security import KafkaSecurity
-from stream_app import codecs, diagnostics, faust_fixes
+from stream_app import codecs, diagnostics, faust_fixes, health
 from stream_app import metrics as worker_metrics
 from stream_app.flows import install_flows
 from stream_app.logs import configure
@@ -70,6 +70,7 @@ def _faust_app(config: Settings) -> ConnectApp:
         consumer_auto_offset_reset="earliest",
         topic_partitions=config.topic_partitions,
         topic_replication_factor=config.topic_replication_factor,
+        table_standby_replicas=config.table_standby_replicas,
         broker_commit_interval=config.broker_commit_interval,
         broker_max_poll_records=config.max_poll_records,
         broker_session_timeout=config.broker_session_timeout,
@@ -108,6 +109,7 @@ def create_app(config: Settings, *, flows: bool = True, sinks: bool = True, metr
         app.parts["sinks"] = install_sinks(app)
     if metrics:
         worker_metrics.install(app)
+    health.install(app)
     app.owned.install()
 
     async def mask_personal_data_in_logs() -> None:

@@ -161,7 +161,8 @@ async def demo(self: AppCommand, once: bool) -> None:
 @command(
     argument("system", type=click.Choice(registry.names())),
     option("--metrics-port", type=int, default=None,
-           help="Serve Prometheus /metrics on this port (default: CONNECT_METRICS_PORT; none: off)."),
+           help="Serve Prometheus /metrics, /healthz and /readyz on this port (default: CONNECT_METRICS_PORT; "
+                "none: off)."),
 )
 async def source(self: AppCommand, system: str, metrics_port: int | None) -> None:
     """Run one source (Salesforce CDC, TIMS change feed, Pardot) until SIGTERM or Ctrl-C."""
@@ -172,7 +173,7 @@ async def source(self: AppCommand, system: str, metrics_port: int | None) -> Non
         print(f"stream-app source {system}: {exc}", file=sys.stderr)
         sys.exit(2)
     port = metrics_port if metrics_port is not None else current.metrics_port
-    await run_source(instance, port, current.metrics_host, current.log_level.value)
+    await run_source(instance, port, current.metrics_host, current.log_level.value, health=current)
 
 
 @command(

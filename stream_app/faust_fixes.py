@@ -30,6 +30,13 @@ Faust's read offset was unset, and nothing was consumed (the stall watchdog logg
 state). The fix sends such partitions to the earliest offset, which is where a group without a
 commit starts (``consumer_auto_offset_reset`` is ``earliest``): at-least-once, as a commit of 0
 would be. docs/adr/0012.
+
+**The idle-stream check reads a position that is not there yet.** Faust's consumer runs a
+livelock detector that, for every assigned partition, reads aiokafka's fetch position; aiokafka
+asserts that the position is set, and it is not for a partition assigned a moment ago whose
+position is still being reset. The AssertionError crashes the consumer and the worker exits.
+Seen in bench/scaleout.py as the second of two workers finished its first recovery. The fix
+skips such a partition for that round: the check is diagnosis only, the next round sees it.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ _MARK = "_connect_clears_only_when_suspended"
 def apply() -> None:
     """Install the corrections (idempotent)."""
     _apply_seek_rewinds_uncommitted()
+    _apply_event_path_check_waits_for_a_position()
     if getattr(FlowControlEvent.resume, _MARK, False):
         return
 
@@ -83,3 +91,23 @@ def _apply_seek_rewinds_uncommitted() -> None:
 
     setattr(seek_to_committed, _MARK, True)
     AIOKafkaConsumerThread.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
+
+
+def _apply_event_path_check_waits_for_a_position() -> None:
+    original = AIOKafkaConsumerThread.verify_event_path
+    if getattr(original, _MARK, False):
+        return
+
+    def verify_event_path(self: AIOKafkaConsumerThread, now: float, tp: Any) -> None:
+        """Faust's idle-stream check, for partitions whose fetch position is known."""
+        try:
+            assignment = self._ensure_consumer()._fetcher._subscriptions.subscription.assignment
+            state = assignment.state_value(TopicPartition(tp.topic, tp.partition))
+        except AttributeError:  # no assignment yet
+            return None
+        if state is None or not state.has_valid_position:
+            return None
+        return original(self, now, tp)
+
+    setattr(verify_event_path, _MARK, True)
+    AIOKafkaConsumerThread.verify_event_path = verify_event_path  # type: ignore[method-assign]

@@ -17,8 +17,9 @@ from connectors.errors import ConfigError
 from connectors.kafka_io import KafkaTarget
 from connectors.source import Source
 from connectors.spec import ConnectorContext
+from stream_app.health import HEALTHZ, READYZ, LoopProbe, source_readiness
 from stream_app.logs import configure as configure_logging
-from stream_app.settings import Settings, config_error
+from stream_app.settings import Settings, config_error, lenient_settings
 
 __all__ = ["SYSTEMS", "kafka_target", "connector_context", "build", "backfill", "run_source"]
 
@@ -56,20 +57,30 @@ async def backfill(system: str, settings: Settings, entities: Sequence[str] | No
 
 
 async def run_source(source: Source, metrics_port: int | None = None, metrics_host: str = "127.0.0.1",
-                     log_level: str = "info") -> None:
-    """Run until SIGTERM/SIGINT; with ``metrics_port``, serve /metrics there (0: any free port)."""
+                     log_level: str = "info", health: Settings | None = None) -> None:
+    """Run until SIGTERM/SIGINT; with ``metrics_port``, serve /metrics, /healthz and /readyz
+    there (0: any free port), judged by the limits in ``health`` (default: the settings' defaults)."""
     configure_logging(log_level)
+    limits = health or lenient_settings()
+    probe = LoopProbe(limits.health_loop_lag_limit)
+    started = False
     if metrics_port is not None:
         from stream_app.metrics_server import serve_source_metrics
 
-        serve_source_metrics(source, metrics_port, metrics_host)
+        serve_source_metrics(source, metrics_port, metrics_host, health={
+            HEALTHZ: probe.report,
+            READYZ: lambda: source_readiness(source, started, limits.source_read_stale_after)})
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, source.stop)
-    await source.start()
-    log.info("source %s started", source.system)
+    probing = asyncio.create_task(probe.run(), name="loop probe")
     try:
+        await source.start()
+        started = True
+        log.info("source %s started", source.system)
         await source.run()
     finally:
+        started = False
+        probing.cancel()
         await source.close()
         log.info("source %s stopped after publishing %d events", source.system, source.published)

@@ -157,6 +157,9 @@ class WorkerSettings(BaseSettings):
     topic_partitions: int = Field(default=4, ge=1, le=1024)
     topic_replication_factor: int = Field(default=1, ge=1, le=16)
     store: StoreKind = StoreKind.rocksdb
+    #: workers that keep a warm copy of each table partition besides its owner (Faust's
+    #: table_standby_replicas): a worker taking a partition over then replays little or nothing
+    table_standby_replicas: int = Field(default=1, ge=0, le=16)
     data_dir: Path = Path("./var/data")
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=1, le=65535)
@@ -192,6 +195,14 @@ class WorkerSettings(BaseSettings):
     #: seconds a held partition may have messages waiting with its committed offset standing
     #: still before the worker's watchdog calls it stalled and recovers it (stream_app/watchdog.py)
     stall_after: float = Field(default=120.0, ge=5, le=86_400)
+
+    # Health endpoints (stream_app/health.py, docs/adr/0024)
+    #: /healthz fails when the event loop answers this many seconds late
+    health_loop_lag_limit: float = Field(default=5.0, gt=0, le=600)
+    #: seconds between two checks that each sink's target accepts our credentials (/readyz)
+    health_auth_interval: float = Field(default=300.0, ge=1, le=86_400)
+    #: a source is not ready when its last successful read of its system is older than this
+    source_read_stale_after: float = Field(default=600.0, ge=1, le=86_400)
 
     #: flows this worker runs, comma-separated names from the flow registry; empty: every one
     flows: str = Field(default="", pattern=r"^[A-Za-z0-9_, ]*$")

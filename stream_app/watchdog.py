@@ -37,6 +37,8 @@ class StallWatch:
         self.after = after
         self.clock = clock
         self._still: dict[Hashable, tuple[int, float]] = {}
+        #: partitions found stalled whose committed offset has not moved since (readiness reads it)
+        self.flagged: set[Hashable] = set()
 
     def observe(self, assigned: Iterable[Hashable], committed: Mapping[Hashable, int],
                 ends: Mapping[Hashable, int]) -> list[Hashable]:
@@ -47,14 +49,18 @@ class StallWatch:
             position, end = committed.get(tp, -1), ends.get(tp)
             if end is None or end <= max(position, 0):
                 self._still.pop(tp, None)  # nothing waiting
+                self.flagged.discard(tp)
                 continue
             seen = self._still.get(tp)
             if seen is None or seen[0] != position:
                 self._still[tp] = (position, now)
+                self.flagged.discard(tp)
             elif now - seen[1] >= self.after:
                 stalled.append(tp)
+                self.flagged.add(tp)
         for tp in set(self._still) - assigned:
             del self._still[tp]
+        self.flagged &= assigned
         return stalled
 
     def recovered(self, tp: Hashable) -> None:
@@ -63,9 +69,11 @@ class StallWatch:
             self._still[tp] = (self._still[tp][0], self.clock())
 
 
-def install(app: "ConnectApp", stalled_gauge: Any, recoveries: Any) -> None:
-    """The watchdog's timer on ``app``; it reports through the two metrics given."""
+def install(app: "ConnectApp", stalled_gauge: Any, recoveries: Any) -> StallWatch:
+    """The watchdog's timer on ``app``; it reports through the two metrics given and
+    ``app.parts["watchdog"]`` (the returned StallWatch, whose ``flagged`` /readyz reads)."""
     watch = StallWatch(app.settings.stall_after)
+    app.parts["watchdog"] = watch
     admin = KafkaAdmin(app.settings.kafka_bootstrap_servers, client_id=f"{app.conf.id}-watchdog")
 
     async def watch_partitions() -> None:
@@ -73,6 +81,7 @@ def install(app: "ConnectApp", stalled_gauge: Any, recoveries: Any) -> None:
         assigned = [tp for tp in app.consumer.assignment() if tp.topic in acking]
         if not assigned:
             stalled_gauge.set(0)
+            watch.flagged.clear()
             return
         try:
             committed = await admin.committed_offsets(app.conf.id)
@@ -98,6 +107,7 @@ def install(app: "ConnectApp", stalled_gauge: Any, recoveries: Any) -> None:
     app.timer(interval=app.settings.metrics_lag_interval, name="stream_app.watchdog.watch_partitions")(
         watch_partitions)
     app.on_before_shutdown.connect(close_admin)
+    return watch
 
 
 async def _recover(app: "ConnectApp", tp: Any, committed: int, end: int) -> None:

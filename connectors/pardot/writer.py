@@ -51,6 +51,10 @@ class PardotWriter(Writer):
     async def close(self) -> None:
         await self.client.aclose()
 
+    async def check_auth(self) -> None:
+        """The Salesforce token Pardot takes (no Pardot call: its daily quota is small)."""
+        await self.client.tokens.token()
+
     async def write(self, commands: Sequence[SinkCommand]) -> list[WriteOutcome]:
         groups: dict[str, list[int]] = {}
         for index, command in enumerate(commands):

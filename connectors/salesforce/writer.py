@@ -52,6 +52,10 @@ class SalesforceWriter(Writer):
             await self.rest.aclose()
             await self.rest.tokens.aclose()
 
+    async def check_auth(self) -> None:
+        """A token from the token endpoint (no API call; a cached token answers at once)."""
+        await self.rest.tokens.token()
+
     async def write(self, commands: Sequence[SinkCommand]) -> list[WriteOutcome]:
         groups: dict[_Group, list[int]] = defaultdict(list)
         for index, command in enumerate(commands):

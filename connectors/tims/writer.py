@@ -46,6 +46,10 @@ class TimsWriter(Writer):
     async def close(self) -> None:
         await self.client.aclose()
 
+    async def check_auth(self) -> None:
+        """One customer read with our API key: a refused key is a FatalError (401)."""
+        await self.client.list_page("customer", limit=1)
+
     async def write(self, commands: Sequence[SinkCommand]) -> list[WriteOutcome]:
         outcomes: list[WriteOutcome | None] = [None] * len(commands)
         pending: list[int] = []

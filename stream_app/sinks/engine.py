@@ -317,6 +317,8 @@ class SinkEngine:
         self.policy = policy
         self.publish_links = publish_links
         self.stats = stats if stats is not None else SinkStats()
+        #: the target refused our credentials on the last call (readiness reads it, stream_app/health.py)
+        self.credentials_refused = False
         self._clock = clock
         self._sleep = sleep
 
@@ -362,12 +364,14 @@ class SinkEngine:
         self.stats.calls += 1
         try:
             outcomes = await self.writer.write([w.command for w in chunk])
+            self.credentials_refused = False
             if len(outcomes) != len(chunk):
                 raise RuntimeError(f"writer returned {len(outcomes)} outcomes for {len(chunk)} commands")
         except AuthExpiredError as exc:
             # Our credentials, not the commands: wait for them without spending attempts.
             log.error("sink %s: the target refuses our credentials (%s); waiting", self.writer.system, exc)
             self.stats.auth_waits += 1
+            self.credentials_refused = True
             for write in chunk:
                 write.attempts -= 1
             return chunk, None

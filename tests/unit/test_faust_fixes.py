@@ -53,3 +53,23 @@ def test_the_consumer_thread_seeks_through_the_fix() -> None:
     # Faust still relies on that seek to fetch again what it dropped.
     from faust.transport.consumer import Consumer
     assert "self.seek_to_committed()" in inspect.getsource(Consumer.perform_seek)
+
+
+async def test_the_idle_stream_check_skips_a_partition_without_a_position() -> None:
+    """Faust's check would read aiokafka's position, whose assertion crashed a worker."""
+    from types import SimpleNamespace
+
+    from aiokafka.consumer.subscription_state import TopicPartitionState
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+    from faust.types import TP
+
+    faust_fixes.apply()
+    state = TopicPartitionState(None)  # assigned, position still being reset
+    assert not state.has_valid_position
+    assignment = SimpleNamespace(state_value=lambda tp: state)
+    inner = SimpleNamespace(_fetcher=SimpleNamespace(_subscriptions=SimpleNamespace(
+        subscription=SimpleNamespace(assignment=assignment))))
+    thread = SimpleNamespace(_ensure_consumer=lambda: inner)  # nothing else: Faust's own check would raise
+    assert AIOKafkaConsumerThread.verify_event_path(thread, 0.0, TP("t", 0)) is None  # type: ignore[arg-type]
+    import faust.transport.drivers.aiokafka as driver
+    assert "committed_offset = tp_state.position" in inspect.getsource(driver)  # the read the fix guards

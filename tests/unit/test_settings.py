@@ -189,3 +189,11 @@ def test_misspelt_variables_are_named_with_the_nearest_setting() -> None:
 def test_a_mappings_folder_that_does_not_exist_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="CONNECT_MAPPINGS_DIR: .*is not a folder"):
         load_settings(mappings_dir=tmp_path / "nowhere")
+
+
+def test_table_standby_replicas_reach_faust(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert create_app(load_settings(), flows=False, sinks=False, metrics=False).conf.table_standby_replicas == 1
+    monkeypatch.setenv("CONNECT_TABLE_STANDBY_REPLICAS", "2")
+    assert create_app(load_settings(), flows=False, sinks=False, metrics=False).conf.table_standby_replicas == 2
+    monkeypatch.setenv("CONNECT_TABLE_STANDBY_REPLICAS", "-1")
+    assert "CONNECT_TABLE_STANDBY_REPLICAS:" in str(pytest.raises(SettingsError, load_settings).value)

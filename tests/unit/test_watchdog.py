@@ -89,3 +89,17 @@ def test_the_consumer_state_report_survives_internals_it_does_not_know() -> None
 
     [stack] = asyncio.run(with_a_task())
     assert "waiting@test_watchdog.py" in stack
+
+
+def test_a_stalled_partition_stays_flagged_until_its_offset_moves() -> None:
+    clock = Clock()
+    watch = StallWatch(after=5, clock=clock)
+    watch.observe(["tp"], {"tp": 10}, {"tp": 20})
+    clock.now += 6
+    assert watch.observe(["tp"], {"tp": 10}, {"tp": 20}) == ["tp"] and watch.flagged == {"tp"}
+    watch.recovered("tp")
+    clock.now += 1
+    watch.observe(["tp"], {"tp": 10}, {"tp": 20})
+    assert watch.flagged == {"tp"}  # recovery started, no progress yet
+    watch.observe(["tp"], {"tp": 15}, {"tp": 20})
+    assert watch.flagged == set()
