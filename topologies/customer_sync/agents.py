@@ -51,6 +51,7 @@ from topologies.customer_sync.messages import (
     TimsLinkEntry,
 )
 from topologies.flow import BatchLike, FlowContext
+from topologies.stage import agent_named
 
 __all__ = ["CustomerSync", "install", "FLOW_NAME", "SOURCE_TOPICS", "LINK_TOPICS", "STAGE_TOPICS", "TABLES"]
 
@@ -157,6 +158,8 @@ class CustomerSync:
         except ValidationError:
             await self.ctx.quarantine("links.tims entry without record_key or tims_id", message.value)
             return
+        if entry.object not in ("customer", "customers"):
+            return  # another flow's record (docs/adr/0021)
         await self._send(self.merge_topic, entry.record_key,
                          MergeTimsLink(kind="tims_link", tims_id=entry.tims_id).wire())
 
@@ -300,14 +303,5 @@ def install(ctx: FlowContext) -> CustomerSync:
                               ("tims_links", flow.tims_links_topic, flow.tims_links),
                               ("identify", flow.identify_topic, flow.identify),
                               ("merge", flow.merge_topic, flow.merge)):
-        app.agent(topic, name=f"topologies.customer_sync.agents.{name}", concurrency=1)(_named(body, name))
+        app.agent(topic, name=f"topologies.customer_sync.agents.{name}", concurrency=1)(agent_named(body, name))
     return flow
-
-
-def _named(body: Any, name: str) -> Any:
-    """Faust names an agent after its function; a bound method needs a plain function."""
-    async def agent(stream: Any) -> None:
-        await body(stream)
-
-    agent.__name__ = agent.__qualname__ = name
-    return agent
