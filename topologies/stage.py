@@ -16,9 +16,10 @@ from typing import Any, Awaitable, Callable
 from faust.types import EventT
 from pydantic import TypeAdapter, ValidationError
 
+from connectors.envelope import SourceEvent
 from topologies.flow import BatchLike, FlowContext
 
-__all__ = ["read_message", "why", "KeyedBatchStage", "agent_named"]
+__all__ = ["read_message", "read_source_event", "why", "KeyedBatchStage", "agent_named"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,18 @@ async def read_message(ctx: FlowContext, stage: str, adapter: TypeAdapter[Any],
     except (AttributeError, UnicodeDecodeError) as exc:
         await ctx.quarantine(f"{stage}: unreadable message: {exc}", event.value)
     return None
+
+
+async def read_source_event(ctx: FlowContext, message: EventT) -> SourceEvent | None:
+    """A source event taken into the flow (counted), or None once it is quarantined."""
+    try:
+        event = SourceEvent.model_validate(message.value)
+    except ValidationError as exc:
+        await ctx.quarantine(f"not a source event: {why(exc)}", message.value)
+        return None
+    ctx.counters["events_in"] += 1
+    ctx.metrics.event_in(event.source, event.entity)
+    return event
 
 
 #: ``apply(batch, event, key, message)`` folds one message into its key's row

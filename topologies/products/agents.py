@@ -22,7 +22,6 @@ from __future__ import annotations
 from typing import Any
 
 from faust.types import EventT
-from pydantic import TypeAdapter, ValidationError
 
 from connectors.envelope import SourceEvent
 from topologies.flow import BatchLike, FlowContext
@@ -31,7 +30,7 @@ from topologies.products.catalog import (
 )
 from topologies.products.messages import MERGE, MergeEvent
 from topologies.origin import written_by_us
-from topologies.stage import KeyedBatchStage, agent_named, why
+from topologies.stage import KeyedBatchStage, agent_named, read_source_event
 
 __all__ = ["Products", "install", "FLOW_NAME", "SOURCE_TOPICS", "STAGE_TOPICS", "TABLES", "SINK_OBJECTS"]
 
@@ -64,13 +63,9 @@ class Products:
         await self.ctx.each("ingest", stream, self.ingest_one)
 
     async def ingest_one(self, message: EventT) -> None:
-        try:
-            event = SourceEvent.model_validate(message.value)
-        except ValidationError as exc:
-            await self.ctx.quarantine(f"ingest: not a source event: {why(exc)}", message.value)
+        event = await read_source_event(self.ctx, message)
+        if event is None:
             return
-        self.ctx.counters["events_in"] += 1
-        self.ctx.metrics.event_in(event.source, event.entity)
         await self.ctx.send(self.merge_topic, self.item_of(event), MergeEvent(event=message.value).wire())
 
     def item_of(self, event: SourceEvent) -> str:

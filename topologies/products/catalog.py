@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from connectors.envelope import SinkCommand, SourceEvent
+from topologies.mapping_file import load_model
 from topologies.money import MoneyError, currency_code, quantize, text, to_decimal, wire
 
 __all__ = ["FieldRule", "ProductMapping", "load_mapping", "new_row", "apply_event", "Outcome", "Unusable",
@@ -67,11 +67,7 @@ class ProductMapping(BaseModel):
 
 
 def load_mapping(directory: Path) -> ProductMapping:
-    path = directory / "products.yaml"
-    try:
-        return ProductMapping.model_validate(yaml.safe_load(path.read_text()) or {})
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: {exc}") from exc
+    return load_model(directory / "products.yaml", ProductMapping)
 
 
 def new_row(key: str) -> dict[str, Any]:

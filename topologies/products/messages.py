@@ -1,27 +1,12 @@
-"""The products flow's stage message: a source event on its way to its item's ``merge``.
-
-A value that is not one (not an object, another kind, no event) fails validation and is
-quarantined by ``merge`` instead of raising inside the agent.
-"""
+"""The products flow's stage message: a source event on its way to its item's ``merge``."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from pydantic import TypeAdapter
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter
+from topologies.messages import EventMessage
 
 __all__ = ["MergeEvent", "MERGE"]
 
-
-class MergeEvent(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    kind: Literal["event"] = "event"
-    #: the source event's JSON, forwarded unchanged
-    event: dict[str, Any]
-
-    def wire(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
-
-MERGE = TypeAdapter(MergeEvent)
+MergeEvent = EventMessage
+MERGE = TypeAdapter(EventMessage)
