@@ -8,7 +8,9 @@ sources as processes, on the real broker.
 - TIMS picks, ships (date, tracking) and invoices the first order: the Opportunity follows.
   Then every sales order event is delivered again, newest first, and the Closed Won event
   twice more: the Opportunity still shows invoiced, TIMS still has exactly the two orders.
-- An Opportunity whose lines do not sum to its Amount is quarantined with the reason.
+- An Opportunity whose lines do not sum to its Amount waits its grace for more lines, then is
+  quarantined with the reason, once.
+- Hostile messages on the flow's topics are quarantined by the stage that reads them.
 - An order entered in TIMS becomes one Closed Won Opportunity on the customer's Account, and no
   TIMS order comes back from it.
 """
@@ -25,14 +27,21 @@ import pytest
 from sandbox.run import Sandbox
 from tests.support.flows import FlowRig, flow_rig
 from tests.support.kafka import produce_json, read_json
+from topologies.orders.order import DEFAULT_MAPPING_DIR
 
 pytestmark = pytest.mark.integration
 
 
-def settings(sandbox: Sandbox) -> dict[str, str]:
-    return {"CONNECT_FLOWS": "orders", "CONNECT_SINK_OBJECTS": "tims.sales_order,salesforce.Opportunity",
-            "CONNECT_SALESFORCE_ENTITIES": "Opportunity,OpportunityLineItem,Account,Product2",
-            "CONNECT_TIMS_ENTITIES": "sales_order"}
+def settings(tmp_path: Path) -> Any:
+    def of(sandbox: Sandbox) -> dict[str, str]:
+        mappings = tmp_path / "mappings" / "orders"
+        mappings.mkdir(parents=True)
+        shipped = (DEFAULT_MAPPING_DIR / "orders.yaml").read_text()
+        (mappings / "orders.yaml").write_text(shipped.replace("lines_grace_seconds: 60", "lines_grace_seconds: 2"))
+        return {"CONNECT_FLOWS": "orders", "CONNECT_SINK_OBJECTS": "tims.sales_order,salesforce.Opportunity",
+                "CONNECT_SALESFORCE_ENTITIES": "Opportunity,OpportunityLineItem,Account,Product2",
+                "CONNECT_TIMS_ENTITIES": "sales_order", "CONNECT_MAPPINGS_DIR": str(tmp_path / "mappings")}
+    return of
 
 
 def catalogue(sandbox: Sandbox) -> dict[str, tuple[str, str]]:
@@ -88,7 +97,7 @@ async def waiting_shows(rig: FlowRig, count: float) -> None:
 async def test_orders_flow_both_ways(app_env: dict[str, str], tmp_path: Path) -> None:
     began = time.monotonic()
     bootstrap, prefix = app_env["KAFKA_BOOTSTRAP_SERVERS"], app_env["CONNECT_TOPIC_PREFIX"]
-    async with flow_rig(app_env, tmp_path, settings, ("salesforce", "tims")) as rig:
+    async with flow_rig(app_env, tmp_path, settings(tmp_path), ("salesforce", "tims")) as rig:
         org, tims = rig.sandbox.org, rig.sandbox.tims
         items = catalogue(rig.sandbox)
         (argon, argon_entry), (wire, wire_entry) = items["AR-40"], items["ER70S-6"]
@@ -135,6 +144,11 @@ async def test_orders_flow_both_ways(app_env: dict[str, str], tmp_path: Path) ->
         closed = [v for v in opportunities if v["record_id"] == first and v["fields"].get("StageName") == "Closed Won"]
         await produce_json(bootstrap, f"{prefix}src.salesforce.Opportunity", [(first, closed[0])] * 2)
 
+        # hostile input on the flow's topics: quarantined, and the flow goes on (the orders below)
+        await produce_json(bootstrap, f"{prefix}orders.merge", [("x", "a string"), ("x", None),
+                                                               ("x", {"kind": "event", "event": {"no": "event"}})])
+        await produce_json(bootstrap, f"{prefix}orders.waiting", [("account:x", {"kind": "park"})])
+        await produce_json(bootstrap, f"{prefix}src.salesforce.Opportunity", [("x", [1, 2])])
         unbalanced = won(rig.sandbox, linked, [(argon_entry, 1)], "Wrong total", amount=99.0)
         entered = tims.create("sales_orders", {"customer_id": weld, "order_date": "2026-12-04",
                                                "lines": [{"item_id": wire, "quantity": 4, "unit_price": 3.25}]})
@@ -145,10 +159,17 @@ async def test_orders_flow_both_ways(app_env: dict[str, str], tmp_path: Path) ->
         await rig.until("the TIMS order is a Closed Won Opportunity on the customer's Account",
                         lambda: [(o["AccountId"], o["StageName"], o["Amount"], o["TIMS_Order_Status__c"])
                                  for o in from_tims()] == [(linked, "Closed Won", 13.0, "open")])
+        held = f"merge: order {unbalanced} held: lines sum to 42.50 USD, the Opportunity Amount is 99.00"
         quarantined = await read_json(bootstrap, f"{prefix}quarantine.orders",
-                                      until=lambda vs: any(unbalanced in v["reason"] for v in vs))
-        reason = next(v["reason"] for v in quarantined if unbalanced in v["reason"])
-        assert "lines sum to 42.50 USD, the Opportunity Amount is 99.00" in reason
+                                      until=lambda vs: any(v["reason"] == held for v in vs), timeout=40)
+        assert [v["reason"] for v in quarantined if unbalanced in v["reason"]] == [held], "once, after its grace"
+        hostile = [v["reason"] for v in quarantined if v["raw"] in ("a string", None, [1, 2])
+                   or (isinstance(v["raw"], dict) and v["raw"].get("kind") in ("event", "park") and "key" not in v["raw"]
+                       and v["raw"].get("event") in ({"no": "event"}, None))]
+        assert sum(r.startswith("merge: unreadable message") for r in hostile) == 2, hostile
+        assert any(r.startswith("merge raised ValidationError") for r in hostile), hostile
+        assert any(r.startswith("waiting: unreadable message") for r in hostile), hostile
+        assert any(r.startswith("not a source event") for r in hostile), hostile
         writes = await rig.until_quiet()
 
         assert shows("invoiced"), org.get("Opportunity", first)

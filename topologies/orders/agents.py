@@ -25,7 +25,7 @@ from faust.types import EventT
 
 from connectors.envelope import SourceEvent
 from topologies.flow import BatchLike, FlowContext
-from topologies.orders.messages import MERGE, WAITING, Linked, MergeEvent, Park, Recheck
+from topologies.orders.messages import MERGE, WAITING, Expire, Linked, MergeEvent, Park, Recheck
 from topologies.orders.order import (
     DEFAULT_MAPPING_DIR, Decision, OrderMapping, apply_salesforce, apply_tims, load_mapping, new_row, recheck,
     row_key_of_tims_order,
@@ -123,13 +123,14 @@ class Orders:
             return
         ref, message = read
         entry = self.waiting.get(ref) or {"linked": False, "orders": {}}
-        if isinstance(message, Linked):
-            acks = [await self.ctx.send(self.merge_topic, key, Recheck(kind="recheck").wire()) for key in entry["orders"]]
+        if isinstance(message, (Linked, Expire)):
+            recheck = Recheck(kind="recheck", final=isinstance(message, Expire)).wire()
+            acks = [await self.ctx.send(self.merge_topic, key, recheck) for key in entry["orders"]]
             for ack in acks:  # the table write below forgets them: they must be out first
                 await ack
             self.count("released", len(acks))
-            self.waiting[ref] = {"linked": True, "orders": {}}
-        elif entry["linked"] or self.links.get(ref) is not None:
+            self.waiting[ref] = {"linked": isinstance(message, Linked), "orders": {}}
+        elif entry["linked"] or (not ref.startswith("total:") and self.links.get(ref) is not None):
             await self.ctx.send(self.merge_topic, message.key, Recheck(kind="recheck").wire())
         elif message.key not in entry["orders"] and len(entry["orders"]) >= self.mapping.waiting_limit:
             await self.ctx.quarantine(f"waiting: more than {self.mapping.waiting_limit} orders wait for {ref}",
@@ -139,11 +140,15 @@ class Orders:
             self.count("parked")
 
     async def report_waiting(self) -> None:
-        """How many orders this worker holds back per kind of reference, and the oldest's age."""
+        """How many orders this worker holds back per kind of reference, and the oldest's age; an
+        order whose lines have not added up within their grace is rechecked a last time."""
         now = _now_ms()
-        found: dict[str, list[int]] = {"account": [], "customer": [], "product2": []}
+        found: dict[str, list[int]] = {"account": [], "customer": [], "product2": [], "total": []}
         for ref, entry in list(self.waiting.items()):
-            found.setdefault(ref.split(":", 1)[0], []).extend((entry or {}).get("orders", {}).values())
+            kind, since = ref.split(":", 1)[0], list((entry or {}).get("orders", {}).values())
+            found.setdefault(kind, []).extend(since)
+            if kind == "total" and since and now - min(since) >= self.mapping.lines_grace_seconds * 1000:
+                await self.ctx.send(self.waiting_topic, ref, Expire(kind="expire").wire())
         for kind, since in found.items():
             self.ctx.metrics.waiting(kind, len(since), (now - min(since)) / 1000 if since else 0.0)
 
@@ -155,7 +160,7 @@ class Orders:
         if isinstance(message, Recheck):
             if stored is None or not waited:
                 return
-            decision = recheck(row, self.mapping, self.links, _now_ms())
+            decision = recheck(row, self.mapping, self.links, _now_ms(), final=message.final)
         else:
             source_event = SourceEvent.model_validate(message.event)
             apply = apply_tims if source_event.source == "tims" else apply_salesforce

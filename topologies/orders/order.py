@@ -11,8 +11,10 @@ the base of each status write, and how our echoes are told), and whether it wait
   Account's TIMS customer and each line's TIMS item are linked; until then it waits.
 - Money is Decimal; a unit price keeps its own precision (a price per pound may have more
   decimals than the currency); each line's amount is quantity × unit price rounded half up to
-  the currency's minor unit; the lines must sum to the Opportunity's Amount, else the order is held
-  and quarantined with the reason (a later event that makes it add up releases it).
+  the currency's minor unit; the lines must sum to the Opportunity's Amount. Lines and Amount
+  come on different channels, so an order that does not add up waits (``total:<key>``) for
+  ``lines_grace_seconds``; still wrong then, it is quarantined with the reason (and a later
+  event that makes it add up still releases it).
 - TIMS status changes reach the Opportunity forward only (``status.advances``).
 - A TIMS order with no Opportunity behind it becomes one Closed Won Opportunity on its
   customer's Account (upsert by ``TIMS_Sales_Order_ID__c``), once the customer is linked.
@@ -52,6 +54,9 @@ class OrderMapping(BaseModel):
     opportunity_name: str = "TIMS order {sales_order_id}"
     #: most orders that may wait for one reference; the next is quarantined
     waiting_limit: int = Field(default=1000, ge=1)
+    #: seconds a won Opportunity whose lines do not (yet) sum to its Amount waits for more line
+    #: events before it is quarantined (its lines and Amount come on different channels)
+    lines_grace_seconds: float = Field(default=60.0, ge=0)
 
     def model_post_init(self, _: Any) -> None:
         currency_code(self.currency)
@@ -83,7 +88,7 @@ class Decision:
 
 def new_row(key: str) -> dict[str, Any]:
     return {"key": key, "opportunity": {}, "lines": {}, "order_sent": False, "opportunity_created": False,
-            "tims": {}, "written": {}, "waiting": None, "held": None, "version": 0, "seen": []}
+            "tims": {}, "written": {}, "waiting": None, "held": None, "reported": None, "version": 0, "seen": []}
 
 
 def row_key_of_tims_order(fields: dict[str, Any], record_id: str) -> str:
@@ -136,25 +141,23 @@ def apply_tims(row: dict[str, Any], event: SourceEvent, mapping: OrderMapping, l
     return _evaluate(row, mapping, links, now_ms, event)
 
 
-def recheck(row: dict[str, Any], mapping: OrderMapping, links: Links, now_ms: int) -> Decision:
-    """A reference the order waited for is linked now."""
-    return _evaluate(row, mapping, links, now_ms, None)
+def recheck(row: dict[str, Any], mapping: OrderMapping, links: Links, now_ms: int, final: bool = False) -> Decision:
+    """A reference the order waited for is linked now; ``final``: its grace for the lines is over."""
+    return _evaluate(row, mapping, links, now_ms, None, final)
 
 
 def _evaluate(row: dict[str, Any], mapping: OrderMapping, links: Links, now_ms: int,
-              event: SourceEvent | None) -> Decision:
+              event: SourceEvent | None, final: bool = False) -> Decision:
     decision = Decision()
     writes: list[tuple[str, str, str, str, dict[str, Any]]] = []
+    row["held"] = None
     try:
         if row["key"].startswith("so:"):
             writes += _opportunity_from_tims(row, mapping, links, decision)
         else:
-            writes += _order_from_opportunity(row, mapping, links, decision)
+            writes += _order_from_opportunity(row, mapping, links, decision, final)
     except MoneyError as exc:
         _hold(row, str(exc), decision)
-    else:
-        if not decision.wait_for and decision.rejected is None:
-            row["held"] = None
     writes = _folded(writes + _status_writes(row))
     row["waiting"] = ({"refs": decision.wait_for, "since": (row["waiting"] or {}).get("since", now_ms)}
                       if decision.wait_for else None)
@@ -178,13 +181,23 @@ def _folded(writes: list[tuple[str, str, str, str, dict[str, Any]]]) -> list[tup
 
 
 def _hold(row: dict[str, Any], reason: str, decision: Decision) -> None:
-    if row["held"] != reason:
+    """Hold the order and quarantine it with the reason (once per reason)."""
+    if row.get("reported") != reason:
         decision.rejected = reason
-    row["held"] = reason
+    row["held"] = row["reported"] = reason
 
 
-def _order_from_opportunity(row: dict[str, Any], mapping: OrderMapping, links: Links,
-                            decision: Decision) -> list[tuple[str, str, str, str, dict[str, Any]]]:
+def _lines_disagree(row: dict[str, Any], reason: str, decision: Decision, final: bool) -> None:
+    """Lines may still be on their way: wait for them (``total:<key>``) until the grace is over."""
+    if final:
+        _hold(row, reason, decision)
+    else:
+        row["held"] = reason
+        decision.wait_for.append(f"total:{row['key']}")
+
+
+def _order_from_opportunity(row: dict[str, Any], mapping: OrderMapping, links: Links, decision: Decision,
+                            final: bool) -> list[tuple[str, str, str, str, dict[str, Any]]]:
     opportunity = row["opportunity"]
     if (row["order_sent"] or opportunity.get("StageName") != mapping.won_stage
             or opportunity.get(SALES_ORDER_FIELD) or row["tims"]):
@@ -192,12 +205,13 @@ def _order_from_opportunity(row: dict[str, Any], mapping: OrderMapping, links: L
     currency = currency_code(opportunity.get("CurrencyIsoCode") or mapping.currency)
     lines = sorted(row["lines"].items())
     if not lines:
-        _hold(row, "a won Opportunity without lines", decision)
+        _lines_disagree(row, "a won Opportunity without lines", decision, final)
         return []
     total = sum((_line_amount(line, currency) for _, line in lines), Decimal(0))
     amount = quantize(to_decimal(opportunity.get("Amount"), "Opportunity Amount"), currency)
     if total != amount:
-        _hold(row, f"lines sum to {text(total)} {currency}, the Opportunity Amount is {text(amount)}", decision)
+        _lines_disagree(row, f"lines sum to {text(total)} {currency}, the Opportunity Amount is {text(amount)}",
+                        decision, final)
         return []
     customer = links.get(f"account:{opportunity.get('AccountId')}") if opportunity.get("AccountId") else None
     if customer is None:
