@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from sandbox.run import Sandbox
-from tests.support.flows import FlowRig, flow_rig
+from tests.support.flows import FlowRig, flow_rig, mapping_changed
 from tests.support.kafka import produce_json, read_json
 from topologies.orders.order import DEFAULT_MAPPING_DIR
 
@@ -34,13 +34,11 @@ pytestmark = pytest.mark.integration
 
 def settings(tmp_path: Path) -> Any:
     def of(sandbox: Sandbox) -> dict[str, str]:
-        mappings = tmp_path / "mappings" / "orders"
-        mappings.mkdir(parents=True)
-        shipped = (DEFAULT_MAPPING_DIR / "orders.yaml").read_text()
-        (mappings / "orders.yaml").write_text(shipped.replace("lines_grace_seconds: 60", "lines_grace_seconds: 2"))
         return {"CONNECT_FLOWS": "orders", "CONNECT_SINK_OBJECTS": "tims.sales_order,salesforce.Opportunity",
                 "CONNECT_SALESFORCE_ENTITIES": "Opportunity,OpportunityLineItem,Account,Product2",
-                "CONNECT_TIMS_ENTITIES": "sales_order", "CONNECT_MAPPINGS_DIR": str(tmp_path / "mappings")}
+                "CONNECT_TIMS_ENTITIES": "sales_order",
+                **mapping_changed(tmp_path, "orders", DEFAULT_MAPPING_DIR, "orders.yaml",
+                                  "lines_grace_seconds: 60", "lines_grace_seconds: 2")}
     return of
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from sandbox.run import Sandbox
-from tests.support.flows import flow_rig
+from tests.support.flows import flow_rig, mapping_changed
 from tests.support.kafka import produce_json, read_json
 from topologies.products.catalog import DEFAULT_MAPPING_DIR
 
@@ -26,14 +26,11 @@ pytestmark = pytest.mark.integration
 
 def settings(tmp_path: Path) -> Any:
     def of(sandbox: Sandbox) -> dict[str, str]:
-        mappings = tmp_path / "mappings" / "products"
-        mappings.mkdir(parents=True)
-        shipped = (DEFAULT_MAPPING_DIR / "products.yaml").read_text()
-        (mappings / "products.yaml").write_text(shipped.replace(
-            'standard_pricebook_id: ""', f'standard_pricebook_id: "{sandbox.org.standard_pricebook_id}"'))
-        return {"CONNECT_FLOWS": "products", "CONNECT_MAPPINGS_DIR": str(tmp_path / "mappings"),
+        return {"CONNECT_FLOWS": "products",
                 "CONNECT_SINK_OBJECTS": "salesforce.Product2,salesforce.PricebookEntry,tims.item",
-                "CONNECT_SALESFORCE_ENTITIES": "Product2", "CONNECT_TIMS_ENTITIES": "item"}
+                "CONNECT_SALESFORCE_ENTITIES": "Product2", "CONNECT_TIMS_ENTITIES": "item",
+                **mapping_changed(tmp_path, "products", DEFAULT_MAPPING_DIR, "products.yaml", 'standard_pricebook_id: ""',
+                                  f'standard_pricebook_id: "{sandbox.org.standard_pricebook_id}"')}
     return of
 
 

@@ -14,7 +14,7 @@ from sandbox.run import Sandbox, start_sandbox
 from sandbox.demo import Processes
 from tests.support.worker import WorkerProcess, free_port
 
-__all__ = ["CLIENT", "SALESFORCE_WRITES", "FlowRig", "connector_writes", "flow_rig", "wait_until"]
+__all__ = ["CLIENT", "SALESFORCE_WRITES", "FlowRig", "connector_writes", "flow_rig", "mapping_changed", "wait_until"]
 
 CLIENT = "pardot-tims-connect"
 SALESFORCE_WRITES = {"create", "update", "upsert", "delete", "collections.create", "collections.update",
@@ -87,3 +87,13 @@ async def flow_rig(app_env: dict[str, str], tmp_path: Path, settings: Callable[[
     finally:
         await asyncio.gather(asyncio.to_thread(processes.stop), asyncio.to_thread(worker.stop, 60.0))
         await sandbox.stop()
+
+
+def mapping_changed(tmp_path: Path, flow: str, shipped: Path, name: str, old: str, new: str) -> dict[str, str]:
+    """The settings for a mappings folder where ``flow``'s file ``name`` reads ``new`` for ``old``."""
+    folder = tmp_path / "mappings" / flow
+    folder.mkdir(parents=True)
+    text = (shipped / name).read_text()
+    assert old in text, f"{old!r} is not in the shipped {name}"
+    (folder / name).write_text(text.replace(old, new))
+    return {"CONNECT_MAPPINGS_DIR": str(tmp_path / "mappings")}
