@@ -4,12 +4,12 @@
                                                             ├─► sink.salesforce.Product2
                                                             ├─► sink.salesforce.PricebookEntry
                                                             ├─► sink.tims.item
-                                                            ├─► audit.conflicts
-                                                            └─► product map (replicated)
+                                                            └─► audit.conflicts
 
 ``ingest`` sends each event to its item: a TIMS item by its own id; a Product2 by its
-``TIMS_Item_Number__c`` (present on every create, ours included) or, on later updates that do
-not restate it, by the product map (``product2:<Product2 Id>`` → item id) every worker holds.
+``TIMS_Item_Number__c`` (present on every create, ours included; ``ingest`` records it in the
+product map, ``product2:<Product2 Id>`` → item id, which every worker holds) or, on later updates
+that do not restate it, by that map.
 A Product2 with neither was created in Salesforce and has no TIMS item: it is kept under its own
 id and not written anywhere (TIMS masters the catalogue; docs/adr/0021).
 
@@ -66,13 +66,19 @@ class Products:
         event = await read_source_event(self.ctx, message)
         if event is None:
             return
-        await self.ctx.send(self.merge_topic, self.item_of(event), MergeEvent(event=message.value).wire())
+        await self.ctx.send(self.merge_topic, await self.item_of(event), MergeEvent(event=message.value).wire())
 
-    def item_of(self, event: SourceEvent) -> str:
+    async def item_of(self, event: SourceEvent) -> str:
+        """The item an event belongs to. A Product2's events share a partition, so the worker that
+        maps its create (which names the item) reads its later updates (which may not)."""
         if event.source == "tims":
             return event.record_id
-        item = event.fields.get(SALESFORCE_KEY) or self.product_map.get(f"product2:{event.record_id}")
-        return str(item) if item else f"product2:{event.record_id}"
+        ref = f"product2:{event.record_id}"
+        item = event.fields.get(SALESFORCE_KEY)
+        if item and self.product_map.get(ref) != str(item):
+            await self.ctx.send(*self.product_map.entry(ref, str(item)))
+        item = item or self.product_map.get(ref)
+        return str(item) if item else ref
 
     async def _merge(self, batch: BatchLike, event: EventT, key: str, message: MergeEvent) -> None:
         source_event = SourceEvent.model_validate(message.event)
@@ -96,8 +102,6 @@ class Products:
         for conflict in outcome.conflicts:
             await batch.send(self.conflicts_topic, key, {"flow": FLOW_NAME, **conflict})
             self.ctx.metrics.conflict(conflict["owner"], conflict["rule"])
-        if outcome.linked_product2 and row["item_id"] and self.product_map.get(f"product2:{outcome.linked_product2}") is None:
-            await batch.send(*self.product_map.entry(f"product2:{outcome.linked_product2}", row["item_id"]))
         self.ctx.counters["commands"] += len(outcome.commands)
         batch.put(self.table, key, row, event)
 
