@@ -18,6 +18,7 @@ is parked in ``waiting`` under that reference, and rechecked when ``ingest`` see
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -40,6 +41,7 @@ SOURCE_TOPICS = ("src.salesforce.Opportunity", "src.salesforce.OpportunityLineIt
 STAGE_TOPICS = (f"{FLOW_NAME}.merge", f"{FLOW_NAME}.waiting")
 TABLES = ("orders", "orders_waiting", f"{FLOW_NAME}_links")
 SINK_OBJECTS = ("tims.sales_order", "salesforce.Opportunity")
+log = logging.getLogger(__name__)
 #: seconds between measurements of what waits
 WAITING_REPORT_INTERVAL = 10.0
 
@@ -142,6 +144,13 @@ class Orders:
     async def report_waiting(self) -> None:
         """How many orders this worker holds back per kind of reference, and the oldest's age; an
         order whose lines have not added up within their grace is rechecked a last time."""
+        try:
+            await self._report_waiting()
+        except Exception:  # noqa: BLE001 - a table read during a rebalance; the next round measures again
+            log.warning("orders: measuring what waits failed; trying again in %.0f s", WAITING_REPORT_INTERVAL,
+                        exc_info=True)
+
+    async def _report_waiting(self) -> None:
         now = _now_ms()
         found: dict[str, list[int]] = {"account": [], "customer": [], "product2": [], "total": []}
         for ref, entry in list(self.waiting.items()):
