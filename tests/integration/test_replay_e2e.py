@@ -247,7 +247,7 @@ async def test_replaying_every_topic_from_offset_zero_changes_nothing_and_writes
         metrics = (await client.get(f"http://127.0.0.1:{connect.worker.env['CONNECT_WEB_PORT']}/metrics")).text
 
     def total(name: str, labels: str = "") -> float:
-        return sum(float(v) for v in re.findall(rf"^{name}_total\{{{labels}[^}}]*\}} (\S+)$", metrics, re.M))
+        return sum(float(v) for v in re.findall(rf"^{name}_total\{{[^}}]*{labels}[^}}]*\}} (\S+)$", metrics, re.M))
 
     # the customer sync's events (the orders flow reads the Account events too, docs/adr/0021)
     customer_sync = 'flow="customer_sync"'
