@@ -104,7 +104,8 @@ async def start_sandbox(host: str = "127.0.0.1", ports: dict[str, int] | None = 
     _check_free(host, chosen)
     faults = {name: Faults() for name in chosen}
     org = Org()
-    bus = EventBus(describe=org.describe)
+    # every object of the org has change events from the start (a subscriber may come first)
+    bus = EventBus(org.entities, describe=org.describe)
     org.listener = bus
     oauth = OAuthConfig()
     check_token = token_checker(org, faults["salesforce-rest"], oauth)

@@ -52,6 +52,9 @@ class BoundMetrics:
     def conflict(self, owner: str | None, rule: str) -> None:
         metrics.observe_conflict(self.flow, owner, rule)
 
+    def waiting(self, reference: str, count: int, oldest_seconds: float) -> None:
+        metrics.observe_waiting(self.flow, reference, count, oldest_seconds)
+
 
 class FlowRuntime:
     """One flow's view of the app (implements ``topologies.flow.FlowContext``)."""

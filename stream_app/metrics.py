@@ -93,6 +93,12 @@ FLOW_ECHO_FIELDS = Counter("connect_flow_echo_fields", "Fields recognised as our
                            ["flow", "source"], registry=REGISTRY)
 FLOW_CONFLICTS = Counter("connect_flow_conflicts", "Field conflicts between systems, by the field's owner",
                          ["flow", "owner", "rule"], registry=REGISTRY)
+FLOW_WAITING = Gauge("connect_flow_waiting_references",
+                     "Records a flow holds back until a reference they name is linked (an order's customer or product)",
+                     ["flow", "reference"], registry=REGISTRY)
+FLOW_WAITING_OLDEST = Gauge("connect_flow_waiting_oldest_seconds",
+                            "Age of the oldest record a flow holds back for a reference",
+                            ["flow", "reference"], registry=REGISTRY)
 FLOW_STAGE_MESSAGES = Counter(
     "connect_flow_stage_messages",
     "Messages a flow stage took (outcome=in), and what became of each: processed or quarantined; "
@@ -234,6 +240,11 @@ def observe_echo_fields(flow: str, source: str, count: int) -> None:
 
 def observe_conflict(flow: str, owner: str | None, rule: str) -> None:
     FLOW_CONFLICTS.labels(flow, bounded("system", owner), bounded("rule", rule)).inc()
+
+
+def observe_waiting(flow: str, reference: str, count: int, oldest_seconds: float) -> None:
+    FLOW_WAITING.labels(flow, bounded("reference", reference)).set(count)
+    FLOW_WAITING_OLDEST.labels(flow, bounded("reference", reference)).set(oldest_seconds)
 
 
 def observe_quarantined(component: str, count: int = 1) -> None:

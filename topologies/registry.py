@@ -12,13 +12,15 @@ from importlib.metadata import entry_points
 
 from topologies.customer_sync import FLOW as CUSTOMER_SYNC
 from topologies.flow import Flow
+from topologies.orders import FLOW as ORDERS
+from topologies.products import FLOW as PRODUCTS
 
 __all__ = ["ENTRY_POINT_GROUP", "all_flows", "flow_named"]
 
 ENTRY_POINT_GROUP = "pardot_tims_connect.flows"
 
 #: the flows this project ships, one line each
-SHIPPED: tuple[Flow, ...] = (CUSTOMER_SYNC,)
+SHIPPED: tuple[Flow, ...] = (CUSTOMER_SYNC, PRODUCTS, ORDERS)
 
 
 def all_flows() -> list[Flow]:

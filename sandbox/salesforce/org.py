@@ -214,8 +214,36 @@ DEFAULT_SCHEMA: dict[str, SObjectDef] = {
             _f("Description", format="textarea"),
             _f("IsClosed", "boolean", nillable=False, default=False, **_RO),
             _f("IsWon", "boolean", nillable=False, default=False, **_RO),
+            _f("CurrencyIsoCode", format="picklist", default="USD"),
+            _f("Pricebook2Id", "reference", reference_to=("Pricebook2",)),
             _f("TIMS_Sales_Order_ID__c", external_id=True, unique=True),
             _f("TIMS_Order_Status__c", format="picklist"),
+            _f("Ship_Date__c", "date"),
+            _f("Tracking__c"),
+        ])),
+        SObjectDef("OpportunityLineItem", "00k", tuple(_system(owner=False) + [
+            _f("OpportunityId", "reference", nillable=False, updateable=False, reference_to=("Opportunity",)),
+            _f("Product2Id", "reference", updateable=False, reference_to=("Product2",)),
+            _f("PricebookEntryId", "reference", updateable=False, reference_to=("PricebookEntry",)),
+            _f("Quantity", "double", nillable=False),
+            _f("UnitPrice", "double", format="currency"),
+            _f("TotalPrice", "double", format="currency", **_RO),
+            _f("Description"),
+        ])),
+        SObjectDef("Pricebook2", "01s", tuple(_system(owner=False) + [
+            _f("Name", nillable=False),
+            _f("IsActive", "boolean", nillable=False, default=False),
+            _f("IsStandard", "boolean", nillable=False, default=False, **_RO),
+            _f("Description", format="textarea"),
+        ])),
+        SObjectDef("PricebookEntry", "01u", tuple(_system(owner=False) + [
+            _f("Pricebook2Id", "reference", nillable=False, updateable=False, reference_to=("Pricebook2",)),
+            _f("Product2Id", "reference", nillable=False, updateable=False, reference_to=("Product2",)),
+            _f("UnitPrice", "double", nillable=False, format="currency"),
+            _f("IsActive", "boolean", nillable=False, default=False),
+            _f("UseStandardPrice", "boolean", nillable=False, default=False),
+            _f("ProductCode", **_RO),
+            _f("TIMS_Item_Number__c", external_id=True, unique=True),
         ])),
         SObjectDef("Campaign", "701", tuple(_system() + [
             _f("Name", nillable=False),
@@ -461,6 +489,7 @@ class Org:
         self._records: dict[str, dict[str, dict[str, Any]]] = {n: {} for n in self._schema}
         self._index: dict[tuple[str, str], dict[Any, set[str]]] = {}
         self._commit_number = 0
+        self._seed()
 
     # -- schema
     @property
@@ -663,6 +692,24 @@ class Org:
             self._index.clear()
             self.validation_rules.clear()
             self.api = ApiUsage(self.api.limit)
+            self._seed()
+
+    def _seed(self) -> None:
+        """What every org has from the start: the standard price book (no change event)."""
+        if "Pricebook2" not in self._schema:
+            return
+        listener, self.listener = self.listener, None
+        try:
+            with self.transaction(WriteContext(self.admin_user_id, "")) as tx:
+                book = tx.create("Pricebook2", {"Name": "Standard Price Book", "IsActive": True})
+                tx.update("Pricebook2", book, {"IsStandard": True}, system=True)
+        finally:
+            self.listener = listener
+
+    @property
+    def standard_pricebook_id(self) -> str | None:
+        books = [r["Id"] for r in self.records("Pricebook2") if r["IsStandard"]]
+        return books[0] if books else None
 
     def snapshot(self, *, with_records: bool = True) -> dict[str, Any]:
         with self._lock:
@@ -815,10 +862,12 @@ class OrgTransaction:
         rec.update(Id=rid, IsDeleted=False, CreatedDate=self.stamp, CreatedById=self.ctx.user_id,
                    LastModifiedDate=self.stamp, LastModifiedById=self.ctx.user_id,
                    SystemModstamp=self.stamp)
+        self._from_pricebook_entry(sobj.name, rec)
         _derive(sobj.name, rec)
         self._validate(sobj, rec, None)
         self._put(sobj.name, rid, rec)
         self.pending.append((sobj.name, rid, "CREATE", _public(sobj, rec), (), ()))
+        self._roll_up(sobj.name, rec)
         return rid
 
     def update(self, entity: str, record_id: str, values: Mapping[str, Any], *, system: bool = False) -> None:
@@ -837,6 +886,30 @@ class OrgTransaction:
         changed = tuple(f.name for f in sobj.fields if not f.compound and new[f.name] != old[f.name])
         nulled = tuple(f for f in changed if new[f] is None)
         self.pending.append((sobj.name, old["Id"], "UPDATE", {f: new[f] for f in changed}, changed, nulled))
+        self._roll_up(sobj.name, new)
+
+    def _from_pricebook_entry(self, entity: str, rec: dict[str, Any]) -> None:
+        """An opportunity line names a price book entry: its product, and its price unless given;
+        an entry shows its product's code."""
+        if entity == "OpportunityLineItem" and rec.get("PricebookEntryId"):
+            entry = self.org._records["PricebookEntry"].get(rec["PricebookEntryId"]) or {}
+            rec["Product2Id"] = rec.get("Product2Id") or entry.get("Product2Id")
+            if rec.get("UnitPrice") is None:
+                rec["UnitPrice"] = entry.get("UnitPrice")
+        elif entity == "PricebookEntry" and rec.get("Product2Id"):
+            rec["ProductCode"] = (self.org._records["Product2"].get(rec["Product2Id"]) or {}).get("ProductCode")
+
+    def _roll_up(self, entity: str, line: Mapping[str, Any]) -> None:
+        """An opportunity with lines has the sum of their totals as its Amount (a roll-up the
+        platform keeps, in the same transaction as the line's change)."""
+        if entity != "OpportunityLineItem":
+            return
+        opportunity = line["OpportunityId"]
+        totals = [r["TotalPrice"] or 0.0 for r in self.org._records["OpportunityLineItem"].values()
+                  if r["OpportunityId"] == opportunity and not r["IsDeleted"]]
+        amount = round(sum(totals), 2)
+        if self.org._records["Opportunity"][opportunity]["Amount"] != amount:
+            self.update("Opportunity", opportunity, {"Amount": amount}, system=True)
 
     def upsert(self, entity: str, field_name: str, value: Any, values: Mapping[str, Any]) -> tuple[str, bool]:
         """Update the record whose external id equals ``value``, or create it: (id, created)."""
@@ -871,6 +944,7 @@ class OrgTransaction:
                    LastModifiedById=self.ctx.user_id, SystemModstamp=self.stamp)
         self._put(sobj.name, old["Id"], new)
         self.pending.append((sobj.name, old["Id"], "DELETE", {}, (), ()))
+        self._roll_up(sobj.name, new)
 
     def undelete(self, entity: str, record_id: str) -> None:
         sobj = self.org.sobject(entity)
@@ -1062,6 +1136,8 @@ def _derive(entity: str, rec: dict[str, Any]) -> None:
         stage = (rec.get("StageName") or "").lower()
         rec["IsClosed"] = stage.startswith("closed")
         rec["IsWon"] = stage == "closed won"
+    elif entity == "OpportunityLineItem" and rec.get("Quantity") is not None and rec.get("UnitPrice") is not None:
+        rec["TotalPrice"] = round(rec["Quantity"] * rec["UnitPrice"], 2)
     elif entity == "Task":
         rec["IsClosed"] = (rec.get("Status") or "").lower() == "completed"
     elif entity == "CampaignMember":

@@ -360,3 +360,33 @@ def test_describe_and_admin_state(sf_rest_server: SfRestServer, sf_rest_client: 
 
     assert sf_rest_server.admin("POST", "/reset").status_code == 200
     assert sf_rest_server.org.count("Contact") == 0
+
+
+def test_price_books_and_opportunity_lines(sf_rest_server: SfRestServer, sf_rest_client: Salesforce) -> None:
+    """The standard price book exists from the start; a line takes its product and price from its
+    entry, has quantity × price as its total, and the Opportunity's Amount is the sum of its
+    lines, in the line's own transaction (a change event for each)."""
+    org = sf_rest_server.org
+    book = org.standard_pricebook_id
+    assert book and sf_rest_client.query("SELECT Id FROM Pricebook2 WHERE IsStandard = true")["records"][0]["Id"] == book
+    product = sf_rest_client.Product2.create({"Name": "Argon", "ProductCode": "AR-40"})["id"]
+    assert sf_rest_client.PricebookEntry.upsert("TIMS_Item_Number__c/IT1", {
+        "Pricebook2Id": book, "Product2Id": product, "UnitPrice": 42.5, "IsActive": True}) == 201
+    entry = sf_rest_client.PricebookEntry.get_by_custom_id("TIMS_Item_Number__c", "IT1")
+    assert entry["ProductCode"] == "AR-40"
+    with pytest.raises(SalesforceMalformedRequest):  # neither the book nor the product of an entry changes
+        sf_rest_client.PricebookEntry.upsert("TIMS_Item_Number__c/IT1", {"Product2Id": product, "UnitPrice": 40})
+    account = sf_rest_client.Account.create({"Name": "Weld Co"})["id"]
+    opportunity = sf_rest_client.Opportunity.create({"Name": "Big", "AccountId": account, "StageName": "Prospecting",
+                                                     "CloseDate": "2026-12-01"})["id"]
+    before = len(sf_rest_server.changes)
+    line = sf_rest_client.OpportunityLineItem.create({"OpportunityId": opportunity, "PricebookEntryId": entry["Id"],
+                                                      "Quantity": 3})["id"]
+    assert (org.get("OpportunityLineItem", line)["Product2Id"], org.get("OpportunityLineItem", line)["TotalPrice"]) == (
+        product, 127.5)
+    assert org.get("Opportunity", opportunity)["Amount"] == 127.5
+    changes = sf_rest_server.changes[before:]
+    assert [(c.entity, c.change_type) for c in changes] == [("OpportunityLineItem", "CREATE"), ("Opportunity", "UPDATE")]
+    assert len({c.transaction_key for c in changes}) == 1
+    sf_rest_client.OpportunityLineItem.delete(line)
+    assert org.get("Opportunity", opportunity)["Amount"] == 0.0

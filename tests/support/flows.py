@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import time
 from collections import Counter
-from typing import Any, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable
 
-from sandbox.run import Sandbox
+from sandbox.run import Sandbox, start_sandbox
 from sandbox.demo import Processes
-from tests.support.worker import WorkerProcess
+from tests.support.worker import WorkerProcess, free_port
 
-__all__ = ["CLIENT", "SALESFORCE_WRITES", "connector_writes", "stage_counts", "wait_until"]
+__all__ = ["CLIENT", "SALESFORCE_WRITES", "FlowRig", "connector_writes", "flow_rig", "mapping_changed", "stage_counts",
+           "wait_until"]
 
 CLIENT = "pardot-tims-connect"
 SALESFORCE_WRITES = {"create", "update", "upsert", "delete", "collections.create", "collections.update",
@@ -36,6 +41,64 @@ async def wait_until(what: str, check: Callable[[], bool], sources: Processes, w
         assert worker.proc is not None and worker.proc.poll() is None, worker.log_text()[-3000:]
         assert time.monotonic() < deadline, f"{what}: not after {timeout:.0f}s; now {state()}"
         await asyncio.sleep(0.25)
+
+
+@dataclass
+class FlowRig:
+    """The sandbox in this process, a worker and sources as subprocesses, and their settings."""
+
+    sandbox: Sandbox
+    worker: WorkerProcess
+    sources: Processes
+    env: dict[str, str]
+
+    async def until(self, what: str, check: Callable[[], bool], state: Callable[[], Any] = lambda: None,
+                    timeout: float = 60.0) -> None:
+        await wait_until(what, check, self.sources, self.worker, state, timeout)
+
+    async def until_quiet(self, timeout: float = 120.0, still: float = 4.0) -> tuple[int, int]:
+        """Wait until the connector makes no write for ``still`` seconds; its writes so far."""
+        deadline = time.monotonic() + timeout
+        while True:
+            before = connector_writes(self.sandbox)
+            await asyncio.sleep(still)
+            if connector_writes(self.sandbox) == before:
+                return before
+            assert time.monotonic() < deadline, "the connector keeps writing"
+
+
+@contextlib.asynccontextmanager
+async def flow_rig(app_env: dict[str, str], tmp_path: Path, settings: Callable[[Sandbox], dict[str, str]],
+                   sources: tuple[str, ...]) -> AsyncIterator[FlowRig]:
+    """Start the sandbox, then a worker and the ``sources`` with ``settings(sandbox)`` on top of
+    the test's app settings; stop them all on the way out."""
+    sandbox = await start_sandbox(ports={"salesforce-rest": 0, "salesforce-pubsub": 0, "pardot": 0, "tims": 0},
+                                  keepalive_seconds=5)
+    env = {**app_env, **sandbox.worker_env(), "CONNECT_WEB_PORT": str(free_port()), "CONNECT_SINK_LINGER": "0.2",
+           "CONNECT_TIMS_POLL_INTERVAL": "1", **settings(sandbox)}
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    processes = Processes({**os.environ, **env}, tmp_path)
+    try:
+        await asyncio.to_thread(worker.start, 120.0)
+        for system in sources:
+            processes.start(f"source-{system}", "source", system)
+        yield FlowRig(sandbox, worker, processes, env)
+    except BaseException:
+        print(f"--- the worker's log (tail) ---\n{worker.log_text()[-6000:]}")
+        raise
+    finally:
+        await asyncio.gather(asyncio.to_thread(processes.stop), asyncio.to_thread(worker.stop, 60.0))
+        await sandbox.stop()
+
+
+def mapping_changed(tmp_path: Path, flow: str, shipped: Path, name: str, old: str, new: str) -> dict[str, str]:
+    """The settings for a mappings folder where ``flow``'s file ``name`` reads ``new`` for ``old``."""
+    folder = tmp_path / "mappings" / flow
+    folder.mkdir(parents=True)
+    text = (shipped / name).read_text()
+    assert old in text, f"{old!r} is not in the shipped {name}"
+    (folder / name).write_text(text.replace(old, new))
+    return {"CONNECT_MAPPINGS_DIR": str(tmp_path / "mappings")}
 
 
 def stage_counts(text: str, flow: str = "customer_sync") -> dict[tuple[str, str], float]:

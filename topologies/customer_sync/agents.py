@@ -51,6 +51,7 @@ from topologies.customer_sync.messages import (
     TimsLinkEntry,
 )
 from topologies.flow import BatchLike, FlowContext
+from topologies.stage import agent_named, read_message, read_source_event
 
 __all__ = ["CustomerSync", "install", "FLOW_NAME", "SOURCE_TOPICS", "LINK_TOPICS", "STAGE_TOPICS", "TABLES"]
 
@@ -62,11 +63,6 @@ LINK_TOPICS = ("links.tims",)
 STAGE_TOPICS = (f"{FLOW_NAME}.identify", f"{FLOW_NAME}.merge")
 TABLES = ("customer_master", "id_map", "pending_identity", f"{FLOW_NAME}_identity")
 PENDING_LIMIT = 50
-
-
-def _why(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    return f"{'.'.join(str(part) for part in first['loc']) or '(message)'}: {first['msg']}"
 
 
 def _email_of(event: SourceEvent) -> str | None:
@@ -98,14 +94,6 @@ class CustomerSync:
     async def _send(self, topic: Any, key: str, value: Any) -> Any:
         return await self.ctx.send(topic, key, value)
 
-    async def _read(self, stage: str, adapter: Any, event: EventT) -> tuple[str, Any] | None:
-        """The event's key and typed message, or None once it is quarantined as unreadable."""
-        try:
-            return event.key.decode(), adapter.validate_python(event.value)
-        except (ValidationError, AttributeError, UnicodeDecodeError) as exc:
-            await self.ctx.quarantine(f"{stage}: unreadable message: {exc}", event.value)
-            return None
-
     # -- ingest ----------------------------------------------------------------------------------
     async def ingest(self, stream: Any) -> None:
         await self.identity.ready()
@@ -114,13 +102,9 @@ class CustomerSync:
     async def ingest_one(self, message: EventT) -> None:
         """Validate a source event and send it to its customer: by a known reference, else by
         its email; with neither, to ``identify`` to wait for a link."""
-        try:
-            event = SourceEvent.model_validate(message.value)
-        except ValidationError as exc:
-            await self.ctx.quarantine(f"not a source event: {_why(exc)}", message.value)
+        event = await read_source_event(self.ctx, message)
+        if event is None:
             return
-        self.count("events_in")
-        self.ctx.metrics.event_in(event.source, event.entity)
         refs = [source_ref(event), *crossrefs(event)]
         key = self._resolve(refs, _email_of(event))
         if key is not None:
@@ -157,6 +141,8 @@ class CustomerSync:
         except ValidationError:
             await self.ctx.quarantine("links.tims entry without record_key or tims_id", message.value)
             return
+        if entry.object not in ("customer", "customers"):
+            return  # another flow's record (docs/adr/0021)
         await self._send(self.merge_topic, entry.record_key,
                          MergeTimsLink(kind="tims_link", tims_id=entry.tims_id).wire())
 
@@ -165,7 +151,7 @@ class CustomerSync:
         await self.ctx.each("identify", stream, self.identify_one)
 
     async def identify_one(self, event: EventT) -> None:
-        read = await self._read("identify", IDENTIFY, event)
+        read = await read_message(self.ctx, "identify", IDENTIFY, event)
         if read is None:
             return
         message = read[1]
@@ -209,7 +195,7 @@ class CustomerSync:
     async def merge_one(self, batch: BatchLike, event: EventT) -> None:
         """Fold one event into its customer's record (the batch's copy) and publish what follows;
         an event that cannot be read, or that makes the merge raise, is quarantined."""
-        read = await self._read("merge", MERGE, event)
+        read = await read_message(self.ctx, "merge", MERGE, event)
         if read is None:
             return
         key, message = read
@@ -300,14 +286,5 @@ def install(ctx: FlowContext) -> CustomerSync:
                               ("tims_links", flow.tims_links_topic, flow.tims_links),
                               ("identify", flow.identify_topic, flow.identify),
                               ("merge", flow.merge_topic, flow.merge)):
-        app.agent(topic, name=f"topologies.customer_sync.agents.{name}", concurrency=1)(_named(body, name))
+        app.agent(topic, name=f"topologies.customer_sync.agents.{name}", concurrency=1)(agent_named(body, name))
     return flow
-
-
-def _named(body: Any, name: str) -> Any:
-    """Faust names an agent after its function; a bound method needs a plain function."""
-    async def agent(stream: Any) -> None:
-        await body(stream)
-
-    agent.__name__ = agent.__qualname__ = name
-    return agent

@@ -39,7 +39,7 @@ from typing import Any, Mapping
 from connectors.envelope import SinkCommand, SourceEvent
 from topologies.customer_sync.identity import company_refs, crossrefs, source_ref
 from topologies.customer_sync.mapping import Mappings
-from topologies.customer_sync.origin import written_by_us
+from topologies.origin import written_by_us
 
 __all__ = ["Policy", "Outcome", "new_record", "apply_event", "apply_tims_link", "LINK_OF", "DEFAULT_OWNERS"]
 

@@ -64,6 +64,8 @@ class TimsLinkEntry(BaseModel):
 
     record_key: str = Field(min_length=1)
     tims_id: str = Field(min_length=1)
+    #: the TIMS object written; other flows' objects (items, sales orders) are not customers
+    object: str = "customer"
 
 
 #: validators of each stage's input: ``IDENTIFY.validate_python(value)`` → one of the models

@@ -13,7 +13,7 @@ from stream_app.app import create_app
 from stream_app.settings import load_settings
 from topologies.customer_sync.golden import Policy, apply_event, apply_tims_link, new_record
 from topologies.customer_sync.mapping import load_mappings
-from topologies.customer_sync.origin import written_by_us
+from topologies.origin import written_by_us
 
 MAPPINGS = load_mappings()
 CLIENTS = {"salesforce": "pardot-tims-connect", "tims": "connect"}
