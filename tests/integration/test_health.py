@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -18,6 +17,7 @@ from aiokafka import AIOKafkaProducer
 from tests.support.sf_sandbox import SandboxThread
 from tests.support.sources import SourceProcess
 from tests.support.worker import WorkerProcess, free_port
+from tests.support.names import unique
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +56,7 @@ async def wait_for(port: int | str, path: str, holds: Callable[[int, dict[str, A
 
 
 def other_app(app_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
-    run = uuid.uuid4().hex[:8]
+    run = unique()
     return {**app_env, "CONNECT_APP_ID": f"test-{run}", "CONNECT_TOPIC_PREFIX": f"t{run}.",
             "CONNECT_DATA_DIR": str(tmp_path / "data-b")}
 

@@ -35,7 +35,6 @@ import random
 import signal
 import socket
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +46,7 @@ from stream_app.kafka_local import LocalKafka
 from tests.support.kafka import topic_sizes
 from tests.support.people import Person, api_writes, arrive, by_email, cast, disagreements, wrong_ids
 from tests.support.worker import WorkerProcess, free_port
+from tests.support.names import unique
 
 __all__ = ["ChaosPlan", "INVARIANTS", "run_chaos"]
 
@@ -260,7 +260,7 @@ async def run_chaos(plan: ChaosPlan, workdir: Path, bootstrap: str | None = None
     With ``broker_kills`` the run starts its own broker (then ``bootstrap`` is not used)."""
     began = time.monotonic()
     rng = random.Random(plan.seed)
-    run = uuid.uuid4().hex[:8]
+    run = unique()
     workdir.mkdir(parents=True, exist_ok=True)
     broker = LocalKafka(port=_free_port_pair(), heap="512m") if plan.broker_kills else None
     if broker is not None:
