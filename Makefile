@@ -6,6 +6,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?= -ra
+# Two test processes (pytest-xdist), one test file each at a time: most integration tests wait on
+# a broker, a worker or a sandbox, so two halve the wall time on two cores. PYTEST_WORKERS= runs
+# them one by one.
+PYTEST_WORKERS ?= -n 2 --dist loadfile
 
 .PHONY: setup lint demo test test-unit chaos fuzz kafka-up kafka-down sandbox proto dashboards prometheus clean
 
@@ -32,7 +36,7 @@ lint: setup
 	$(BIN)/lint-imports
 
 test: lint kafka-up prometheus
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # The chaos run (bench/chaos.py, docs/adr/0020): 1,000 people, API faults, workers, sources and
 # the run's own broker SIGKILLed; prints one JSON line of invariants (all 0) and figures.
