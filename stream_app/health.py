@@ -73,9 +73,12 @@ class LoopProbe:
         self.interval = interval
         self.clock = clock
         self.lag = 0.0
-        self.last_tick = clock()
+        #: when the probe last woke up; None until it runs (a worker starts its tasks only once its
+        #: tables are recovered, and a long recovery must not read as a dead loop)
+        self.last_tick: float | None = None
 
     async def run(self) -> None:
+        self.last_tick = self.clock()
         while True:
             before = self.clock()
             await asyncio.sleep(self.interval)
@@ -84,6 +87,8 @@ class LoopProbe:
             self.last_tick = now
 
     def check(self) -> Check:
+        if self.last_tick is None:  # not started: answering at all is all there is to know
+            return Check(True, {"loop_lag_seconds": 0.0, "limit_seconds": self.limit, "probe": "starting"})
         silent = self.clock() - self.last_tick - self.interval
         lag = max(self.lag, silent)
         return Check(lag <= self.limit, {"loop_lag_seconds": round(lag, 3), "limit_seconds": self.limit})

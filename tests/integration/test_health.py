@@ -77,7 +77,7 @@ async def test_workers_are_ready_after_start_and_not_while_stalled_or_refused(
         assert set(ready["checks"]) == {"assigned", "tables_recovered", "consumer_not_stalled", "sinks_authenticated"}
         assert ready["checks"]["sinks_authenticated"]["detail"] == {"sink-tims-customer": "credentials accepted"}
         status, alive = probe(good_port, "/healthz")
-        assert status == 200 and alive["checks"]["event_loop"]["ok"]
+        assert status == 200 and alive["checks"]["event_loop"]["ok"], alive
 
         # refused: assigned and recovered, but TIMS refuses its key
         body = await wait_for(refused_port, "/readyz",

@@ -18,6 +18,9 @@ from tests.unit.test_watchdog import Clock
 def test_the_loop_probe_fails_when_the_loop_answers_late_or_not_at_all() -> None:
     clock = Clock()
     probe = LoopProbe(limit=2.0, interval=0.5, clock=clock)
+    clock.now += 60  # not started yet (a worker starts it after its tables recovered): no verdict
+    assert probe.report().ok and probe.check().detail["probe"] == "starting"
+    probe.last_tick = clock.now  # as run() does when it starts
     assert probe.report().ok
     probe.lag = 3.0
     report = probe.report()
