@@ -370,7 +370,7 @@ class LocalKafka:
             proc = subprocess.Popen(
                 self._java_cmd("kafka.Kafka", str(props)),
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, cwd=self.state_dir, preexec_fn=_raise_open_files_limit,
+                start_new_session=True, cwd=self.state_dir,
             )
         self._pid_file.write_text(str(proc.pid))
 
@@ -433,23 +433,3 @@ def _java_major(version_text: str) -> int | None:
     major = int(match.group(1))
     return int(match.group(2)) if major == 1 and match.group(2) else major
 
-
-#: open files the broker may hold: about one per partition segment plus its sockets
-BROKER_OPEN_FILES = 200_000
-
-
-def _raise_open_files_limit() -> None:
-    """In the broker's process, before Java starts: raise its open-files limit as far as allowed
-    (the hard limit, or ``BROKER_OPEN_FILES`` where the user may raise that too). A broker at the
-    usual 20,000 dies with "Too many open files" once it holds about that many partitions."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    for wanted in ((BROKER_OPEN_FILES, BROKER_OPEN_FILES), (hard, hard)):
-        if wanted[0] <= soft and wanted[1] <= hard:
-            return
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, wanted)
-            return
-        except (ValueError, OSError):
-            continue
