@@ -48,8 +48,9 @@ from connectors.kafka_admin import ensure_topics  # noqa: E402
 
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 PARTITIONS = 4
-#: the topics the customer sync's worker reads in this bench (links.tims stays empty here)
-FLOW_TOPICS = ["src.tims.customer", "customer_sync.identify", "customer_sync.merge"]
+#: the topics the customer sync's worker reads in this bench (links.tims stays empty here), by the
+#: group that reads them: the Faust group (``""``), or a direct stage's (docs/adr/0025)
+FLOW_TOPICS = {".customer_sync.ingest": ["src.tims.customer"], "": ["customer_sync.identify", "customer_sync.merge"]}
 
 
 def customer_event(i: int, run: str) -> tuple[bytes, bytes]:
@@ -153,7 +154,8 @@ async def baseline(events: int) -> float:
 async def caught_up(group: str, prefix: str, timeout: float) -> None:
     """Return once ``group`` has committed everything on the flow's topics (read from outside:
     nothing joins the group, so the worker is not rebalanced)."""
-    tps = [TopicPartition(f"{prefix}{name}", p) for name in FLOW_TOPICS for p in range(PARTITIONS)]
+    groups = {f"{group}{suffix}": [TopicPartition(f"{prefix}{name}", p) for name in names for p in range(PARTITIONS)]
+              for suffix, names in FLOW_TOPICS.items()}
     admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
     ends = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=None)
     await admin.start()
@@ -161,9 +163,11 @@ async def caught_up(group: str, prefix: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     try:
         while True:
-            end = await ends.end_offsets(tps)
-            committed = await admin.list_consumer_group_offsets(group, partitions=tps)
-            lag = sum(end[tp] - max(committed[tp].offset, 0) if tp in committed else end[tp] for tp in tps)
+            lag = 0
+            for name, tps in groups.items():
+                end = await ends.end_offsets(tps)
+                committed = await admin.list_consumer_group_offsets(name, partitions=tps)
+                lag += sum(end[tp] - max(committed[tp].offset, 0) if tp in committed else end[tp] for tp in tps)
             if lag == 0:
                 return
             if time.monotonic() > deadline:

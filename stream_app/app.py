@@ -45,6 +45,8 @@ class ConnectApp(faust.App):
     parts: dict[str, Any]
     #: the most bytes a message may have on each topic, checked before every send (docs/adr/0020)
     limits: MessageLimits
+    #: the consumer groups of the flows' direct stages and the topics each reads (docs/adr/0025)
+    direct_groups: dict[str, list[str]] = {}
 
 
 def _faust_credentials(security: KafkaSecurity) -> CredentialsT | None:

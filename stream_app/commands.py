@@ -22,7 +22,7 @@ from connectors import registry
 from connectors.errors import ConnectorError
 from stream_app.dlq import DlqError, format_entry_line, purge, read_entries, replay_entries, select
 from stream_app.errors import broker_unreachable, explain, quiet_connection_errors
-from stream_app.flows import mapping_tools
+from stream_app.flows import AppGroups, mapping_tools
 from stream_app.kafka_local import LocalKafka, LocalKafkaError, broker_answers, local_bootstrap, wait_for_broker
 from stream_app.rebuild import rebuild as run_rebuild
 from stream_app.replay import ReplayError, apply, group_members, parse_time, plan, resolve_topic
@@ -243,21 +243,27 @@ async def replay(self: AppCommand, topic: str, partitions: tuple[int, ...], from
     """Reset the app's consumer-group offsets so stopped workers reprocess a topic on restart."""
     current = self.app.settings
 
-    bootstrap, group = current.kafka_bootstrap_servers, self.app.conf.id
+    bootstrap = current.kafka_bootstrap_servers
     try:
         full = await resolve_topic(bootstrap, topic, current.topic_prefix)
         since = parse_time(from_time) if from_time else None
-        plans = await plan(bootstrap, group, full, list(partitions) or None, from_offset, since)
-        for item in plans:
-            print(item.line(full))
-        print(f"total: {sum(p.to_reprocess for p in plans)} messages to reprocess by group {group}")
+        # the group(s) that read the topic: Faust's, or the direct stages' (docs/adr/0025)
+        groups = AppGroups.of(current, self.app.conf.id).readers(full)
+        plans = {group: await plan(bootstrap, group, full, list(partitions) or None, from_offset, since)
+                 for group in groups}
+        for group, group_plans in plans.items():
+            for item in group_plans:
+                print(item.line(full))
+            print(f"total: {sum(p.to_reprocess for p in group_plans)} messages to reprocess by group {group}")
         if dry_run:
-            if await group_members(bootstrap, group):
-                print(f"note: group {group} has live members now; stop the workers before the real run")
+            for group in groups:
+                if await group_members(bootstrap, group):
+                    print(f"note: group {group} has live members now; stop the workers before the real run")
             print("dry run: nothing changed")
             return
-        await apply(bootstrap, group, full, plans)
-        print(f"done: offsets of {group} on {full} reset; start the workers to reprocess")
+        for group, group_plans in plans.items():
+            await apply(bootstrap, group, full, group_plans)
+            print(f"done: offsets of {group} on {full} reset; start the workers to reprocess")
     except ReplayError as exc:
         print(f"stream-app replay: {exc}", file=sys.stderr)
         sys.exit(1)

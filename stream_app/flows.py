@@ -10,12 +10,18 @@ from __future__ import annotations
 import contextvars
 import logging
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
+
+from aiokafka import TopicPartition
+
+from connectors import kafka_admin
 
 from stream_app import metrics
 from stream_app.batching import run_batches
 from stream_app.codecs import KEEP_BYTES, SafeJson, Undecodable, bounded, encode
+from stream_app.direct import DirectStage, collect_send, direct_group
 from stream_app.replicated import ReplicatedMap
 from stream_app.settings import Settings, SettingsError, env_name
 from topologies.flow import Flow
@@ -24,7 +30,7 @@ from topologies.registry import all_flows
 if TYPE_CHECKING:
     from stream_app.app import ConnectApp
 
-__all__ = ["FlowRuntime", "BoundMetrics", "enabled_flows", "install_flows", "mapping_tools", "flow_mappings_dir", "input_topics", "internal_topics"]
+__all__ = ["FlowRuntime", "BoundMetrics", "enabled_flows", "install_flows", "mapping_tools", "flow_mappings_dir", "input_topics", "internal_topics", "direct_groups", "AppGroups"]
 
 log = logging.getLogger(__name__)
 #: quarantine entries written by the current task (each agent is a task of its own)
@@ -67,6 +73,8 @@ class FlowRuntime:
         #: in-process counts (quarantined, ...), read by tests and /flows pages
         self.counters: Counter[str] = Counter()
         self._quarantine_topic = self.topic(f"quarantine.{flow.name}")
+        #: this flow's direct stages, by stage name (docs/adr/0025)
+        self.direct_stages: dict[str, DirectStage] = {}
 
     def topic(self, *names: str, **options: Any) -> Any:
         return self.app.owned.topic(*names, **options)
@@ -88,8 +96,12 @@ class FlowRuntime:
         large raises :class:`~connectors.kafka_limits.OversizeMessage` before anything is
         produced, and the stage boundary quarantines the input that led to it (docs/adr/0020)."""
         key_bytes, data = key.encode(), encode(value)
-        await self.app.limits.check(topic.get_topic_name(), key_bytes, data)
-        return await topic.send(key=key_bytes, value=data, value_serializer="raw")
+        name = topic.get_topic_name()
+        await self.app.limits.check(name, key_bytes, data)
+        # Straight to the producer: Faust's Topic.send adds a message object, a channel and
+        # callbacks per send that nothing here uses (docs/adr/0025); the partition is the
+        # producer's default for the key, as with Topic.send.
+        return collect_send(await self.app.producer.send(name, key_bytes, data, None, None, None))
 
     async def quarantine(self, reason: str, raw: Any) -> None:
         """Set ``raw`` aside on ``quarantine.<flow>`` with the reason, bounded in size (well
@@ -122,6 +134,21 @@ class FlowRuntime:
         guarded = self._counted(stage, self._guarded(stage, handle))
         async for event in stream.events():
             await guarded(event)
+
+    def direct(self, stage: str, topic: Any, handle: Callable[[Any], Awaitable[None]], *,
+               before: Callable[[], Awaitable[None]] | None = None) -> DirectStage:
+        declared = dict(self.flow.direct_stages)
+        if stage not in declared:
+            raise ValueError(f"flow {self.flow.name}: direct stage {stage!r} is not in Flow.direct_stages")
+        names = [self.settings.topic(name) for name in declared[stage]]
+        if sorted(names) != sorted(topic.topics):
+            raise ValueError(f"flow {self.flow.name}: direct stage {stage!r} reads {list(topic.topics)}, "
+                             f"Flow.direct_stages says {names}")
+        runner = DirectStage(self.app, self.flow.name, stage, names, self._counted(stage, self._guarded(stage, handle)),
+                             before=before)
+        self.app.task(runner.run)
+        self.direct_stages[stage] = runner
+        return runner
 
     def _guarded(self, stage: str, handle: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
         async def guarded(event: Any) -> None:
@@ -178,6 +205,7 @@ def enabled_flows(settings: Settings) -> list[Flow]:
 def install_flows(app: "ConnectApp") -> dict[str, Any]:
     """Install the enabled flows on ``app``; returns ``{"flow:<name>": what install returned}``."""
     installed: dict[str, Any] = {}
+    app.direct_groups = direct_groups(app.settings, app.conf.id)
     for flow in enabled_flows(app.settings):
         runtime = FlowRuntime(app, flow)
         app.owned.keep_history((*flow.source_topics, *flow.link_topics))  # a rebuild reads them
@@ -200,6 +228,79 @@ def input_topics(settings: Settings) -> list[str]:
     """What a rebuild reads from the start: the enabled flows' source and link topics."""
     names = [name for flow in enabled_flows(settings) for name in (*flow.source_topics, *flow.link_topics)]
     return [settings.topic(name) for name in dict.fromkeys(names)]
+
+
+def direct_groups(settings: Settings, group: str) -> dict[str, list[str]]:
+    """The consumer groups of the enabled flows' direct stages (docs/adr/0025), each with the
+    topics it reads, for the app whose Faust group is ``group``."""
+    return {direct_group(group, flow.name, stage): [settings.topic(name) for name in topics]
+            for flow in enabled_flows(settings) for stage, topics in flow.direct_stages}
+
+
+@dataclass(frozen=True)
+class AppGroups:
+    """The consumer groups of one app version: Faust's (``group``) and one per direct stage, with
+    the topics each reads. A topic a direct stage reads is read by direct stages only (Faust
+    agents read the rest), so its offsets are those of its direct stages' groups: rebuild, replay
+    and the lag metric read and move them there."""
+
+    group: str
+    #: direct stage group → the topics it reads
+    direct: Mapping[str, list[str]]
+
+    @classmethod
+    def of(cls, settings: Settings, group: str) -> "AppGroups":
+        return cls(group, direct_groups(settings, group))
+
+    def all(self) -> list[str]:
+        return [self.group, *self.direct]
+
+    def readers(self, topic: str) -> list[str]:
+        """The groups whose offsets say how far ``topic`` is read."""
+        return [name for name, topics in self.direct.items() if topic in topics] or [self.group]
+
+    def split(self, offsets: Mapping[TopicPartition, int]) -> dict[str, dict[TopicPartition, int]]:
+        """``offsets`` by the group(s) that read each topic."""
+        out: dict[str, dict[TopicPartition, int]] = {}
+        for tp, offset in offsets.items():
+            for name in self.readers(tp.topic):
+                out.setdefault(name, {})[tp] = offset
+        return out
+
+    async def committed(self, bootstrap: str) -> dict[TopicPartition, int]:
+        """Each partition's committed offset in the group(s) that read it (the lowest, when several
+        direct stages read a topic and committed there)."""
+        faust = await kafka_admin.committed_offsets(bootstrap, self.group)
+        direct_topics = {topic for topics in self.direct.values() for topic in topics}
+        result = {tp: offset for tp, offset in faust.items() if tp.topic not in direct_topics}
+        for name, topics in self.direct.items():
+            for tp, offset in (await kafka_admin.committed_offsets(bootstrap, name)).items():
+                if tp.topic in topics:
+                    result[tp] = min(offset, result.get(tp, offset))
+        return result
+
+    async def lag(self, bootstrap: str, topics: list[str]) -> dict[TopicPartition, int]:
+        """End offset minus committed offset per partition of ``topics``, each in the group(s)
+        that read it (the largest, where several read a topic)."""
+        by_group: dict[str, list[str]] = {}
+        for topic in topics:
+            for name in self.readers(topic):
+                by_group.setdefault(name, []).append(topic)
+        result: dict[TopicPartition, int] = {}
+        for name, names in by_group.items():
+            for tp, lag in (await kafka_admin.lag(bootstrap, name, names)).items():
+                result[tp] = max(lag, result.get(tp, 0))
+        return result
+
+    async def commit(self, bootstrap: str, offsets: Mapping[TopicPartition, int]) -> None:
+        """Set committed offsets in the group(s) that read each topic (refused while a group has
+        live members)."""
+        for name, part in self.split(offsets).items():
+            await kafka_admin.commit_offsets(bootstrap, name, part)
+
+    async def live(self, bootstrap: str) -> list[str]:
+        """The groups that have live members now."""
+        return [name for name in self.all() if await kafka_admin.live_members(bootstrap, name)]
 
 
 def internal_topics(settings: Settings) -> list[str]:

@@ -458,15 +458,26 @@ class ConsumerLag:
     partition without a committed offset counts from its first retained offset.
     """
 
-    def __init__(self, bootstrap: str, group: str) -> None:
+    def __init__(self, bootstrap: str, group: str, direct: Mapping[str, list[str]] | None = None) -> None:
         self.bootstrap = bootstrap
         self.group = group
+        #: the direct stages' groups and the topics each reads (docs/adr/0025): their lag is theirs
+        self.direct = dict(direct or {})
         #: kept open between measurements (a few connections less per scrape interval)
         self._kafka = KafkaAdmin(bootstrap, client_id=f"{group}-lag")
 
     async def measure(self, topics: Iterable[str]) -> dict[tuple[str, int], int]:
-        lags = await self._kafka.lag(self.group, topics, with_committed_topics=True)
-        return {(tp.topic, tp.partition): lag for tp, lag in lags.items()}
+        """The Faust group's lag on ``topics`` (and on what it committed), then each direct
+        stage's on its topics (the largest, where several read a topic)."""
+        direct_topics = {topic for names in self.direct.values() for topic in names}
+        lags = await self._kafka.lag(self.group, [t for t in topics if t not in direct_topics],
+                                     with_committed_topics=True)
+        result = {(tp.topic, tp.partition): lag for tp, lag in lags.items() if tp.topic not in direct_topics}
+        for group, names in self.direct.items():
+            for tp, lag in (await self._kafka.lag(group, names)).items():
+                key = (tp.topic, tp.partition)
+                result[key] = max(lag, result.get(key, 0))
+        return result
 
     async def close(self) -> None:
         await self._kafka.close()
@@ -483,7 +494,7 @@ def install(app: "ConnectApp") -> None:
     leader every ``CONNECT_METRICS_LAG_INTERVAL`` seconds), the flows' and sinks' counters and
     the ``/metrics`` page."""
     app.monitor = LeanMonitor(commit_latency=FAUST_COMMIT_LATENCY, rebalances=FAUST_REBALANCES)
-    lag = ConsumerLag(app.settings.kafka_bootstrap_servers, app.conf.id)
+    lag = ConsumerLag(app.settings.kafka_bootstrap_servers, app.conf.id, app.direct_groups)
 
     async def measure_consumer_lag() -> None:
         """On the leader only, so each partition's lag is reported once across the workers."""

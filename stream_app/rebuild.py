@@ -51,8 +51,7 @@ from tqdm import tqdm
 
 from connectors import kafka_admin
 from connectors.kafka_admin import (
-    GroupNotEmptyError, KafkaAdminError, beginning_offsets, committed_offsets, end_offsets, list_topics, live_members,
-    read_to_end,
+    GroupNotEmptyError, KafkaAdminError, beginning_offsets, end_offsets, list_topics, read_to_end,
 )
 from stream_app import flows
 from stream_app.diagnostics import PING_TOPIC
@@ -124,6 +123,15 @@ async def commit_offsets(bootstrap: str, group: str, offsets: Mapping[TopicParti
         raise RebuildError(f"{exc}: stop every worker first") from exc
 
 
+async def _commit(bootstrap: str, plan: "RebuildPlan", offsets: Mapping[TopicPartition, int]) -> None:
+    """Set committed offsets in the group(s) of the plan's app that read each topic: Faust's, or a
+    direct stage's (docs/adr/0025)."""
+    try:
+        await plan.groups.commit(bootstrap, offsets)
+    except GroupNotEmptyError as exc:
+        raise RebuildError(f"{exc}: stop every worker first") from exc
+
+
 async def read_table(bootstrap: str, changelog: str) -> dict[bytes, bytes]:
     """A table as its changelog holds it: key → latest value (deleted keys left out)."""
     table: dict[bytes, bytes] = {}
@@ -172,6 +180,8 @@ class RebuildPlan:
     wipe: bool = False
     #: the previous state had work left: its pending commands must not be skipped
     undrained: bool = False
+    #: the app's consumer groups (Faust's and its direct stages'), where the offsets are moved
+    groups: "flows.AppGroups" = field(default_factory=lambda: flows.AppGroups("", {}))
 
     @property
     def to_read(self) -> int:
@@ -212,18 +222,19 @@ async def plan_rebuild(settings: "Settings", previous_group: str | None = None, 
     filled = sorted({tp.topic for tp, end in (await end_offsets(bootstrap, changelogs)).items() if end > 0})
     tables = table_dir(settings)
     local = tables if tables.is_dir() and any(tables.iterdir()) else None
-    plan = RebuildPlan(group, previous, inputs, flow, sinks, changelogs, local, wipe=wipe)
+    plan = RebuildPlan(group, previous, inputs, flow, sinks, changelogs, local, wipe=wipe,
+                       groups=flows.AppGroups.of(settings, group))
 
     if (filled or local) and not wipe:
         where = ", ".join(filled + ([str(local)] if local else []))
         raise RebuildError(
             f"group {group} already has table state ({where}). Bump CONNECT_APP_VERSION for a clean slate, "
             "or pass --wipe to delete it (every worker machine must delete its own data directory)")
-    for name in (group, previous):
-        if await live_members(bootstrap, name):
+    for groups in (plan.groups, flows.AppGroups.of(settings, previous)):
+        for name in await groups.live(bootstrap):
             raise RebuildError(f"consumer group {name!r} has live members: stop every worker first")
 
-    previous_committed = await committed_offsets(bootstrap, previous)
+    previous_committed = await flows.AppGroups.of(settings, previous).committed(bootstrap)
     previous_lag = {tp: n for tp, n in (await _committed_lag(bootstrap, previous_committed)).items() if n}
     if previous_lag:
         plan.undrained = True
@@ -322,7 +333,7 @@ async def _follow(bootstrap: str, plan: RebuildPlan, worker: _Worker, timeout: f
               disable=not progress, dynamic_ncols=True) as bar:
         while True:
             worker.check()
-            committed = await committed_offsets(bootstrap, plan.group)
+            committed = await plan.groups.committed(bootstrap)
             ends = await end_offsets(bootstrap, watched)
             done = sum(max(0, committed.get(tp, seeds.get(tp, 0)) - seeds.get(tp, 0)) for tp in ends)
             total = sum(max(0, end - seeds.get(tp, 0)) for tp, end in ends.items())
@@ -371,7 +382,7 @@ async def rebuild(settings: "Settings", *, previous_group: str | None = None, wi
                 shutil.rmtree(plan.local_tables)
             if plan.state_topics or plan.local_tables:
                 say(f"wiped the state of {plan.group}")
-        await commit_offsets(bootstrap, plan.group, plan.seeds)
+        await _commit(bootstrap, plan, plan.seeds)
 
         log_path = log_path or Path(settings.data_dir) / f"rebuild-{time.strftime('%Y%m%d-%H%M%S')}.log"
         worker = _Worker(dict(os.environ if env is None else env), log_path)
@@ -394,7 +405,7 @@ async def rebuild(settings: "Settings", *, previous_group: str | None = None, wi
                       f"{arrived} input events arrived during the rebuild (sources running), so some commands may be new")
             say(f"kept {count} sink commands ({reason}): the sinks write them when the workers start")
         else:
-            await commit_offsets(bootstrap, plan.group, {tp: restated[tp] for tp in produced})
+            await _commit(bootstrap, plan, {tp: restated[tp] for tp in produced})
             say(f"skipped {count} restated sink commands (the previous state had sent them)")
 
         sizes = await table_sizes(bootstrap, changelog_topics(await list_topics(bootstrap), plan.group), plan.group)

@@ -92,6 +92,14 @@ class FlowContext(Protocol):
         """Run a batched stage with the app's batch size and linger (docs/adr/0011); its messages
         are counted under ``stage``."""
 
+    def direct(self, stage: str, topic: Any, handle: Callable[[Any], Awaitable[None]], *,
+               before: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Run a stage that keeps no table on its own consumer group, outside Faust's per-message
+        path (docs/adr/0025), behind the same stage boundary as :meth:`each`; ``handle`` gets
+        events with ``key``, ``value``, ``topic``, ``partition`` and ``offset``. The flow must
+        name the stage and its topics in :attr:`Flow.direct_stages` (rebuild, replay and the
+        lag metric move and read its group's offsets). ``before`` is awaited once first."""
+
 
 class MappingsTool(Protocol):
     """What ``stream-app mappings check|preview`` asks of a flow that has mapping files."""
@@ -116,6 +124,8 @@ class Flow:
     internal_topics: tuple[str, ...] = ()
     #: its tables, by name (rebuild reports their sizes)
     tables: tuple[str, ...] = ()
+    #: its direct stages (``FlowContext.direct``) and the topics each reads: ``((stage, topics), ...)``
+    direct_stages: tuple[tuple[str, tuple[str, ...]], ...] = ()
     #: systems whose events it takes (its counters start at 0 for them)
     sources: tuple[str, ...] = ()
     #: the shipped mapping files' folder, when it has any

@@ -20,6 +20,7 @@ from connectors import kafka_admin
 from stream_app import rebuild as rb
 from stream_app.settings import Settings, load_settings
 from topologies.customer_sync.mapping import load_mappings
+from tests.support.kafka import app_lag
 from tests.integration.test_replay_e2e import GROUP_TOPICS, Connect, connect, first_onboarded  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration
@@ -128,7 +129,7 @@ async def messages_since(bootstrap: str, offsets: dict[TopicPartition, int]) -> 
 
 
 async def connect_lag(connect: Connect, group: str) -> int:
-    return sum((await kafka_admin.lag(connect.bootstrap, group, [connect.prefix + t for t in GROUP_TOPICS])).values())
+    return await app_lag(connect.bootstrap, group, connect.prefix, GROUP_TOPICS)
 
 
 async def test_rebuild_after_wiping_the_state_of_the_group(connect: Connect, monkeypatch: pytest.MonkeyPatch) -> None:

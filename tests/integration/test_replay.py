@@ -10,6 +10,7 @@ import time
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from stream_app.direct import direct_group
 from tests.support.kafka import create_topics, produce_json
 from tests.support.worker import STREAM_APP
 
@@ -45,7 +46,9 @@ async def consume_all(bootstrap: str, group: str, topic: str, count: int) -> Non
 
 
 async def test_replay_resets_offsets_after_a_dry_run(app_env: dict[str, str]) -> None:
-    bootstrap, prefix, group = app_env["KAFKA_BOOTSTRAP_SERVERS"], app_env["CONNECT_TOPIC_PREFIX"], app_env["CONNECT_APP_ID"]
+    bootstrap, prefix = app_env["KAFKA_BOOTSTRAP_SERVERS"], app_env["CONNECT_TOPIC_PREFIX"]
+    # a source topic is read by the customer sync's direct ingest stage, in a group of its own
+    group = direct_group(app_env["CONNECT_APP_ID"], "customer_sync", "ingest")
     topic = f"{prefix}src.tims.customer"
     await create_topics(bootstrap, [topic], partitions=2)
     await produce_json(bootstrap, topic, [(f"k{i}", {"i": i}) for i in range(20)])
@@ -75,7 +78,8 @@ async def test_replay_resets_offsets_after_a_dry_run(app_env: dict[str, str]) ->
 
 
 async def test_replay_refuses_while_workers_run(app_env: dict[str, str]) -> None:
-    bootstrap, prefix, group = app_env["KAFKA_BOOTSTRAP_SERVERS"], app_env["CONNECT_TOPIC_PREFIX"], app_env["CONNECT_APP_ID"]
+    bootstrap, prefix = app_env["KAFKA_BOOTSTRAP_SERVERS"], app_env["CONNECT_TOPIC_PREFIX"]
+    group = direct_group(app_env["CONNECT_APP_ID"], "customer_sync", "ingest")
     topic = f"{prefix}src.pardot.prospect"
     await create_topics(bootstrap, [topic], partitions=2)
     member = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group)
@@ -87,6 +91,22 @@ async def test_replay_refuses_while_workers_run(app_env: dict[str, str]) -> None
         await member.stop()
     assert refused.returncode == 1
     assert "live members: stop every worker first" in refused.stderr
+
+
+async def test_a_topic_two_flows_read_is_replayed_in_both_their_groups(app_env: dict[str, str]) -> None:
+    bootstrap, prefix, app = app_env["KAFKA_BOOTSTRAP_SERVERS"], app_env["CONNECT_TOPIC_PREFIX"], app_env["CONNECT_APP_ID"]
+    topic = f"{prefix}src.salesforce.Account"  # the customer sync's and the orders' ingest read it
+    await create_topics(bootstrap, [topic], partitions=2)
+    await produce_json(bootstrap, topic, [(f"k{i}", {"i": i}) for i in range(12)])
+    groups = [direct_group(app, "customer_sync", "ingest"), direct_group(app, "orders", "ingest")]
+    for group in groups:
+        await consume_all(bootstrap, group, topic, 12)
+    done = replay(app_env, "--topic", "src.salesforce.Account", "--from-offset", "0")
+    assert done.returncode == 0, done.stderr
+    for group in groups:
+        assert f"total: 12 messages to reprocess by group {group}" in done.stdout
+        assert await committed(bootstrap, group, topic) == {0: 0, 1: 0}
+    assert await committed(bootstrap, app, topic) == {0: None, 1: None}, "the Faust group does not read it"
 
 
 def test_bad_arguments_say_what_to_fix(app_env: dict[str, str]) -> None:

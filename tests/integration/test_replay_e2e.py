@@ -30,7 +30,7 @@ import pytest
 from connectors import kafka_admin
 from sandbox.run import Sandbox, start_sandbox
 from sandbox.demo import PEOPLE, _play
-from tests.support.kafka import read_json
+from tests.support.kafka import app_lag, read_json
 from tests.support.worker import STREAM_APP, WorkerProcess
 
 pytestmark = pytest.mark.integration
@@ -158,8 +158,7 @@ class Connect:
         raise AssertionError(f"not after {timeout:.0f}s: {what}")
 
     async def group_lag(self) -> int:
-        return sum((await kafka_admin.lag(self.bootstrap, self.group,
-                                          [self.prefix + t for t in GROUP_TOPICS])).values())
+        return await app_lag(self.bootstrap, self.group, self.prefix, GROUP_TOPICS)
 
     async def settle(self, quiet: float = 4.0, timeout: float = 90) -> None:
         """Wait until the worker has read everything and no write happened for ``quiet`` seconds."""

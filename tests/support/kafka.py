@@ -78,3 +78,13 @@ async def topic_sizes(bootstrap: str, topics: list[str]) -> dict[str, int]:
     for tp, end in ends.items():
         sizes[tp.topic] += end - starts[tp]
     return sizes
+
+
+async def app_lag(bootstrap: str, group: str, prefix: str, topics: Iterable[str]) -> int:
+    """How far the app whose Faust group is ``group`` is behind on ``topics`` (named without the
+    prefix): each topic in the group(s) that read it, Faust's or a direct stage's (docs/adr/0025)."""
+    from stream_app.flows import AppGroups
+    from stream_app.settings import load_settings
+
+    groups = AppGroups.of(load_settings(topic_prefix=prefix, kafka_bootstrap_servers=bootstrap), group)
+    return sum((await groups.lag(bootstrap, [prefix + topic for topic in topics])).values())

@@ -35,11 +35,13 @@ class Lookups:
 
 
 class Topic:
-    """A Faust topic as the senders use it: a name, and what was sent."""
+    """A Faust topic as the senders use it: a name, and what was sent (by the sinks through the
+    topic, by the flows through the app's producer: :class:`Producer`)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.sent: list[tuple[bytes, bytes]] = []
+        SENT_TO[name] = self.sent
 
     def get_topic_name(self) -> str:
         return self.name
@@ -50,6 +52,21 @@ class Topic:
     async def send(self, *, key: bytes, value: bytes, value_serializer: str) -> Any:
         assert value_serializer == "raw" and isinstance(value, bytes)
         self.sent.append((key, value))
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(SimpleNamespace())
+        return future
+
+
+#: what was sent, by topic name (each :class:`Topic` registers its list)
+SENT_TO: dict[str, list[tuple[bytes, bytes]]] = {}
+
+
+class Producer:
+    """The app's producer as ``FlowRuntime.send`` uses it."""
+
+    async def send(self, topic: str, key: bytes, value: bytes, partition: Any, timestamp: Any, headers: Any) -> Any:
+        assert isinstance(value, bytes) and partition is None
+        SENT_TO[topic].append((key, value))
         future = asyncio.get_running_loop().create_future()
         future.set_result(SimpleNamespace())
         return future
@@ -86,6 +103,7 @@ def flow_runtime(tmp_path: Path, limits: dict[str, int]) -> tuple[FlowRuntime, T
     app = create_app(load_settings(store="memory://", data_dir=str(tmp_path)), flows=False, sinks=False,
                      metrics=False)
     app.limits = MessageLimits("unused", lookup=Lookups(limits))
+    app.producer = Producer()
     flow = FlowRuntime(app, Flow(name="probe", source_topics=(), install=lambda ctx: None))
     quarantine = Topic(flow._quarantine_topic.get_topic_name())
     flow._quarantine_topic = quarantine

@@ -19,6 +19,7 @@ FLOW = Flow(
     link_topics=LINK_TOPICS,
     internal_topics=STAGE_TOPICS,
     tables=TABLES,
+    direct_stages=(("ingest", SOURCE_TOPICS),),
     sources=("salesforce", "pardot", "tims"),
     install=install,
     mappings=DEFAULT_MAPPING_DIR,

@@ -95,10 +95,6 @@ class CustomerSync:
         return await self.ctx.send(topic, key, value)
 
     # -- ingest ----------------------------------------------------------------------------------
-    async def ingest(self, stream: Any) -> None:
-        await self.identity.ready()
-        await self.ctx.each("ingest", stream, self.ingest_one)
-
     async def ingest_one(self, message: EventT) -> None:
         """Validate a source event and send it to its customer: by a known reference, else by
         its email; with neither, to ``identify`` to wait for a link."""
@@ -276,14 +272,16 @@ def _earlier_events(batch: BatchLike, key: str) -> list[EventT]:
 
 def install(ctx: FlowContext) -> CustomerSync:
     """Build the flow on ``ctx.app``: mappings (validated now: a wrong file stops start-up),
-    topics, tables and the four agents."""
+    topics, tables, the direct ``ingest`` stage and the three agents."""
     mappings = load_mappings(ctx.mappings_dir(DEFAULT_MAPPING_DIR))
     settings = ctx.settings
     policy = Policy(our_clients={"salesforce": settings.salesforce_client_name, "tims": settings.tims_client_name})
     flow = CustomerSync(ctx, mappings, policy)
     app = ctx.app
-    for name, topic, body in (("ingest", flow.source_topic, flow.ingest),
-                              ("tims_links", flow.tims_links_topic, flow.tims_links),
+    # ingest keeps no table: it runs outside Faust's per-message path (docs/adr/0025), once this
+    # worker has read the whole identity index
+    ctx.direct("ingest", flow.source_topic, flow.ingest_one, before=flow.identity.ready)
+    for name, topic, body in (("tims_links", flow.tims_links_topic, flow.tims_links),
                               ("identify", flow.identify_topic, flow.identify),
                               ("merge", flow.merge_topic, flow.merge)):
         app.agent(topic, name=f"topologies.customer_sync.agents.{name}", concurrency=1)(agent_named(body, name))

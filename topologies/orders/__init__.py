@@ -10,4 +10,5 @@ from topologies.orders.order import DEFAULT_MAPPING_DIR
 __all__ = ["FLOW"]
 
 FLOW = Flow(name=FLOW_NAME, source_topics=SOURCE_TOPICS, internal_topics=STAGE_TOPICS, tables=TABLES,
+            direct_stages=(("ingest", SOURCE_TOPICS),),
             sources=("salesforce", "tims"), install=install, mappings=DEFAULT_MAPPING_DIR)

@@ -69,10 +69,6 @@ class Orders:
         self.ctx.counters[name] += n
 
     # -- ingest ----------------------------------------------------------------------------------
-    async def ingest(self, stream: Any) -> None:
-        await self.links.ready()
-        await self.ctx.each("ingest", stream, self.ingest_one)
-
     async def ingest_one(self, message: EventT) -> None:
         event = await read_source_event(self.ctx, message)
         if event is None:
@@ -202,8 +198,9 @@ def install(ctx: FlowContext) -> Orders:
     """Build the flow on ``ctx.app``: its mapping (validated now), topics, tables, agents and the
     timer that reports what waits."""
     flow = Orders(ctx, load_mapping(ctx.mappings_dir(DEFAULT_MAPPING_DIR)))
-    for name, topic, body in (("ingest", flow.source_topic, flow.ingest), ("waiting", flow.waiting_topic, flow.wait),
-                              ("merge", flow.merge_topic, flow.merge.run)):
+    # ingest keeps no table: it runs outside Faust's per-message path (docs/adr/0025)
+    ctx.direct("ingest", flow.source_topic, flow.ingest_one, before=flow.links.ready)
+    for name, topic, body in (("waiting", flow.waiting_topic, flow.wait), ("merge", flow.merge_topic, flow.merge.run)):
         ctx.app.agent(topic, name=f"topologies.{FLOW_NAME}.agents.{name}", concurrency=1)(agent_named(body, name))
     ctx.app.timer(WAITING_REPORT_INTERVAL, name=f"topologies.{FLOW_NAME}.report_waiting")(flow.report_waiting)
     return flow

@@ -58,10 +58,6 @@ class Products:
         self.our_clients = {"salesforce": settings.salesforce_client_name, "tims": settings.tims_client_name}
         self.merge = KeyedBatchStage(ctx, "merge", MERGE, self.table, self._merge)
 
-    async def ingest(self, stream: Any) -> None:
-        await self.product_map.ready()
-        await self.ctx.each("ingest", stream, self.ingest_one)
-
     async def ingest_one(self, message: EventT) -> None:
         event = await read_source_event(self.ctx, message)
         if event is None:
@@ -109,6 +105,8 @@ class Products:
 def install(ctx: FlowContext) -> Products:
     """Build the flow on ``ctx.app``: its mapping (validated now), topics, tables and agents."""
     flow = Products(ctx, load_mapping(ctx.mappings_dir(DEFAULT_MAPPING_DIR)))
-    for name, topic, body in (("ingest", flow.source_topic, flow.ingest), ("merge", flow.merge_topic, flow.merge.run)):
+    # ingest keeps no table: it runs outside Faust's per-message path (docs/adr/0025)
+    ctx.direct("ingest", flow.source_topic, flow.ingest_one, before=flow.product_map.ready)
+    for name, topic, body in (("merge", flow.merge_topic, flow.merge.run),):
         ctx.app.agent(topic, name=f"topologies.{FLOW_NAME}.agents.{name}", concurrency=1)(agent_named(body, name))
     return flow
