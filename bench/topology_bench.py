@@ -49,7 +49,7 @@ from connectors.kafka_admin import ensure_topics  # noqa: E402
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 PARTITIONS = 4
 #: the topics the customer sync's worker reads in this bench (links.tims stays empty here), by the
-#: group that reads them: the Faust group (``""``), or a direct stage's (docs/adr/0025)
+#: group that reads them: the Faust group (``""``), or a direct stage's (docs/adr/0028)
 FLOW_TOPICS = {".customer_sync.ingest": ["src.tims.customer"], "": ["customer_sync.identify", "customer_sync.merge"]}
 
 

@@ -45,7 +45,7 @@ class ConnectApp(faust.App):
     parts: dict[str, Any]
     #: the most bytes a message may have on each topic, checked before every send (docs/adr/0020)
     limits: MessageLimits
-    #: the consumer groups of the flows' direct stages and the topics each reads (docs/adr/0025)
+    #: the consumer groups of the flows' direct stages and the topics each reads (docs/adr/0028)
     direct_groups: dict[str, list[str]] = {}
 
 

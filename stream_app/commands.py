@@ -247,7 +247,7 @@ async def replay(self: AppCommand, topic: str, partitions: tuple[int, ...], from
     try:
         full = await resolve_topic(bootstrap, topic, current.topic_prefix)
         since = parse_time(from_time) if from_time else None
-        # the group(s) that read the topic: Faust's, or the direct stages' (docs/adr/0025)
+        # the group(s) that read the topic: Faust's, or the direct stages' (docs/adr/0028)
         groups = AppGroups.of(current, self.app.conf.id).readers(full)
         plans = {group: await plan(bootstrap, group, full, list(partitions) or None, from_offset, since)
                  for group in groups}

@@ -5,7 +5,7 @@ conductor decodes it into an event and queues it, the stream iterates, acks and 
 offset. That costs about 0.3 ms of CPU per message on the development machine (ADR 0011, 0016),
 six times what a plain consumer needs. A stage that keeps no table (``ingest``: validate a
 source event, look its customer up in the replicated index, forward it) needs none of Faust's
-per-message machinery, so it runs here instead (docs/adr/0025):
+per-message machinery, so it runs here instead (docs/adr/0028):
 
 - its own consumer group, ``<group>.<flow>.<stage>`` (:func:`direct_group`), so the broker
   balances its partitions over the workers as it does Faust's;
@@ -164,7 +164,7 @@ class DirectStage:
 
 class _TakeOver(ConsumerRebalanceListener):
     """On assignment: a partition this group never committed starts at the Faust group's offset
-    there, when it has one (the stage moved out of Faust, docs/adr/0025)."""
+    there, when it has one (the stage moved out of Faust, docs/adr/0028)."""
 
     def __init__(self, consumer: AIOKafkaConsumer, bootstrap: str, faust_group: str) -> None:
         self.consumer, self.bootstrap, self.faust_group = consumer, bootstrap, faust_group

@@ -73,7 +73,7 @@ class FlowRuntime:
         #: in-process counts (quarantined, ...), read by tests and /flows pages
         self.counters: Counter[str] = Counter()
         self._quarantine_topic = self.topic(f"quarantine.{flow.name}")
-        #: this flow's direct stages, by stage name (docs/adr/0025)
+        #: this flow's direct stages, by stage name (docs/adr/0028)
         self.direct_stages: dict[str, DirectStage] = {}
 
     def topic(self, *names: str, **options: Any) -> Any:
@@ -99,7 +99,7 @@ class FlowRuntime:
         name = topic.get_topic_name()
         await self.app.limits.check(name, key_bytes, data)
         # Straight to the producer: Faust's Topic.send adds a message object, a channel and
-        # callbacks per send that nothing here uses (docs/adr/0025); the partition is the
+        # callbacks per send that nothing here uses (docs/adr/0028); the partition is the
         # producer's default for the key, as with Topic.send.
         return collect_send(await self.app.producer.send(name, key_bytes, data, None, None, None))
 
@@ -231,7 +231,7 @@ def input_topics(settings: Settings) -> list[str]:
 
 
 def direct_groups(settings: Settings, group: str) -> dict[str, list[str]]:
-    """The consumer groups of the enabled flows' direct stages (docs/adr/0025), each with the
+    """The consumer groups of the enabled flows' direct stages (docs/adr/0028), each with the
     topics it reads, for the app whose Faust group is ``group``."""
     return {direct_group(group, flow.name, stage): [settings.topic(name) for name in topics]
             for flow in enabled_flows(settings) for stage, topics in flow.direct_stages}

@@ -461,7 +461,7 @@ class ConsumerLag:
     def __init__(self, bootstrap: str, group: str, direct: Mapping[str, list[str]] | None = None) -> None:
         self.bootstrap = bootstrap
         self.group = group
-        #: the direct stages' groups and the topics each reads (docs/adr/0025): their lag is theirs
+        #: the direct stages' groups and the topics each reads (docs/adr/0028): their lag is theirs
         self.direct = dict(direct or {})
         #: kept open between measurements (a few connections less per scrape interval)
         self._kafka = KafkaAdmin(bootstrap, client_id=f"{group}-lag")

@@ -125,7 +125,7 @@ async def commit_offsets(bootstrap: str, group: str, offsets: Mapping[TopicParti
 
 async def _commit(bootstrap: str, plan: "RebuildPlan", offsets: Mapping[TopicPartition, int]) -> None:
     """Set committed offsets in the group(s) of the plan's app that read each topic: Faust's, or a
-    direct stage's (docs/adr/0025)."""
+    direct stage's (docs/adr/0028)."""
     try:
         await plan.groups.commit(bootstrap, offsets)
     except GroupNotEmptyError as exc:

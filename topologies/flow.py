@@ -95,7 +95,7 @@ class FlowContext(Protocol):
     def direct(self, stage: str, topic: Any, handle: Callable[[Any], Awaitable[None]], *,
                before: Callable[[], Awaitable[None]] | None = None) -> None:
         """Run a stage that keeps no table on its own consumer group, outside Faust's per-message
-        path (docs/adr/0025), behind the same stage boundary as :meth:`each`; ``handle`` gets
+        path (docs/adr/0028), behind the same stage boundary as :meth:`each`; ``handle`` gets
         events with ``key``, ``value``, ``topic``, ``partition`` and ``offset``. The flow must
         name the stage and its topics in :attr:`Flow.direct_stages` (rebuild, replay and the
         lag metric move and read its group's offsets). ``before`` is awaited once first."""

@@ -82,7 +82,7 @@ async def topic_sizes(bootstrap: str, topics: list[str]) -> dict[str, int]:
 
 async def app_lag(bootstrap: str, group: str, prefix: str, topics: Iterable[str]) -> int:
     """How far the app whose Faust group is ``group`` is behind on ``topics`` (named without the
-    prefix): each topic in the group(s) that read it, Faust's or a direct stage's (docs/adr/0025)."""
+    prefix): each topic in the group(s) that read it, Faust's or a direct stage's (docs/adr/0028)."""
     from stream_app.flows import AppGroups
     from stream_app.settings import load_settings
 

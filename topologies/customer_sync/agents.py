@@ -104,7 +104,8 @@ class CustomerSync:
         refs = [source_ref(event), *crossrefs(event)]
         key = self._resolve(refs, _email_of(event))
         if key is not None:
-            await self._send(self.merge_topic, key, MergeEvent(event=message.value).wire())
+            # MergeEvent's wire form, without validating the event a second time
+            await self._send(self.merge_topic, key, {"kind": "event", "event": message.value})
         else:
             out = IdentifyEvent(event=message.value, tries=refs)
             await self._send(self.identify_topic, refs[0], out.wire())
@@ -278,7 +279,7 @@ def install(ctx: FlowContext) -> CustomerSync:
     policy = Policy(our_clients={"salesforce": settings.salesforce_client_name, "tims": settings.tims_client_name})
     flow = CustomerSync(ctx, mappings, policy)
     app = ctx.app
-    # ingest keeps no table: it runs outside Faust's per-message path (docs/adr/0025), once this
+    # ingest keeps no table: it runs outside Faust's per-message path (docs/adr/0028), once this
     # worker has read the whole identity index
     ctx.direct("ingest", flow.source_topic, flow.ingest_one, before=flow.identity.ready)
     for name, topic, body in (("tims_links", flow.tims_links_topic, flow.tims_links),

@@ -198,7 +198,7 @@ def install(ctx: FlowContext) -> Orders:
     """Build the flow on ``ctx.app``: its mapping (validated now), topics, tables, agents and the
     timer that reports what waits."""
     flow = Orders(ctx, load_mapping(ctx.mappings_dir(DEFAULT_MAPPING_DIR)))
-    # ingest keeps no table: it runs outside Faust's per-message path (docs/adr/0025)
+    # ingest keeps no table: it runs outside Faust's per-message path (docs/adr/0028)
     ctx.direct("ingest", flow.source_topic, flow.ingest_one, before=flow.links.ready)
     for name, topic, body in (("waiting", flow.waiting_topic, flow.wait), ("merge", flow.merge_topic, flow.merge.run)):
         ctx.app.agent(topic, name=f"topologies.{FLOW_NAME}.agents.{name}", concurrency=1)(agent_named(body, name))

@@ -105,7 +105,7 @@ class Products:
 def install(ctx: FlowContext) -> Products:
     """Build the flow on ``ctx.app``: its mapping (validated now), topics, tables and agents."""
     flow = Products(ctx, load_mapping(ctx.mappings_dir(DEFAULT_MAPPING_DIR)))
-    # ingest keeps no table: it runs outside Faust's per-message path (docs/adr/0025)
+    # ingest keeps no table: it runs outside Faust's per-message path (docs/adr/0028)
     ctx.direct("ingest", flow.source_topic, flow.ingest_one, before=flow.product_map.ready)
     for name, topic, body in (("merge", flow.merge_topic, flow.merge.run),):
         ctx.app.agent(topic, name=f"topologies.{FLOW_NAME}.agents.{name}", concurrency=1)(agent_named(body, name))
