@@ -108,17 +108,20 @@ class DirectStage:
             metadata_max_age_ms=5000)
         #: batches whose offsets were committed (read by tests and the stats page)
         self.batches = 0
+        #: where the Faust group stood on a partition this group had never committed: records
+        #: before it were handled already, and are skipped (a fetch may have started earlier)
+        self.floors: dict[TopicPartition, int] = {}
 
     async def run(self) -> None:
         """Take batches until the worker stops; a consumer that fails is started again."""
         if self.before is not None:
             await self.before()
+        self.floors.update(await self._floors())
         while True:
             consumer = AIOKafkaConsumer(**self._options, **kafka_security.client_options())
             try:
                 await consumer.start()
-                consumer.subscribe(self.topics, listener=_TakeOver(consumer, self.app.settings.kafka_bootstrap_servers,
-                                                                   self.app.conf.id))
+                consumer.subscribe(self.topics, listener=_TakeOver(consumer, self.floors))
                 log.info("direct stage %s.%s: consuming %s as group %s", self.flow, self.stage,
                          ", ".join(self.topics), self.group)
                 while True:
@@ -132,13 +135,33 @@ class DirectStage:
             finally:
                 await _stop_quietly(consumer)
 
+    async def _floors(self) -> dict[TopicPartition, int]:
+        """Where the Faust group stands on the partitions this group has never committed (the
+        stage moved out of Faust: the records before were handled there)."""
+        bootstrap = self.app.settings.kafka_bootstrap_servers
+        try:
+            ours = await kafka_admin.committed_offsets(bootstrap, self.group)
+            faust = await kafka_admin.committed_offsets(bootstrap, self.app.conf.id)
+        except Exception as exc:  # noqa: BLE001 - without them, new partitions start at the earliest offset
+            log.warning("direct stage %s.%s: committed offsets not read (%s: %s); partitions this group never "
+                        "committed start at their earliest offset", self.flow, self.stage, type(exc).__name__, exc)
+            return {}
+        floors = {tp: offset for tp, offset in faust.items() if tp.topic in self.topics and tp not in ours}
+        for tp, offset in sorted(floors.items()):
+            log.info("direct stage %s.%s: %s[%d] starts at offset %d, where group %s stands", self.flow, self.stage,
+                     tp.topic, tp.partition, offset, self.app.conf.id)
+        return floors
+
     async def _one_batch(self, consumer: AIOKafkaConsumer) -> None:
         fetched = await consumer.getmany(timeout_ms=1000, max_records=self.batch_size)
         if not fetched:
             return
         with collecting_sends() as sends:
-            for records in fetched.values():
+            for tp, records in fetched.items():
+                floor = self.floors.get(tp, 0)
                 for record in records:
+                    if record.offset < floor:
+                        continue
                     await self.handle(DirectEvent(record.key, _CODEC._loads(record.value), record.topic,
                                                   record.partition, record.offset))
         try:
@@ -163,33 +186,19 @@ class DirectStage:
 
 
 class _TakeOver(ConsumerRebalanceListener):
-    """On assignment: a partition this group never committed starts at the Faust group's offset
-    there, when it has one (the stage moved out of Faust, docs/adr/0028)."""
+    """On assignment: a partition with a floor (see :meth:`DirectStage._floors`) that this group
+    has not committed yet is moved to it, so the history before it is not even fetched."""
 
-    def __init__(self, consumer: AIOKafkaConsumer, bootstrap: str, faust_group: str) -> None:
-        self.consumer, self.bootstrap, self.faust_group = consumer, bootstrap, faust_group
+    def __init__(self, consumer: AIOKafkaConsumer, floors: dict[TopicPartition, int]) -> None:
+        self.consumer, self.floors = consumer, floors
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         return None
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        new: list[TopicPartition] = []
         for tp in assigned:
-            if await self.consumer.committed(tp) is None:
-                new.append(tp)
-        if not new:
-            return
-        try:
-            faust = await kafka_admin.committed_offsets(self.bootstrap, self.faust_group)
-        except Exception as exc:  # noqa: BLE001 - without it the partitions start at the earliest offset
-            log.warning("direct stage: the Faust group's offsets could not be read (%s: %s); new partitions "
-                        "start at their earliest offset", type(exc).__name__, exc)
-            return
-        for tp in new:
-            if tp in faust:
-                log.info("direct stage: %s[%d] starts at offset %d, where group %s stands", tp.topic, tp.partition,
-                         faust[tp], self.faust_group)
-                self.consumer.seek(tp, faust[tp])
+            if tp in self.floors and await self.consumer.committed(tp) is None:
+                self.consumer.seek(tp, self.floors[tp])
 
 
 async def _stop_quietly(consumer: AIOKafkaConsumer) -> None:
