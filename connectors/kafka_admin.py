@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -294,17 +294,25 @@ class KafkaAdmin:
                 pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
 
 
-async def follow(bootstrap: str, topic: str, *, client_id: str = "connect-follow",
-                 idle_ms: int = 500) -> AsyncIterator[tuple[list[ConsumerRecord], bool]]:
+async def follow(bootstrap: str, topic: str, *, client_id: str = "connect-follow", idle_ms: int = 500,
+                 since: Callable[[dict[TopicPartition, int], dict[TopicPartition, int]], dict[TopicPartition, int]]
+                 | None = None) -> AsyncIterator[tuple[list[ConsumerRecord], bool]]:
     """Read one topic from its start and keep following it, without a group: yields each batch
     with whether the reader has reached the end the topic had when reading began (then empty
-    batches every ``idle_ms`` while nothing new arrives). For state every process holds whole."""
+    batches every ``idle_ms`` while nothing new arrives). For state every process holds whole.
+
+    ``since(starts, ends)``, when given, says where to begin instead, per partition (a reader
+    that kept what it read before goes on from there); it sees the partitions' first and end
+    offsets, and offsets outside them are moved inside."""
     async with KafkaAdmin(bootstrap, client_id=client_id) as kafka:
         tps = await kafka.partitions([topic])
     if not tps:
         raise KafkaAdminError(f"{topic}: no such topic")
     async with _consumer(bootstrap, None, client_id) as consumer:
         starts, ends = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
+        if since is not None:
+            chosen = since(dict(starts), dict(ends))
+            starts = {tp: min(max(chosen.get(tp, starts[tp]), starts[tp]), ends[tp]) for tp in tps}
         consumer.assign(tps)
         for tp in tps:  # explicit seeks: see read_to_end
             consumer.seek(tp, starts[tp])
