@@ -25,10 +25,10 @@ async def test_an_interrupted_reader_starts_over_and_becomes_ready(monkeypatch: 
     async def follow(*args: Any, **kwargs: Any) -> Any:
         rounds["n"] += 1
         if rounds["n"] == 1:
-            yield [SimpleNamespace(key=b"a", value=b"K1")], False
+            yield [SimpleNamespace(key=b"a", value=b"K1", offset=0)], False
             raise ConnectionError("broker went away")
-        yield [SimpleNamespace(key=b"a", value=b"K1"), SimpleNamespace(key=b"b", value=b"K2"),
-               SimpleNamespace(key=b"a", value=None)], True
+        yield [SimpleNamespace(key=b"a", value=b"K1", offset=0), SimpleNamespace(key=b"b", value=b"K2", offset=1),
+               SimpleNamespace(key=b"a", value=None, offset=2)], True
         await asyncio.Event().wait()  # following: nothing new
 
     monkeypatch.setattr(replicated, "ensure_topics", no_topics)
