@@ -47,6 +47,8 @@ class ConnectApp(faust.App):
     limits: MessageLimits
     #: the consumer groups of the flows' direct stages and the topics each reads (docs/adr/0028)
     direct_groups: dict[str, list[str]] = {}
+    #: the direct stages running on this worker (``/readyz`` reports their state)
+    direct_stages: list[Any] = []
 
 
 def _faust_credentials(security: KafkaSecurity) -> CredentialsT | None:

@@ -108,6 +108,9 @@ class DirectStage:
             metadata_max_age_ms=5000)
         #: batches whose offsets were committed (read by tests and the stats page)
         self.batches = 0
+        #: ``starting`` (waiting for what ``before`` waits for), ``consuming``, or ``restarting``
+        #: after its consumer failed (``/readyz`` reports it)
+        self.state = "starting"
         #: where the Faust group stood on a partition this group had never committed: records
         #: before it were handled already, and are skipped (a fetch may have started earlier)
         self.floors: dict[TopicPartition, int] = {}
@@ -122,6 +125,7 @@ class DirectStage:
             try:
                 await consumer.start()
                 consumer.subscribe(self.topics, listener=_TakeOver(consumer, self.floors))
+                self.state = "consuming"
                 log.info("direct stage %s.%s: consuming %s as group %s", self.flow, self.stage,
                          ", ".join(self.topics), self.group)
                 while True:
@@ -129,6 +133,7 @@ class DirectStage:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the stage starts over from its commits
+                self.state = "restarting"
                 log.warning("direct stage %s.%s: consumer failed (%s: %s); starting again in %.0f s",
                             self.flow, self.stage, type(exc).__name__, exc, RETRY_DELAY)
                 await asyncio.sleep(RETRY_DELAY)

@@ -148,6 +148,7 @@ class FlowRuntime:
                              before=before)
         self.app.task(runner.run)
         self.direct_stages[stage] = runner
+        self.app.direct_stages.append(runner)
         return runner
 
     def _guarded(self, stage: str, handle: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
@@ -206,6 +207,7 @@ def install_flows(app: "ConnectApp") -> dict[str, Any]:
     """Install the enabled flows on ``app``; returns ``{"flow:<name>": what install returned}``."""
     installed: dict[str, Any] = {}
     app.direct_groups = direct_groups(app.settings, app.conf.id)
+    app.direct_stages = []
     for flow in enabled_flows(app.settings):
         runtime = FlowRuntime(app, flow)
         app.owned.keep_history((*flow.source_topics, *flow.link_topics))  # a rebuild reads them

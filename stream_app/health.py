@@ -138,7 +138,8 @@ class SinkAuthChecks:
 
 
 def worker_readiness(app: "ConnectApp", auth: SinkAuthChecks | None) -> Report:
-    """Assigned, recovered, not stalled, sinks authenticated."""
+    """Assigned, recovered, the direct stages consuming (docs/adr/0028), not stalled, sinks
+    authenticated."""
     recovery = app.tables.recovery
     recovered = recovery.completed.is_set() and not recovery.in_recovery
     assigned = recovered and not app.rebalancing
@@ -147,6 +148,9 @@ def worker_readiness(app: "ConnectApp", auth: SinkAuthChecks | None) -> Report:
         "assigned": Check(assigned, {"rebalancing": bool(app.rebalancing), "partitions": partitions}),
         "tables_recovered": Check(recovered, {"in_recovery": bool(recovery.in_recovery)}),
     }
+    stages = {stage.group: stage.state for stage in getattr(app, "direct_stages", [])}
+    if stages:
+        checks["direct_stages_consuming"] = Check(all(state == "consuming" for state in stages.values()), stages)
     watch = app.parts.get("watchdog")
     if watch is not None:
         stalled = sorted(f"{tp.topic}[{tp.partition}]" for tp in watch.flagged)

@@ -74,7 +74,10 @@ async def test_workers_are_ready_after_start_and_not_while_stalled_or_refused(
         good_port, refused_port = good.env["CONNECT_WEB_PORT"], refused.env["CONNECT_WEB_PORT"]
 
         ready = await wait_for(good_port, "/readyz", lambda status, _: status == 200, 60)
-        assert set(ready["checks"]) == {"assigned", "tables_recovered", "consumer_not_stalled", "sinks_authenticated"}
+        assert set(ready["checks"]) == {"assigned", "tables_recovered", "direct_stages_consuming", "consumer_not_stalled",
+                                        "sinks_authenticated"}
+        assert ready["checks"]["direct_stages_consuming"]["detail"][f"{app_env['CONNECT_APP_ID']}.customer_sync.ingest"] == (
+            "consuming")
         assert ready["checks"]["sinks_authenticated"]["detail"] == {"sink-tims-customer": "credentials accepted"}
         status, alive = probe(good_port, "/healthz")
         assert status == 200 and alive["checks"]["event_loop"]["ok"], alive

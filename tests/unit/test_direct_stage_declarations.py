@@ -36,3 +36,21 @@ def test_the_groups_are_named_after_the_apps_group(tmp_path: Path) -> None:
     settings = load_settings(store="memory://", data_dir=str(tmp_path), topic_prefix="")
     assert {"connect-v2.customer_sync.ingest", "connect-v2.orders.ingest", "connect-v2.products.ingest"} <= set(
         direct_groups(settings, "connect-v2"))
+
+
+def test_readiness_waits_for_every_direct_stage_to_consume() -> None:
+    from types import SimpleNamespace
+
+    from stream_app.health import worker_readiness
+
+    recovery = SimpleNamespace(completed=SimpleNamespace(is_set=lambda: True), in_recovery=False)
+    stages = [SimpleNamespace(group="app.customer_sync.ingest", state="consuming"),
+              SimpleNamespace(group="app.orders.ingest", state="starting")]
+    app = SimpleNamespace(tables=SimpleNamespace(recovery=recovery), rebalancing=False,
+                          consumer=SimpleNamespace(assignment=lambda: {1, 2}), parts={}, direct_stages=stages)
+    report = worker_readiness(app, None)  # type: ignore[arg-type]
+    check = report.checks["direct_stages_consuming"]
+    assert not check.ok and check.detail == {"app.customer_sync.ingest": "consuming", "app.orders.ingest": "starting"}
+    assert not report.ok
+    stages[1].state = "consuming"
+    assert worker_readiness(app, None).ok  # type: ignore[arg-type]
