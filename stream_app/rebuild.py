@@ -410,7 +410,9 @@ async def rebuild(settings: "Settings", *, previous_group: str | None = None, wi
 
         sizes = await table_sizes(bootstrap, changelog_topics(await list_topics(bootstrap), plan.group), plan.group)
         say("tables: " + ", ".join(f"{name} {n}" for name, n in sorted(sizes.items())))
-        say(f"done in {time.monotonic() - started:.0f}s: start the workers (and the sources)")
+        took = time.monotonic() - started
+        say(f"done in {took:.0f}s ({plan.to_read:,} input events, {plan.to_read / max(took, 0.001):,.0f} events/s): "
+            "start the workers (and the sources)")
         return 0
     except RebuildError as exc:
         say(f"stream-app rebuild: {exc}")

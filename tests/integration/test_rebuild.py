@@ -83,6 +83,7 @@ async def rebuilt_and_edited(connect: Connect, monkeypatch: pytest.MonkeyPatch, 
     skipped = re.search(r"^skipped (\d+) restated sink commands", output, re.M)
     assert skipped and int(skipped.group(1)) > 0, output
     assert f"customer_master {len(before['customer_master'])}" in output
+    assert re.search(r"^done in \d+s \([\d,]+ input events, [\d,]+ events/s\)", output, re.M), output
 
     assert connect.writes() == writes, "the rebuild wrote to a system"
     assert connect.snapshot() == snapshot
