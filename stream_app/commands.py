@@ -24,6 +24,7 @@ from stream_app.dlq import DlqError, format_entry_line, purge, read_entries, rep
 from stream_app.errors import broker_unreachable, explain, quiet_connection_errors
 from stream_app.flows import AppGroups, mapping_tools
 from stream_app.kafka_local import LocalKafka, LocalKafkaError, broker_answers, local_bootstrap, wait_for_broker
+from stream_app.privacy import PrivacyError, export_person
 from stream_app.rebuild import rebuild as run_rebuild
 from stream_app.replay import ReplayError, apply, group_members, parse_time, plan, resolve_topic
 from stream_app.run_source import backfill as run_backfill
@@ -328,6 +329,21 @@ async def dlq(self: AppCommand, action: str, ids: tuple[str, ...], replay_all: b
     except DlqError as exc:
         print(f"stream-app dlq {action}: {exc}", file=sys.stderr)
         sys.exit(1)
+
+
+@command(
+    argument("action", type=click.Choice(["export"])),
+    option("--email", default=None, help="The person's email (matched as the flows normalise emails)."),
+    option("--customer", default=None, help="The person's customer key (the golden record's key)."),
+)
+async def privacy(self: AppCommand, action: str, email: str | None, customer: str | None) -> None:
+    """Personal data: export (--email E | --customer KEY) prints what the flows hold about one person as JSON."""
+    try:
+        person = await export_person(self.app.settings, email=email, customer=customer)
+    except PrivacyError as exc:
+        print(f"stream-app privacy {action}: {exc}", file=sys.stderr)
+        sys.exit(1)
+    print(json.dumps(person, indent=2, default=str))
 
 
 @command(

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Protocol
 
-__all__ = ["Flow", "FlowContext", "FlowMetrics", "BatchLike", "MappingsTool", "ReplicatedMapLike"]
+__all__ = ["Flow", "FlowContext", "FlowMetrics", "BatchLike", "MappingsTool", "ReplicatedMapLike", "PrivacyTool",
+           "ReadTable"]
 
 
 class FlowMetrics(Protocol):
@@ -109,6 +110,18 @@ class MappingsTool(Protocol):
     def names(self, directory: Path) -> list[str]: ...
 
 
+#: ``read_table(name)``: one of the app's tables by name, as its changelog holds it (key → value bytes)
+ReadTable = Callable[[str], Awaitable[dict[bytes, bytes]]]
+
+
+class PrivacyTool(Protocol):
+    """What ``stream-app privacy`` asks of a flow that holds personal data."""
+
+    async def export(self, read_table: ReadTable, *, email: str | None, customer: str | None) -> dict[str, Any] | None:
+        """Everything the flow's tables hold about one person (None: the flow knows nobody by that
+        email or key)."""
+
+
 @dataclass(frozen=True)
 class Flow:
     """One business flow: what it reads and keeps, and how to install it."""
@@ -131,3 +144,5 @@ class Flow:
     #: the shipped mapping files' folder, when it has any
     mappings: Path | None = None
     mapping_tool: MappingsTool | None = field(default=None, compare=False)
+    #: how ``stream-app privacy export`` reads a person out of its tables, when it holds personal data
+    privacy: PrivacyTool | None = field(default=None, compare=False)

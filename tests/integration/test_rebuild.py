@@ -18,6 +18,7 @@ from aiokafka import TopicPartition
 
 from connectors import kafka_admin
 from stream_app import rebuild as rb
+from stream_app.privacy import PrivacyError, export_person
 from stream_app.settings import Settings, load_settings
 from topologies.customer_sync.mapping import load_mappings
 from tests.support.kafka import app_lag
@@ -137,6 +138,16 @@ async def test_rebuild_after_wiping_the_state_of_the_group(connect: Connect, mon
     group = connect.group
     before = await tables(connect, group)
     assert len(before["customer_master"]) == 4 and before["id_map"] and before["customer_sync_identity"]
+    # `stream-app privacy export`: one person as the tables hold them, found by an email as typed
+    person = first_onboarded()
+    exported = await export_person(settings_for(connect.env, monkeypatch), email=f" {person.email.upper()} ")
+    sync = exported["flows"]["customer_sync"]
+    assert exported["group"] == group and sync["golden_record"] == before["customer_master"][sync["customer_key"]]
+    assert {f"email:{person.email}", f"tims:customer:{person.ids['tims']}"} <= set(sync["identity_entries"])
+    assert all(before["customer_sync_identity"][entry] == sync["customer_key"] for entry in sync["identity_entries"])
+    assert sync["recent_event_ids"] and sync["recent_event_ids"] == sync["golden_record"]["seen"]
+    with pytest.raises(PrivacyError, match="no person with that email"):
+        await export_person(settings_for(connect.env, monkeypatch), email="nobody@nowhere.example")
     # A group that holds state is never rebuilt over without wipe.
     refused: list[str] = []
     assert await rb.rebuild(settings_for(connect.env, monkeypatch), dry_run=True, say=refused.append) == 1

@@ -9,6 +9,7 @@ from topologies.customer_sync.agents import (
 )
 from topologies.customer_sync.mapping import DEFAULT_MAPPING_DIR
 from topologies.customer_sync.preview import CustomerSyncMappings
+from topologies.customer_sync.privacy import CustomerSyncPrivacy
 from topologies.flow import Flow
 
 __all__ = ["FLOW"]
@@ -24,4 +25,5 @@ FLOW = Flow(
     install=install,
     mappings=DEFAULT_MAPPING_DIR,
     mapping_tool=CustomerSyncMappings(),
+    privacy=CustomerSyncPrivacy(),
 )

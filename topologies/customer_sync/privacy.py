@@ -1,0 +1,56 @@
+"""The customer sync's part of ``stream-app privacy export``: one person as its tables hold them.
+
+The person is found by customer key, or by email through the identity index (``email:<address>``
+→ customer key, normalised as the flow normalises emails). The export is the golden record (every
+field with the system and time it came from, the links to each system's record, what the flow
+believes each target holds), every identity entry that leads to the customer (their references
+in Salesforce, Pardot and TIMS, and their emails), and the ids of the recent events folded into
+the record (its dedupe window). The events themselves stay in the source topics.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from topologies.customer_sync.identity import normalize_email
+from topologies.flow import ReadTable
+
+__all__ = ["CustomerSyncPrivacy"]
+
+INDEX = "customer_sync_identity"
+MASTER = "customer_master"
+
+
+def _table_key(raw: bytes) -> str:
+    """A table key as the app wrote it: JSON text, or plain text."""
+    if raw.startswith(b'"'):
+        try:
+            return str(json.loads(raw))
+        except ValueError:
+            pass
+    return raw.decode(errors="replace")
+
+
+class CustomerSyncPrivacy:
+    async def export(self, read_table: ReadTable, *, email: str | None, customer: str | None) -> dict[str, Any] | None:
+        index = {key.decode(errors="replace"): value.decode(errors="replace")
+                 for key, value in (await read_table(INDEX)).items()}
+        key = customer
+        if key is None:
+            address = normalize_email(email)
+            key = index.get(f"email:{address}") if address else None
+        if key is None:
+            return None
+        master = {_table_key(raw): value for raw, value in (await read_table(MASTER)).items()}
+        raw_record = master.get(key)
+        entries = sorted(entry for entry, owner in index.items() if owner == key)
+        if raw_record is None and not entries:
+            return None
+        record = json.loads(raw_record) if raw_record is not None else None
+        return {
+            "customer_key": key,
+            "identity_entries": entries,
+            "golden_record": record,
+            "recent_event_ids": list((record or {}).get("seen", [])),
+        }
