@@ -262,6 +262,8 @@ DEFAULT_SCHEMA: dict[str, SObjectDef] = {
             _f("ContactId", "reference", updateable=False, reference_to=("Contact",)),
             _f("Status", format="picklist", default="Sent"),
             _f("HasResponded", "boolean", nillable=False, default=False, **_RO),
+            # the lists flow's key for the members it adds: <Campaign Id>:<Lead or Contact Id>
+            _f("Connect_Member_Key__c", external_id=True, unique=True),
         ])),
         SObjectDef("Product2", "01t", tuple(_system() + [
             _f("Name", nillable=False),
