@@ -24,6 +24,9 @@ class PardotConfig(ConnectorConfig):
     #: Pardot allows 5 concurrent API requests per business unit
     max_concurrent: int = Field(default=5, ge=1, le=5)
     daily_limit: int = Field(default=25_000, ge=1)
+    #: count the daily quota and split the concurrent requests with every other process that
+    #: calls this business unit, through Kafka (connectors/pardot/quota.py); off: per process
+    shared_quota: bool = True
     timeout: float = 30.0
 
     # The poller (connectors/pardot/source.py)

@@ -53,6 +53,8 @@ class PardotWriter(Writer):
 
     async def close(self) -> None:
         await self.client.aclose()
+        if self.client.budget.sharing is not None:
+            await self.client.budget.sharing.aclose()
 
     async def check_auth(self) -> None:
         """The Salesforce token Pardot takes (no Pardot call: its daily quota is small)."""
