@@ -164,5 +164,6 @@ def describe(context: dict[str, Any]) -> str:
     terms = [f"terms {context['payment_terms']}" if context.get("payment_terms") else "",
              f"credit limit {context['credit_limit']} {currency}" if context.get("credit_limit") is not None else ""]
     if any(terms):
-        lines.append("; ".join(t for t in terms if t).capitalize())
+        text = "; ".join(t for t in terms if t)
+        lines.append(text[0].upper() + text[1:])
     return "\n".join(lines)

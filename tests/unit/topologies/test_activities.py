@@ -122,6 +122,7 @@ def test_erp_context_follows_tims_versions_and_rides_on_the_task() -> None:
     assert context["payment_terms"] == "NET30"
     text = describe(context)
     assert "Open orders: 1 (100.10 USD)" in text and "Last invoice: INV000002 of 2026-12-01, 80.50 USD" in text
+    assert "Terms NET30; credit limit 5000.0 USD" in text
     with pytest.raises(Unusable):
         fold_tims(ctx, tims("invoice", "INV000003", 1, customer_id="C000001", status="open", balance_due="lots"), "USD")
 
