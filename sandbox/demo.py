@@ -177,7 +177,7 @@ async def _play(sandbox: Sandbox, processes: Processes, say: Callable[[str], Non
                           lambda: (org.get("Contact", first.ids["contact"]) or {}).get("TIMS_Payment_Terms__c") == "NET60"
                           and (org.get("Account", first.ids["account"]) or {}).get("TIMS_Credit_Limit__c") == 25000,
                           processes, timeout, say)
-    return ok & await _play_engagement(sandbox, first, processes, say, timeout)
+    return ok
 
 
 async def _play_engagement(sandbox: Sandbox, person: Person, processes: Processes, say: Callable[[str], None],
@@ -267,6 +267,7 @@ async def run_demo(once: bool, say: Callable[[str], None] = print, timeout: floa
            "CONNECT_WEB_PORT": os.environ.get("CONNECT_WEB_PORT") or str(_web_port()),
            "CONNECT_SINK_OBJECTS": "salesforce.Contact,salesforce.Account,tims.customer,salesforce.Task,"
                                    "salesforce.Campaign,salesforce.CampaignMember,pardot.list,pardot.list_membership",
+           "CONNECT_FLOWS": "customer_sync,products,orders,activities,lists",
            "CONNECT_SALESFORCE_ENTITIES": "Lead,Contact,Account,Campaign,CampaignMember",
            "CONNECT_PARDOT_ENTITIES": "prospect,visitor_activity,list,list_membership",
            "CONNECT_SINK_LINGER": "0.2", "CONNECT_TIMS_POLL_INTERVAL": "1", "CONNECT_PARDOT_POLL_INTERVAL": "2"}
@@ -281,6 +282,8 @@ async def run_demo(once: bool, say: Callable[[str], None] = print, timeout: floa
         say(f"worker and sources started (logs in {logs}); worker web: http://127.0.0.1:{env['CONNECT_WEB_PORT']}")
         await asyncio.sleep(8)
         ok = await _play(sandbox, processes, say, timeout)
+        customer = next((person for person in PEOPLE if "tims" in person.ids), None)
+        ok = ok and customer is not None and await _play_engagement(sandbox, customer, processes, say, timeout)
         before = _api_writes(sandbox)
         await asyncio.sleep(5)
         quiet = _api_writes(sandbox) == before

@@ -121,3 +121,6 @@ class Flow:
     #: the shipped mapping files' folder, when it has any
     mappings: Path | None = None
     mapping_tool: MappingsTool | None = field(default=None, compare=False)
+    #: runs when ``CONNECT_FLOWS`` is empty; a flow that needs fields or sinks a site must set up
+    #: first (the engagement flows, docs/adr/0025) runs only when named
+    by_default: bool = True

@@ -12,4 +12,5 @@ from topologies.flow import Flow
 __all__ = ["FLOW"]
 
 FLOW = Flow(name=FLOW_NAME, source_topics=SOURCE_TOPICS, internal_topics=STAGE_TOPICS, tables=TABLES,
-            sources=("pardot", "tims"), install=install, mappings=DEFAULT_MAPPING_DIR)
+            sources=("pardot", "tims"), install=install, mappings=DEFAULT_MAPPING_DIR,
+            by_default=False)

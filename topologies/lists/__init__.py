@@ -11,4 +11,5 @@ from topologies.lists.membership import DEFAULT_MAPPING_DIR
 __all__ = ["FLOW"]
 
 FLOW = Flow(name=FLOW_NAME, source_topics=SOURCE_TOPICS, internal_topics=STAGE_TOPICS, tables=TABLES,
-            sources=("pardot", "salesforce", "tims"), install=install, mappings=DEFAULT_MAPPING_DIR)
+            sources=("pardot", "salesforce", "tims"), install=install, mappings=DEFAULT_MAPPING_DIR,
+            by_default=False)
