@@ -1,10 +1,13 @@
-"""`stream-app demo`: the sandbox, a worker and the three sources, playing the two customer flows.
+"""`stream-app demo`: the sandbox, a worker and the three sources, playing the customer and engagement flows.
 
 1. Website lead capture → TIMS onboarding: a Pardot form creates a prospect, Pardot scores and
    grades it and syncs a Lead; the Lead is converted; the qualified ones become TIMS customers
    exactly once, and the TIMS id lands on the Contact and the Account.
 2. Customer master both ways: a Salesforce user edits a phone and a city (→ TIMS); a TIMS user
    edits payment terms and the credit limit (→ Salesforce custom fields).
+3. Engagement: a customer with an open order and an invoice in TIMS submits a form and clicks a
+   link in an email: two Tasks on the Contact with the TIMS context; a TIMS segment appears as
+   a Campaign and a Pardot list, with the customer in both.
 
 The sandbox runs in this process; the worker and the sources run as subprocesses, as an
 operator would run them. Each run uses its own app id and topic prefix, so runs never mix.
@@ -177,6 +180,57 @@ async def _play(sandbox: Sandbox, processes: Processes, say: Callable[[str], Non
     return ok
 
 
+async def _play_engagement(sandbox: Sandbox, person: Person, processes: Processes, say: Callable[[str], None],
+                           timeout: float) -> bool:
+    org, pardot, tims = sandbox.org, sandbox.pardot, sandbox.tims
+    say("flow 3: engagement: activities become Tasks with TIMS context; a TIMS segment becomes a list and a Campaign")
+    customer = person.ids["tims"]
+    item = tims.create("items", {"sku": "AR-125", "name": "Argon 125 cf", "unit_price": 61.5})["item_id"]
+    order = tims.create("sales_orders", {"customer_id": customer, "status": "open",
+                                         "lines": [{"item_id": item, "quantity": 2, "unit_price": 61.5}]})
+    invoice = tims.create("invoices", {"customer_id": customer, "invoice_date": time.strftime("%Y-%m-%d"),
+                                       "total_amount": 240.0})
+    segment = tims.create("segments", {"name": "Monthly welding gas buyers"})["segment_id"]
+    tims.update_customer(customer, segment_ids=[segment])
+    say(f"  TIMS: order {order['sales_order_id']} open, invoice {invoice['invoice_id']} of 240.00; "
+        f"{person.first} joins segment {segment} (Monthly welding gas buyers)")
+
+    def published() -> tuple[str | None, int | None]:
+        campaigns = org.find("Campaign", "TIMS_Segment_ID__c", segment)
+        lists = [r for r in pardot.snapshot()["records"]["lists"] if r["name"] == f"TIMS segment {segment}"]
+        return (campaigns[0]["Id"] if campaigns else None), (lists[0]["id"] if lists else None)
+
+    def in_segment() -> bool:
+        campaign, list_id = published()
+        return campaign is not None and list_id is not None and any(
+            m["CampaignId"] == campaign and m["ContactId"] == person.ids["contact"] for m in org.records("CampaignMember")
+        ) and any(m["prospectId"] == person.ids["prospect"] for m in pardot.memberships(list_id=list_id))
+
+    ok = await _wait_for(f"segment {segment}: a Campaign and a Pardot list, with {person.first} in both",
+                         in_segment, processes, timeout, say)
+    _, form = pardot.submit_form(person.email, {"firstName": person.first}, handler="cylinder-refill")
+    click = pardot.add_visitor_activity(person.ids["prospect"], 1, "Click", "https://example.com/refill-offer",
+                                        emailId=7001)
+    say(f"  {person.first} submits the cylinder-refill form and clicks the refill offer in an email")
+
+    def task(activity: dict[str, Any]) -> dict[str, Any]:
+        found = org.find("Task", "Pardot_Activity_Key__c", f"pardot:{activity['id']}")
+        return found[0] if found else {}
+
+    for what, activity in (("form submission", form), ("email click", click)):
+        ok &= await _wait_for(
+            f"{what} → Task on {person.first}'s Contact with TIMS context (1 open order, balance 240.00)",
+            lambda a=activity: task(a).get("WhoId") == person.ids["contact"]
+            and task(a).get("TIMS_Open_Orders__c") == 1 and task(a).get("TIMS_Open_Balance__c") == 240.0,
+            processes, timeout, say)
+    shown = task(click)
+    if shown:
+        say(f"  Task {shown['Id']}: {shown['Subject']}")
+        for line in (shown.get("Description") or "").splitlines():
+            say(f"    | {line}")
+    return ok
+
+
 def _report(sandbox: Sandbox, say: Callable[[str], None]) -> None:
     say("what each system holds now")
     for person in PEOPLE:
@@ -211,7 +265,11 @@ async def run_demo(once: bool, say: Callable[[str], None] = print, timeout: floa
     env = {**os.environ, **sandbox.worker_env(), "CONNECT_APP_ID": f"demo-{run}",
            "CONNECT_TOPIC_PREFIX": f"demo-{run}.", "CONNECT_DATA_DIR": str(logs / "data"),
            "CONNECT_WEB_PORT": os.environ.get("CONNECT_WEB_PORT") or str(_web_port()),
-           "CONNECT_SINK_OBJECTS": "salesforce.Contact,salesforce.Account,tims.customer",
+           "CONNECT_SINK_OBJECTS": "salesforce.Contact,salesforce.Account,tims.customer,salesforce.Task,"
+                                   "salesforce.Campaign,salesforce.CampaignMember,pardot.list,pardot.list_membership",
+           "CONNECT_FLOWS": "customer_sync,products,orders,activities,lists",
+           "CONNECT_SALESFORCE_ENTITIES": "Lead,Contact,Account,Campaign,CampaignMember",
+           "CONNECT_PARDOT_ENTITIES": "prospect,visitor_activity,list,list_membership",
            "CONNECT_SINK_LINGER": "0.2", "CONNECT_TIMS_POLL_INTERVAL": "1", "CONNECT_PARDOT_POLL_INTERVAL": "2"}
     processes = Processes(env, logs)
     say("sandbox:")
@@ -224,6 +282,8 @@ async def run_demo(once: bool, say: Callable[[str], None] = print, timeout: floa
         say(f"worker and sources started (logs in {logs}); worker web: http://127.0.0.1:{env['CONNECT_WEB_PORT']}")
         await asyncio.sleep(8)
         ok = await _play(sandbox, processes, say, timeout)
+        customer = next((person for person in PEOPLE if "tims" in person.ids), None)
+        ok = ok and customer is not None and await _play_engagement(sandbox, customer, processes, say, timeout)
         before = _api_writes(sandbox)
         await asyncio.sleep(5)
         quiet = _api_writes(sandbox) == before

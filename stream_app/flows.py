@@ -190,11 +190,11 @@ def flow_mappings_dir(settings: Settings, flow: str, shipped: Path) -> Path:
 
 
 def enabled_flows(settings: Settings) -> list[Flow]:
-    """The registered flows ``CONNECT_FLOWS`` selects (empty: every one)."""
+    """The registered flows ``CONNECT_FLOWS`` selects (empty: every one that runs by default)."""
     flows = all_flows()
     wanted = [name.strip() for name in settings.flows.split(",") if name.strip()]
     if not wanted:
-        return flows
+        return [flow for flow in flows if flow.by_default]
     known = {flow.name: flow for flow in flows}
     unknown = [name for name in wanted if name not in known]
     if unknown:

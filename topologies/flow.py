@@ -146,3 +146,6 @@ class Flow:
     mapping_tool: MappingsTool | None = field(default=None, compare=False)
     #: how ``stream-app privacy export`` reads a person out of its tables, when it holds personal data
     privacy: PrivacyTool | None = field(default=None, compare=False)
+    #: runs when ``CONNECT_FLOWS`` is empty; a flow that needs fields or sinks a site must set up
+    #: first (the engagement flows, docs/adr/0025) runs only when named
+    by_default: bool = True

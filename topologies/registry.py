@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 
+from topologies.activities import FLOW as ACTIVITIES
 from topologies.customer_sync import FLOW as CUSTOMER_SYNC
 from topologies.flow import Flow
+from topologies.lists import FLOW as LISTS
 from topologies.orders import FLOW as ORDERS
 from topologies.products import FLOW as PRODUCTS
 
@@ -20,7 +22,7 @@ __all__ = ["ENTRY_POINT_GROUP", "all_flows", "flow_named"]
 ENTRY_POINT_GROUP = "pardot_tims_connect.flows"
 
 #: the flows this project ships, one line each
-SHIPPED: tuple[Flow, ...] = (CUSTOMER_SYNC, PRODUCTS, ORDERS)
+SHIPPED: tuple[Flow, ...] = (CUSTOMER_SYNC, PRODUCTS, ORDERS, ACTIVITIES, LISTS)
 
 
 def all_flows() -> list[Flow]:

@@ -27,7 +27,7 @@ from connectors.pardot.config import PardotConfig
 from connectors.redact import redact_text
 from connectors.retry import RetryPolicy
 
-__all__ = ["PardotClient", "TokenSource", "DailyUsage", "API_PATH", "shared_budget", "usage_for"]
+__all__ = ["PardotClient", "TokenSource", "DailyUsage", "API_PATH", "shared_budget", "usage_for", "share_quota"]
 
 API_PATH = "/api/v5/objects"
 _AUTH_CODE = "184"
@@ -35,7 +35,8 @@ _DAILY_LIMIT_CODE = "122"
 
 
 class DailyUsage:
-    """Requests made today (UTC), fed to the budget so it can hold calls near the limit."""
+    """Requests made today (UTC), fed to the budget so it can hold calls near the limit; with a
+    shared budget (``connectors/pardot/quota.py``) the other processes' count of the day too."""
 
     def __init__(self, budget: ApiBudget, daily_limit: int, clock: Callable[[], float] = time.time) -> None:
         self.budget = budget
@@ -43,21 +44,31 @@ class DailyUsage:
         self._clock = clock
         self.day = self._today()
         self.used = 0
+        #: the other processes' calls today (set by the shared quota)
+        self.others = 0
 
     def _today(self) -> str:
         return datetime.fromtimestamp(self._clock(), tz=timezone.utc).strftime("%Y-%m-%d")
 
-    def count(self) -> None:
+    def current_day(self) -> str:
+        """Today (UTC), starting this process's count again on a new day."""
         today = self._today()
         if today != self.day:
-            self.day, self.used = today, 0
+            self.day, self.used, self.others = today, 0, 0
+        return self.day
+
+    def observe(self) -> None:
+        self.budget.observe(self.used + self.others, self.daily_limit)
+
+    def count(self) -> None:
+        self.current_day()
         self.used += 1
-        self.budget.observe(self.used, self.daily_limit)
+        self.observe()
 
     def spent(self) -> None:
         """Pardot said the limit is met (code 122), whatever our own count says."""
-        self.used = max(self.used, self.daily_limit)
-        self.budget.observe(self.used, self.daily_limit)
+        self.used = max(self.used, self.daily_limit - self.others)
+        self.observe()
 
 
 _SHARED: dict[tuple[str, str], ApiBudget] = {}
@@ -71,6 +82,17 @@ def shared_budget(config: PardotConfig) -> ApiBudget:
     if key not in _SHARED:
         _SHARED[key] = ApiBudget("pardot", max_concurrent=config.max_concurrent)
     return _SHARED[key]
+
+
+def share_quota(budget: ApiBudget, config: PardotConfig, target: Any) -> None:
+    """Share ``budget`` with every other process through Kafka (``target``: the process's
+    ``KafkaTarget``), once per process; a no-op when ``CONNECT_PARDOT_SHARED_QUOTA`` is off."""
+    if budget.sharing is not None or not config.shared_quota:
+        return
+    from connectors.pardot.quota import SharedQuota
+
+    budget.sharing = SharedQuota(target, budget, usage_for(budget, config.daily_limit), config.business_unit_id,
+                                 config.max_concurrent)
 
 
 def usage_for(budget: ApiBudget, daily_limit: int, clock: Callable[[], float] = time.time) -> DailyUsage:

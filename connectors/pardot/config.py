@@ -8,10 +8,13 @@ from pydantic import Field, field_validator
 
 from connectors.config import ConnectorConfig, Names, url_validator
 
-__all__ = ["ENTITIES", "PardotConfig"]
+__all__ = ["ENTITIES", "DEFAULT_ENTITIES", "PardotConfig"]
 
 #: the streams the source can poll (connectors/pardot/source.py: STREAMS)
-ENTITIES: tuple[str, ...] = ("prospect", "visitor_activity")
+ENTITIES: tuple[str, ...] = ("prospect", "visitor_activity", "list", "list_membership")
+#: the streams polled unless configured: each stream costs a call per poll of the daily quota,
+#: so the lists flow's two are asked for (docs/adr/0026)
+DEFAULT_ENTITIES: tuple[str, ...] = ("prospect", "visitor_activity")
 
 
 class PardotConfig(ConnectorConfig):
@@ -21,13 +24,16 @@ class PardotConfig(ConnectorConfig):
     #: Pardot allows 5 concurrent API requests per business unit
     max_concurrent: int = Field(default=5, ge=1, le=5)
     daily_limit: int = Field(default=25_000, ge=1)
+    #: count the daily quota and split the concurrent requests with every other process that
+    #: calls this business unit, through Kafka (connectors/pardot/quota.py); off: per process
+    shared_quota: bool = True
     timeout: float = 30.0
 
     # The poller (connectors/pardot/source.py)
     poll_interval: float = Field(default=30.0, gt=0)
     overlap_seconds: float = Field(default=60.0, ge=0)
     page_size: int = Field(default=200, ge=1, le=1000)
-    entities: Names = ENTITIES
+    entities: Names = DEFAULT_ENTITIES
     #: custom prospect fields to read as well (``TIMS_Customer_ID__c`` …)
     prospect_fields: Names = ()
 

@@ -1,4 +1,4 @@
-"""Pardot v5 → ``src.pardot.prospect`` and ``src.pardot.visitor_activity``, polled by updatedAt.
+"""Pardot v5 → ``src.pardot.<entity>`` (prospects, visitor activities, lists, list memberships), polled by updatedAt.
 
 Pardot has no change feed: each stream queries ``updatedAtAfterOrEqualTo`` ordered by
 (``updatedAt``, ``id``) and pages with ``nextPageToken``. Pardot stamps ``updatedAt`` to the
@@ -38,7 +38,7 @@ from connectors.source import Source
 __all__ = [
     "Stream", "STREAMS", "StreamPosition", "PardotSource", "stream_for", "row_event",
     "row_digest", "format_ts", "parse_ts",
-    "PROSPECT_FIELDS", "ACTIVITY_FIELDS",
+    "PROSPECT_FIELDS", "ACTIVITY_FIELDS", "LIST_FIELDS", "MEMBERSHIP_FIELDS",
 ]
 
 PROSPECT_FIELDS: tuple[str, ...] = (
@@ -51,6 +51,13 @@ PROSPECT_FIELDS: tuple[str, ...] = (
 ACTIVITY_FIELDS: tuple[str, ...] = (
     "id", "prospectId", "visitorId", "visitId", "type", "typeName", "details", "campaignId", "formHandlerId",
     "formId", "emailId", "createdAt", "updatedAt",
+)
+LIST_FIELDS: tuple[str, ...] = (
+    "id", "name", "title", "description", "isPublic", "isDynamic", "campaignId", "isDeleted", "createdAt", "updatedAt",
+    "createdById", "updatedById",
+)
+MEMBERSHIP_FIELDS: tuple[str, ...] = (
+    "id", "listId", "prospectId", "optedOut", "isDeleted", "createdAt", "updatedAt", "createdById", "updatedById",
 )
 #: (id, updatedAt) pairs remembered for the overlap window, at most
 MAX_REMEMBERED = 10_000
@@ -73,6 +80,8 @@ class Stream:
 STREAMS: dict[str, Stream] = {s.entity: s for s in (
     Stream("prospect", "prospects", PROSPECT_FIELDS, True),
     Stream("visitor_activity", "visitor-activities", ACTIVITY_FIELDS, False),
+    Stream("list", "lists", LIST_FIELDS, True),
+    Stream("list_membership", "list-memberships", MEMBERSHIP_FIELDS, True),
 )}
 
 

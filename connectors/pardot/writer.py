@@ -11,6 +11,9 @@ record (one ``partition_key``) run in their batch order. Commands:
 - ``list_membership`` keyed by ``<listId>:<prospectId>`` (or ``listId``/``prospectId`` in
   fields): ``upsert`` adds the prospect to the list (already a member: ``optedOut`` is
   brought in line), ``delete`` removes it; both are idempotent.
+- ``list`` keyed by ``name`` (Pardot's internal list name, unique in a business unit): update the
+  list with that name, else create it; ``target_id`` the list id (a list v5 cannot look up by
+  any other key; the lists flow names the lists it publishes, docs/adr/0026).
 
 Fields go out as given: a None is JSON null, which clears the field in v5.
 
@@ -50,6 +53,8 @@ class PardotWriter(Writer):
 
     async def close(self) -> None:
         await self.client.aclose()
+        if self.client.budget.sharing is not None:
+            await self.client.budget.sharing.aclose()
 
     async def check_auth(self) -> None:
         """The Salesforce token Pardot takes (no Pardot call: its daily quota is small)."""
@@ -92,6 +97,7 @@ class PardotWriter(Writer):
             ("prospect", "upsert", "id"): self._update_prospect,
             ("prospect", "upsert", "email"): self._upsert_by_email,
             ("prospect", "delete", "id"): self._delete_prospect,
+            ("list", "upsert", "name"): self._upsert_list,
         }
         if command.object == "list_membership":
             return self._add_membership if command.operation == "upsert" else self._remove_membership
@@ -114,6 +120,18 @@ class PardotWriter(Writer):
         prospect_id = _int(command.external_id, "prospect id")
         await self.client.delete("prospects", prospect_id)
         return WriteOutcome(command, ok=True, target_id=str(prospect_id), created=False)
+
+    async def _upsert_list(self, command: SinkCommand) -> WriteOutcome:
+        values = {k: v for k, v in command.fields.items() if k != "name"}
+        found: list[dict[str, Any]] = []
+        async for page in self.client.query("lists", ("id", "name"), {"name": command.external_id}):
+            found.extend(row for row in page if row.get("name") == command.external_id)
+        if found:
+            if values:
+                await self.client.update("lists", int(found[0]["id"]), values)
+            return WriteOutcome(command, ok=True, target_id=str(found[0]["id"]), created=False)
+        created = await self.client.create("lists", {"name": command.external_id, **values}, fields=("id",))
+        return WriteOutcome(command, ok=True, target_id=str(created["id"]), created=True)
 
     async def _add_membership(self, command: SinkCommand) -> WriteOutcome:
         list_id, prospect_id = _membership_ids(command)

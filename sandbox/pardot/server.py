@@ -81,6 +81,9 @@ class _Limits:
     day: date | None = None
     used: int = 0
     in_flight: Counter[str] = field(default_factory=Counter)
+    #: the most requests a business unit had in flight at once, and the refusals for the quota
+    peak_in_flight: int = 0
+    refused_quota: int = 0
     tokens_seen: dict[str, float] = field(default_factory=dict)
 
 
@@ -157,11 +160,13 @@ async def _gate(request: web.Request, handler: Handler) -> web.StreamResponse:
     if limits.day != today:
         limits.day, limits.used = today, 0
     if limits.used >= cfg.daily_limit:
+        limits.refused_quota += 1
         return pardot_error(122)
     limits.used += 1  # a request refused for concurrency still counts, as it reached Pardot
     if limits.in_flight[unit] >= cfg.max_concurrent:
         return pardot_error(66)
     limits.in_flight[unit] += 1
+    limits.peak_in_flight = max(limits.peak_in_flight, limits.in_flight[unit])
     try:
         fault = await request.app[FAULTS_KEY].decide(request.path)
         response = _fault_response(fault) if fault else await _guarded(request, handler)
@@ -414,7 +419,8 @@ def _own_admin_routes() -> list[web.RouteDef]:
         cfg: PardotConfig = request.app[CONFIG_KEY]
         limits = request.app[STATE_KEY]
         return {"daily_limit": cfg.daily_limit, "max_concurrent": cfg.max_concurrent, "used_today": limits.used,
-                "in_flight": dict(limits.in_flight)}
+                "in_flight": dict(limits.in_flight), "peak_in_flight": limits.peak_in_flight,
+                "refused_quota": limits.refused_quota}
 
     async def get_limits(request: web.Request) -> web.Response:
         return web.json_response(limits_body(request))

@@ -262,6 +262,8 @@ DEFAULT_SCHEMA: dict[str, SObjectDef] = {
             _f("ContactId", "reference", updateable=False, reference_to=("Contact",)),
             _f("Status", format="picklist", default="Sent"),
             _f("HasResponded", "boolean", nillable=False, default=False, **_RO),
+            # the lists flow's key for the members it adds: <Campaign Id>:<Lead or Contact Id>
+            _f("Connect_Member_Key__c", external_id=True, unique=True),
         ])),
         SObjectDef("Product2", "01t", tuple(_system() + [
             _f("Name", nillable=False),
@@ -285,6 +287,11 @@ DEFAULT_SCHEMA: dict[str, SObjectDef] = {
             _f("Type", format="picklist"),
             _f("IsClosed", "boolean", nillable=False, default=False, **_RO),
             _f("TIMS_Document_ID__c", external_id=True, unique=True),
+            # the activities flow: one Task per Pardot activity (or roll-up), with ERP context
+            _f("Pardot_Activity_Key__c", external_id=True, unique=True),
+            _f("TIMS_Open_Orders__c", "int"),
+            _f("TIMS_Open_Balance__c", "double", format="currency"),
+            _f("TIMS_Last_Invoice__c"),
         ])),
     )
 }

@@ -1,4 +1,4 @@
-"""Flows 1 and 2 end to end, as `make demo` plays them: the real broker, the sandbox, a worker
+"""Flows 1, 2 and 3 end to end, as `make demo` plays them: the real broker, the sandbox, a worker
 subprocess and the three source processes; `--once` exits 0 only if every expected record arrived
 in every system and the systems went quiet afterwards."""
 
@@ -28,4 +28,6 @@ def test_demo_once_plays_both_flows(kafka_bootstrap: str, tmp_path: Path) -> Non
     assert "Salesforce Contact and Account show NET60 and 25,000" in out
     assert "the systems are quiet once they agree" in out
     assert "TIMS records: 3 customers" in out
+    assert "a Campaign and a Pardot list, with Ada in both" in out
+    assert out.count("Task on Ada's Contact with TIMS context") == 2
     assert "✗" not in out

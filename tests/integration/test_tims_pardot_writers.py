@@ -139,3 +139,20 @@ async def test_pardot_list_membership_add_and_remove(pardot: tuple[PardotStore, 
     [missing_list] = await writer.write([membership(9999, person["id"])])
     assert removed.ok and store.memberships(list_id=nurture["id"]) == []
     assert (missing_list.ok, missing_list.error_code) == (False, "55")
+
+
+async def test_pardot_list_upsert_by_name_creates_once_then_updates(
+        pardot: tuple[PardotStore, Faults, PardotWriter]) -> None:
+    store, _, writer = pardot
+    store.create_list("Someone else's list")
+
+    def publish(title: str, version: int) -> SinkCommand:
+        return SinkCommand(system="pardot", object="list", external_id_field="name", external_id="TIMS segment SEG000001",
+                           fields={"title": title, "description": "from TIMS"}, version=version, record_key="segment:SEG000001")
+
+    [created] = await writer.write([publish("Welding gas buyers", 1)])
+    [updated] = await writer.write([publish("Monthly welding gas buyers", 2)])
+    assert (created.ok, created.created, updated.ok, updated.created) == (True, True, True, False)
+    assert created.target_id == updated.target_id
+    lists = [r for r in store.snapshot()["records"]["lists"] if r["name"] == "TIMS segment SEG000001"]
+    assert len(lists) == 1 and lists[0]["title"] == "Monthly welding gas buyers"

@@ -11,8 +11,13 @@ from stream_app.settings import load_settings
 
 
 def test_no_faust_agent_reads_a_topic_a_direct_stage_reads(tmp_path: Path) -> None:
-    settings = load_settings(store="memory://", data_dir=str(tmp_path), topic_prefix="p.")
+    from topologies.registry import all_flows
+
+    every_flow = ",".join(flow.name for flow in all_flows())  # those off by default too
+    settings = load_settings(store="memory://", data_dir=str(tmp_path), topic_prefix="p.", flows=every_flow)
     app = create_app(settings, sinks=True, metrics=False)
+    assert {"p.src.pardot.visitor_activity", "p.src.salesforce.CampaignMember"} <= {
+        topic for topics in app.direct_groups.values() for topic in topics}
     direct = {topic for topics in app.direct_groups.values() for topic in topics}
     assert "p.src.tims.customer" in direct and "p.src.salesforce.Account" in direct
     agent_topics = {topic for agent in app.agents.values() for topic in agent.channel.topics}

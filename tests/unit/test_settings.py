@@ -197,3 +197,12 @@ def test_table_standby_replicas_reach_faust(monkeypatch: pytest.MonkeyPatch) -> 
     assert create_app(load_settings(), flows=False, sinks=False, metrics=False).conf.table_standby_replicas == 2
     monkeypatch.setenv("CONNECT_TABLE_STANDBY_REPLICAS", "-1")
     assert "CONNECT_TABLE_STANDBY_REPLICAS:" in str(pytest.raises(SettingsError, load_settings).value)
+
+
+def test_the_engagement_flows_run_only_when_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stream_app.flows import enabled_flows
+
+    default = [flow.name for flow in enabled_flows(load_settings())]
+    assert "customer_sync" in default and "activities" not in default and "lists" not in default
+    monkeypatch.setenv("CONNECT_FLOWS", "activities,lists")
+    assert [flow.name for flow in enabled_flows(load_settings())] == ["activities", "lists"]

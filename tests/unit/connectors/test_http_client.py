@@ -129,11 +129,11 @@ async def test_each_attempt_holds_one_budget_slot() -> None:
     seen: list[bool] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(budget._slots is not None and budget._slots.locked())
+        seen.append(budget.slots is not None and budget.slots.busy == budget.slots.size)
         return httpx.Response(200)
 
     await ExampleClient(handler, budget=budget).request("GET", "/things")
-    assert seen == [True] and not budget._slots.locked()  # type: ignore[union-attr]
+    assert seen == [True] and budget.slots is not None and budget.slots.busy == 0
 
 
 async def test_request_unless_missing_answers_none_on_404_only() -> None:

@@ -1,0 +1,16 @@
+"""Lists: Pardot lists ⇄ Salesforce Campaigns ⇄ TIMS customer segments (docs/adr/0026).
+
+Which Pardot list is linked to which Campaign, and how TIMS segments are published, is in
+``mappings/lists.yaml``; the removal semantics are in ``membership``'s docstring.
+"""
+
+from topologies.flow import Flow
+from topologies.lists.agents import FLOW_NAME, SOURCE_TOPICS, STAGE_TOPICS, TABLES, install
+from topologies.lists.membership import DEFAULT_MAPPING_DIR
+
+__all__ = ["FLOW"]
+
+FLOW = Flow(name=FLOW_NAME, source_topics=SOURCE_TOPICS, internal_topics=STAGE_TOPICS, tables=TABLES,
+            direct_stages=(("ingest", SOURCE_TOPICS),),
+            sources=("pardot", "salesforce", "tims"), install=install, mappings=DEFAULT_MAPPING_DIR,
+            by_default=False)

@@ -1,0 +1,41 @@
+"""The lists flow's stage messages, typed (docs/adr/0026).
+
+``lists.merge`` is keyed three ways: ``who:<Lead or Contact Id>`` (a person's memberships),
+``prospect:<Pardot id>`` (list memberships of a prospect not yet synced with Salesforce, held
+until it is) and ``segment:<TIMS id>`` (a segment's publication, and the people waiting for its
+list and Campaign to exist).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Union
+
+from pydantic import Field, TypeAdapter
+
+from topologies.messages import EventMessage, StageMessage
+
+__all__ = ["Recheck", "Linked", "Park", "MERGE"]
+
+
+class Recheck(StageMessage):
+    """To ``who:``: something the person's memberships waited for is known now (the prospect, a
+    segment's list or Campaign): bring every target in line again."""
+
+    kind: Literal["recheck"]
+
+
+class Linked(StageMessage):
+    """To ``prospect:`` (its Lead or Contact is known now) or ``segment:`` (its list or Campaign is
+    known now): release what waits."""
+
+    kind: Literal["linked"]
+
+
+class Park(StageMessage):
+    """To ``segment:``: the person ``who`` waits for the segment's list or Campaign."""
+
+    kind: Literal["park"]
+    who: str = Field(min_length=1)
+
+
+MERGE = TypeAdapter(Union[Recheck, Linked, Park, EventMessage])
