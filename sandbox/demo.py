@@ -256,7 +256,9 @@ def _web_port(usual: int = 6066) -> int:
 
 
 async def run_demo(once: bool, say: Callable[[str], None] = print, timeout: float = 90.0) -> int:
-    run = time.strftime("%Y%m%d%H%M%S")
+    # the run's name (app id, topic prefix, log folder); CONNECT_DEMO_RUN lets a test name it, so
+    # that it can delete the run's topics afterwards
+    run = os.environ.get("CONNECT_DEMO_RUN") or time.strftime("%Y%m%d%H%M%S")
     logs = Path("var/demo") / run
     logs.mkdir(parents=True, exist_ok=True)
     # the usual ports when free (URLs to bookmark), else any free one; --once: any free one

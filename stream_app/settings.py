@@ -34,7 +34,7 @@ __all__ = ["Settings", "SettingsError", "StoreKind", "load_settings", "lenient_s
 ENV_PREFIX = "CONNECT_"
 CONFIG_FILE_ENV = "CONNECT_CONFIG_FILE"
 #: variables read outside the settings classes: the config file's name and the local broker's
-OTHER_VARIABLES = (CONFIG_FILE_ENV, "CONNECT_KAFKA_PORT", "CONNECT_KAFKA_HOME")
+OTHER_VARIABLES = (CONFIG_FILE_ENV, "CONNECT_KAFKA_PORT", "CONNECT_KAFKA_HOME", "CONNECT_DEMO_RUN")
 #: ``<secret setting>_FILE`` names a file holding the secret (Kubernetes and Docker secrets)
 FILE_SUFFIX = "_FILE"
 

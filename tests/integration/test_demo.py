@@ -10,13 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.names import unique
 from tests.support.worker import STREAM_APP, free_port
 
 pytestmark = pytest.mark.integration
 
 
 def test_demo_once_plays_both_flows(kafka_bootstrap: str, tmp_path: Path) -> None:
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "CONNECT_WEB_PORT": str(free_port())}
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "CONNECT_WEB_PORT": str(free_port()),
+           "CONNECT_DEMO_RUN": unique("test")}  # its topics are deleted after the test
     result = subprocess.run([STREAM_APP, "demo", "--once"], cwd=tmp_path, env=env, capture_output=True,
                             text=True, timeout=400)
     out = result.stdout
