@@ -2,7 +2,11 @@
 
 ``Retry-After`` from the server wins over the computed delay. ``AuthExpiredError`` triggers
 one credential refresh (through the ``on_auth_expired`` hook) and an immediate retry; a second
-one in the same call is fatal. Other errors are not retried.
+one right after the refresh (the new credential refused too) is fatal. A refresh followed by a
+retryable failure and then another expiry refreshes again: the token can expire while a call
+waits out a 429 or a lock (the chaos run saw a source exit on 401 → refresh → 409 → 401). Such
+refreshes are bounded by ``max_attempts``, as the retryable failures between them count. Other
+errors are not retried.
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ class RetryPolicy:
                 await on_auth_expired()
                 attempt -= 1  # a refresh is not a failed attempt
             except RetryableError as exc:
+                refreshed = False  # the next expiry is a new one, not the refreshed credential refused
                 if attempt >= self.max_attempts:
                     stats.gave_up += 1
                     raise

@@ -76,6 +76,30 @@ async def test_auth_rejected_after_refresh_is_fatal() -> None:
         await RetryPolicy().run(call, on_auth_expired=refresh, sleep=no_sleep)
 
 
+async def test_expiry_again_after_a_retryable_failure_refreshes_again() -> None:
+    """401 → refresh → 409 (lock) → 401: the token expired while the call waited (the chaos run's
+    Pardot source exited on this); only a 401 right after a refresh is fatal."""
+    refreshed: list[bool] = []
+
+    async def refresh() -> None:
+        refreshed.append(True)
+
+    call = Flaky(AuthExpiredError("401"), RetryableError("lock"), AuthExpiredError("401 later"))
+    stats = RetryStats()
+    assert await RetryPolicy().run(call, on_auth_expired=refresh, stats=stats, sleep=no_sleep) == "ok"
+    assert refreshed == [True, True] and stats.auth_refreshes == 2 and stats.retries == 1
+
+
+async def test_expiries_between_retryable_failures_are_bounded_by_max_attempts() -> None:
+    async def refresh() -> None:
+        return None
+
+    call = Flaky(*[AuthExpiredError("401") if i % 2 == 0 else RetryableError("503") for i in range(40)])
+    with pytest.raises(RetryableError):
+        await RetryPolicy(max_attempts=4).run(call, on_auth_expired=refresh, sleep=no_sleep)
+    assert call.calls == 8
+
+
 async def test_fatal_errors_are_not_retried() -> None:
     call = Flaky(FatalError("INVALID_FIELD"))
     with pytest.raises(FatalError):
