@@ -66,7 +66,7 @@ class FlowRuntime:
         self.metrics = BoundMetrics(flow.name)
         #: in-process counts (quarantined, ...), read by tests and /flows pages
         self.counters: Counter[str] = Counter()
-        self._quarantine_topic = self.topic(f"quarantine.{flow.name}")
+        self._quarantine_topic = self.topic(flow.quarantine_topic)
 
     def topic(self, *names: str, **options: Any) -> Any:
         return self.app.owned.topic(*names, **options)

@@ -121,3 +121,8 @@ class Flow:
     #: the shipped mapping files' folder, when it has any
     mappings: Path | None = None
     mapping_tool: MappingsTool | None = field(default=None, compare=False)
+
+    @property
+    def quarantine_topic(self) -> str:
+        """Where its stages set aside what they cannot take (``FlowContext.quarantine``)."""
+        return f"quarantine.{self.name}"
