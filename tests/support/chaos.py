@@ -105,6 +105,8 @@ class Crew:
     broker: LocalKafka | None
     busy: set[str] = field(default_factory=set)
     kills: dict[str, int] = field(default_factory=lambda: {"worker": 0, "source": 0, "broker": 0})
+    #: seconds from each broker SIGKILL until it answered again
+    broker_restarts: list[float] = field(default_factory=list)
     unexpected_exits: list[str] = field(default_factory=list)
 
     async def kill_worker(self, name: str) -> None:
@@ -132,9 +134,11 @@ class Crew:
         self.busy.add("broker")
         try:
             os.killpg(pid, signal.SIGKILL)
+            killed = time.monotonic()
             self.kills["broker"] += 1
             await asyncio.sleep(3)
             await asyncio.to_thread(self.broker.up, 180.0, lambda *_: None)
+            self.broker_restarts.append(round(time.monotonic() - killed, 1))
         finally:
             self.busy.discard("broker")
 
@@ -320,7 +324,8 @@ async def run_chaos(plan: ChaosPlan, workdir: Path, bootstrap: str | None = None
                   "unexpected_exits": len(crew.unexpected_exits)}
         injected = {name: sum(sandbox.faults[name].injected.values()) for name in FAULTY_APIS}
         diverging = disagreements(sandbox, people, lambda p: expected.get(p.i, {}))[:5]
-        return {**result, "people": plan.people, "kills": dict(crew.kills), "faults_injected": injected,
+        return {**result, "people": plan.people, "kills": dict(crew.kills), "broker_restart_s": crew.broker_restarts,
+                "faults_injected": injected,
                 "not_converged_examples": diverging,
                 "edits": sum(len(e) for e in expected.values()), "exits": crew.unexpected_exits,
                 **figures, "total_s": round(time.monotonic() - began, 1), "plan": asdict(plan)}
