@@ -13,7 +13,7 @@ the webhook source's feed reconciliation) and timed until the TIMS id is on the 
 Checks, once the worker has read everything (consumer lag 0):
 - the worker and the source are alive; no agent crashed;
 - per stage, messages in = processed + quarantined, and in = what the stage's topics hold;
-- per sink, messages taken (commands received + quarantined) = what its topic holds;
+- per sink, messages in = processed + quarantined + dead-lettered, and in = what its topic holds;
 - the quarantine topics hold exactly what the counters say;
 - every malformed webhook request was answered 4xx;
 - the person played after the fuzz landed.
@@ -259,9 +259,11 @@ def check(figures: dict[str, Any], counts: dict[tuple[str, str], float], sinks: 
     sink_taken = {}
     for name, topic in SINKS.items():
         stats = sinks[f"sink-{name.replace('.', '-')}"]
-        sink_taken[name] = stats["received"] + stats["quarantined"]
-        if sink_taken[name] != sizes[prefix + topic]:
-            problems.append(f"sink {name}: took {sink_taken[name]} of {sizes[prefix + topic]} ({stats})")
+        sink_taken[name] = stats["messages"]
+        accounted = stats["messages_processed"] + stats["quarantined"] + stats["messages_dead_lettered"]
+        if sink_taken[name] != sizes[prefix + topic] or accounted != sink_taken[name]:
+            problems.append(f"sink {name}: took {sink_taken[name]} of {sizes[prefix + topic]}, "
+                            f"accounted for {accounted} ({stats})")
     if any(status >= 500 or status < 400 for status in statuses):
         problems.append(f"webhook answers {dict(statuses)}")
     return {"stages": stages, "sinks_taken": sink_taken, "quarantine_topics": {
