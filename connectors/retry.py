@@ -1,8 +1,15 @@
 """The one retry policy every client uses: exponential backoff with full jitter.
 
-``Retry-After`` from the server wins over the computed delay. ``AuthExpiredError`` triggers
-one credential refresh (through the ``on_auth_expired`` hook) and an immediate retry; a second
-one in the same call is fatal. Other errors are not retried.
+``Retry-After`` from the server wins over the computed delay. ``AuthExpiredError`` triggers a
+credential refresh (through the ``on_auth_expired`` hook) and an immediate retry. The new
+credential refused too is tried once more (``auth_refreshes``, 2): a token can be ended between
+its issue and its first use (an expiry or a revocation at that moment; the chaos run expires
+every token now and then, and a source exited when that fell between a refresh and the retry);
+a third refusal in a row is fatal, as a login that does not work is not transient. A retryable
+failure between two expiries starts the count again: the token can expire while a call waits
+out a 429 or a lock (the chaos run saw a source exit on 401 → refresh → 409 → 401). Such
+refreshes are bounded by ``max_attempts``, as the retryable failures between them count. Other
+errors are not retried.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ class RetryPolicy:
     max_attempts: int = 8
     base_delay: float = 0.2
     max_delay: float = 30.0
+    #: refreshes in a row (each new credential refused at once) before the call is fatal
+    auth_refreshes: int = 2
     rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
@@ -52,22 +61,23 @@ class RetryPolicy:
     ) -> T:
         """Run ``call`` (which rebuilds its request on each attempt) under this policy."""
         stats = stats if stats is not None else RetryStats()
-        refreshed = False
+        refreshed = 0  # refreshes since the last answer that was not an expiry
         attempt = 0
         while True:
             attempt += 1
             try:
                 return await call()
             except AuthExpiredError as exc:
-                if refreshed or on_auth_expired is None:
+                if refreshed >= self.auth_refreshes or on_auth_expired is None:
                     stats.gave_up += 1
-                    raise FatalError(f"authentication still rejected after a refresh: {exc}",
+                    raise FatalError(f"authentication still rejected after {refreshed} refresh(es): {exc}",
                                      code=exc.code, status=exc.status) from exc
-                refreshed = True
+                refreshed += 1
                 stats.auth_refreshes += 1
                 await on_auth_expired()
                 attempt -= 1  # a refresh is not a failed attempt
             except RetryableError as exc:
+                refreshed = 0  # the next expiry is a new one, not the refreshed credential refused
                 if attempt >= self.max_attempts:
                     stats.gave_up += 1
                     raise

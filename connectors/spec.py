@@ -70,6 +70,11 @@ class ConnectorSpec:
         return f"dlq.{self.name}"
 
     @property
+    def quarantine_topic(self) -> str:
+        """Where its source (and webhook) sets aside what it cannot publish (``Publisher.quarantine``)."""
+        return f"quarantine.{self.name}"
+
+    @property
     def links_topic(self) -> str | None:
         return f"links.{self.name}" if self.reports_links else None
 

@@ -72,7 +72,7 @@ class FlowRuntime:
         self.metrics = BoundMetrics(flow.name)
         #: in-process counts (quarantined, ...), read by tests and /flows pages
         self.counters: Counter[str] = Counter()
-        self._quarantine_topic = self.topic(f"quarantine.{flow.name}")
+        self._quarantine_topic = self.topic(flow.quarantine_topic)
         #: this flow's direct stages, by stage name (docs/adr/0028)
         self.direct_stages: dict[str, DirectStage] = {}
 

@@ -113,6 +113,12 @@ SINK_COMMANDS = Counter(
     "Sink commands by outcome: received, stale, trimmed (written in part: newer fields kept), folded, "
     "written, created, retried, dead_lettered, linked",
     ["system", "object", "outcome"], registry=REGISTRY)
+SINK_MESSAGES = Counter(
+    "connect_sink_messages",
+    "Messages a sink took from its topic (outcome=in), and what became of each: processed (written, stale, "
+    "or folded into a written command), quarantined or dead_lettered (alone or folded into a dead letter); "
+    "in = processed + quarantined + dead_lettered unless a worker stopped mid-batch",
+    ["system", "object", "outcome"], registry=REGISTRY)
 SINK_CALLS = Counter("connect_sink_calls", "Writer calls to the target API (one batch request each)",
                      ["system", "object"], registry=REGISTRY)
 SINK_BATCHES = Counter("connect_sink_batches", "Batches a sink took from its topic",
@@ -292,6 +298,8 @@ _SINK_OUTCOMES = {"received": "received", "stale": "stale", "trimmed": "trimmed"
                   "written": "written",
                   "created": "created", "retries": "retried", "dead_lettered": "dead_lettered",
                   "links": "linked"}
+_SINK_MESSAGE_OUTCOMES = {"messages": "in", "messages_processed": "processed", "quarantined": "quarantined",
+                          "messages_dead_lettered": "dead_lettered"}
 
 
 def watch_sinks(runtimes: Mapping[str, Any]) -> None:
@@ -301,6 +309,8 @@ def watch_sinks(runtimes: Mapping[str, Any]) -> None:
         system, sobject = bounded("system", runtime.spec.system), bounded("object", runtime.spec.object)
         for outcome in _SINK_OUTCOMES.values():
             SINK_COMMANDS.labels(system, sobject, outcome)
+        for outcome in _SINK_MESSAGE_OUTCOMES.values():
+            SINK_MESSAGES.labels(system, sobject, outcome)
         for counter in (SINK_CALLS, SINK_BATCHES, SINK_AUTH_WAITS):
             counter.labels(system, sobject)
         QUARANTINED.labels("sink")
@@ -314,6 +324,8 @@ def _read_sink(runtime: Any, system: str, sobject: str) -> None:
     stats, key = runtime.stats, id(runtime)
     for name, outcome in _SINK_OUTCOMES.items():
         _deltas.feed(SINK_COMMANDS, (system, sobject, outcome), (key, name), getattr(stats, name))
+    for name, outcome in _SINK_MESSAGE_OUTCOMES.items():
+        _deltas.feed(SINK_MESSAGES, (system, sobject, outcome), (key, f"message-{name}"), getattr(stats, name))
     _deltas.feed(SINK_CALLS, (system, sobject), (key, "calls"), stats.calls)
     _deltas.feed(SINK_BATCHES, (system, sobject), (key, "batches"), stats.batches)
     _deltas.feed(SINK_AUTH_WAITS, (system, sobject), (key, "auth_waits"), stats.auth_waits)

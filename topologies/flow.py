@@ -149,3 +149,8 @@ class Flow:
     #: runs when ``CONNECT_FLOWS`` is empty; a flow that needs fields or sinks a site must set up
     #: first (the engagement flows, docs/adr/0025) runs only when named
     by_default: bool = True
+
+    @property
+    def quarantine_topic(self) -> str:
+        """Where its stages set aside what they cannot take (``FlowContext.quarantine``)."""
+        return f"quarantine.{self.name}"

@@ -94,6 +94,7 @@ class SinkRuntime:
 
     async def handle(self, events: Sequence[EventT]) -> None:
         started = time.monotonic()
+        self.stats.messages += len(events)
         received: list[Received] = []
         latest: dict[str, EventT] = {}
         quarantined: list[tuple[str, dict[str, Any]]] = []
@@ -121,6 +122,7 @@ class SinkRuntime:
         if result is not None and result.links and self.spec.links_topic:
             await self.publish_many(self.spec.links_topic, [(link["record_key"], link) for link in result.links])
         await self.flush()
+        self._account(len(received), result)
         log.info(
             "sink %s.%s: %d message(s), %d stale, %d written in %d call(s), %d retried, %d dead-lettered, "
             "%d quarantined (%.2fs)", self.spec.system, self.spec.object, len(events),
@@ -142,6 +144,13 @@ class SinkRuntime:
             result.dead_letters = [_unexpected(item, exc, now) for item in received]
             self.stats.dead_lettered += len(received)
             return result
+
+    def _account(self, received: int, result: SinkBatchResult | None) -> None:
+        """Count what became of a batch's readable messages, once its outputs are acked: a dead
+        letter stands for its command and those folded into it; the rest were processed."""
+        dead = sum(1 + len(entry.get("folded") or ()) for entry in result.dead_letters) if result else 0
+        self.stats.messages_dead_lettered += dead
+        self.stats.messages_processed += received - dead
 
     def _quarantine_entry(self, event: EventT, source: MessagePosition, reason: str) -> tuple[str, dict[str, Any]]:
         raw = event.value

@@ -242,6 +242,14 @@ class SinkStats:
     links: int = 0
     #: commands written in part: fields a newer write had already set were left out
     trimmed: int = 0
+    #: messages the sink took from its topic, and what became of each (the agent counts them):
+    #: processed (written, or left out as stale, or folded into a newer command that was
+    #: written), ``quarantined`` above (unreadable) or dead-lettered (its write, or the write it
+    #: was folded into, went to the DLQ). messages = processed + quarantined + dead-lettered
+    #: once a batch is done; ``dead_lettered`` above counts writes, which can fold several.
+    messages: int = 0
+    messages_processed: int = 0
+    messages_dead_lettered: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

@@ -132,6 +132,19 @@ async def stats(worker: WorkerProcess) -> dict[str, Any]:
         return response.json()  # type: ignore[no-any-return]
 
 
+async def sink_messages(worker: WorkerProcess, system: str, sobject: str) -> dict[str, float]:
+    """``connect_sink_messages_total`` of one sink on the worker's /metrics, by outcome."""
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"http://127.0.0.1:{worker.env['CONNECT_WEB_PORT']}/metrics")).text
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("connect_sink_messages_total{") and f'system="{system}"' in line \
+                and f'object="{sobject}"' in line:
+            outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
+            found[outcome] = float(line.rsplit(" ", 1)[1])
+    return found
+
+
 def print_figures(title: str, figures: dict[str, Any]) -> None:
     print(f"\n[{title}] " + ", ".join(f"{k}={v}" for k, v in figures.items()))
 
@@ -244,6 +257,13 @@ async def test_poison_goes_to_the_dlq_older_versions_change_nothing_and_malforme
 
         await asyncio.wait_for(two_stale(), 30)
         dead_after = await read_json(bootstrap, f"{prefix}dlq.salesforce", until=lambda vs: True, quiet_after=2)
+        # every message the sink took is accounted for, on /metrics: 20 + 2 malformed + 4 later
+        messages: dict[str, float] = {}
+        for _ in range(60):
+            messages = await sink_messages(worker, "salesforce", "Contact")
+            if messages.get("processed", 0) >= 23:
+                break
+            await asyncio.sleep(0.25)
         worker.stop()
 
     print_figures("guard+dlq", {"collection_calls": salesforce.collection_calls, **sink})
@@ -263,6 +283,7 @@ async def test_poison_goes_to_the_dlq_older_versions_change_nothing_and_malforme
     assert salesforce.contacts()["T-0007"]["LastName"] == "Customer 7"
     assert len(dead_after) == 1, "the stale command from the DLQ was not even attempted"
     assert sink["stale"] == 2 and sink["dead_lettered"] == 1 and sink["quarantined"] == 2
+    assert messages == {"in": 26, "processed": 23, "quarantined": 2, "dead_lettered": 1}, messages
 
 
 async def test_a_dead_letter_overtaken_by_a_newer_write_lands_only_the_fields_it_alone_carries(

@@ -39,16 +39,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from connectors.registry import connectors
 from sandbox.demo import Processes
 from sandbox.faults import FaultConfig
 from sandbox.run import Sandbox, start_sandbox
 from stream_app.kafka_local import LocalKafka
+from stream_app.sinks.agents import QUARANTINE_TOPIC as SINK_QUARANTINE
+from topologies.registry import all_flows
 from tests.support.kafka import topic_sizes
 from tests.support.people import Person, api_writes, arrive, by_email, cast, disagreements, wrong_ids
 from tests.support.worker import WorkerProcess, free_port
 from tests.support.names import unique
 
-__all__ = ["ChaosPlan", "INVARIANTS", "run_chaos"]
+__all__ = ["ChaosPlan", "INVARIANTS", "dead_letter_topics", "quarantine_topics", "run_chaos"]
 
 INVARIANTS = ("missing", "duplicated", "wrong_ids", "edits_not_converged", "writes_after_quiet", "dead_letters",
               "quarantined", "unexpected_exits")
@@ -56,9 +59,19 @@ INVARIANTS = ("missing", "duplicated", "wrong_ids", "edits_not_converged", "writ
 PATH_SHARES = {"lead": 0.35, "lead_tims": 0.30, "contact": 0.20, "contact_tims": 0.15}
 FAULTY_APIS = ("salesforce-rest", "pardot", "tims")
 SOURCES = ("salesforce", "tims", "pardot")
-DLQ_TOPICS = ("dlq.salesforce", "dlq.tims", "dlq.pardot")
-QUARANTINE_TOPICS = ("quarantine.customer_sync", "quarantine.sink", "quarantine.salesforce", "quarantine.tims",
-                     "quarantine.pardot")
+
+
+def dead_letter_topics() -> tuple[str, ...]:
+    """Every system's DLQ (connectors/registry.py), unprefixed."""
+    return tuple(spec.dlq_topic for spec in connectors().values())
+
+
+def quarantine_topics() -> tuple[str, ...]:
+    """Every quarantine a worker or a source writes, unprefixed: each flow's (topologies/registry.py),
+    the sinks' and each system's source (connectors/registry.py). A flow or system added by entry
+    point is counted too."""
+    return (tuple(flow.quarantine_topic for flow in all_flows()) + (SINK_QUARANTINE,)
+            + tuple(spec.quarantine_topic for spec in connectors().values()))
 
 
 @dataclass(frozen=True)
@@ -92,6 +105,8 @@ class Crew:
     broker: LocalKafka | None
     busy: set[str] = field(default_factory=set)
     kills: dict[str, int] = field(default_factory=lambda: {"worker": 0, "source": 0, "broker": 0})
+    #: seconds from each broker SIGKILL until it answered again
+    broker_restarts: list[float] = field(default_factory=list)
     unexpected_exits: list[str] = field(default_factory=list)
 
     async def kill_worker(self, name: str) -> None:
@@ -119,9 +134,11 @@ class Crew:
         self.busy.add("broker")
         try:
             os.killpg(pid, signal.SIGKILL)
+            killed = time.monotonic()
             self.kills["broker"] += 1
             await asyncio.sleep(3)
             await asyncio.to_thread(self.broker.up, 180.0, lambda *_: None)
+            self.broker_restarts.append(round(time.monotonic() - killed, 1))
         finally:
             self.busy.discard("broker")
 
@@ -299,14 +316,16 @@ async def run_chaos(plan: ChaosPlan, workdir: Path, bootstrap: str | None = None
         writes_after_quiet, figures["quiet_after_s"] = await _quiet(sandbox, plan)
         keeper.cancel()
         prefix = env["CONNECT_TOPIC_PREFIX"]
-        sizes = await topic_sizes(bootstrap, [prefix + t for t in DLQ_TOPICS + QUARANTINE_TOPICS])
+        dlq, quarantine = dead_letter_topics(), quarantine_topics()
+        sizes = await topic_sizes(bootstrap, [prefix + t for t in dlq + quarantine])
         result = {**_invariants(sandbox, people, expected), "writes_after_quiet": writes_after_quiet,
-                  "dead_letters": sum(sizes[prefix + t] for t in DLQ_TOPICS),
-                  "quarantined": sum(sizes[prefix + t] for t in QUARANTINE_TOPICS),
+                  "dead_letters": sum(sizes[prefix + t] for t in dlq),
+                  "quarantined": sum(sizes[prefix + t] for t in quarantine),
                   "unexpected_exits": len(crew.unexpected_exits)}
         injected = {name: sum(sandbox.faults[name].injected.values()) for name in FAULTY_APIS}
         diverging = disagreements(sandbox, people, lambda p: expected.get(p.i, {}))[:5]
-        return {**result, "people": plan.people, "kills": dict(crew.kills), "faults_injected": injected,
+        return {**result, "people": plan.people, "kills": dict(crew.kills), "broker_restart_s": crew.broker_restarts,
+                "faults_injected": injected,
                 "not_converged_examples": diverging,
                 "edits": sum(len(e) for e in expected.values()), "exits": crew.unexpected_exits,
                 **figures, "total_s": round(time.monotonic() - began, 1), "plan": asdict(plan)}

@@ -90,7 +90,8 @@ def test_a_source_is_read_when_scraped() -> None:
 
 async def test_sink_stats_become_counters_and_confirmed_writes_latency() -> None:
     stats = SimpleNamespace(received=5, stale=1, trimmed=1, folded=0, written=3, created=1, retries=2, dead_lettered=1,
-                            links=0, calls=2, batches=1, auth_waits=0, quarantined=1)
+                            links=0, calls=2, batches=1, auth_waits=0, quarantined=1, messages=6,
+                            messages_processed=4, messages_dead_lettered=1)
     command = SimpleNamespace(source_commit_timestamp=int((time.time() - 1) * 1000))
 
     class Engine:
@@ -108,6 +109,9 @@ async def test_sink_stats_become_counters_and_confirmed_writes_latency() -> None
     assert sample("connect_sink_commands_total", **labels, outcome="retried") == 2
     assert sample("connect_sink_commands_total", **labels, outcome="linked") == 0
     assert sample("connect_sink_calls_total", **labels) == 2
+    assert {outcome: sample("connect_sink_messages_total", **labels, outcome=outcome)
+            for outcome in ("in", "processed", "quarantined", "dead_lettered")} == {
+        "in": 6, "processed": 4, "quarantined": 1, "dead_lettered": 1}
     assert sample("connect_sink_latency_seconds_count", **labels) == 2
     assert (sample("connect_api_retries_total", system="tims") or 0) >= 7
     stats.written = 10
@@ -120,7 +124,7 @@ def test_the_exposition_names_what_the_issue_asks_for() -> None:
     wanted = {
         "connect_flow_events_in_total", "connect_flow_commands_out_total", "connect_source_events_total",
         "connect_sink_latency_seconds_bucket", "connect_sink_calls_total", "connect_api_retries_total",
-        "connect_sink_commands_total", "connect_quarantined_total", "connect_flow_duplicates_total",
+        "connect_sink_commands_total", "connect_sink_messages_total", "connect_quarantined_total", "connect_flow_duplicates_total",
         "connect_flow_echo_fields_total", "connect_flow_conflicts_total", "connect_consumer_lag",
         "connect_source_position_age_seconds", "connect_source_last_poll_timestamp_seconds",
         "connect_api_daily_used", "connect_api_daily_limit", "connect_token_refreshes_total",

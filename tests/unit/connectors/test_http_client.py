@@ -75,8 +75,8 @@ async def test_a_401_refreshes_the_stale_token_once_and_the_retry_carries_the_ne
     assert client.stats.auth_refreshes == 1 and client.stats.retries == 0 and client.calls == 2
 
 
-async def test_a_second_401_in_one_call_is_fatal() -> None:
-    client = ExampleClient(Answers(error(401), error(401)), Tokens())
+async def test_a_third_401_in_a_row_in_one_call_is_fatal() -> None:
+    client = ExampleClient(Answers(error(401), error(401), error(401)), Tokens())
     with pytest.raises(FatalError, match="still rejected"):
         await client.request("GET", "/things")
     assert client.stats.gave_up == 1

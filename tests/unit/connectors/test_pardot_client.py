@@ -79,8 +79,8 @@ async def test_an_invalid_token_is_refreshed_once_then_the_call_succeeds() -> No
     assert [r.headers["Authorization"] for r in fake.requests] == ["Bearer tok1", "Bearer tok2"]
 
 
-async def test_a_token_rejected_after_a_refresh_is_fatal() -> None:
-    fake = FakePardot(pardot_error(401, 184), pardot_error(401, 184))
+async def test_a_token_rejected_after_two_refreshes_is_fatal() -> None:
+    fake = FakePardot(pardot_error(401, 184), pardot_error(401, 184), pardot_error(401, 184))
     with pytest.raises(FatalError):
         await client(fake).read("prospects", 1001, ["id"])
 

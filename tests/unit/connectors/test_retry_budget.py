@@ -67,13 +67,61 @@ async def test_auth_expiry_refreshes_once_then_retries() -> None:
     assert refreshed == [True] and stats.auth_refreshes == 1
 
 
-async def test_auth_rejected_after_refresh_is_fatal() -> None:
+async def test_auth_rejected_after_two_refreshes_in_a_row_is_fatal() -> None:
+    refreshed: list[bool] = []
+
+    async def refresh() -> None:
+        refreshed.append(True)
+
+    call = Flaky(AuthExpiredError("401"), AuthExpiredError("401 again"), AuthExpiredError("401 still"))
+    with pytest.raises(FatalError, match="after 2 refresh"):
+        await RetryPolicy().run(call, on_auth_expired=refresh, sleep=no_sleep)
+    assert call.calls == 3 and len(refreshed) == 2
+
+
+async def test_a_new_token_ended_before_its_first_use_is_refreshed_once_more() -> None:
+    """401 → refresh → 401 (the new token expired at once) → refresh → 200."""
+    call = Flaky(AuthExpiredError("401"), AuthExpiredError("401 again"))
+    stats = RetryStats()
+
+    async def refresh() -> None:
+        return None
+
+    assert await RetryPolicy().run(call, on_auth_expired=refresh, stats=stats, sleep=no_sleep) == "ok"
+    assert stats.auth_refreshes == 2
+
+
+async def test_one_refresh_in_a_row_can_be_asked_for() -> None:
     async def refresh() -> None:
         return None
 
     call = Flaky(AuthExpiredError("401"), AuthExpiredError("401 again"))
-    with pytest.raises(FatalError, match="after a refresh"):
-        await RetryPolicy().run(call, on_auth_expired=refresh, sleep=no_sleep)
+    with pytest.raises(FatalError, match="after 1 refresh"):
+        await RetryPolicy(auth_refreshes=1).run(call, on_auth_expired=refresh, sleep=no_sleep)
+
+
+async def test_expiry_again_after_a_retryable_failure_refreshes_again() -> None:
+    """401 → refresh → 409 (lock) → 401: the token expired while the call waited (the chaos run's
+    Pardot source exited on this): the count of refreshes in a row starts again."""
+    refreshed: list[bool] = []
+
+    async def refresh() -> None:
+        refreshed.append(True)
+
+    call = Flaky(AuthExpiredError("401"), RetryableError("lock"), AuthExpiredError("401 later"))
+    stats = RetryStats()
+    assert await RetryPolicy().run(call, on_auth_expired=refresh, stats=stats, sleep=no_sleep) == "ok"
+    assert refreshed == [True, True] and stats.auth_refreshes == 2 and stats.retries == 1
+
+
+async def test_expiries_between_retryable_failures_are_bounded_by_max_attempts() -> None:
+    async def refresh() -> None:
+        return None
+
+    call = Flaky(*[AuthExpiredError("401") if i % 2 == 0 else RetryableError("503") for i in range(40)])
+    with pytest.raises(RetryableError):
+        await RetryPolicy(max_attempts=4).run(call, on_auth_expired=refresh, sleep=no_sleep)
+    assert call.calls == 8
 
 
 async def test_fatal_errors_are_not_retried() -> None:
