@@ -46,7 +46,8 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from connectors.kafka_admin import lag  # noqa: E402
+from stream_app.flows import AppGroups  # noqa: E402
+from stream_app.settings import load_settings  # noqa: E402
 from connectors.tims.webhook import sign  # noqa: E402
 from sandbox.demo import Processes  # noqa: E402
 from sandbox.run import Sandbox, start_sandbox  # noqa: E402
@@ -184,14 +185,16 @@ async def fuzz_webhook(url: str, bodies: list[bytes], rng: random.Random) -> tup
     return statuses, signed
 
 
-async def settle(bootstrap: str, group: str, topics: list[str], timeout: float = 900.0) -> float:
-    """Seconds until the group has read every message of ``topics`` (twice in a row)."""
+async def settle(bootstrap: str, group: str, prefix: str, topics: list[str], timeout: float = 900.0) -> float:
+    """Seconds until the worker has read every message of ``topics`` (twice in a row), each in the
+    group that reads it: the app's, or a direct stage's (docs/adr/0028)."""
+    groups = AppGroups.of(load_settings(kafka_bootstrap_servers=bootstrap, topic_prefix=prefix), group)
     began, zero = time.monotonic(), 0
     while zero < 2:
         if time.monotonic() - began > timeout:
             raise TimeoutError(f"the worker still lags after {timeout:.0f}s")
         await asyncio.sleep(2)
-        zero = zero + 1 if not any((await lag(bootstrap, group, topics)).values()) else 0
+        zero = zero + 1 if not any((await groups.lag(bootstrap, topics)).values()) else 0
     return round(time.monotonic() - began, 1)
 
 
@@ -227,7 +230,7 @@ async def run(count: int, seed: int, workdir: Path) -> dict[str, Any]:
         figures["fuzz_written_s"] = round(time.monotonic() - began, 1)
         figures["valid_after_s"] = await play_person(sandbox, 1)
         read_topics = [prefix + t for ts in STAGES.values() for t in ts] + [prefix + t for t in SINKS.values()]
-        figures["settled_s"] = await settle(bootstrap, env["CONNECT_APP_ID"], read_topics)
+        figures["settled_s"] = await settle(bootstrap, env["CONNECT_APP_ID"], prefix, read_topics)
         port = worker.env["CONNECT_WEB_PORT"]
         async with httpx.AsyncClient() as client:
             metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
