@@ -87,12 +87,14 @@ class DiskEntries:
     """The entries in a RocksDB database (rocksdict), with the next offset to read."""
 
     def __init__(self, path: Path) -> None:
-        from rocksdict import Options, Rdict, WriteBatch  # only workers with the RocksDB store need it
-
         self.path = path
-        self._batch_type = WriteBatch
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = Rdict(str(path), Options(raw_mode=True))
+        self._db = self._open()
+
+    def _open(self) -> Any:
+        from rocksdict import Options, Rdict  # only workers with the RocksDB store need it
+
+        return Rdict(str(self.path), Options(raw_mode=True))
 
     def get(self, key: str) -> str | None:
         value = self._db.get(key.encode())
@@ -103,7 +105,9 @@ class DiskEntries:
 
     def apply(self, records: list[tuple[bytes | None, bytes | None]], next_offset: int) -> None:
         """The records and the offset after them, in one write."""
-        batch = self._batch_type(raw_mode=True)
+        from rocksdict import WriteBatch
+
+        batch = WriteBatch(raw_mode=True)
         for key, value in records:
             if not key:
                 continue
@@ -121,9 +125,7 @@ class DiskEntries:
     def clear(self) -> None:
         self._db.close()
         shutil.rmtree(self.path, ignore_errors=True)
-        from rocksdict import Options, Rdict
-
-        self._db = Rdict(str(self.path), Options(raw_mode=True))
+        self._db = self._open()
 
     def __len__(self) -> int:
         return sum(1 for key in self._db.keys() if key != _OFFSET_KEY)
