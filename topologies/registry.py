@@ -16,13 +16,14 @@ from topologies.flow import Flow
 from topologies.lists import FLOW as LISTS
 from topologies.orders import FLOW as ORDERS
 from topologies.products import FLOW as PRODUCTS
+from topologies.receivables import FLOW as RECEIVABLES
 
 __all__ = ["ENTRY_POINT_GROUP", "all_flows", "flow_named"]
 
 ENTRY_POINT_GROUP = "pardot_tims_connect.flows"
 
 #: the flows this project ships, one line each
-SHIPPED: tuple[Flow, ...] = (CUSTOMER_SYNC, PRODUCTS, ORDERS, ACTIVITIES, LISTS)
+SHIPPED: tuple[Flow, ...] = (CUSTOMER_SYNC, PRODUCTS, ORDERS, RECEIVABLES, ACTIVITIES, LISTS)
 
 
 def all_flows() -> list[Flow]:

@@ -155,6 +155,13 @@ DEFAULT_CUSTOM_FIELDS: dict[str, str] = {
     "TIMS_Customer_ID__c": "str",
     "Payment_Terms__c": "str",
     "Total_Revenue__c": "float",
+    # the receivables flow's roll-up (docs/adr/0032); dates are text (YYYY-MM-DD)
+    "Open_Balance__c": "float",
+    "Overdue_Amount__c": "float",
+    "Last_Invoice_Date__c": "str",
+    "Last_Payment_Date__c": "str",
+    "Lifetime_Revenue__c": "float",
+    "Credit_Hold__c": "bool",
 }
 
 

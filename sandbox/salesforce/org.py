@@ -127,6 +127,14 @@ def _tims_money() -> list[FieldDef]:
         _f("TIMS_Credit_Limit__c", "double", format="currency"),
         _f("TIMS_Open_Balance__c", "double", format="currency"),
         _f("TIMS_Last_Payment_Date__c", "date"),
+        # the receivables flow's roll-up (docs/adr/0032)
+        _f("TIMS_Overdue_Amount__c", "double", format="currency"),
+        _f("TIMS_Days_Past_Due__c", "int"),
+        _f("TIMS_Last_Invoice_Date__c", "date"),
+        _f("TIMS_Last_Invoice_Amount__c", "double", format="currency"),
+        _f("TIMS_Last_Payment_Amount__c", "double", format="currency"),
+        _f("TIMS_Lifetime_Revenue__c", "double", format="currency"),
+        _f("TIMS_Credit_Hold__c", "boolean", nillable=False, default=False),
     ]
 
 

@@ -1,0 +1,16 @@
+"""Accounts receivable: TIMS invoices and payments rolled up per customer (open balance,
+overdue, last invoice and payment, lifetime revenue, credit hold) into the linked Salesforce
+Account and Contact and the Pardot prospect (docs/adr/0032). Rules in ``mappings/receivables.yaml``.
+"""
+
+from topologies.flow import Flow
+from topologies.receivables.agents import FLOW_NAME, SOURCE_TOPICS, STAGE_TOPICS, TABLES, install
+from topologies.receivables.rollup import DEFAULT_MAPPING_DIR
+
+__all__ = ["FLOW"]
+
+# Off unless named in CONNECT_FLOWS: it writes custom fields a site creates first (the ADR lists them)
+FLOW = Flow(name=FLOW_NAME, source_topics=SOURCE_TOPICS, internal_topics=STAGE_TOPICS, tables=TABLES,
+            direct_stages=(("ingest", SOURCE_TOPICS),),
+            sources=("salesforce", "tims", "pardot"), install=install, mappings=DEFAULT_MAPPING_DIR,
+            by_default=False)
