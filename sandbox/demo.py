@@ -1,4 +1,5 @@
-"""`stream-app demo`: the sandbox, a worker and the three sources, playing the customer and engagement flows.
+"""`stream-app demo`: the sandbox, a worker and the three sources, playing the customer, engagement and
+order-to-cash flows.
 
 1. Website lead capture → TIMS onboarding: a Pardot form creates a prospect, Pardot scores and
    grades it and syncs a Lead; the Lead is converted; the qualified ones become TIMS customers
@@ -8,6 +9,10 @@
 3. Engagement: a customer with an open order and an invoice in TIMS submits a form and clicks a
    link in an email: two Tasks on the Contact with the TIMS context; a TIMS segment appears as
    a Campaign and a Pardot list, with the customer in both.
+4. Order to cash: two TIMS items become Product2s with standard prices; a Closed Won
+   Opportunity with both becomes one TIMS sales order; TIMS ships and invoices it (the status,
+   ship date and tracking reach the Opportunity); the customer pays part, and the open balance
+   reaches the Account and the Pardot prospect.
 
 The sandbox runs in this process; the worker and the sources run as subprocesses, as an
 operator would run them. Each run uses its own app id and topic prefix, so runs never mix.
@@ -231,6 +236,79 @@ async def _play_engagement(sandbox: Sandbox, person: Person, processes: Processe
     return ok
 
 
+async def _play_order_to_cash(sandbox: Sandbox, person: Person, processes: Processes, say: Callable[[str], None],
+                              timeout: float) -> bool:
+    org, pardot, tims = sandbox.org, sandbox.pardot, sandbox.tims
+    say("flow 4: order to cash: products, a won Opportunity → TIMS order → shipped, invoiced, part paid")
+    customer = person.ids["tims"]
+    items = {sku: tims.create("items", {"sku": sku, "name": name, "unit_price": price, "category": "Gas", "uom": "CYL"})["item_id"]
+             for sku, name, price in (("AR-40", "Argon 40 cf", 42.5), ("CO2-20", "CO2 20 lb", 27.25))}
+    say(f"  TIMS items {', '.join(f'{sku} ({item})' for sku, item in items.items())}")
+
+    def entry(item: str) -> dict[str, Any]:
+        found = org.find("PricebookEntry", "TIMS_Item_Number__c", item)
+        return found[0] if found else {}
+
+    ok = await _wait_for("each item is a Product2 with a standard price", lambda: all(entry(i) for i in items.values()),
+                         processes, timeout, say)
+    if not ok:
+        return False
+    opportunity = org.create("Opportunity", {"Name": f"{person.company} gas order", "AccountId": person.ids["account"],
+                                             "StageName": "Negotiation", "CloseDate": time.strftime("%Y-%m-%d")})
+    for item, quantity in ((items["AR-40"], 4), (items["CO2-20"], 2)):
+        org.create("OpportunityLineItem", {"OpportunityId": opportunity, "PricebookEntryId": entry(item)["Id"],
+                                           "Quantity": quantity})
+    org.update("Opportunity", opportunity, {"StageName": "Closed Won"})
+    say(f"  Opportunity {opportunity}: 4 × AR-40 and 2 × CO2-20, Closed Won "
+        f"(Amount {org.get('Opportunity', opportunity)['Amount']:.2f})")
+
+    def order() -> dict[str, Any]:
+        found = tims.find("sales_orders", external_id=opportunity)
+        return found[0] if found else {}
+
+    ok &= await _wait_for("one TIMS sales order for the Opportunity, to the cent",
+                          lambda: order().get("total_amount") == 224.5, processes, timeout, say)
+    if not ok:
+        return False
+    number = order()["sales_order_id"]
+    tims.update("sales_orders", number, {"status": "picked"})
+    tims.update("sales_orders", number, {"status": "shipped", "ship_date": time.strftime("%Y-%m-%d"),
+                                         "tracking_number": "1Z999AA10123456784"})
+    tims.update("sales_orders", number, {"status": "invoiced"})
+    invoice = tims.create("invoices", {"customer_id": customer, "sales_order_id": number,
+                                       "invoice_date": time.strftime("%Y-%m-%d"), "total_amount": 224.5})
+    tims.create("payments", {"customer_id": customer, "invoice_id": invoice["invoice_id"], "amount": 100.0,
+                             "payment_date": time.strftime("%Y-%m-%d"), "method": "card"})
+    say(f"  TIMS: order {number} picked, shipped (tracking 1Z999AA10123456784), invoiced as "
+        f"{invoice['invoice_id']} (224.50); {person.first} pays 100.00 by card")
+    ok &= await _wait_for("the Opportunity shows the order invoiced, with ship date and tracking",
+                          lambda: (org.get("Opportunity", opportunity)["TIMS_Order_Status__c"],
+                                   org.get("Opportunity", opportunity)["Tracking__c"]) == ("invoiced", "1Z999AA10123456784"),
+                          processes, timeout, say)
+    balance = round(sum(i["balance_due"] for i in tims.all("invoices") if i["customer_id"] == customer), 2)
+    ok &= await _wait_for(f"the open balance {balance:.2f} (what TIMS's invoices add up to) on the Account and in Pardot",
+                          lambda: (org.get("Account", person.ids["account"]) or {}).get("TIMS_Open_Balance__c") == balance
+                          and pardot.get("prospects", person.ids["prospect"]).get("Open_Balance__c") == balance,
+                          processes, timeout, say)
+    account = org.get("Account", person.ids["account"]) or {}
+    say(f"  Account {person.ids['account']}: open balance {account.get('TIMS_Open_Balance__c')}, last invoice "
+        f"{account.get('TIMS_Last_Invoice_Date__c')} ({account.get('TIMS_Last_Invoice_Amount__c')}), last payment "
+        f"{account.get('TIMS_Last_Payment_Date__c')} ({account.get('TIMS_Last_Payment_Amount__c')}), lifetime revenue "
+        f"{account.get('TIMS_Lifetime_Revenue__c')}, credit hold {account.get('TIMS_Credit_Hold__c')}")
+    return ok
+
+
+def _products_mapping(logs: Path, pricebook: str | None) -> Path:
+    """A mappings folder whose products file names the sandbox org's standard price book, as a
+    site sets it up (README, Products and orders). The shipped file is read as a file beside this
+    package (the sandbox imports no flow)."""
+    folder = logs / "mappings" / "products"
+    folder.mkdir(parents=True, exist_ok=True)
+    text = (Path(__file__).resolve().parents[1] / "topologies" / "products" / "mappings" / "products.yaml").read_text()
+    (folder / "products.yaml").write_text(text.replace('standard_pricebook_id: ""', f'standard_pricebook_id: "{pricebook}"'))
+    return logs / "mappings"
+
+
 def _report(sandbox: Sandbox, say: Callable[[str], None]) -> None:
     say("what each system holds now")
     for person in PEOPLE:
@@ -268,9 +346,13 @@ async def run_demo(once: bool, say: Callable[[str], None] = print, timeout: floa
            "CONNECT_TOPIC_PREFIX": f"demo-{run}.", "CONNECT_DATA_DIR": str(logs / "data"),
            "CONNECT_WEB_PORT": os.environ.get("CONNECT_WEB_PORT") or str(_web_port()),
            "CONNECT_SINK_OBJECTS": "salesforce.Contact,salesforce.Account,tims.customer,salesforce.Task,"
-                                   "salesforce.Campaign,salesforce.CampaignMember,pardot.list,pardot.list_membership",
-           "CONNECT_FLOWS": "customer_sync,products,orders,activities,lists",
-           "CONNECT_SALESFORCE_ENTITIES": "Lead,Contact,Account,Campaign,CampaignMember",
+                                   "salesforce.Campaign,salesforce.CampaignMember,pardot.list,pardot.list_membership,"
+                                   "salesforce.Product2,salesforce.PricebookEntry,salesforce.Opportunity,tims.item,"
+                                   "tims.sales_order,pardot.prospect",
+           "CONNECT_FLOWS": "customer_sync,products,orders,receivables,activities,lists",
+           "CONNECT_MAPPINGS_DIR": str(_products_mapping(logs, sandbox.org.standard_pricebook_id)),
+           "CONNECT_SALESFORCE_ENTITIES": "Lead,Contact,Account,Campaign,CampaignMember,Product2,Opportunity,"
+                                          "OpportunityLineItem",
            "CONNECT_PARDOT_ENTITIES": "prospect,visitor_activity,list,list_membership",
            "CONNECT_SINK_LINGER": "0.2", "CONNECT_TIMS_POLL_INTERVAL": "1", "CONNECT_PARDOT_POLL_INTERVAL": "2"}
     processes = Processes(env, logs)
@@ -286,6 +368,7 @@ async def run_demo(once: bool, say: Callable[[str], None] = print, timeout: floa
         ok = await _play(sandbox, processes, say, timeout)
         customer = next((person for person in PEOPLE if "tims" in person.ids), None)
         ok = ok and customer is not None and await _play_engagement(sandbox, customer, processes, say, timeout)
+        ok = ok and customer is not None and await _play_order_to_cash(sandbox, customer, processes, say, timeout)
         before = _api_writes(sandbox)
         await asyncio.sleep(5)
         quiet = _api_writes(sandbox) == before

@@ -1,4 +1,4 @@
-"""Flows 1, 2 and 3 end to end, as `make demo` plays them: the real broker, the sandbox, a worker
+"""Flows 1 to 4 end to end, as `make demo` plays them: the real broker, the sandbox, a worker
 subprocess and the three source processes; `--once` exits 0 only if every expected record arrived
 in every system and the systems went quiet afterwards."""
 
@@ -32,4 +32,8 @@ def test_demo_once_plays_both_flows(kafka_bootstrap: str, tmp_path: Path) -> Non
     assert "TIMS records: 3 customers" in out
     assert "a Campaign and a Pardot list, with Ada in both" in out
     assert out.count("Task on Ada's Contact with TIMS context") == 2
+    assert "each item is a Product2 with a standard price" in out
+    assert "one TIMS sales order for the Opportunity, to the cent" in out
+    assert "the Opportunity shows the order invoiced, with ship date and tracking" in out
+    assert "(what TIMS's invoices add up to) on the Account and in Pardot" in out
     assert "✗" not in out

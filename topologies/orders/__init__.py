@@ -4,11 +4,13 @@ to the Opportunity, forward only; an order entered in TIMS becomes a Closed Won 
 """
 
 from topologies.flow import Flow
+from topologies.mapping_file import OneFileMappings
 from topologies.orders.agents import FLOW_NAME, SOURCE_TOPICS, STAGE_TOPICS, TABLES, install
-from topologies.orders.order import DEFAULT_MAPPING_DIR
+from topologies.orders.order import DEFAULT_MAPPING_DIR, OrderMapping
 
 __all__ = ["FLOW"]
 
 FLOW = Flow(name=FLOW_NAME, source_topics=SOURCE_TOPICS, internal_topics=STAGE_TOPICS, tables=TABLES,
             direct_stages=(("ingest", SOURCE_TOPICS),),
-            sources=("salesforce", "tims"), install=install, mappings=DEFAULT_MAPPING_DIR)
+            sources=("salesforce", "tims"), install=install, mappings=DEFAULT_MAPPING_DIR,
+            mapping_tool=OneFileMappings("orders", OrderMapping))

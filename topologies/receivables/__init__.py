@@ -4,8 +4,9 @@ Account and Contact and the Pardot prospect (docs/adr/0032). Rules in ``mappings
 """
 
 from topologies.flow import Flow
+from topologies.mapping_file import OneFileMappings
 from topologies.receivables.agents import FLOW_NAME, SOURCE_TOPICS, STAGE_TOPICS, TABLES, install
-from topologies.receivables.rollup import DEFAULT_MAPPING_DIR
+from topologies.receivables.rollup import DEFAULT_MAPPING_DIR, ReceivablesMapping, preview
 
 __all__ = ["FLOW"]
 
@@ -13,4 +14,5 @@ __all__ = ["FLOW"]
 FLOW = Flow(name=FLOW_NAME, source_topics=SOURCE_TOPICS, internal_topics=STAGE_TOPICS, tables=TABLES,
             direct_stages=(("ingest", SOURCE_TOPICS),),
             sources=("salesforce", "tims", "pardot"), install=install, mappings=DEFAULT_MAPPING_DIR,
+            mapping_tool=OneFileMappings("receivables", ReceivablesMapping, preview),
             by_default=False)

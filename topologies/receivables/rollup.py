@@ -40,7 +40,7 @@ from topologies.mapping_file import load_model
 from topologies.money import MoneyError, currency_code, quantize, text, to_decimal, wire
 
 __all__ = ["ReceivablesMapping", "Decision", "Unusable", "VALUES", "TARGETS", "load_mapping", "new_row", "fold",
-           "figures", "evaluate", "observe", "link", "DEFAULT_MAPPING_DIR", "ENTITIES"]
+           "figures", "evaluate", "observe", "link", "preview", "DEFAULT_MAPPING_DIR", "ENTITIES"]
 
 DEFAULT_MAPPING_DIR = Path(__file__).with_name("mappings")
 #: the TIMS entities folded here
@@ -296,3 +296,38 @@ def evaluate(row: dict[str, Any], mapping: ReceivablesMapping, today: date, now_
             source_commit_timestamp=event.commit_timestamp if event else None,
             source_event_id=event.event_id if event else None))
     return decision
+
+
+def preview(mapping: ReceivablesMapping, record_file: Path, today: date | None = None) -> str:
+    """``stream-app mappings preview receivables EVENTS.json``: the roll-up of a customer's TIMS
+    events (a JSON list; each a source event, or ``{"entity": "invoice", "fields": {...}}``) and
+    the fields each target would get."""
+    import json
+
+    try:
+        records = json.loads(record_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{record_file}: not a JSON list of TIMS events ({exc})") from None
+    records = records if isinstance(records, list) else [records]
+    row = new_row("preview")
+    for n, record in enumerate(records, start=1):
+        if not isinstance(record, dict) or record.get("entity") not in ENTITIES:
+            raise ValueError(f"{record_file}: event {n} is not a TIMS {', '.join(ENTITIES)} event")
+        fields = record.get("fields") or {}
+        id_field = {"invoice": "invoice_id", "payment": "payment_id", "customer": "customer_id"}[record["entity"]]
+        event = SourceEvent.model_validate({
+            "event_id": f"preview-{n}", "source": "tims", "entity": record["entity"],
+            "record_id": str(record.get("record_id") or fields.get(id_field) or f"{record['entity']}-{n}"),
+            "change_type": record.get("change_type", "UPDATE"), "fields": {"version": 1, **fields},
+            "commit_timestamp": 0})
+        try:
+            fold(row, event, mapping)
+        except Unusable as exc:
+            raise ValueError(f"{record_file}: event {n}: {exc}") from None
+    day = today or date.today()
+    for target in mapping.targets:
+        link(row, target, f"<{target} record>")
+    values, review_on = figures(row, mapping, day)
+    writes = {f"{c.system}.{c.object}": c.fields for c in evaluate(row, mapping, day, 0).commands}
+    return json.dumps({"today": day.isoformat(), "roll_up": values, "next_review": review_on, "writes": writes},
+                      indent=2)

@@ -193,3 +193,33 @@ def test_any_order_and_any_repetition_gives_the_same_figures(extra: list[int], r
     assert rolled([_EVENTS[i] for i in order]) == rolled(_EVENTS)
     expected = rolled(_EVENTS)
     assert expected["open_balance"] == pytest.approx(90.10 + 40 - 35.55 - 2.34 - 5)
+
+
+def test_mappings_check_and_preview(tmp_path: Any) -> None:
+    from topologies.receivables import FLOW
+
+    tool = FLOW.mapping_tool
+    assert tool is not None and tool.names(DEFAULT_MAPPING_DIR) == ["receivables"]
+    assert "targets: 3 entries" in tool.check(DEFAULT_MAPPING_DIR)
+    events = tmp_path / "events.json"
+    events.write_text('[{"entity": "invoice", "fields": {"invoice_id": "INV1", "customer_id": "C1", '
+                      '"total_amount": 10.1, "invoice_date": "2026-12-01"}}]')
+    shown = tool.preview(DEFAULT_MAPPING_DIR, "receivables", str(events))
+    assert '"TIMS_Open_Balance__c": 10.1' in shown and '"Open_Balance__c": 10.1' in shown
+    events.write_text('[{"entity": "order"}]')
+    with pytest.raises(ValueError, match="event 1 is not a TIMS"):
+        tool.preview(DEFAULT_MAPPING_DIR, "receivables", str(events))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "receivables.yaml").write_text("targets: {salesforce.Account: {X__c: balance}}\n")
+    with pytest.raises(ValueError, match=r"receivables.yaml: .*'balance' is not one of"):
+        tool.check(broken)
+
+
+@pytest.mark.parametrize("flow", ["orders", "products", "activities", "lists", "receivables"])
+def test_every_flow_with_one_mapping_file_is_checked(flow: str) -> None:
+    from topologies.registry import flow_named
+
+    found = flow_named(flow)
+    assert found.mapping_tool is not None and found.mappings is not None
+    assert found.mapping_tool.check(found.mappings).startswith("ok: ")
