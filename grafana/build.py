@@ -142,6 +142,23 @@ def overview() -> Dashboard:
                      "{{system}}.{{object}}"),),
                     "ops", "Records the target systems confirmed."),
             )),
+            Row("Flows", (
+                Panel("Stage messages not taken", (
+                    (per("flow, stage, outcome", "rate", "connect_flow_stage_messages_total", 'outcome!="ok"'),
+                     "{{flow}} {{stage}} {{outcome}}"),), "ops",
+                    "Messages each flow stage set aside (quarantined) or could not take, per flow (orders, "
+                    "receivables, products, customer_sync, ...)."),
+                Panel("Records waiting for a reference", (
+                    ("sum by (flow, reference) (connect_flow_waiting_references)", "{{flow}} ← {{reference}}"),),
+                    "short", "Orders waiting for their Account or products, customers' receivables waiting "
+                    "for their Account: released when the link arrives."),
+                Panel("Oldest waiting", (
+                    ("max by (flow, reference) (connect_flow_waiting_oldest_seconds)", "{{flow}} ← {{reference}}"),),
+                    "s", "Age of the record that has waited longest for each kind of reference."),
+                Panel("Conflicts won back", (
+                    (per("flow, owner", "rate", "connect_flow_conflicts_total"), "{{flow}} (owner {{owner}})"),),
+                    "ops", "Edits of a field made outside its owner, written back over and audited."),
+            )),
             Row("Latency", (
                 Panel("End to end: source commit → sink write", _percentiles("connect_sink_latency_seconds"), "s",
                       "From the commit time in the source system to the target's confirmation."),
