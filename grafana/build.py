@@ -143,10 +143,10 @@ def overview() -> Dashboard:
                     "ops", "Records the target systems confirmed."),
             )),
             Row("Flows", (
-                Panel("Stage messages not taken", (
-                    (per("flow, stage, outcome", "rate", "connect_flow_stage_messages_total", 'outcome!="ok"'),
-                     "{{flow}} {{stage}} {{outcome}}"),), "ops",
-                    "Messages each flow stage set aside (quarantined) or could not take, per flow (orders, "
+                Panel("Stage messages quarantined", (
+                    (per("flow, stage", "rate", "connect_flow_stage_messages_total", 'outcome="quarantined"'),
+                     "{{flow}} {{stage}}"),), "ops",
+                    "Messages each flow stage set aside on quarantine.<flow> with the reason, per flow (orders, "
                     "receivables, products, customer_sync, ...)."),
                 Panel("Records waiting for a reference", (
                     ("sum by (flow, reference) (connect_flow_waiting_references)", "{{flow}} ← {{reference}}"),),
