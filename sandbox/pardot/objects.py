@@ -162,6 +162,8 @@ DEFAULT_CUSTOM_FIELDS: dict[str, str] = {
     "Last_Payment_Date__c": "str",
     "Lifetime_Revenue__c": "float",
     "Credit_Hold__c": "bool",
+    "Last_Order_Date__c": "str",
+    "Last_Purchased_Products__c": "str",
 }
 
 

@@ -4,6 +4,7 @@ TIMS, Salesforce and Pardot sources as processes, on the real broker.
 - A linked customer (Account, Contact and prospect carry its TIMS id or Contact): two invoices,
   one overdue and part paid, reach the Account, the Contact and the prospect to the cent.
 - A corrected invoice replaces its amount and puts the customer over its credit limit: hold.
+- A TIMS sales order: its date and items (by name) reach the prospect as the last purchase.
 - A customer whose Account is not linked yet waits (metric) and is released by the link.
 - Every invoice and payment event delivered again, newest first: nothing changes, no write.
 - An edit of the open balance in Salesforce is won back and audited.
@@ -33,7 +34,7 @@ pytestmark = pytest.mark.integration
 def settings(sandbox: Sandbox) -> dict[str, str]:
     return {"CONNECT_FLOWS": "receivables",
             "CONNECT_SINK_OBJECTS": "salesforce.Account,salesforce.Contact,pardot.prospect",
-            "CONNECT_SALESFORCE_ENTITIES": "Account,Contact", "CONNECT_TIMS_ENTITIES": "customer,invoice,payment",
+            "CONNECT_SALESFORCE_ENTITIES": "Account,Contact", "CONNECT_TIMS_ENTITIES": "customer,invoice,payment,sales_order,item",
             "CONNECT_PARDOT_ENTITIES": "prospect", "CONNECT_PARDOT_POLL_INTERVAL": "1",
             "CONNECT_PARDOT_OVERLAP_SECONDS": "5"}
 
@@ -108,6 +109,15 @@ async def test_receivables_roll_up(app_env: dict[str, str], tmp_path: Path) -> N
         await rig.until("over the limit: hold", lambda: account_shows(
             {"TIMS_Open_Balance__c": 1200.05, "TIMS_Credit_Hold__c": True}))
         await rig.until("the hold in Pardot", lambda: pardot.get("prospects", prospect).get("Credit_Hold__c") is True)
+
+        # the last purchase reaches Pardot for marketing: the order's items by name
+        argon = tims.create("items", {"sku": "AR-40", "name": "Argon 40 cf", "unit_price": 42.5})["item_id"]
+        tims.create("sales_orders", {"customer_id": weld, "order_date": "2026-12-04",
+                                     "lines": [{"item_id": argon, "quantity": 2, "unit_price": 42.5}]})
+        await rig.until("the last purchase on the prospect", lambda: (
+            pardot.get("prospects", prospect).get("Last_Purchased_Products__c"),
+            pardot.get("prospects", prospect).get("Last_Order_Date__c")) == ("Argon 40 cf", "2026-12-04"),
+            state=lambda: pardot.get("prospects", prospect))
 
         # a customer whose Account is linked only later waits, then is released
         gas = tims.create("customers", {"name": "Gas Co"})["customer_id"]

@@ -3,6 +3,7 @@
     src.tims.invoice ──┐
     src.tims.payment ──┼─ingest─► receivables.merge (key: TIMS customer id)  receivables
     src.tims.customer ─┤    ▲          ├─► sink.salesforce.Account  (the roll-up, where it changed)
+    src.tims.sales_order, src.tims.item (the last purchase; item names into the map)
     src.salesforce.Account ┤    │          ├─► sink.salesforce.Contact
     src.salesforce.Contact ┤    │          ├─► sink.pardot.prospect
     src.pardot.prospect ───┘    │          └─► audit.conflicts (an edit of our fields, won back)
@@ -12,7 +13,7 @@
 the sources themselves: an Account's or a Contact's ``TIMS_Customer_ID__c`` (the customer sync
 writes it), a prospect's ``salesforceContactId`` (Salesforce's connector sets it). The links go
 into a map every worker holds (``account:``/``contact:<Id>`` → customer, ``prospect_of:<Contact
-Id>`` → prospect), and to the customer's row as ``Linked``, so ``merge`` knows its targets without
+Id>`` → prospect, ``item:<id>`` → item name), and to the customer's row as ``Linked``, so ``merge`` knows its targets without
 reading the map. What a target record shows of our fields goes to ``merge`` as ``Observed``.
 """
 
@@ -38,8 +39,8 @@ from topologies.stage import KeyedBatchStage, agent_named, read_source_event
 __all__ = ["Receivables", "install", "FLOW_NAME", "SOURCE_TOPICS", "STAGE_TOPICS", "TABLES", "SINK_OBJECTS"]
 
 FLOW_NAME = "receivables"
-SOURCE_TOPICS = ("src.tims.invoice", "src.tims.payment", "src.tims.customer", "src.salesforce.Account",
-                 "src.salesforce.Contact", "src.pardot.prospect")
+SOURCE_TOPICS = ("src.tims.invoice", "src.tims.payment", "src.tims.customer", "src.tims.sales_order", "src.tims.item",
+                 "src.salesforce.Account", "src.salesforce.Contact", "src.pardot.prospect")
 STAGE_TOPICS = (f"{FLOW_NAME}.merge",)
 TABLES = (FLOW_NAME, f"{FLOW_NAME}_index", f"{FLOW_NAME}_links")
 SINK_OBJECTS = tuple(TARGETS)
@@ -83,7 +84,9 @@ class Receivables:
         event = await read_source_event(self.ctx, message)
         if event is None:
             return
-        if event.source == "tims":
+        if event.source == "tims" and event.entity == "item":
+            await self._item(event)
+        elif event.source == "tims":
             customer = event.record_id if event.entity == "customer" else event.fields.get("customer_id")
             if not customer:
                 await self.ctx.quarantine(f"ingest: {event.entity} {event.record_id} names no customer_id",
@@ -94,6 +97,13 @@ class Receivables:
             await self._salesforce(event)
         elif event.entity == "prospect":
             await self._prospect(event)
+
+    async def _item(self, event: SourceEvent) -> None:
+        """An item's name, for the last purchase's text (``item:<id>`` in the map)."""
+        name = event.fields.get("name")
+        if event.change_type != "DELETE" and name and self.links.get(f"item:{event.record_id}") != str(name):
+            await self.ctx.send(*self.links.entry(f"item:{event.record_id}", str(name)))
+            self.ctx.counters["links"] += 1
 
     async def _salesforce(self, event: SourceEvent) -> None:
         if event.change_type == "DELETE":
@@ -170,7 +180,7 @@ class Receivables:
                 self.ctx.metrics.duplicate(source_event.source)
                 return
         self._find_prospect(row)
-        evaluate(row, self.mapping, today(), now, source_event, decision)
+        evaluate(row, self.mapping, today(), now, source_event, decision, self._item_name)
         self.ctx.metrics.echo_fields(source_event.source if source_event else "salesforce", decision.echo_fields)
         for command in decision.commands:
             await batch.send(self.sink_topics[f"{command.system}.{command.object}"], command.partition_key,
@@ -185,6 +195,9 @@ class Receivables:
             noted = row["waiting_since"] is not None or row["review_on"] is not None
             batch.put(self.index, key, {"waiting_since": row["waiting_since"], "review_on": row["review_on"]}
                       if noted else None, event)
+
+    def _item_name(self, item: str) -> str | None:
+        return self.links.get(f"item:{item}")
 
     def _find_prospect(self, row: dict[str, Any]) -> None:
         """A prospect linked before its Contact was: the map has it (written by ``ingest``)."""

@@ -19,6 +19,9 @@ Account, Contact and Pardot prospect), and what we last wrote to each.
   customer's payment terms) is before today (UTC); ``overdue_amount`` sums the open amounts of
   those, ``days_past_due`` is the age of the oldest. ``credit_hold``: the customer is
   ``on_hold`` in TIMS, or (``credit_hold_over_limit``) its open balance exceeds its credit limit.
+- **The last purchase** (for marketing): the latest sales order that is neither a draft nor
+  cancelled, by order date then id: its date, and its items' names (the item catalogue's, read
+  from the TIMS item events), most valuable line first.
 - **One currency.** The roll-up is kept in the mapping's currency; an invoice or payment in
   another is not summed (the event is quarantined with the reason; the row is unchanged).
 - **Quiet once agreed.** A target gets the fields whose value differs from what we last wrote
@@ -31,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -44,10 +47,15 @@ __all__ = ["ReceivablesMapping", "Decision", "Unusable", "VALUES", "TARGETS", "l
 
 DEFAULT_MAPPING_DIR = Path(__file__).with_name("mappings")
 #: the TIMS entities folded here
-ENTITIES = ("invoice", "payment", "customer")
+ENTITIES = ("invoice", "payment", "customer", "sales_order")
 #: the roll-up's values a mapping can send to a target field
 VALUES = ("open_balance", "overdue_amount", "days_past_due", "last_invoice_date", "last_invoice_amount",
-          "last_payment_date", "last_payment_amount", "lifetime_revenue", "credit_hold")
+          "last_payment_date", "last_payment_amount", "lifetime_revenue", "credit_hold", "last_order_date",
+          "last_purchased_products")
+#: sales orders that are no purchase (yet, or any more)
+NOT_PURCHASED = frozenset({"draft", "cancelled"})
+#: the longest ``last_purchased_products`` text (a Pardot text field)
+PRODUCTS_TEXT_LIMIT = 255
 _AMOUNTS = frozenset({"open_balance", "overdue_amount", "last_invoice_amount", "last_payment_amount",
                       "lifetime_revenue"})
 #: where a roll-up can go: ``<system>.<object>`` → the field its records are written by
@@ -103,8 +111,8 @@ class Decision:
 
 
 def new_row(customer: str) -> dict[str, Any]:
-    return {"customer": customer, "version": 0, "record": {}, "invoices": {}, "payments": {}, "targets": {},
-            "written": {}, "waiting_since": None, "review_on": None}
+    return {"customer": customer, "version": 0, "record": {}, "invoices": {}, "payments": {}, "orders": {},
+            "targets": {}, "written": {}, "waiting_since": None, "review_on": None}
 
 
 def _version(event: SourceEvent) -> int:
@@ -142,12 +150,17 @@ def fold(row: dict[str, Any], event: SourceEvent, mapping: ReceivablesMapping) -
             values["credit_limit"] = _amount(values["credit_limit"], "credit_limit", mapping.currency)
         row["record"] = {"v": version, **values}
         return True
-    bucket = "invoices" if event.entity == "invoice" else "payments"
+    bucket = {"invoice": "invoices", "payment": "payments", "sales_order": "orders"}[event.entity]
+    row.setdefault(bucket, {})
     held = row[bucket].get(event.record_id)
     if held is not None and version <= held["v"]:
         return False
     if event.change_type == "DELETE":
         row[bucket][event.record_id] = {"v": version, "gone": True}
+        return True
+    if bucket == "orders":
+        row[bucket][event.record_id] = {"v": version, "date": _date(fields.get("order_date"), "order_date"),
+                                        "status": fields.get("status"), "items": _items_by_value(fields.get("lines"))}
         return True
     currency = currency_code(fields.get("currency") or mapping.currency) if fields.get("currency") else mapping.currency
     if currency != mapping.currency:
@@ -165,6 +178,30 @@ def fold(row: dict[str, Any], event: SourceEvent, mapping: ReceivablesMapping) -
     return True
 
 
+def _items_by_value(lines: Any) -> list[str]:
+    """An order's item ids, the most valuable line first (each once)."""
+    if not isinstance(lines, list):
+        return []
+    valued = []
+    for position, line in enumerate(lines):
+        if isinstance(line, dict) and line.get("item_id"):
+            try:
+                value = to_decimal(line.get("quantity"), "quantity") * to_decimal(line.get("unit_price"), "unit_price")
+            except MoneyError:
+                value = Decimal(0)
+            valued.append((-value, position, str(line["item_id"])))
+    items: list[str] = []
+    for _, _, item in sorted(valued):
+        if item not in items:
+            items.append(item)
+    return items
+
+
+def _products_text(items: list[str], names: Callable[[str], str | None]) -> str:
+    text_ = ", ".join(names(item) or item for item in items)
+    return text_ if len(text_) <= PRODUCTS_TEXT_LIMIT else text_[: PRODUCTS_TEXT_LIMIT - 1] + "…"
+
+
 def _due(invoice: dict[str, Any], terms: Any) -> date | None:
     if invoice.get("due"):
         return date.fromisoformat(invoice["due"])
@@ -173,9 +210,10 @@ def _due(invoice: dict[str, Any], terms: Any) -> date | None:
     return None
 
 
-def figures(row: dict[str, Any], mapping: ReceivablesMapping, today: date) -> tuple[dict[str, Any], str | None]:
+def figures(row: dict[str, Any], mapping: ReceivablesMapping, today: date,
+            names: Callable[[str], str | None] = lambda _: None) -> tuple[dict[str, Any], str | None]:
     """The roll-up's values (wire form: numbers, ISO dates, bool), and the next date they may
-    change by the calendar alone (None: not before another event)."""
+    change by the calendar alone (None: not before another event). ``names``: an item's name."""
     currency = mapping.currency
     invoices = {i: v for i, v in row["invoices"].items() if not v.get("gone") and not v["void"]}
     payments = {i: v for i, v in row["payments"].items() if not v.get("gone")}
@@ -217,6 +255,10 @@ def figures(row: dict[str, Any], mapping: ReceivablesMapping, today: date) -> tu
         "lifetime_revenue": quantize(revenue, currency),
         "credit_hold": bool(hold),
     }
+    purchases = {i: v for i, v in row.get("orders", {}).items() if not v.get("gone") and v["status"] not in NOT_PURCHASED}
+    last_order = max(purchases.items(), key=lambda kv: (kv[1]["date"] or "", kv[0]), default=(None, None))[1]
+    values["last_order_date"] = last_order["date"] if last_order else None
+    values["last_purchased_products"] = _products_text(last_order["items"], names) if last_order else None
     wire_values = {name: wire(v) if name in _AMOUNTS and v is not None else v for name, v in values.items()}
     # overdue figures grow every day; an invoice falls due the day after its due date
     turns = ([today + timedelta(days=1)] if overdue else []) + [due + timedelta(days=1) for due in upcoming]
@@ -225,7 +267,7 @@ def figures(row: dict[str, Any], mapping: ReceivablesMapping, today: date) -> tu
 
 def _active(row: dict[str, Any]) -> bool:
     """Whether the customer has anything receivable to show (else nothing is written)."""
-    return bool(row["invoices"] or row["payments"] or row["record"].get("status") == "on_hold")
+    return bool(row["invoices"] or row["payments"] or row.get("orders") or row["record"].get("status") == "on_hold")
 
 
 def link(row: dict[str, Any], target: str, record_id: str) -> bool:
@@ -266,14 +308,15 @@ def _same(ours: Any, theirs: Any) -> bool:
 
 
 def evaluate(row: dict[str, Any], mapping: ReceivablesMapping, today: date, now_ms: int,
-             event: SourceEvent | None = None, decision: Decision | None = None) -> Decision:
+             event: SourceEvent | None = None, decision: Decision | None = None,
+             names: Callable[[str], str | None] = lambda _: None) -> Decision:
     """The writes that bring each linked target to the roll-up; notes whether the customer waits
     for its Account and when the figures next change by the calendar."""
     decision = decision or Decision()
     if not _active(row):
         row["waiting_since"] = row["review_on"] = None
         return decision
-    values, row["review_on"] = figures(row, mapping, today)
+    values, row["review_on"] = figures(row, mapping, today, names)
     waits = "salesforce.Account" in mapping.targets and "salesforce.Account" not in row["targets"]
     row["waiting_since"] = (row["waiting_since"] or now_ms) if waits else None
     changes: list[tuple[str, dict[str, Any]]] = []
@@ -314,7 +357,8 @@ def preview(mapping: ReceivablesMapping, record_file: Path, today: date | None =
         if not isinstance(record, dict) or record.get("entity") not in ENTITIES:
             raise ValueError(f"{record_file}: event {n} is not a TIMS {', '.join(ENTITIES)} event")
         fields = record.get("fields") or {}
-        id_field = {"invoice": "invoice_id", "payment": "payment_id", "customer": "customer_id"}[record["entity"]]
+        id_field = {"invoice": "invoice_id", "payment": "payment_id", "customer": "customer_id",
+                    "sales_order": "sales_order_id"}[record["entity"]]
         event = SourceEvent.model_validate({
             "event_id": f"preview-{n}", "source": "tims", "entity": record["entity"],
             "record_id": str(record.get("record_id") or fields.get(id_field) or f"{record['entity']}-{n}"),

@@ -56,7 +56,7 @@ def test_the_figures_to_the_cent() -> None:
         "open_balance": 110.05, "overdue_amount": 60.0, "days_past_due": 21,
         "last_invoice_date": "2026-11-20", "last_invoice_amount": 50.05,
         "last_payment_date": "2026-11-25", "last_payment_amount": 0.1, "lifetime_revenue": 150.15,
-        "credit_hold": False}
+        "credit_hold": False, "last_order_date": None, "last_purchased_products": None}
 
 
 def test_a_corrected_invoice_replaces_its_amount_and_a_late_old_version_changes_nothing() -> None:
@@ -223,3 +223,25 @@ def test_every_flow_with_one_mapping_file_is_checked(flow: str) -> None:
     found = flow_named(flow)
     assert found.mapping_tool is not None and found.mappings is not None
     assert found.mapping_tool.check(found.mappings).startswith("ok: ")
+
+
+def test_the_last_purchase_for_marketing() -> None:
+    row = new_row("C000001")
+
+    def order(record_id: str, version: int, day: str, status: str, *lines: tuple[str, int, float]) -> SourceEvent:
+        return tims("sales_order", record_id, version, sales_order_id=record_id, order_date=day, status=status,
+                    lines=[{"item_id": i, "quantity": q, "unit_price": p} for i, q, p in lines])
+
+    names = {"IT1": "Argon 40 cf", "IT2": "CO2 20 lb"}.get
+    fold(row, order("SO1", 1, "2026-11-01", "invoiced", ("IT1", 1, 10.0)), MAPPING)
+    fold(row, order("SO2", 1, "2026-11-20", "open", ("IT1", 1, 10.0), ("IT2", 3, 27.25), ("IT1", 1, 1.0)), MAPPING)
+    fold(row, order("SO3", 1, "2026-11-25", "draft", ("IT9", 1, 5.0)), MAPPING)
+    values = figures(row, MAPPING, TODAY, names)[0]
+    assert (values["last_order_date"], values["last_purchased_products"]) == ("2026-11-20", "CO2 20 lb, Argon 40 cf")
+    fold(row, order("SO2", 2, "2026-11-20", "cancelled"), MAPPING)
+    values = figures(row, MAPPING, TODAY, names)[0]
+    assert (values["last_order_date"], values["last_purchased_products"]) == ("2026-11-01", "Argon 40 cf")
+    link(row, "pardot.prospect", "42")
+    (command,) = evaluate(row, MAPPING, TODAY, NOW, names=names).commands
+    assert command.fields["Last_Purchased_Products__c"] == "Argon 40 cf"
+    assert command.fields["Open_Balance__c"] == 0  # an order alone makes the customer active
