@@ -203,18 +203,31 @@ async def sandbox(self: AppCommand, host: str, salesforce_port: int, pubsub_port
 
 
 @command(
-    argument("action", type=click.Choice(["check", "preview"])),
+    argument("action", type=click.Choice(["check", "preview", "suggest"])),
     argument("flow", required=False),
     argument("record", required=False, type=click.Path(exists=True, dir_okay=False)),
+    option("--source", default=None, help="suggest: SYSTEM.OBJECT the values come from (e.g. tims.customer)."),
+    option("--target", default=None, help="suggest: SYSTEM.OBJECT they go to (canonical.customer: the customer sync's fields)."),
+    option("--samples", type=click.Path(path_type=Path), default=None,
+           help="suggest: JSON file {\"SYSTEM.OBJECT\": [records...]} of sample records of either side."),
+    option("--out", type=click.Path(path_type=Path), default=None,
+           help="suggest: write a draft mapping file here (its name, without .yaml, names the flow file)."),
 )
-async def mappings(self: AppCommand, action: str, flow: str | None, record: str | None) -> None:
-    """Validate the flow mappings (check), or show what one record maps to (preview FLOW RECORD.json).
+async def mappings(self: AppCommand, action: str, flow: str | None, record: str | None, source: str | None,
+                   target: str | None, samples: Path | None, out: Path | None) -> None:
+    """Validate the flow mappings (check), show what one record maps to (preview FLOW RECORD.json), or
+    propose field pairs between two objects (suggest --source S --target T [--samples F] [--out F]).
 
     RECORD.json is a source event ({"source": "salesforce", "entity": "Contact", "fields": {...}})
     or {"source": "salesforce.Contact", "fields": {...}, "links": {"salesforce_contact": "003..."}}.
     """
 
     try:
+        if action == "suggest":
+            from stream_app.suggest_mappings import run_suggest
+
+            print(run_suggest(source, target, samples, out))
+            return
         tools = mapping_tools(self.app.settings)
         if action == "check":
             for _, tool, directory in tools:
