@@ -9,8 +9,10 @@ from rapidfuzz (Jaro–Winkler, Levenshtein, token ratios); it is not written he
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable
 
+from rapidfuzz import process
 from rapidfuzz.distance import JaroWinkler, Levenshtein
 from rapidfuzz.fuzz import token_set_ratio, token_sort_ratio
 
@@ -43,6 +45,21 @@ def _nicknames(a: str, b: str) -> bool:
     return bool(groups.get(first_a, frozenset()) & groups.get(first_b, frozenset()))
 
 
+@lru_cache(maxsize=65536)
+def _near_groups(name: str) -> frozenset[int]:
+    """The nickname groups of the table's names one edit away from ``name`` (a mistyped "Bill")."""
+    groups = nickname_groups()
+    if len(name) < 3:
+        return frozenset()
+    found = process.extract(name, list(groups), scorer=Levenshtein.distance, score_cutoff=1, limit=None)
+    return frozenset().union(*(groups[match] for match, _, _ in found)) if found else frozenset()
+
+
+def _mistyped_nicknames(a: str, b: str) -> bool:
+    first_a, first_b = a.split()[0], b.split()[0]
+    return bool(_near_groups(first_a) & _near_groups(first_b))
+
+
 def _first_name(a: str, b: str) -> int:
     if a == b:
         return 0
@@ -54,8 +71,8 @@ def _first_name(a: str, b: str) -> int:
     if similarity >= 0.80:
         return 3
     if len(a) == 1 or len(b) == 1:  # an initial
-        return 4 if a[0] == b[0] else 5
-    return 5
+        return 5 if a[0] == b[0] else 6
+    return 4 if _mistyped_nicknames(a, b) else 6
 
 
 def _last_name(a: str, b: str) -> int:
@@ -147,7 +164,7 @@ class _Composite(Comparison):
 
 
 COMPARISONS: tuple[Comparison, ...] = (
-    Comparison("first_name", ("exact", "nickname", "jw>=0.92", "jw>=0.80", "initial", "else"), _first_name),
+    Comparison("first_name", ("exact", "nickname", "jw>=0.92", "jw>=0.80", "nickname with a typo", "initial", "else"), _first_name),
     Comparison("last_name", ("exact", "jw>=0.94", "jw>=0.85", "else"), _last_name),
     Comparison("email", ("exact", "same local part", "else"), _email),
     Comparison("phone", ("exact", "last 7 digits", "one digit off", "else"), _phone),

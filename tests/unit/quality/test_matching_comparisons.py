@@ -19,8 +19,9 @@ def levels(a: dict, b: dict) -> dict[str, int | None]:
 def test_nicknames_typos_and_initials_have_their_own_levels() -> None:
     assert levels({"first_name": "Robert"}, {"first_name": "Bob"})["first_name"] == 1
     assert levels({"first_name": "Katherine"}, {"first_name": "Katherien"})["first_name"] == 2
-    assert levels({"first_name": "J"}, {"first_name": "John"})["first_name"] == 4
-    assert levels({"first_name": "Robert"}, {"first_name": "Susan"})["first_name"] == 5
+    assert levels({"first_name": "Wjlliam"}, {"first_name": "Bill"})["first_name"] == 4
+    assert levels({"first_name": "J"}, {"first_name": "John"})["first_name"] == 5
+    assert levels({"first_name": "Robert"}, {"first_name": "Susan"})["first_name"] == 6
 
 
 def test_names_in_the_wrong_boxes_are_compared_the_right_way_round() -> None:

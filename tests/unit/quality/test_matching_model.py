@@ -44,10 +44,10 @@ def test_decisions_follow_the_thresholds_and_other_given_names_are_never_linked(
     model = default_model()
     same = vector(first_name=0, last_name=0, address=0, phone=0, birth_date=0)
     assert model.decision(model.probability(same), same) == "link"
-    household = vector(first_name=5, last_name=0, address=0, phone=0, company=0)
+    household = vector(first_name=6, last_name=0, address=0, phone=0, company=0)
     assert model.probability(household) > model.thresholds.link  # what the guard is for
     assert model.decision(model.probability(household), household) == "review"
-    strangers = vector(first_name=5, last_name=3, address=5)
+    strangers = vector(first_name=6, last_name=3, address=5)
     assert model.decision(model.probability(strangers), strangers) == "new"
     assert 0 < model.probability(NONE) < 1 and not math.isnan(model.probability(NONE))
 
