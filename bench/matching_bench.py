@@ -13,7 +13,6 @@ The last line is one JSON object; exit status 0 when the one-to-one F1 reaches t
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import tempfile
@@ -22,22 +21,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stream_app.linkage import run_link  # noqa: E402
-from tests.support.linkage_data import FIELDS_YAML, LEFT_COLUMNS, RIGHT_COLUMNS, generate  # noqa: E402
+from tests.support.linkage_data import write_files  # noqa: E402
 
 GOAL_F1 = 0.97
-
-
-def write_files(directory: Path, people: int, seed: int) -> tuple[Path, Path, Path, int]:
-    """left.csv, right.csv and fields.yaml in ``directory``; also the number of true pairs."""
-    data = generate(people=people, seed=seed)
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, rows, columns in (("left.csv", data.left, LEFT_COLUMNS), ("right.csv", data.right, RIGHT_COLUMNS)):
-        with (directory / name).open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-    (directory / "fields.yaml").write_text(FIELDS_YAML)
-    return directory / "left.csv", directory / "right.csv", directory / "fields.yaml", len(data.matches)
 
 
 def main() -> int:

@@ -60,16 +60,19 @@ def _mistyped_nicknames(a: str, b: str) -> bool:
     return bool(_near_groups(first_a) & _near_groups(first_b))
 
 
+def _band(similarity: float, cuts: tuple[float, ...]) -> int | None:
+    """The index of the first cut ``similarity`` reaches (cuts from the strictest), else None."""
+    return next((i for i, cut in enumerate(cuts) if similarity >= cut), None)
+
+
 def _first_name(a: str, b: str) -> int:
     if a == b:
         return 0
     if _nicknames(a, b):
         return 1
-    similarity = JaroWinkler.similarity(a, b)
-    if similarity >= 0.92:
-        return 2
-    if similarity >= 0.80:
-        return 3
+    band = _band(JaroWinkler.similarity(a, b), (0.92, 0.80))
+    if band is not None:
+        return 2 + band
     if len(a) == 1 or len(b) == 1:  # an initial
         return 5 if a[0] == b[0] else 6
     return 4 if _mistyped_nicknames(a, b) else 6
@@ -78,12 +81,8 @@ def _first_name(a: str, b: str) -> int:
 def _last_name(a: str, b: str) -> int:
     if a == b:
         return 0
-    similarity = JaroWinkler.similarity(a, b)
-    if similarity >= 0.94:
-        return 1
-    if similarity >= 0.85:
-        return 2
-    return 3
+    band = _band(JaroWinkler.similarity(a, b), (0.94, 0.85))
+    return 3 if band is None else 1 + band
 
 
 def _email(a: str, b: str) -> int:
@@ -108,8 +107,8 @@ def _ratio_levels(strong: float, weak: float, scorer: Callable[[str, str], float
     def level(a: str, b: str) -> int:
         if a == b:
             return 0
-        score = scorer(a, b)
-        return 1 if score >= strong else 2 if score >= weak else 3
+        band = _band(scorer(a, b), (strong, weak))
+        return 3 if band is None else 1 + band
     return level
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.linkage_data import FIELDS_YAML, LEFT_COLUMNS, RIGHT_COLUMNS, generate
+from tests.support.linkage_data import FIELDS_YAML, write_files
 from tests.support.worker import STREAM_APP
 
 pytestmark = pytest.mark.integration
@@ -23,14 +23,8 @@ def _run(*args: str | Path) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("linkage")
-    data = generate(people=400, seed=11)
-    for name, rows, columns in (("left.csv", data.left, LEFT_COLUMNS), ("right.csv", data.right, RIGHT_COLUMNS)):
-        with (folder / name).open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-    (folder / "fields.yaml").write_text(FIELDS_YAML)
-    return {"left": folder / "left.csv", "right": folder / "right.csv", "config": folder / "fields.yaml", "dir": folder}
+    left, right, config, _ = write_files(folder, people=400, seed=11)
+    return {"left": left, "right": right, "config": config, "dir": folder}
 
 
 def test_link_writes_the_pairs_and_scores_them_against_the_truth(files: dict[str, Path]) -> None:

@@ -13,12 +13,14 @@ sometimes a landline; they are the hard non-matches. ``person`` is the truth col
 
 from __future__ import annotations
 
+import csv
 import random
 import string
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-__all__ = ["Truth", "generate", "LEFT_COLUMNS", "RIGHT_COLUMNS", "FIELDS_YAML"]
+__all__ = ["Truth", "generate", "write_files", "LEFT_COLUMNS", "RIGHT_COLUMNS", "FIELDS_YAML"]
 
 _FIRST = ("robert william james john michael david richard joseph thomas charles christopher daniel matthew "
           "anthony donald steven paul andrew joshua kenneth kevin brian george edward ronald timothy jason "
@@ -264,3 +266,17 @@ def roles(record: dict[str, Any], columns: tuple[str, ...]) -> dict[str, Any]:
     names = ("id", "first_name", "last_name", "email", "phone", "company", "street", "city", "postcode", "state",
              "country", "birth_date")
     return {role: record[column] for role, column in zip(names, columns)}
+
+
+def write_files(directory: Path, people: int, seed: int) -> tuple[Path, Path, Path, int]:
+    """left.csv, right.csv and fields.yaml of a generated pair in ``directory``, and the number
+    of true pairs."""
+    data = generate(people=people, seed=seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, rows, columns in (("left.csv", data.left, LEFT_COLUMNS), ("right.csv", data.right, RIGHT_COLUMNS)):
+        with (directory / name).open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+    (directory / "fields.yaml").write_text(FIELDS_YAML)
+    return directory / "left.csv", directory / "right.csv", directory / "fields.yaml", len(data.matches)
