@@ -5,8 +5,8 @@ The stream: customers with their own order sizes (log-normal, levels spread over
 magnitude), orders, invoices and payments over a year (payments 10-40 days after the invoice,
 some partial), monthly subscribers paying the same amount every month, credit limits raised a
 little and terms moved by 15 days now and then (all normal). Injected, each labelled with the
-rule that should catch it: wild amounts (15-60 times larger or smaller than the customer's
-usual), payments sent twice within two days, zero or negative totals, credit limits multiplied
+rule that should catch it: wild amounts (invoices and orders 15-60 times larger or smaller than
+the customer's usual, payments 15-60 times larger), payments sent twice within two days, zero or negative totals, credit limits multiplied
 by 5-20, terms lengthened to NET60/NET90 or from COD to credit.
 
 Usage: .venv/bin/python bench/anomaly_bench.py [--customers 400] [--seed 2026]
@@ -78,10 +78,12 @@ def _customer(stream: Stream, name: str) -> None:
         if rng.random() < 0.015:
             stream.money("payment", name, paid, (payment.at - START).total_seconds() / 86400 + rng.uniform(0.01, 2),
                          "duplicate_payment")
-        if rng.random() < 0.01:
+        if rng.random() < 0.012:
             factor = rng.uniform(15, 60)
-            wild = math.exp(level) * (factor if rng.random() < 0.7 else 1 / factor)
-            stream.money(rng.choice(("invoice", "order")), name, _cents(wild), day + rng.uniform(0, 20), "amount_outlier")
+            kind = rng.choice(("invoice", "order", "payment"))
+            upwards = kind == "payment" or rng.random() < 0.7  # a wild payment is too large (a partial one is normal)
+            wild = math.exp(level) * (factor if upwards else 1 / factor)
+            stream.money(kind, name, _cents(wild), day + rng.uniform(0, 20), "amount_outlier")
         if rng.random() < 0.005:
             stream.money(rng.choice(("invoice", "order")), name, Decimal(rng.choice(("0.00", "-120.00", "-5.50"))),
                          day + rng.uniform(0, 20), "non_positive_total")

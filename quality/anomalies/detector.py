@@ -5,7 +5,10 @@ fixed memory per customer.
 Rules (names as they appear in flags):
 
 - ``amount_outlier``: log(amount) with modified |z| > ``z_limit`` against the customer's own last
-  amounts of that kind (from ``min_history`` of them), else against everyone's.
+  amounts of that kind (from ``min_history`` of them), else > ``overall_z_limit`` against
+  everyone's (whose spread is mostly the spread between customers: a new large customer is not
+  an outlier). Payments only
+  upwards: a payment below the usual is a partial payment, which receivables see every day.
 - ``duplicate_payment``: a payment of the same customer and the same amount (to the cent) within
   ``duplicate_window`` of an earlier one.
 - ``non_positive_total``: an invoice or order total (or a payment) of zero or less.
@@ -34,8 +37,9 @@ __all__ = ["Settings", "AnomalyDetector", "terms_days"]
 
 @dataclass(frozen=True)
 class Settings:
-    z_limit: float = 5.0
-    min_history: int = 8
+    z_limit: float = 4.0
+    overall_z_limit: float = 5.0
+    min_history: int = 6
     history: int = 50
     overall_sample: int = 2000
     duplicate_window: timedelta = timedelta(days=3)
@@ -79,7 +83,9 @@ class AnomalyDetector:
             if duplicate is not None:
                 flags.append(duplicate)
             self._payments[event.customer].append(event)
-        if outlier is None:  # a flagged amount does not join the history it is judged by
+        if outlier is None or outlier.evidence["basis"] == "overall":
+            # an amount flagged against the customer's own history does not join it; one flagged
+            # against everyone's does, or a customer far from the crowd would be flagged forever
             self._remember(event)
         return flags
 
@@ -93,9 +99,10 @@ class AnomalyDetector:
         else:
             return None
         z, centre, spread = modified_z(value, history, floor=0.15)
-        if abs(z) <= self.settings.z_limit:
+        limit = self.settings.z_limit if basis == "customer" else self.settings.overall_z_limit
+        if abs(z) <= limit or (event.kind == "payment" and z < 0):
             return None
-        return Flag("amount_outlier", event.id, event.customer, abs(z) / self.settings.z_limit,
+        return Flag("amount_outlier", event.id, event.customer, abs(z) / limit,
                     {"kind": event.kind, "amount": str(event.amount), "basis": basis, "z": round(z, 2),
                      "median": round(math.exp(centre), 2), "mad_log": round(spread, 4), "history": len(history)})
 

@@ -89,3 +89,20 @@ def test_the_modified_z_score_does_not_move_when_the_history_is_shifted(history:
     shifted, _, _ = modified_z(value + 10.0, [x + 10.0 for x in history], floor=1.0)
     assert abs(z - shifted) < 1e-6 * max(1.0, abs(z))
     assert spread >= 0
+
+
+def test_a_payment_below_the_usual_is_a_partial_payment_not_an_outlier() -> None:
+    detector = AnomalyDetector()
+    for n in range(12):
+        detector.observe(money(2000 + n, "payment", str(1000 + 37 * (n % 5)), n * 3))
+    assert "amount_outlier" not in rules(detector, money(1, "payment", "20.00", 40))
+    assert "amount_outlier" in rules(detector, money(2, "payment", "40000.00", 41))
+
+
+def test_a_customer_far_from_the_crowd_is_not_flagged_forever() -> None:
+    detector = AnomalyDetector()
+    for customer in ("C1", "C2", "C3"):
+        usual(detector, customer=customer)
+    big = [rules(detector, money(n, "invoice", "900000.00", 20 + n, customer="BIG")) for n in range(12)]
+    assert "amount_outlier" in big[0]  # judged against everyone at first
+    assert big[-1] == set()  # then against its own history, which its first amounts joined
