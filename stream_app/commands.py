@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any, Awaitable, Callable, ClassVar
 
 import click
@@ -202,18 +203,31 @@ async def sandbox(self: AppCommand, host: str, salesforce_port: int, pubsub_port
 
 
 @command(
-    argument("action", type=click.Choice(["check", "preview"])),
+    argument("action", type=click.Choice(["check", "preview", "suggest"])),
     argument("flow", required=False),
     argument("record", required=False, type=click.Path(exists=True, dir_okay=False)),
+    option("--source", default=None, help="suggest: SYSTEM.OBJECT the values come from (e.g. tims.customer)."),
+    option("--target", default=None, help="suggest: SYSTEM.OBJECT they go to (canonical.customer: the customer sync's fields)."),
+    option("--samples", type=click.Path(path_type=Path), default=None,
+           help="suggest: JSON file {\"SYSTEM.OBJECT\": [records...]} of sample records of either side."),
+    option("--out", type=click.Path(path_type=Path), default=None,
+           help="suggest: write a draft mapping file here (its name, without .yaml, names the flow file)."),
 )
-async def mappings(self: AppCommand, action: str, flow: str | None, record: str | None) -> None:
-    """Validate the flow mappings (check), or show what one record maps to (preview FLOW RECORD.json).
+async def mappings(self: AppCommand, action: str, flow: str | None, record: str | None, source: str | None,
+                   target: str | None, samples: Path | None, out: Path | None) -> None:
+    """Validate the flow mappings (check), show what one record maps to (preview FLOW RECORD.json), or
+    propose field pairs between two objects (suggest --source S --target T [--samples F] [--out F]).
 
     RECORD.json is a source event ({"source": "salesforce", "entity": "Contact", "fields": {...}})
     or {"source": "salesforce.Contact", "fields": {...}, "links": {"salesforce_contact": "003..."}}.
     """
 
     try:
+        if action == "suggest":
+            from stream_app.suggest_mappings import run_suggest
+
+            print(run_suggest(source, target, samples, out))
+            return
         tools = mapping_tools(self.app.settings)
         if action == "check":
             for _, tool, directory in tools:
@@ -230,6 +244,48 @@ async def mappings(self: AppCommand, action: str, flow: str | None, record: str 
     except ValueError as exc:
         print(f"stream-app mappings {action}: {exc}", file=sys.stderr)
         sys.exit(1)
+
+
+@command(
+    argument("action", type=click.Choice(["link", "train"])),
+    option("--left", type=click.Path(path_type=Path), required=True, help="CSV file of one system's records."),
+    option("--right", type=click.Path(path_type=Path), required=True, help="CSV file of the other system's records."),
+    option("--config", type=click.Path(path_type=Path), required=True,
+           help="fields.yaml: the id column and role → column (per file under left:/right:, or once for both)."),
+    option("--out", type=click.Path(path_type=Path), required=True, help="link: pairs.csv to write; train: the model file."),
+    option("--truth", default=None, help="link: a column holding the same value for records of one person; "
+                                         "prints precision, recall and F1."),
+    option("--model", "model_path", type=click.Path(path_type=Path), default=None,
+           help="link: a model file from `identity train` (default: the shipped model)."),
+    option("--one-to-one/--many", "unique", default=True, show_default=True,
+           help="link: each record linked to one record of the other file at most (the rest become review)."),
+    option("--version", "model_version", default="customer-trained", show_default=True, help="train: the model's version name."),
+    option("--link-threshold", type=float, default=0.99, show_default=True, help="train: match probability to link."),
+    option("--review-threshold", type=float, default=0.5, show_default=True, help="train: match probability to review."),
+)
+async def identity(self: AppCommand, action: str, left: Path, right: Path, config: Path, out: Path,
+                   truth: str | None, model_path: Path | None, unique: bool, model_version: str,
+                   link_threshold: float, review_threshold: float) -> None:
+    """Record linkage over two CSV files: link (pairs.csv: left_id,right_id,score,decision) or train (a model by EM)."""
+    from quality.matching import MatchingError
+    from stream_app.linkage import run_link, run_train
+
+    try:
+        if action == "train":
+            model = await asyncio.to_thread(run_train, left, right, config, out, model_version, link_threshold,
+                                            review_threshold)
+            print(f"model {model.version} ({model.fingerprint}) written to {out}: {model.trained.get('candidate_pairs')} "
+                  f"candidate pairs, prior {model.prior:.4f}")
+            return
+        run = await asyncio.to_thread(run_link, left, right, config, out, truth, model_path, unique)
+    except MatchingError as exc:
+        print(f"stream-app identity {action}: {exc}", file=sys.stderr)
+        sys.exit(2)
+    per_1000 = 1000 * run.seconds / max(run.records, 1)
+    print(f"{run.links} links and {run.reviews} reviews written to {out} (model {run.model.version}, "
+          f"{run.model.fingerprint}; {run.seconds:.2f} s, {per_1000 * 1000:.0f} ms per 1,000 records)")
+    if run.scores is not None:
+        print(run.scores.line())
 
 
 @command(
