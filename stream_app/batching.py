@@ -64,7 +64,7 @@ class Batch:
 
     def put(self, table: Any, key: str, value: Any, event: EventT) -> None:
         """Write ``value`` when the batch settles, under ``event`` (the latest event for the key:
-        it came from the partition that owns the key)."""
+        it came from the partition that owns the key); ``None`` deletes the row."""
         slot = (table.name, key)
         self._rows[slot] = value
         self._changed[slot] = (table, event)
@@ -86,7 +86,11 @@ class Batch:
             await asyncio.gather(*self._sent)
         for (_, key), (table, event) in self._changed.items():
             with as_current(event):
-                table[key] = self._rows[(table.name, key)]
+                value = self._rows[(table.name, key)]
+                if value is None:  # a deleted row: a tombstone in the changelog, not a null value
+                    table.pop(key, None)
+                else:
+                    table[key] = value
         self._sent.clear()
         self._changed.clear()
 

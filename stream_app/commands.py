@@ -25,7 +25,7 @@ from stream_app.dlq import DlqError, format_entry_line, purge, read_entries, rep
 from stream_app.errors import broker_unreachable, explain, quiet_connection_errors
 from stream_app.flows import AppGroups, mapping_tools
 from stream_app.kafka_local import LocalKafka, LocalKafkaError, broker_answers, local_bootstrap, wait_for_broker
-from stream_app.privacy import PrivacyError, export_person
+from stream_app.privacy import PrivacyError, erase_person, export_person
 from stream_app.rebuild import rebuild as run_rebuild
 from stream_app.replay import ReplayError, apply, group_members, parse_time, plan, resolve_topic
 from stream_app.run_source import backfill as run_backfill
@@ -388,18 +388,27 @@ async def dlq(self: AppCommand, action: str, ids: tuple[str, ...], replay_all: b
 
 
 @command(
-    argument("action", type=click.Choice(["export"])),
+    argument("action", type=click.Choice(["export", "erase"])),
     option("--email", default=None, help="The person's email (matched as the flows normalise emails)."),
     option("--customer", default=None, help="The person's customer key (the golden record's key)."),
+    option("--dry-run", is_flag=True, help="erase: print what would be deleted or anonymised; change nothing."),
 )
-async def privacy(self: AppCommand, action: str, email: str | None, customer: str | None) -> None:
-    """Personal data: export (--email E | --customer KEY) prints what the flows hold about one person as JSON."""
+async def privacy(self: AppCommand, action: str, email: str | None, customer: str | None, dry_run: bool) -> None:
+    """Personal data: export (--email E | --customer KEY) prints what the flows hold about one person as JSON;
+    erase deletes or anonymises them in every system by the policy (CONNECT_PRIVACY_POLICY), forgets them in
+    every table and keeps late or replayed events from bringing them back."""
     try:
-        person = await export_person(self.app.settings, email=email, customer=customer)
+        if action == "export":
+            out = await export_person(self.app.settings, email=email, customer=customer)
+        else:
+            out = await erase_person(self.app.settings, email=email, customer=customer, dry_run=dry_run)
     except PrivacyError as exc:
         print(f"stream-app privacy {action}: {exc}", file=sys.stderr)
         sys.exit(1)
-    print(json.dumps(person, indent=2, default=str))
+    print(json.dumps(out, indent=2, default=str))
+    if action == "erase" and not dry_run:
+        print("erasure queued: the workers' sinks make the writes (failures go to dlq.<system>); the person's "
+              "events are dropped from now on; recorded on audit.privacy", file=sys.stderr)
 
 
 @command(

@@ -30,7 +30,8 @@ from topologies.registry import all_flows
 if TYPE_CHECKING:
     from stream_app.app import ConnectApp
 
-__all__ = ["FlowRuntime", "BoundMetrics", "enabled_flows", "install_flows", "mapping_tools", "flow_mappings_dir", "input_topics", "internal_topics", "direct_groups", "AppGroups"]
+__all__ = ["FlowRuntime", "BoundMetrics", "enabled_flows", "install_flows", "mapping_tools", "flow_mappings_dir",
+           "replicated_topic", "input_topics", "internal_topics", "direct_groups", "AppGroups"]
 
 log = logging.getLogger(__name__)
 #: quarantine entries written by the current task (each agent is a task of its own)
@@ -82,8 +83,10 @@ class FlowRuntime:
     def table(self, name: str, **options: Any) -> Any:
         return self.app.Table(name, **options)
 
-    def replicated(self, name: str) -> ReplicatedMap:
-        return ReplicatedMap(self.app, f"{self.flow.name}_{name}")
+    def replicated(self, name: str, *, lasting: bool = False) -> ReplicatedMap:
+        return ReplicatedMap(self.app, f"{self.flow.name}_{name}",
+                             topic_name=replicated_topic(self.settings, self.flow.name, name, lasting=lasting,
+                                                         group=self.app.conf.id))
 
     def mappings_dir(self, shipped: Path) -> Path:
         return flow_mappings_dir(self.settings, self.flow.name, shipped)
@@ -180,6 +183,17 @@ class FlowRuntime:
                           stage: str = "merge") -> None:
         await run_batches(stream, self._counted(stage, handle), self.send, size=self.settings.flow_batch_size,
                           linger=self.settings.flow_linger)
+
+
+def replicated_topic(settings: Settings, flow: str, name: str, *, lasting: bool, group: str | None = None) -> str:
+    """The topic of a flow's replicated map: a changelog of the app's group (a new app version or
+    ``rebuild --wipe`` starts it empty), or, ``lasting``, ``<prefix>state.<flow>.<name>``, which
+    outlives both (the people erased must stay erased)."""
+    if lasting:
+        return settings.topic(f"state.{flow}.{name}")
+    if group is None:
+        raise ValueError(f"{flow}_{name}: a map of the app's group needs the group's id")
+    return f"{group}-{flow}_{name}-changelog"
 
 
 def flow_mappings_dir(settings: Settings, flow: str, shipped: Path) -> Path:

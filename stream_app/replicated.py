@@ -137,10 +137,11 @@ class DiskEntries:
 class ReplicatedMap:
     """``name``'s entries, read whole by this worker; written through :meth:`entry`."""
 
-    def __init__(self, app: "ConnectApp", name: str) -> None:
+    def __init__(self, app: "ConnectApp", name: str, topic_name: str | None = None) -> None:
         self.app = app
         self.name = name
-        self.topic_name = f"{app.conf.id}-{name}-changelog"
+        #: a changelog of the app's group by default; a flow's lasting map names its own topic
+        self.topic_name = topic_name or f"{app.conf.id}-{name}-changelog"
         self.topic = app.topic(self.topic_name, key_serializer="raw", value_serializer="raw", partitions=1,
                                internal=True)
         app.owned.compact(self.topic_name)

@@ -209,6 +209,9 @@ class WorkerSettings(BaseSettings):
     #: folder with one subfolder of mapping files per flow (<dir>/customer_sync/*.yaml); a flow
     #: without a subfolder there uses the mappings it ships (topologies/<flow>/mappings)
     mappings_dir: Path | None = None
+    #: the erasure policy of `stream-app privacy erase` (YAML: delete, anonymise or keep per
+    #: target); empty: the shipped one (topologies/customer_sync/privacy_policy.yaml)
+    privacy_policy: str = ""
 
     # How every Kafka client of the process reaches the brokers (docs/adr/0023)
     kafka_security_protocol: SecurityProtocol = SecurityProtocol.plaintext

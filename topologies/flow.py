@@ -70,9 +70,11 @@ class FlowContext(Protocol):
     def table(self, name: str, **options: Any) -> Any:
         """A changelogged table of the app."""
 
-    def replicated(self, name: str) -> ReplicatedMapLike:
+    def replicated(self, name: str, *, lasting: bool = False) -> ReplicatedMapLike:
         """A map every worker holds whole, for lookups by keys the stage's partition does not own;
-        written rarely (each entry is a message every worker reads), read on every event."""
+        written rarely (each entry is a message every worker reads), read on every event.
+        ``lasting``: kept across app versions and rebuilds (``state.<flow>.<name>``), for what a
+        rebuild must not forget (the people erased)."""
 
     def mappings_dir(self, shipped: Path) -> Path:
         """The folder of this flow's mapping files: ``<CONNECT_MAPPINGS_DIR>/<flow>`` when a
@@ -120,6 +122,12 @@ class PrivacyTool(Protocol):
     async def export(self, read_table: ReadTable, *, email: str | None, customer: str | None) -> dict[str, Any] | None:
         """Everything the flow's tables hold about one person (None: the flow knows nobody by that
         email or key)."""
+
+    async def erase_plan(self, read_table: ReadTable, *, email: str | None, customer: str | None,
+                         policy_file: Path | None, erasure: str) -> Any:
+        """What erasing the person takes (``topologies.customer_sync.privacy.ErasePlan``: sink
+        commands, entries of the flow's lasting ``erased`` map, identity entries to forget,
+        messages to its stages), or None when the flow knows nobody by that email or key."""
 
 
 @dataclass(frozen=True)

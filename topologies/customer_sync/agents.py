@@ -47,9 +47,10 @@ from topologies.customer_sync.golden import Policy, apply_event, apply_tims_link
 from topologies.customer_sync.identity import crossrefs, mint_key, normalize_email, source_ref
 from topologies.customer_sync.mapping import DEFAULT_MAPPING_DIR, Mappings, load_mappings
 from topologies.customer_sync.messages import (
-    IDENTIFY, MERGE, IdentifyEvent, IdentifyLink, MergeEvent, MergeTimsLink,
+    IDENTIFY, MERGE, IdentifyErase, IdentifyEvent, IdentifyLink, MergeErase, MergeEvent, MergeTimsLink,
     TimsLinkEntry,
 )
+from topologies.customer_sync.privacy import erased_email
 from topologies.flow import BatchLike, FlowContext
 from topologies.stage import agent_named, read_message, read_source_event
 
@@ -86,10 +87,18 @@ class CustomerSync:
         self.pending = ctx.table("pending_identity", default=None, key_type=str)
         #: source reference or ``email:<address>`` → customer key, on every worker
         self.identity = ctx.replicated("identity")
+        #: people erased by ``stream-app privacy erase``: ``key:<customer>``, ``ref:<reference>``,
+        #: ``email:<sha256>`` → the erasure id; their events are dropped wherever they arrive
+        self.erased = ctx.replicated("erased", lasting=True)
         self.customer_master = ctx.table("customer_master", default=None, key_type=str)
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] += n
+
+    async def ready(self) -> None:
+        """The whole identity index and list of erased people read: ``ingest`` may decide."""
+        await self.identity.ready()
+        await self.erased.ready()
 
     async def _send(self, topic: Any, key: str, value: Any) -> Any:
         return await self.ctx.send(topic, key, value)
@@ -102,13 +111,26 @@ class CustomerSync:
         if event is None:
             return
         refs = [source_ref(event), *crossrefs(event)]
-        key = self._resolve(refs, _email_of(event))
+        email = _email_of(event)
+        if self._erased(refs, email):
+            return
+        key = self._resolve(refs, email)
         if key is not None:
             # MergeEvent's wire form, without validating the event a second time
             await self._send(self.merge_topic, key, {"kind": "event", "event": message.value})
         else:
             out = IdentifyEvent(event=message.value, tries=refs)
             await self._send(self.identify_topic, refs[0], out.wire())
+
+    def _erased(self, refs: list[str], email: str | None, key: str | None = None) -> bool:
+        """Whether the event belongs to an erased person (counted, never kept or forwarded): a
+        late event or a replay must not bring them back."""
+        if ((key is not None and self.erased.get(f"key:{key}") is not None)
+                or any(self.erased.get(f"ref:{ref}") is not None for ref in refs)
+                or (email is not None and self.erased.get(erased_email(email)) is not None)):
+            self.count("erased_dropped")
+            return True
+        return False
 
     def _known(self, refs: list[str]) -> str | None:
         """The customer of the first of ``refs`` the identity index knows."""
@@ -152,7 +174,10 @@ class CustomerSync:
         if read is None:
             return
         message = read[1]
-        if isinstance(message, IdentifyLink):
+        if isinstance(message, IdentifyErase):
+            for table in (self.pending, self.id_map):
+                table.pop(read[0], None)
+        elif isinstance(message, IdentifyLink):
             await self._link_ref(message)
         else:
             await self._identify(message)
@@ -223,6 +248,12 @@ class CustomerSync:
             await self.merge_one(batch, previous)
 
     async def _merge(self, batch: BatchLike, event: EventT, key: str, message: Any) -> None:
+        if isinstance(message, MergeErase):
+            batch.put(self.customer_master, key, None, event)
+            self.count("erased")
+            return
+        if self._erased([], None, key):
+            return
         record = batch.get(self.customer_master, key, event) or new_record(key)
         before_email = (record["fields"].get("email") or {}).get("v")
         if isinstance(message, MergeTimsLink):
@@ -281,7 +312,7 @@ def install(ctx: FlowContext) -> CustomerSync:
     app = ctx.app
     # ingest keeps no table: it runs outside Faust's per-message path (docs/adr/0028), once this
     # worker has read the whole identity index
-    ctx.direct("ingest", flow.source_topic, flow.ingest_one, before=flow.identity.ready)
+    ctx.direct("ingest", flow.source_topic, flow.ingest_one, before=flow.ready)
     for name, topic, body in (("tims_links", flow.tims_links_topic, flow.tims_links),
                               ("identify", flow.identify_topic, flow.identify),
                               ("merge", flow.merge_topic, flow.merge)):

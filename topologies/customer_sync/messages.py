@@ -16,7 +16,8 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 __all__ = [
-    "IdentifyEvent", "IdentifyLink", "MergeEvent", "MergeTimsLink", "TimsLinkEntry", "IDENTIFY", "MERGE",
+    "IdentifyEvent", "IdentifyLink", "IdentifyErase", "MergeEvent", "MergeTimsLink", "MergeErase", "TimsLinkEntry",
+    "IDENTIFY", "MERGE",
 ]
 
 
@@ -45,6 +46,13 @@ class IdentifyLink(_Message):
     customer_key: str = Field(min_length=1)
 
 
+class IdentifyErase(_Message):
+    """The person behind the message key's reference was erased (``stream-app privacy erase``):
+    forget the events parked under it and its link."""
+
+    kind: Literal["erase"]
+
+
 class MergeEvent(_Message):
     kind: Literal["event"] = "event"
     event: dict[str, Any]
@@ -55,6 +63,12 @@ class MergeTimsLink(_Message):
 
     kind: Literal["tims_link"]
     tims_id: str = Field(min_length=1)
+
+
+class MergeErase(_Message):
+    """The customer was erased (``stream-app privacy erase``): delete the golden record."""
+
+    kind: Literal["erase"]
 
 
 class TimsLinkEntry(BaseModel):
@@ -69,5 +83,5 @@ class TimsLinkEntry(BaseModel):
 
 
 #: validators of each stage's input: ``IDENTIFY.validate_python(value)`` → one of the models
-IDENTIFY = TypeAdapter(Union[IdentifyLink, IdentifyEvent])
-MERGE = TypeAdapter(Union[MergeTimsLink, MergeEvent])
+IDENTIFY = TypeAdapter(Union[IdentifyLink, IdentifyErase, IdentifyEvent])
+MERGE = TypeAdapter(Union[MergeTimsLink, MergeErase, MergeEvent])

@@ -83,7 +83,7 @@ class Context:
     def table(self, name: str, **options: Any) -> Any:
         return self.app.Table(name, **options)
 
-    def replicated(self, name: str) -> "Index":
+    def replicated(self, name: str, *, lasting: bool = False) -> "Index":
         return Index(self.app.topic(f"{agents.FLOW_NAME}_{name}"))
 
     def mappings_dir(self, shipped: Any) -> Any:
