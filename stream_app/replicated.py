@@ -145,7 +145,9 @@ class ReplicatedMap:
         self.topic = app.topic(self.topic_name, key_serializer="raw", value_serializer="raw", partitions=1,
                                internal=True)
         app.owned.compact(self.topic_name)
-        self._entries: MemoryEntries | DiskEntries = self._open()
+        #: opened on first use, not when the app is built: a command that builds the app and never
+        #: runs the worker (help, a refused setting) leaves the local store alone
+        self._store: MemoryEntries | DiskEntries | None = None
         self._ready = asyncio.Event()
         app.task(self._follow)
 
@@ -160,6 +162,12 @@ class ReplicatedMap:
             log.warning("%s: local store %s not opened (%s: %s); keeping the map in memory", self.name, path,
                         type(exc).__name__, exc)
             return MemoryEntries()
+
+    @property
+    def _entries(self) -> MemoryEntries | DiskEntries:
+        if self._store is None:
+            self._store = self._open()
+        return self._store
 
     def get(self, key: str) -> str | None:
         return self._entries.get(key)

@@ -37,7 +37,7 @@ def test_a_memory_store_reads_from_the_start_every_time() -> None:
 
 def reader(entries: MemoryEntries | DiskEntries) -> ReplicatedMap:
     replicated = ReplicatedMap.__new__(ReplicatedMap)
-    replicated.name, replicated._entries = "customer_sync_identity", entries
+    replicated.name, replicated._store = "customer_sync_identity", entries
     return replicated
 
 
