@@ -144,6 +144,15 @@ class KafkaAdmin:
         if wait and not await self._wait_listed(names, listed=False, timeout=timeout):
             raise KafkaAdminError(f"topics still not deleted after {timeout:.0f}s: {', '.join(names)}")
 
+    async def add_partitions(self, counts: Mapping[str, int]) -> None:
+        """Grow each topic to its count of partitions (Kafka only adds: the existing keys stay where
+        they are, new keys may land on the new partitions)."""
+        from aiokafka.admin import NewPartitions
+
+        if counts:
+            await (await self._admin_client()).create_partitions(
+                {name: NewPartitions(total_count=count) for name, count in counts.items()})
+
     async def _wait_listed(self, names: list[str], *, listed: bool, timeout: float) -> bool:
         """Wait until the cluster's metadata lists all (or none) of ``names``: creation and deletion
         reach it a moment after the controller accepted them. False on timeout."""

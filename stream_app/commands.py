@@ -25,6 +25,7 @@ from stream_app.dlq import DlqError, format_entry_line, purge, read_entries, rep
 from stream_app.errors import broker_unreachable, explain, quiet_connection_errors
 from stream_app.flows import AppGroups, mapping_tools
 from stream_app.kafka_local import LocalKafka, LocalKafkaError, broker_answers, local_bootstrap, wait_for_broker
+from stream_app.partitions import PartitionsError, grow_partitions, plan_partitions
 from stream_app.privacy import PrivacyError, erase_person, export_person
 from stream_app.rebuild import rebuild as run_rebuild
 from stream_app.replay import ReplayError, apply, group_members, parse_time, plan, resolve_topic
@@ -385,6 +386,40 @@ async def dlq(self: AppCommand, action: str, ids: tuple[str, ...], replay_all: b
     except DlqError as exc:
         print(f"stream-app dlq {action}: {exc}", file=sys.stderr)
         sys.exit(1)
+
+
+@command(
+    option("--to", "to", type=int, required=True, help="The partition count every owned topic should have."),
+    option("--dry-run", is_flag=True, help="Print which topics would grow; change nothing."),
+    option("--force", is_flag=True, help="Go ahead although the workers have not read everything."),
+    option("--yes", is_flag=True, help="Do not ask for confirmation."),
+)
+async def partitions(self: AppCommand, to: int, dry_run: bool, force: bool, yes: bool) -> None:
+    """Grow every topic the app owns to --to partitions (workers and sources stopped), before a rebuild.
+
+    Kafka only adds partitions and keys move with them: afterwards set CONNECT_TOPIC_PARTITIONS to
+    the same count, bump CONNECT_APP_VERSION and run `stream-app rebuild` (README: Running it always-on)."""
+    settings = self.app.settings
+    try:
+        plan = await plan_partitions(settings, to)
+        for line in plan.lines():
+            print(line)
+        if not plan.grow:
+            print(f"nothing to do: every owned topic has {to} partitions")
+            return
+        if dry_run:
+            print(f"dry run: {len(plan.grow)} topic(s) would grow; nothing changed")
+            return
+        if not confirmed(f"Add partitions to {len(plan.grow)} topic(s)? Kafka cannot take them away", yes):
+            print("nothing changed")
+            return
+        await grow_partitions(settings, plan, force=force)
+    except PartitionsError as exc:
+        print(f"stream-app partitions: {exc}", file=sys.stderr)
+        sys.exit(1)
+    print(f"{len(plan.grow)} topic(s) now have {to} partitions. Next: set CONNECT_TOPIC_PARTITIONS={to}, bump "
+          f"CONNECT_APP_VERSION (now {settings.app_version}) and run `stream-app rebuild`; then start the workers "
+          "and the sources")
 
 
 @command(
