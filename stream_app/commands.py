@@ -25,6 +25,7 @@ from stream_app.dlq import DlqError, format_entry_line, purge, read_entries, rep
 from stream_app.errors import broker_unreachable, explain, quiet_connection_errors
 from stream_app.flows import AppGroups, mapping_tools
 from stream_app.kafka_local import LocalKafka, LocalKafkaError, broker_answers, local_bootstrap, wait_for_broker
+from stream_app.anomalies import AnomalyError, list_anomalies, release_held
 from stream_app.partitions import PartitionsError, grow_partitions, plan_partitions
 from stream_app.privacy import PrivacyError, erase_person, export_person
 from stream_app.rebuild import rebuild as run_rebuild
@@ -386,6 +387,34 @@ async def dlq(self: AppCommand, action: str, ids: tuple[str, ...], replay_all: b
     except DlqError as exc:
         print(f"stream-app dlq {action}: {exc}", file=sys.stderr)
         sys.exit(1)
+
+
+@command(
+    argument("action", type=click.Choice(["list", "release"])),
+    option("--customer", default=None, help="list: only this customer's; release: the customer whose change is held."),
+    option("--subject", default=None, help="release: what is held, as listed (record, invoices:<id>, payments:<id>)."),
+    option("--flow", default="receivables", help="release: the flow that holds it."),
+    option("--held", is_flag=True, help="list: only the changes held and not released."),
+)
+async def anomalies(self: AppCommand, action: str, customer: str | None, subject: str | None, flow: str,
+                    held: bool) -> None:
+    """What the anomaly rules flagged (list), or let a held change count (release --customer C --subject S)."""
+    settings = self.app.settings
+    try:
+        if action == "list":
+            for flag in await list_anomalies(settings, customer=customer, held_only=held):
+                state = "released" if flag["released"] else "HELD" if flag.get("held") else "flagged"
+                print(f"{flag.get('flow')} {flag.get('customer_id')} {flag.get('subject')}: {flag.get('rule')} "
+                      f"(score {flag.get('score')}) {state}; {json.dumps(flag.get('evidence'))}")
+            return
+        if not customer or not subject:
+            raise AnomalyError("release needs --customer and --subject (as `stream-app anomalies list --held` shows them)")
+        act = await release_held(settings, flow=flow, customer=customer, subject=subject)
+    except AnomalyError as exc:
+        print(f"stream-app anomalies {action}: {exc}", file=sys.stderr)
+        sys.exit(1)
+    print(f"released {act['subject']} of {act['customer_id']} in {act['flow']} (by {act['operator']}); "
+          "the flow counts it from now on and writes the figures that change")
 
 
 @command(

@@ -62,6 +62,9 @@ class BoundMetrics:
     def waiting(self, reference: str, count: int, oldest_seconds: float) -> None:
         metrics.observe_waiting(self.flow, reference, count, oldest_seconds)
 
+    def anomaly(self, rule: str, held: bool) -> None:
+        metrics.observe_anomaly(self.flow, rule, held)
+
 
 class FlowRuntime:
     """One flow's view of the app (implements ``topologies.flow.FlowContext``)."""

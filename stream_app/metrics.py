@@ -93,6 +93,8 @@ FLOW_ECHO_FIELDS = Counter("connect_flow_echo_fields", "Fields recognised as our
                            ["flow", "source"], registry=REGISTRY)
 FLOW_CONFLICTS = Counter("connect_flow_conflicts", "Field conflicts between systems, by the field's owner",
                          ["flow", "owner", "rule"], registry=REGISTRY)
+FLOW_ANOMALIES = Counter("connect_flow_anomalies", "Changes an anomaly rule flagged (audit.anomalies), by rule",
+                         ["flow", "rule", "held"], registry=REGISTRY)
 FLOW_WAITING = Gauge("connect_flow_waiting_references",
                      "Records a flow holds back until a reference they name is linked (an order's customer or product)",
                      ["flow", "reference"], registry=REGISTRY)
@@ -246,6 +248,10 @@ def observe_echo_fields(flow: str, source: str, count: int) -> None:
 
 def observe_conflict(flow: str, owner: str | None, rule: str) -> None:
     FLOW_CONFLICTS.labels(flow, bounded("system", owner), bounded("rule", rule)).inc()
+
+
+def observe_anomaly(flow: str, rule: str, held: bool) -> None:
+    FLOW_ANOMALIES.labels(flow, bounded("rule", rule), "true" if held else "false").inc()
 
 
 def observe_waiting(flow: str, reference: str, count: int, oldest_seconds: float) -> None:

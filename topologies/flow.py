@@ -32,6 +32,8 @@ class FlowMetrics(Protocol):
     def conflict(self, owner: str | None, rule: str) -> None: ...
     def waiting(self, reference: str, count: int, oldest_seconds: float) -> None:
         """How many records wait for a kind of reference (``customer``, ``product``), and the oldest's age."""
+    def anomaly(self, rule: str, held: bool) -> None:
+        """An anomaly rule flagged a change (``held``: kept out until an operator releases it)."""
 
 
 class BatchLike(Protocol):
@@ -154,6 +156,9 @@ class Flow:
     mapping_tool: MappingsTool | None = field(default=None, compare=False)
     #: how ``stream-app privacy export`` reads a person out of its tables, when it holds personal data
     privacy: PrivacyTool | None = field(default=None, compare=False)
+    #: how ``stream-app anomalies release`` lets a held change count: ``(customer, subject,
+    #: operator)`` → ``(stage topic, key, message)``; None: the flow holds nothing back
+    release: Callable[[str, str, str | None], tuple[str, str, dict[str, Any]]] | None = field(default=None, compare=False)
     #: runs when ``CONNECT_FLOWS`` is empty; a flow that needs fields or sinks a site must set up
     #: first (the engagement flows, docs/adr/0025) runs only when named
     by_default: bool = True

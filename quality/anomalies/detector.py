@@ -27,7 +27,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
-from typing import Deque
+from typing import Deque, Sequence
 
 from quality.anomalies.events import CustomerChange, Flag, MoneyEvent
 from quality.anomalies.robust import modified_z
@@ -148,6 +148,23 @@ class AnomalyDetector:
             return []
         return [Flag("credit_limit_jump", change.id, change.customer, new / (self.settings.jump_factor * max(old, 1.0)),
                      {"old": change.old, "new": change.new})]
+
+    def judge(self, event: MoneyEvent, earlier: Sequence[MoneyEvent]) -> list[Flag]:
+        """The flags of ``event`` against the customer's ``earlier`` money events as a stream keeps
+        them (a table row: they survive restarts and move with the customer's partition), and this
+        detector's overall sample; only the overall sample learns from it."""
+        own = [e for e in earlier if e.kind == event.kind and e.amount > 0 and e.id != event.id]
+        own = sorted(own, key=lambda e: e.at)[-self.settings.history:]
+        self._own[(event.customer, event.kind)] = deque((math.log(float(e.amount)) for e in own),
+                                                        maxlen=self.settings.history)
+        self._payments[event.customer] = deque(sorted((e for e in earlier if e.kind == "payment" and e.id != event.id),
+                                                      key=lambda e: e.at)[-self.settings.history:],
+                                               maxlen=self.settings.history)
+        try:
+            return self.money(event)
+        finally:  # the customer's own history lives in the caller's row, not here
+            self._own.pop((event.customer, event.kind), None)
+            self._payments.pop(event.customer, None)
 
     def observe(self, event: MoneyEvent | CustomerChange) -> list[Flag]:
         return self.money(event) if isinstance(event, MoneyEvent) else self.change(event)

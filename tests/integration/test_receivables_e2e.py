@@ -8,6 +8,7 @@ TIMS, Salesforce and Pardot sources as processes, on the real broker.
 - A customer whose Account is not linked yet waits (metric) and is released by the link.
 - Every invoice and payment event delivered again, newest first: nothing changes, no write.
 - An edit of the open balance in Salesforce is won back and audited.
+- The same payment twice: flagged on audit.anomalies, held out of the balance, listed, released.
 - An invoice in another currency and hostile stage messages are quarantined with the reason.
 - The Account balances equal what the TIMS sandbox's own invoices and payments add up to.
 """
@@ -15,6 +16,8 @@ TIMS, Salesforce and Pardot sources as processes, on the real broker.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import time
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -25,13 +28,22 @@ import httpx
 import pytest
 
 from sandbox.run import Sandbox
-from tests.support.flows import FlowRig, flow_rig
+from tests.support.flows import FlowRig, flow_rig, mapping_changed
 from tests.support.kafka import produce_json, read_json
+from tests.support.worker import STREAM_APP
+from topologies.receivables.rollup import DEFAULT_MAPPING_DIR
 
 pytestmark = pytest.mark.integration
 
 
-def settings(sandbox: Sandbox) -> dict[str, str]:
+def settings(tmp_path: Path) -> Any:
+    def of(sandbox: Sandbox) -> dict[str, str]:
+        return {**base_settings(sandbox), **mapping_changed(tmp_path, "receivables", DEFAULT_MAPPING_DIR,
+                                                             "receivables.yaml", "hold: []", "hold: [duplicate_payment]")}
+    return of
+
+
+def base_settings(sandbox: Sandbox) -> dict[str, str]:
     return {"CONNECT_FLOWS": "receivables",
             "CONNECT_SINK_OBJECTS": "salesforce.Account,salesforce.Contact,pardot.prospect",
             "CONNECT_SALESFORCE_ENTITIES": "Account,Contact", "CONNECT_TIMS_ENTITIES": "customer,invoice,payment,sales_order,item",
@@ -68,7 +80,7 @@ async def test_receivables_roll_up(app_env: dict[str, str], tmp_path: Path) -> N
     began = time.monotonic()
     bootstrap, prefix = app_env["KAFKA_BOOTSTRAP_SERVERS"], app_env["CONNECT_TOPIC_PREFIX"]
     today = datetime.now(timezone.utc).date()
-    async with flow_rig(app_env, tmp_path, settings, ("salesforce", "tims", "pardot")) as rig:
+    async with flow_rig(app_env, tmp_path, settings(tmp_path), ("salesforce", "tims", "pardot")) as rig:
         org, tims, pardot = rig.sandbox.org, rig.sandbox.tims, rig.sandbox.pardot
         weld = tims.create("customers", {"name": "Weld Co", "credit_limit": 1000, "payment_terms": "NET30"})["customer_id"]
         account = org.create("Account", {"Name": "Weld Co", "TIMS_Customer_ID__c": weld})
@@ -135,6 +147,28 @@ async def test_receivables_roll_up(app_env: dict[str, str], tmp_path: Path) -> N
                                     until=lambda vs: any(v.get("flow") == "receivables" for v in vs))
         assert [(c["field"], c["loser"]["value"]) for c in conflicts if c.get("flow") == "receivables"] == [
             ("TIMS_Open_Balance__c", 1.0)]
+
+        # the same payment again a day later: flagged as a duplicate and held (this test's mapping
+        # holds duplicate payments) until an operator releases it
+        tims.create("payments", {"customer_id": weld, "invoice_id": overdue, "amount": 100.05,
+                                 "payment_date": "2026-11-21"})
+        flags = await read_json(bootstrap, f"{prefix}audit.anomalies",
+                                until=lambda vs: any(v.get("rule") == "duplicate_payment" for v in vs))
+        duplicate = next(v for v in flags if v.get("rule") == "duplicate_payment")
+        assert duplicate["held"] and duplicate["customer_id"] == weld, duplicate
+        assert account_shows({"TIMS_Open_Balance__c": 1200.05}), "a held payment does not count"
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([STREAM_APP, "anomalies", *args], env={**os.environ, **rig.env}, capture_output=True,
+                                  text=True, timeout=120)
+
+        listed = await asyncio.to_thread(cli, "list", "--held")
+        assert listed.returncode == 0 and f"{weld} {duplicate['subject']}: duplicate_payment" in listed.stdout, (
+            listed.stdout + listed.stderr)
+        released = await asyncio.to_thread(cli, "release", "--customer", weld, "--subject", duplicate["subject"])
+        assert released.returncode == 0, released.stderr
+        await rig.until("the released payment counts", lambda: account_shows({"TIMS_Open_Balance__c": 1100.0}))
+        assert (await asyncio.to_thread(cli, "list", "--held")).stdout == ""
 
         # hostile and unusable input is quarantined with the reason
         tims.create("invoices", {"customer_id": weld, "invoice_date": "2026-12-03", "total_amount": 5,

@@ -29,10 +29,11 @@ from faust.types import EventT
 from connectors.envelope import SourceEvent
 from topologies.flow import BatchLike, FlowContext
 from topologies.origin import written_by_us
-from topologies.receivables.messages import MERGE, Linked, MergeEvent, Observed, Review
+from quality.anomalies import AnomalyDetector
+from topologies.receivables.messages import MERGE, Linked, MergeEvent, Observed, Release, Review
 from topologies.receivables.rollup import (
-    DEFAULT_MAPPING_DIR, TARGETS, Decision, ReceivablesMapping, Unusable, evaluate, fold, link, load_mapping, new_row,
-    observe,
+    DEFAULT_MAPPING_DIR, TARGETS, Decision, ReceivablesMapping, Unusable, evaluate, fold, judge, link, load_mapping,
+    new_row, observe, release,
 )
 from topologies.stage import KeyedBatchStage, agent_named, read_source_event
 
@@ -68,6 +69,10 @@ class Receivables:
         self.source_topic = ctx.topic(*SOURCE_TOPICS)
         self.merge_topic = ctx.topic(*STAGE_TOPICS)
         self.conflicts_topic = ctx.topic("audit.conflicts")
+        self.anomalies_topic = ctx.topic("audit.anomalies")
+        #: the anomaly rules; each worker keeps its own sample of everyone's amounts (the
+        #: customer's own history is its row)
+        self.detector = AnomalyDetector()
         self.sink_topics = {name: ctx.topic(f"sink.{name}") for name in SINK_OBJECTS if name in mapping.targets}
         self.table = ctx.table(FLOW_NAME, default=None, key_type=str)
         #: per customer that waits for its Account or has figures that change with the date:
@@ -167,8 +172,14 @@ class Receivables:
         elif isinstance(message, Review):
             if stored is None:
                 return
+        elif isinstance(message, Release):
+            if stored is None or not release(row, message.subject):
+                await self.ctx.quarantine(f"merge: customer {key}: nothing held as {message.subject}", event.value)
+                return
+            self.ctx.counters["released"] += 1
         else:
             source_event = SourceEvent.model_validate(message.event)
+            before = _before(row, source_event)
             try:
                 taken = fold(row, source_event, self.mapping)
             except Unusable as exc:
@@ -179,6 +190,7 @@ class Receivables:
                 self.ctx.counters["stale"] += 1
                 self.ctx.metrics.duplicate(source_event.source)
                 return
+            judge(row, source_event, before, self.detector, self.mapping, now, decision)
         self._find_prospect(row)
         evaluate(row, self.mapping, today(), now, source_event, decision, self._item_name)
         self.ctx.metrics.echo_fields(source_event.source if source_event else "salesforce", decision.echo_fields)
@@ -186,6 +198,9 @@ class Receivables:
             await batch.send(self.sink_topics[f"{command.system}.{command.object}"], command.partition_key,
                              command.model_dump(mode="json"))
             self.ctx.metrics.command_out(command.system, command.object, command.source_commit_timestamp)
+        for anomaly in decision.anomalies:
+            await batch.send(self.anomalies_topic, key, {"flow": FLOW_NAME, "at_ms": now, **anomaly})
+            self.ctx.metrics.anomaly(anomaly["rule"], anomaly["held"])
         for conflict in decision.conflicts:
             await batch.send(self.conflicts_topic, key, {"flow": FLOW_NAME, **conflict})
             self.ctx.metrics.conflict(conflict["owner"], conflict["rule"])
@@ -233,6 +248,15 @@ class Receivables:
         except Exception:  # noqa: BLE001 - a table read during a rebalance; the next round looks again
             log.warning("receivables: the review of due dates failed; trying again in %.0f s",
                         self.mapping.review_interval_seconds, exc_info=True)
+
+
+def _before(row: dict[str, Any], event: SourceEvent) -> dict[str, Any] | None:
+    """What the row held of the event's record before it is folded in (None: nothing yet)."""
+    if event.entity == "customer":
+        return dict(row["record"]) if row["record"] else None
+    bucket = {"invoice": "invoices", "payment": "payments", "sales_order": "orders"}.get(event.entity)
+    held = row.get(bucket, {}).get(event.record_id) if bucket else None
+    return dict(held) if held is not None else None
 
 
 def install(ctx: FlowContext) -> Receivables:

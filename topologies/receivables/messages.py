@@ -13,7 +13,7 @@ from pydantic import Field, TypeAdapter
 
 from topologies.messages import EventMessage, StageMessage
 
-__all__ = ["MergeEvent", "Linked", "Observed", "Review", "MERGE"]
+__all__ = ["MergeEvent", "Linked", "Observed", "Review", "Release", "MERGE"]
 
 MergeEvent = EventMessage
 
@@ -43,4 +43,13 @@ class Review(StageMessage):
     kind: Literal["review"]
 
 
-MERGE = TypeAdapter(Union[Linked, Observed, Review, EventMessage])
+class Release(StageMessage):
+    """An operator released a change an anomaly rule held (``record`` or ``invoices:<id>``,
+    ``payments:<id>``): it counts from now on."""
+
+    kind: Literal["release"]
+    subject: str = Field(min_length=1)
+    operator: str | None = None
+
+
+MERGE = TypeAdapter(Union[Linked, Observed, Review, Release, EventMessage])

@@ -31,7 +31,7 @@ Account, Contact and Pardot prospect), and what we last wrote to each.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable
@@ -40,10 +40,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from connectors.envelope import SinkCommand, SourceEvent
 from topologies.mapping_file import load_model
+from quality.anomalies import AnomalyDetector, CustomerChange, MoneyEvent
 from topologies.money import MoneyError, currency_code, quantize, text, to_decimal, wire
 
 __all__ = ["ReceivablesMapping", "Decision", "Unusable", "VALUES", "TARGETS", "load_mapping", "new_row", "fold",
-           "figures", "evaluate", "observe", "link", "preview", "DEFAULT_MAPPING_DIR", "ENTITIES"]
+           "figures", "evaluate", "observe", "link", "preview", "judge", "release", "money_events", "RULES", "DEFAULT_MAPPING_DIR", "ENTITIES"]
 
 DEFAULT_MAPPING_DIR = Path(__file__).with_name("mappings")
 #: the TIMS entities folded here
@@ -54,6 +55,8 @@ VALUES = ("open_balance", "overdue_amount", "days_past_due", "last_invoice_date"
           "last_purchased_products")
 #: sales orders that are no purchase (yet, or any more)
 NOT_PURCHASED = frozenset({"draft", "cancelled"})
+#: the anomaly rules a mapping may hold (quality.anomalies)
+RULES = ("amount_outlier", "duplicate_payment", "non_positive_total", "credit_limit_jump", "payment_terms_change")
 #: the longest ``last_purchased_products`` text (a Pardot text field)
 PRODUCTS_TEXT_LIMIT = 255
 _AMOUNTS = frozenset({"open_balance", "overdue_amount", "last_invoice_amount", "last_payment_amount",
@@ -77,6 +80,20 @@ class ReceivablesMapping(BaseModel):
     review_interval_seconds: float = Field(default=3600.0, gt=0)
     #: per target (``salesforce.Account``, ``salesforce.Contact``, ``pardot.prospect``): its field → a roll-up value
     targets: dict[str, dict[str, str]] = Field(default_factory=dict)
+    #: the anomaly rules (quality.anomalies) watch new invoices, payments and credit changes
+    watch_anomalies: bool = True
+    #: the rules whose flagged change is held out of the roll-up until an operator releases it
+    #: (``stream-app anomalies release``): amount_outlier, duplicate_payment, non_positive_total,
+    #: credit_limit_jump, payment_terms_change
+    hold: tuple[str, ...] = ()
+
+    @field_validator("hold")
+    @classmethod
+    def _rules(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for rule in value:
+            if rule not in RULES:
+                raise ValueError(f"hold: {rule!r} is not one of {', '.join(RULES)}")
+        return value
 
     @field_validator("currency")
     @classmethod
@@ -107,6 +124,8 @@ class Unusable(ValueError):
 class Decision:
     commands: list[SinkCommand] = field(default_factory=list)
     conflicts: list[dict[str, Any]] = field(default_factory=list)
+    #: what the anomaly rules flagged (for ``audit.anomalies``)
+    anomalies: list[dict[str, Any]] = field(default_factory=list)
     echo_fields: int = 0
 
 
@@ -202,6 +221,78 @@ def _products_text(items: list[str], names: Callable[[str], str | None]) -> str:
     return text_ if len(text_) <= PRODUCTS_TEXT_LIMIT else text_[: PRODUCTS_TEXT_LIMIT - 1] + "…"
 
 
+def _at(day: str | None, fallback_ms: int) -> datetime:
+    if day:
+        return datetime.fromisoformat(day).replace(tzinfo=timezone.utc)
+    return datetime.fromtimestamp(fallback_ms / 1000, tz=timezone.utc)
+
+
+def money_events(row: dict[str, Any], now_ms: int = 0) -> list[MoneyEvent]:
+    """The customer's invoices and payments as the anomaly rules read them (held ones included:
+    a second copy of a held duplicate is a duplicate too)."""
+    out = []
+    for bucket, kind, amount in (("invoices", "invoice", "total"), ("payments", "payment", "amount")):
+        for record_id, record in row[bucket].items():
+            if not record.get("gone") and not record.get("void"):
+                out.append(MoneyEvent(record_id, kind, row["customer"], Decimal(record[amount]),
+                                      _at(record.get("date"), now_ms)))
+    return out
+
+
+def judge(row: dict[str, Any], event: SourceEvent, before: dict[str, Any] | None, detector: AnomalyDetector,
+          mapping: ReceivablesMapping, now_ms: int, decision: Decision) -> None:
+    """Run the anomaly rules over a change just folded into ``row`` (``before``: the record as it
+    was, None for a new one); a flag of a rule the mapping holds keeps the change out of the
+    roll-up until released (:func:`release`)."""
+    if not mapping.watch_anomalies or event.change_type == "DELETE":
+        return
+    if event.entity == "customer":
+        new, old = row["record"], before or {}
+        flags = [flag for name in ("credit_limit", "payment_terms") if old and old.get(name) != new.get(name)
+                 for flag in detector.change(CustomerChange(f"{event.record_id}:v{new['v']}", row["customer"], name,
+                                                            old.get(name), new.get(name), _at(None, now_ms)))]
+        subject = "record"
+    else:
+        bucket = {"invoice": "invoices", "payment": "payments"}.get(event.entity)
+        if bucket is None or before is not None:  # only a new invoice or payment is judged, once
+            return
+        mine = money_events(row, now_ms)
+        this = next((e for e in mine if e.id == event.record_id), None)
+        if this is None:
+            return
+        flags = detector.judge(this, [e for e in mine if e.id != this.id])
+        subject = f"{bucket}:{event.record_id}"
+    held = next((flag.rule for flag in flags if flag.rule in mapping.hold), None)
+    if held and subject == "record":
+        row["record_held"], row["record"] = {**row["record"], "held": held}, {**(before or {}), "v": row["record"]["v"]}
+    elif held:
+        bucket, record_id = subject.split(":", 1)
+        row[bucket][record_id]["held"] = held
+    for flag in flags:
+        decision.anomalies.append({"customer_id": row["customer"], "rule": flag.rule, "score": round(flag.score, 3),
+                                   "subject": subject, "event_id": event.event_id, "evidence": flag.evidence,
+                                   "held": flag.rule == held})
+
+
+def release(row: dict[str, Any], subject: str) -> bool:
+    """An operator released a held change (``record`` or ``invoices:<id>``/``payments:<id>``);
+    False when nothing was held there."""
+    if subject == "record":
+        held = row.pop("record_held", None)
+        if held is None:
+            return False
+        held.pop("held", None)
+        if held.get("v", 0) >= row["record"].get("v", 0):
+            row["record"] = held
+        return True
+    bucket, _, record_id = subject.partition(":")
+    record = row.get(bucket, {}).get(record_id) if bucket in ("invoices", "payments") else None
+    if not record or not record.get("held"):
+        return False
+    del record["held"]
+    return True
+
+
 def _due(invoice: dict[str, Any], terms: Any) -> date | None:
     if invoice.get("due"):
         return date.fromisoformat(invoice["due"])
@@ -215,8 +306,8 @@ def figures(row: dict[str, Any], mapping: ReceivablesMapping, today: date,
     """The roll-up's values (wire form: numbers, ISO dates, bool), and the next date they may
     change by the calendar alone (None: not before another event). ``names``: an item's name."""
     currency = mapping.currency
-    invoices = {i: v for i, v in row["invoices"].items() if not v.get("gone") and not v["void"]}
-    payments = {i: v for i, v in row["payments"].items() if not v.get("gone")}
+    invoices = {i: v for i, v in row["invoices"].items() if not v.get("gone") and not v.get("held") and not v["void"]}
+    payments = {i: v for i, v in row["payments"].items() if not v.get("gone") and not v.get("held")}
     revenue = sum((Decimal(v["total"]) for v in invoices.values()), Decimal(0))
     paid = sum((Decimal(v["amount"]) for v in payments.values()), Decimal(0))
     open_left = {i: Decimal(v["total"]) for i, v in invoices.items()}

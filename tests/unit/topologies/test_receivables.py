@@ -245,3 +245,39 @@ def test_the_last_purchase_for_marketing() -> None:
     (command,) = evaluate(row, MAPPING, TODAY, NOW, names=names).commands
     assert command.fields["Last_Purchased_Products__c"] == "Argon 40 cf"
     assert command.fields["Open_Balance__c"] == 0  # an order alone makes the customer active
+
+
+def test_anomalies_flagged_and_held_until_released() -> None:
+    from quality.anomalies import AnomalyDetector
+    from topologies.receivables.rollup import judge, release
+
+    mapping = MAPPING.model_copy(update={"hold": ("duplicate_payment", "credit_limit_jump")})
+    detector, row, decision = AnomalyDetector(), new_row("C000001"), Decision()
+
+    def take(event: SourceEvent) -> None:
+        entity = event.entity
+        bucket = {"invoice": "invoices", "payment": "payments"}.get(entity)
+        before = (dict(row["record"]) or None) if entity == "customer" else row[bucket].get(event.record_id)
+        assert fold(row, event, mapping)
+        judge(row, event, before, detector, mapping, NOW, decision)
+
+    take(tims("customer", "C000001", 1, credit_limit=1000, payment_terms="NET30", status="active"))
+    take(invoice("INV1", 1, 500))
+    take(payment("PAY1", 1, 200, "INV1", day="2026-11-20"))
+    take(payment("PAY2", 1, 200, "INV1", day="2026-11-21"))  # the same amount a day later: a duplicate
+    assert [(a["rule"], a["subject"], a["held"]) for a in decision.anomalies] == [
+        ("duplicate_payment", "payments:PAY2", True)]
+    assert figures(row, mapping, TODAY)[0]["open_balance"] == 300, "the held payment does not count"
+    assert release(row, "payments:PAY2") and not release(row, "payments:PAY2")
+    assert figures(row, mapping, TODAY)[0]["open_balance"] == 100
+
+    take(tims("customer", "C000001", 2, credit_limit=50_000, payment_terms="NET30", status="active"))
+    assert decision.anomalies[-1]["rule"] == "credit_limit_jump" and decision.anomalies[-1]["held"]
+    assert row["record"]["credit_limit"] == "1000.00" and row["record"]["v"] == 2
+    assert not fold(row, tims("customer", "C000001", 2, credit_limit=50_000), mapping), "not taken twice"
+    assert release(row, "record") and row["record"]["credit_limit"] == "50000.00"
+
+    unwatched = MAPPING.model_copy(update={"watch_anomalies": False})
+    quiet = Decision()
+    judge(row, invoice("INV9", 1, 0.0), None, detector, unwatched, NOW, quiet)
+    assert quiet.anomalies == []
