@@ -347,6 +347,46 @@ async def privacy(self: AppCommand, action: str, email: str | None, customer: st
 
 
 @command(
+    argument("action", type=click.Choice(["serve", "hash-password"]), default="serve", required=False),
+    option("--port", type=int, default=None, help="serve: port (default CONNECT_CONSOLE_PORT, 6070)."),
+)
+async def console(self: AppCommand, action: str, port: int | None) -> None:
+    """The ops console (web pages, login required): serve, or hash-password (reads it from stdin)."""
+    from stream_app.console.auth import UsersError, hash_password
+
+    if action == "hash-password":
+        print(hash_password(_read_password()))
+        return
+    from stream_app.console.server import serve
+
+    current = self.app.settings if port is None else self.app.settings.model_copy(update={"console_port": port})
+    try:
+        await serve(current, ready=lambda line: print(line, flush=True))
+    except UsersError as exc:
+        print(f"stream-app console: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:
+        print(f"stream-app console: cannot listen on {current.console_host}:{current.console_port} "
+              f"({exc.strerror or exc}); choose another with CONNECT_CONSOLE_PORT or --port", file=sys.stderr)
+        sys.exit(1)
+
+
+def _read_password() -> str:
+    """The password to hash: asked twice on a terminal, else the first line of standard input."""
+    import getpass
+
+    if sys.stdin.isatty():
+        first = getpass.getpass("Password: ")
+        if first != getpass.getpass("Again: "):
+            raise click.UsageError("the two passwords differ")
+    else:
+        first = sys.stdin.readline().rstrip("\n")
+    if len(first) < 8:
+        raise click.UsageError("the password is shorter than 8 characters")
+    return first
+
+
+@command(
     option("--wipe", is_flag=True, help="Delete the group's table changelogs and this machine's table files first."),
     option("--previous-group", default=None, help="Group of the state being replaced (default: the previous app version's)."),
     option("--keep-commands", is_flag=True, help="Let the sinks write the commands the rebuild derives again (default: skip them)."),

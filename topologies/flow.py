@@ -121,6 +121,10 @@ class PrivacyTool(Protocol):
         """Everything the flow's tables hold about one person (None: the flow knows nobody by that
         email or key)."""
 
+    async def find(self, read_table: ReadTable, reference: str) -> str | None:
+        """The key of the person an email, a key or a record id in any system names (None: nobody);
+        the console's customer search (docs/adr/0031)."""
+
 
 @dataclass(frozen=True)
 class Flow:

@@ -33,6 +33,26 @@ def _table_key(raw: bytes) -> str:
 
 
 class CustomerSyncPrivacy:
+    async def find(self, read_table: ReadTable, reference: str) -> str | None:
+        """The customer key behind an email, a customer key or any system's record id (a
+        Salesforce Lead/Contact/Account id, a Pardot prospect id, a TIMS customer id)."""
+        reference = reference.strip()
+        if not reference:
+            return None
+        raw_index = await read_table(INDEX)
+        if "@" in reference:
+            address = normalize_email(reference)
+            owner = raw_index.get(f"email:{address}".encode()) if address else None
+            return owner.decode(errors="replace") if owner is not None else None
+        wanted = f":{reference}".encode()
+        for entry, owner in raw_index.items():
+            if entry.endswith(wanted) and not entry.startswith(b"email:"):
+                return owner.decode(errors="replace")
+        master = await read_table(MASTER)
+        if reference.encode() in master or json.dumps(reference).encode() in master:
+            return reference
+        return None
+
     async def export(self, read_table: ReadTable, *, email: str | None, customer: str | None) -> dict[str, Any] | None:
         index = {key.decode(errors="replace"): value.decode(errors="replace")
                  for key, value in (await read_table(INDEX)).items()}
