@@ -153,10 +153,25 @@ async def demo(self: AppCommand, once: bool) -> None:
         print(f"stream-app demo: {broker_unreachable(bootstrap)}", file=sys.stderr)
         sys.exit(1)
     try:
-        sys.exit(await run_demo(once))
+        sys.exit(await run_demo(once, console_login=_demo_console_users()))
     except DemoError as exc:
         print(f"stream-app demo: {exc}", file=sys.stderr)
         sys.exit(1)
+
+
+def _demo_console_users() -> str:
+    """Demo users for the console the demo starts (CONNECT_CONSOLE_USERS for its processes): an
+    operator and a viewer with a password made for this run, printed since the demo is local.
+    Returns the line that tells the login."""
+    import secrets
+
+    from stream_app.console.auth import hash_password
+
+    password = secrets.token_urlsafe(9)
+    encoded = hash_password(password)
+    os.environ["CONNECT_CONSOLE_USERS"] = json.dumps({"operator": {"role": "operator", "password": encoded},
+                                                      "viewer": {"role": "viewer", "password": encoded}})
+    return f"log in as operator or viewer, password {password} (made for this run)"
 
 
 @command(
