@@ -29,7 +29,7 @@ from cryptography.fernet import Fernet
 
 from stream_app.console.auth import Role, User, Users
 
-__all__ = ["install", "login", "logout", "csrf_token", "current_user", "require_operator", "PUBLIC_PREFIXES",
+__all__ = ["install", "login", "logout", "csrf_token", "current_user", "require_operator", "PUBLIC_PREFIXES", "USER",
            "COOKIE_NAME"]
 
 COOKIE_NAME = "connect_console"
@@ -38,6 +38,8 @@ _UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 _USERS = web.AppKey("users", Users)
 _MAX_AGE = web.AppKey("max_age", int)
 _ORIGINS = web.AppKey("origins", frozenset)
+#: the logged-in user of a request (set by the guard)
+USER = web.RequestKey("user", User)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -113,7 +115,7 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.method == "GET":
             raise web.HTTPSeeOther(f"/login?next={request.rel_url.path_qs}" if request.path != "/" else "/login")
         raise web.HTTPUnauthorized(text="Log in first.")
-    request["user"] = user
+    request[USER] = user
     return await handler(request)
 
 
@@ -154,7 +156,7 @@ async def logout(request: web.Request) -> None:
 
 
 def require_operator(request: web.Request) -> User:
-    user: User = request["user"]
+    user = request[USER]
     if user.role is not Role.operator:
         raise web.HTTPForbidden(text="Only operators may do this.")
     return user

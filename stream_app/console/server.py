@@ -69,7 +69,7 @@ def _console(request: web.Request) -> Console:
 
 async def render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
     console = _console(request)
-    user: User | None = request.get("user")
+    user = request.get(security.USER)
     flash = None
     if user is not None:
         session = await get_session(request)
@@ -136,7 +136,7 @@ async def letters_page(request: web.Request) -> web.Response:
     except ValueError:
         page = 1
     shown = chosen[::-1][(page - 1) * PAGE_SIZE: page * PAGE_SIZE]  # newest first
-    user: User = request["user"]
+    user = request[security.USER]
     rows = [{"id": letter.id, "kind": letter.kind, "source": letter.source, "object": letter.object,
              "error_code": letter.error_code, "error": _masked(user, letter.error)[:160]} for letter in shown]
     pages = max(1, -(-len(chosen) // PAGE_SIZE))
@@ -150,7 +150,7 @@ async def letter_page(request: web.Request) -> web.Response:
     letter = box.find(request.match_info["letter_id"])
     if letter is None:
         return await render(request, "missing.html", status=404, what=f"No dead letter {request.match_info['letter_id']}")
-    user: User = request["user"]
+    user = request[security.USER]
     if letter.kind == "dlq":
         value = letter.value if user.operator else letter.dlq_entry().shown()
     else:
@@ -237,7 +237,7 @@ def _when(ms: Any) -> str | None:
 
 async def customers_page(request: web.Request) -> web.Response:
     console = _console(request)
-    user: User = request["user"]
+    user = request[security.USER]
     query = request.query.get("q", "").strip()
     people: list[dict[str, Any]] = []
     if query:
@@ -248,7 +248,7 @@ async def customers_page(request: web.Request) -> web.Response:
 
 async def conflicts_page(request: web.Request) -> web.Response:
     console = _console(request)
-    user: User = request["user"]
+    user = request[security.USER]
     customer, field_name = request.query.get("customer", "").strip(), request.query.get("field", "").strip()
     entries = await console.conflicts.select(customer, field_name)
     rows = [{"customer": e.get("customer_key"), "field": e.get("field"), "rule": e.get("rule"),

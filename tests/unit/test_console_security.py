@@ -78,7 +78,7 @@ def test_letter_filters() -> None:
 # -- the guard on a small app: the console's security with two stand-in pages ------------------------
 
 async def page(request: web.Request) -> web.Response:
-    return web.Response(text=f"hello {request['user'].name}")
+    return web.Response(text=f"hello {request[security.USER].name}")
 
 
 async def action(request: web.Request) -> web.Response:
