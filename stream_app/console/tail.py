@@ -37,6 +37,7 @@ class TopicTail:
         self.keep, self.trim = keep, trim
         self.client_id = client_id
         self._consumer: AIOKafkaConsumer | None = None
+        self._offsets: AIOKafkaConsumer | None = None
         self._partitions: list[TopicPartition] = []
         self._checked_at = float("-inf")
         self._first: dict[TopicPartition, int] = {}
@@ -48,8 +49,9 @@ class TopicTail:
             consumer = await self._ready()
             if not self._partitions:
                 return
-            starts = await consumer.beginning_offsets(self._partitions)
-            ends = await consumer.end_offsets(self._partitions)
+            assert self._offsets is not None
+            starts = await self._offsets.beginning_offsets(self._partitions)
+            ends = await self._offsets.end_offsets(self._partitions)
             for tp in self._partitions:
                 if starts[tp] > self._first.get(tp, 0):
                     self.trim(tp, starts[tp])
@@ -66,10 +68,12 @@ class TopicTail:
 
     async def _ready(self) -> AIOKafkaConsumer:
         if self._consumer is None:
-            self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
-                                              enable_auto_commit=False, auto_offset_reset="earliest",
-                                              client_id=self.client_id, **client_options())
+            self._consumer = self._new_consumer()
             await self._consumer.start()
+            # offsets are asked of a consumer that fetches nothing: the reading one keeps a fetch
+            # waiting at the broker once caught up, and its offset requests would queue behind it
+            self._offsets = self._new_consumer()
+            await self._offsets.start()
         now = time.monotonic()
         if len({tp.topic for tp in self._partitions}) < len(self.topics) and now - self._checked_at > TOPIC_RECHECK:
             self._checked_at = now
@@ -81,14 +85,19 @@ class TopicTail:
                 held = {tp: await self._consumer.position(tp) for tp in self._partitions}
                 self._partitions += new
                 self._consumer.assign(self._partitions)
-                starts = await self._consumer.beginning_offsets(new)
+                starts = await self._offsets.beginning_offsets(new)
                 for tp in new:
                     self._first[tp] = held[tp] = starts[tp]
                 for tp, offset in held.items():  # explicit seeks (see connectors.kafka_admin.read_to_end)
                     self._consumer.seek(tp, offset)
         return self._consumer
 
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest", client_id=self.client_id, **client_options())
+
     async def close(self) -> None:
-        if self._consumer is not None:
-            consumer, self._consumer = self._consumer, None
-            await consumer.stop()
+        for consumer in (self._consumer, self._offsets):
+            if consumer is not None:
+                await consumer.stop()
+        self._consumer = self._offsets = None

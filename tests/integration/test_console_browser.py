@@ -123,6 +123,10 @@ def test_console_in_chromium(demo: Demo, browser: Any, kafka_bootstrap: str) -> 
     ada = demo.found(r"Ada\s+Pardot (\S+)\s+Contact (\S+) \(TIMS customer id on it: (\S+)\)\s+TIMS (\S+)").groups()
     prospect, contact, tims = ada[0], ada[1], ada[3]
 
+    worker = demo.found(r"worker web: (http://\S+)").group(1)
+    link = httpx.get(f"{worker}/console", follow_redirects=False, timeout=10)
+    assert link.status_code == 302 and link.headers["location"] == url  # the worker links to the console
+
     log_in(browser, url, "operator", password)
     browser.save_screenshot(str(shots / "1-letters-after-login.png"))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from topologies.customer_sync.golden import LINK_OF
 from topologies.customer_sync.identity import normalize_email
 from topologies.flow import ReadTable
 
@@ -32,6 +33,15 @@ def _table_key(raw: bytes) -> str:
     return raw.decode(errors="replace")
 
 
+def _raw_record(master: dict[bytes, bytes], key: str) -> bytes | None:
+    """The golden record stored under ``key``: looked up as the app writes keys (JSON text or
+    plain), else found by decoding every key (a key written some other way)."""
+    for raw_key in (json.dumps(key).encode(), key.encode()):
+        if raw_key in master:
+            return master[raw_key]
+    return next((value for raw, value in master.items() if _table_key(raw) == key), None)
+
+
 class CustomerSyncPrivacy:
     async def find(self, read_table: ReadTable, reference: str) -> str | None:
         """The customer key behind an email, a customer key or any system's record id (a
@@ -44,27 +54,30 @@ class CustomerSyncPrivacy:
             address = normalize_email(reference)
             owner = raw_index.get(f"email:{address}".encode()) if address else None
             return owner.decode(errors="replace") if owner is not None else None
+        for system, entity in LINK_OF:  # the usual references first: one lookup each
+            owner = raw_index.get(f"{system}:{entity}:{reference}".encode())
+            if owner is not None:
+                return owner.decode(errors="replace")
         wanted = f":{reference}".encode()
         for entry, owner in raw_index.items():
             if entry.endswith(wanted) and not entry.startswith(b"email:"):
                 return owner.decode(errors="replace")
-        master = await read_table(MASTER)
-        if reference.encode() in master or json.dumps(reference).encode() in master:
+        if _raw_record(await read_table(MASTER), reference) is not None:
             return reference
         return None
 
     async def export(self, read_table: ReadTable, *, email: str | None, customer: str | None) -> dict[str, Any] | None:
-        index = {key.decode(errors="replace"): value.decode(errors="replace")
-                 for key, value in (await read_table(INDEX)).items()}
+        raw_index = await read_table(INDEX)
         key = customer
         if key is None:
             address = normalize_email(email)
-            key = index.get(f"email:{address}") if address else None
+            owner = raw_index.get(f"email:{address}".encode()) if address else None
+            key = owner.decode(errors="replace") if owner is not None else None
         if key is None:
             return None
-        master = {_table_key(raw): value for raw, value in (await read_table(MASTER)).items()}
-        raw_record = master.get(key)
-        entries = sorted(entry for entry, owner in index.items() if owner == key)
+        raw_record = _raw_record(await read_table(MASTER), key)
+        owner_bytes = key.encode()
+        entries = sorted(entry.decode(errors="replace") for entry, owner in raw_index.items() if owner == owner_bytes)
         if raw_record is None and not entries:
             return None
         record = json.loads(raw_record) if raw_record is not None else None
