@@ -24,6 +24,7 @@ from stream_app.console import security
 from stream_app.console.audit import OperatorAudit
 from stream_app.console.auth import User, parse_users
 from stream_app.console.letters import Filter, LetterBox
+from stream_app.console.mappings import mapping_files
 from stream_app.console.people import Conflicts, People, record_url
 from stream_app.dlq import purge_topics, replay_entries
 from stream_app.flows import AppGroups, enabled_flows
@@ -55,6 +56,8 @@ class Console:
                                    replication=settings.topic_replication_factor)
         self.templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
                                             autoescape=True, undefined=jinja2.StrictUndefined)
+        #: (when, lag by topic) of the flows page
+        self.lag_cache: tuple[float, dict[str, int]] | None = None
         self.templates.filters["pretty"] = lambda value: json.dumps(value, indent=2, default=str, ensure_ascii=False)
 
     async def close(self) -> None:
@@ -261,27 +264,47 @@ async def conflicts_page(request: web.Request) -> web.Response:
     return await render(request, "conflicts.html", rows=rows, total=len(entries), customer=customer, field=field_name)
 
 
-async def flows_page(request: web.Request) -> web.Response:
-    settings = _console(request).settings
+#: seconds the flows page reuses the lag it read (each read is a few admin round trips per group)
+LAG_CACHE = 5.0
+
+
+async def _lag_by_topic(console: Console, topics: list[str]) -> dict[str, int]:
+    cached = console.lag_cache
+    if cached is not None and time.monotonic() - cached[0] < LAG_CACHE:
+        return cached[1]
+    settings = console.settings
     groups = AppGroups.of(settings, group_id(settings))
+    by_topic: dict[str, int] = {}
+    try:
+        for tp, behind in (await groups.lag(settings.kafka_bootstrap_servers, topics)).items():
+            by_topic[tp.topic] = by_topic.get(tp.topic, 0) + behind
+    except Exception as exc:  # noqa: BLE001 - the page shows the rest
+        log.warning("console: consumer lag not read (%s)", type(exc).__name__)
+    console.lag_cache = (time.monotonic(), by_topic)
+    return by_topic
+
+
+async def flows_page(request: web.Request) -> web.Response:
+    console = _console(request)
+    settings = console.settings
     flows = []
     for flow in enabled_flows(settings):
-        sources = [settings.topic(name) for name in (*flow.source_topics, *flow.link_topics)]
-        stages = [settings.topic(name) for name in flow.internal_topics]
-        try:
-            lag = await groups.lag(settings.kafka_bootstrap_servers, [*sources, *stages])
-        except Exception as exc:  # noqa: BLE001 - the page shows the rest
-            log.warning("console: lag of flow %s not read (%s)", flow.name, type(exc).__name__)
-            lag = {}
-        by_topic: dict[str, int] = {}
-        for tp, behind in lag.items():
-            by_topic[tp.topic] = by_topic.get(tp.topic, 0) + behind
         flows.append({"name": flow.name, "systems": list(flow.sources),
-                      "sources": [(name, by_topic.get(name)) for name in sources],
-                      "stages": [(name, by_topic.get(name)) for name in stages],
+                      "sources": [settings.topic(name) for name in (*flow.source_topics, *flow.link_topics)],
+                      "stages": [settings.topic(name) for name in flow.internal_topics],
                       "direct": [stage for stage, _ in flow.direct_stages], "tables": list(flow.tables),
                       "quarantine": settings.topic(flow.quarantine_topic)})
-    return await render(request, "flows.html", flows=flows, metrics_url=f"http://{settings.web_host}:{settings.web_port}/metrics")
+    lag = await _lag_by_topic(console, sorted({t for flow in flows for t in (*flow["sources"], *flow["stages"])}))
+    for flow in flows:
+        flow["sources"] = [(name, lag.get(name)) for name in flow["sources"]]
+        flow["stages"] = [(name, lag.get(name)) for name in flow["stages"]]
+    return await render(request, "flows.html", flows=flows,
+                        metrics_url=f"http://{settings.web_host}:{settings.web_port}/metrics")
+
+
+async def mappings_page(request: web.Request) -> web.Response:
+    files = await asyncio.to_thread(mapping_files, _console(request).settings)
+    return await render(request, "mappings.html", files=files)
 
 
 async def index(request: web.Request) -> web.Response:
@@ -314,6 +337,7 @@ def build_console(settings: "Settings") -> web.Application:
         web.post("/letters/purge", purge_post), web.post("/letters/replay", replay_post),
         web.get("/letters/{letter_id}", letter_page),
         web.get("/customers", customers_page), web.get("/conflicts", conflicts_page), web.get("/flows", flows_page),
+        web.get("/mappings", mappings_page),
         web.static("/static", HERE / "static"),
     ])
     return app

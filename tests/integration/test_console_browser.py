@@ -174,6 +174,9 @@ def test_console_in_chromium(demo: Demo, browser: Any, kafka_bootstrap: str) -> 
     browser.save_screenshot(str(shots / "5-customer-360-viewer.png"))
     browser.get(f"{url}letters")
     assert not browser.find_elements(By.ID, "replay-all")
+    browser.get(f"{url}mappings")
+    assert "customer_master" in browser.find_element(By.TAG_NAME, "main").text
+    browser.save_screenshot(str(shots / "7-mappings.png"))
     browser.get(f"{url}flows")
     assert "customer_sync" in browser.find_element(By.TAG_NAME, "main").text
     browser.save_screenshot(str(shots / "6-flows.png"))

@@ -75,6 +75,19 @@ def test_letter_filters() -> None:
     assert Letter("quarantine", "customer_sync", 1, 2, {"reason": "bad"}).id == "quarantine.customer_sync:1:2"
 
 
+def test_mapping_rules_become_rows() -> None:
+    from stream_app.console.mappings import _rows
+
+    rows = _rows({"inbound": {"salesforce.Contact": {"email": {"from": "Email", "clean": "email"}}},
+                  "outbound": {"tims.customer": {"key": [{"field": "customer_id"}], "create_when": "qualified",
+                                                 "fields": {"name": {"concat": ["first_name", "last_name"]}}}}})
+    assert rows == [
+        {"direction": "inbound", "object": "salesforce.Contact", "field": "email", "source": "Email",
+         "transform": "clean: email", "condition": ""},
+        {"direction": "outbound", "object": "tims.customer", "field": "name",
+         "source": "concat: ['first_name', 'last_name']", "transform": "", "condition": "qualified"}]
+
+
 # -- the guard on a small app: the console's security with two stand-in pages ------------------------
 
 async def page(request: web.Request) -> web.Response:
