@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from tests.support.console import artefacts_dir, chromium
+from tests.support.console import artefacts_dir, chromium, stop_group
 from tests.support.kafka import create_topics, produce_json
 from tests.support.names import unique
 from tests.support.worker import STREAM_APP, free_port
@@ -57,12 +56,7 @@ class Demo:
         return match
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+        stop_group(self.proc, 60)
 
 
 @pytest.fixture

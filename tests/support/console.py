@@ -22,7 +22,7 @@ import pytest
 from stream_app.console.auth import hash_password
 from tests.support.worker import STREAM_APP, free_port
 
-__all__ = ["PASSWORD", "console_users", "ConsoleProcess", "chromium", "artefacts_dir"]
+__all__ = ["PASSWORD", "console_users", "ConsoleProcess", "chromium", "artefacts_dir", "stop_group"]
 
 PASSWORD = "console-test-password"
 
@@ -59,12 +59,19 @@ class ConsoleProcess:
         raise RuntimeError(f"the console did not start:\n{self.log_path.read_text(errors='replace')[-3000:]}")
 
     def __exit__(self, *exc: Any) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+        if self.proc is not None:
+            stop_group(self.proc, 20)
+
+
+def stop_group(proc: "subprocess.Popen[bytes]", timeout: float) -> None:
+    """SIGTERM to the process group a subprocess leads, SIGKILL after ``timeout`` seconds."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
 
 
 def artefacts_dir(name: str) -> Path:
