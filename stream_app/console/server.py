@@ -60,6 +60,15 @@ class Console:
         self.lag_cache: tuple[float, dict[str, int]] | None = None
         self.templates.filters["pretty"] = lambda value: json.dumps(value, indent=2, default=str, ensure_ascii=False)
 
+    async def warm_up(self) -> None:
+        """Read the topics once at start, so the first pages need not (a page that comes
+        earlier waits for the same read)."""
+        for tail in (self.letters.tail, self.people.tail, self.conflicts.tail):
+            try:
+                await tail.catch_up()
+            except Exception as exc:  # noqa: BLE001 - the pages read again and say what is wrong
+                log.warning("console: first read of %s failed (%s)", ", ".join(tail.topics)[:200], type(exc).__name__)
+
     async def close(self) -> None:
         for tail in (self.letters.tail, self.people.tail, self.conflicts.tail):
             await tail.close()
@@ -326,7 +335,9 @@ def build_console(settings: "Settings") -> web.Application:
 
     async def lifecycle(_: web.Application) -> Any:
         await console.audit.start()
+        warming = asyncio.create_task(console.warm_up())
         yield
+        warming.cancel()
         await console.close()
 
     app.cleanup_ctx.append(lifecycle)

@@ -108,6 +108,7 @@ def dead_letter(contact: str) -> dict[str, Any]:
 
 def test_console_in_chromium(demo: Demo, browser: Any, kafka_bootstrap: str) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
 
     shots = artefacts_dir("console")
     demo.wait_until_played()
@@ -142,7 +143,10 @@ def test_console_in_chromium(demo: Demo, browser: Any, kafka_bootstrap: str) -> 
     prefix = f"demo-{demo.run}."
     asyncio.run(create_topics(kafka_bootstrap, [f"{prefix}dlq.salesforce"], partitions=1))
     asyncio.run(produce_json(kafka_bootstrap, f"{prefix}dlq.salesforce", [("console", dead_letter(contact))]))
-    browser.get(f"{url}letters?kind=dlq")
+    browser.get(f"{url}letters")
+    # the filters apply as they change (htmx swaps the table in and updates the address)
+    Select(browser.find_element(By.ID, "kind")).select_by_value("dlq")
+    wait_for(browser, lambda: "kind=dlq" in browser.current_url, "the kind filter applied")
     wait_for(browser, lambda: "UNABLE_TO_LOCK_ROW" in browser.page_source or browser.refresh(), "the dead letter listed")
     letter_id = browser.find_element(By.CSS_SELECTOR, "#results tbody a").text
     browser.get(f"{url}letters/{letter_id}")
