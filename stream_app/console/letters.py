@@ -9,6 +9,7 @@ and purged, not replayed (the console cannot know which topic it came from: docs
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -30,6 +31,23 @@ class Letter:
     partition: int
     offset: int
     value: dict[str, Any]
+    # read out of the value once, when the letter is kept: filters compare them on every page
+    object: str = "?"
+    error_code: str = "?"
+    error: str = ""
+    #: error code and message in lower case, for the "error contains" filter
+    search: str = ""
+
+    @classmethod
+    def of(cls, kind: str, source: str, partition: int, offset: int, value: dict[str, Any]) -> "Letter":
+        if kind == "dlq":
+            obj = (value.get("command") or {}).get("object") or value.get("object") or "?"
+        else:
+            raw = value.get("raw")
+            obj = (raw.get("entity") if isinstance(raw, dict) else None) or "?"
+        code = str(value.get("error_code") or ("QUARANTINED" if kind == "quarantine" else "?"))
+        error = str(value.get("error") or value.get("reason") or "")
+        return cls(kind, source, partition, offset, value, str(obj), code, error, f"{code} {error}".lower())
 
     @property
     def id(self) -> str:
@@ -37,21 +55,6 @@ class Letter:
         ``quarantine.<flow>:<partition>:<offset>`` for the rest."""
         return f"{self.source}:{self.partition}:{self.offset}" if self.kind == "dlq" else \
             f"quarantine.{self.source}:{self.partition}:{self.offset}"
-
-    @property
-    def object(self) -> str:
-        if self.kind == "dlq":
-            return str((self.value.get("command") or {}).get("object") or self.value.get("object") or "?")
-        raw = self.value.get("raw")
-        return str(raw.get("entity") or "?") if isinstance(raw, dict) else "?"
-
-    @property
-    def error_code(self) -> str:
-        return str(self.value.get("error_code") or ("QUARANTINED" if self.kind == "quarantine" else "?"))
-
-    @property
-    def error(self) -> str:
-        return str(self.value.get("error") or self.value.get("reason") or "")
 
     def dlq_entry(self) -> DlqEntry:
         return DlqEntry(self.source, self.partition, self.offset, self.value)
@@ -68,7 +71,7 @@ class Filter:
     def matches(self, letter: Letter) -> bool:
         return ((not self.kind or letter.kind == self.kind) and (not self.source or letter.source == self.source)
                 and (not self.object or letter.object == self.object)
-                and (not self.error or self.error.lower() in f"{letter.error_code} {letter.error}".lower()))
+                and (not self.error or self.error.lower() in letter.search))
 
 
 class LetterBox:
@@ -79,6 +82,8 @@ class LetterBox:
         self.dlq_topics = {f"{prefix}{registry.connector(system).dlq_topic}": system for system in registry.names()}
         self.quarantine_topics = {f"{prefix}quarantine.{flow}": flow for flow in flows}
         self._letters: dict[tuple[str, int], dict[int, Letter]] = {}
+        #: how many letters name each object (the object filter's choices)
+        self._objects: Counter[str] = Counter()
         self.tail = TopicTail(bootstrap, [*self.dlq_topics, *self.quarantine_topics], self._keep, self._trim)
 
     def _keep(self, record: ConsumerRecord) -> None:
@@ -89,15 +94,16 @@ class LetterBox:
         if not isinstance(value, dict):
             value = {"error_code": "UNREADABLE", "error": "entry is not a JSON object"}
         if record.topic in self.dlq_topics:
-            letter = Letter("dlq", self.dlq_topics[record.topic], record.partition, record.offset, value)
+            letter = Letter.of("dlq", self.dlq_topics[record.topic], record.partition, record.offset, value)
         else:
-            letter = Letter("quarantine", self.quarantine_topics[record.topic], record.partition, record.offset, value)
+            letter = Letter.of("quarantine", self.quarantine_topics[record.topic], record.partition, record.offset, value)
         self._letters.setdefault((record.topic, record.partition), {})[record.offset] = letter
+        self._objects[letter.object] += 1
 
     def _trim(self, tp: TopicPartition, first: int) -> None:
         kept = self._letters.get((tp.topic, tp.partition), {})
         for offset in [offset for offset in kept if offset < first]:
-            del kept[offset]
+            self._objects[kept.pop(offset).object] -= 1
 
     async def refresh(self) -> None:
         await self.tail.catch_up()
@@ -106,7 +112,9 @@ class LetterBox:
         return [letter for part in self._letters.values() for letter in part.values()]
 
     def select(self, wanted: Filter) -> list[Letter]:
-        return [letter for letter in self.all() if wanted.matches(letter)]
+        if wanted == Filter():
+            return self.all()
+        return [letter for part in self._letters.values() for letter in part.values() if wanted.matches(letter)]
 
     def find(self, letter_id: str) -> Letter | None:
         topic_part, _, offset = letter_id.rpartition(":")
@@ -118,7 +126,5 @@ class LetterBox:
 
     def facets(self) -> dict[str, list[str]]:
         """The values the filters offer: systems and flows, objects."""
-        letters = self.all()
-        return {"sources": sorted({letter.source for letter in letters} | set(self.dlq_topics.values())
-                                  | set(self.quarantine_topics.values())),
-                "objects": sorted({letter.object for letter in letters})}
+        return {"sources": sorted(set(self.dlq_topics.values()) | set(self.quarantine_topics.values())),
+                "objects": sorted(name for name, count in self._objects.items() if count > 0)}

@@ -9,6 +9,7 @@ as filters change, so every read-only page works without JavaScript.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import time
@@ -68,6 +69,9 @@ class Console:
                 await tail.catch_up()
             except Exception as exc:  # noqa: BLE001 - the pages read again and say what is wrong
                 log.warning("console: first read of %s failed (%s)", ", ".join(tail.topics)[:200], type(exc).__name__)
+        # what was read stays for the console's life: out of the collector's rounds, which would
+        # otherwise walk millions of kept objects now and then and stall a page (gc.freeze)
+        gc.freeze()
 
     async def close(self) -> None:
         for tail in (self.letters.tail, self.people.tail, self.conflicts.tail):

@@ -66,13 +66,15 @@ def test_viewers_see_masked_emails_and_phones_operators_do_not() -> None:
 
 
 def test_letter_filters() -> None:
-    letter = Letter("dlq", "salesforce", 0, 7, {"error_code": "FIELD_CUSTOM_VALIDATION_EXCEPTION",
+    letter = Letter.of("dlq", "salesforce", 0, 7, {"error_code": "FIELD_CUSTOM_VALIDATION_EXCEPTION",
                                                 "error": "Phone bad", "command": {"object": "Contact"}})
     assert letter.id == "salesforce:0:7" and letter.object == "Contact"
     assert Filter(source="salesforce", object="Contact", error="validation").matches(letter)
     assert not Filter(kind="quarantine").matches(letter)
     assert not Filter(error="lock").matches(letter)
-    assert Letter("quarantine", "customer_sync", 1, 2, {"reason": "bad"}).id == "quarantine.customer_sync:1:2"
+    quarantined = Letter.of("quarantine", "customer_sync", 1, 2, {"reason": "bad", "raw": {"entity": "Contact"}})
+    assert quarantined.id == "quarantine.customer_sync:1:2" and quarantined.object == "Contact"
+    assert quarantined.error_code == "QUARANTINED" and Filter(error="bad").matches(quarantined)
 
 
 def test_mapping_rules_become_rows() -> None:
