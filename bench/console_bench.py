@@ -156,6 +156,7 @@ def main() -> None:
                     "letter": ("/letters/salesforce:0:5", "Content"),
                     "customer_by_email": (f"/customers?q=person{last}@example.com", tims_id),
                     "customer_by_tims_id": (f"/customers?q={tims_id}", tims_id),
+                    "customer_not_found": ("/customers?q=NO-SUCH-ID", "Nobody found"),
                     "conflicts": ("/conflicts", "Conflicts"),
                     "flows": ("/flows", "customer_sync"),
                 }

@@ -110,7 +110,9 @@ class MappingsTool(Protocol):
     def names(self, directory: Path) -> list[str]: ...
 
 
-#: ``read_table(name)``: one of the app's tables by name, as its changelog holds it (key → value bytes)
+#: ``read_table(name)``: one of the app's tables by name, as its changelog holds it (key → value bytes);
+#: the mapping may also offer ``keys_for(value) -> list[bytes] | None``, the keys holding a short
+#: value, so a tool need not scan (None: not indexed, scan)
 ReadTable = Callable[[str], Awaitable[dict[bytes, bytes]]]
 
 

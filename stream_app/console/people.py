@@ -40,6 +40,38 @@ def record_url(settings: "Settings", link: str, record_id: str) -> str | None:
             "tims": f"{base}/customers/{safe}"}.get(system)
 
 
+#: values up to this size are indexed back to their keys (references such as a customer key);
+#: larger ones (whole records) are not worth the memory
+SHORT_VALUE = 64
+
+
+class IndexedTable(dict):  # type: ignore[type-arg]
+    """A table as its changelog holds it (key bytes → value bytes) that also answers, without a
+    scan, which keys hold a given short value (:meth:`keys_for`): an identity index's entries
+    pointing at one customer. Tools that do not know it use it as a plain mapping."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._back: dict[bytes, list[bytes]] = {}
+
+    def put(self, key: bytes, value: bytes | None) -> None:
+        old = self.get(key)
+        if old is not None and len(old) <= SHORT_VALUE:
+            holders = self._back.get(old, [])
+            if key in holders:
+                holders.remove(key)
+        if value is None:
+            self.pop(key, None)
+            return
+        self[key] = value
+        if len(value) <= SHORT_VALUE:
+            self._back.setdefault(value, []).append(key)
+
+    def keys_for(self, value: bytes) -> list[bytes] | None:
+        """The keys holding ``value``; None when values that long are not indexed (scan instead)."""
+        return list(self._back.get(value, ())) if len(value) <= SHORT_VALUE else None
+
+
 class People:
     """The flows' tables (those of flows with a privacy tool), kept whole in memory."""
 
@@ -48,21 +80,17 @@ class People:
         group = group_id(settings)
         self.flows = [flow for flow in enabled_flows(settings) if flow.privacy is not None]
         self._changelogs = {f"{group}-{name}-changelog": name for flow in self.flows for name in flow.tables}
-        self.tables: dict[str, dict[bytes, bytes]] = {name: {} for name in self._changelogs.values()}
+        self.tables = {name: IndexedTable() for name in self._changelogs.values()}
         self.tail = TopicTail(settings.kafka_bootstrap_servers, self._changelogs, self._keep, self._trim)
 
     def _keep(self, record: ConsumerRecord) -> None:
-        table = self.tables[self._changelogs[record.topic]]
-        if record.value is None:
-            table.pop(record.key, None)
-        else:
-            table[record.key] = record.value
+        self.tables[self._changelogs[record.topic]].put(record.key, record.value)
 
     def _trim(self, tp: TopicPartition, first: int) -> None:
         """Compaction removes only superseded values: what is kept stays right."""
 
     async def read_table(self, name: str) -> dict[bytes, bytes]:
-        return self.tables.get(name, {})
+        return self.tables.get(name) or IndexedTable()
 
     async def search(self, reference: str) -> dict[str, Any] | None:
         """``{flow: export}`` for the person ``reference`` names (email, key or record id)."""

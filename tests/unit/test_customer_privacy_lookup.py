@@ -42,3 +42,23 @@ async def test_export_lists_every_identity_of_the_person() -> None:
         return plain[name]
 
     assert (await CustomerSyncPrivacy().export(read_plain, email=None, customer=KEY))["golden_record"]["key"] == KEY
+
+
+async def test_a_table_indexed_by_value_answers_without_a_scan() -> None:
+    from stream_app.console.people import IndexedTable
+
+    index = IndexedTable()
+    for key, value in TABLES[INDEX].items():
+        index.put(key, value)
+    index.put(b"legacy:thing:X9", b"someone-else")  # moved to another customer
+    index.put(b"tims:customer:C000001", None)  # deleted
+    assert sorted(index.keys_for(KEY.encode()) or []) == [b"email:ada@analytical.example", b"pardot:prospect:1001",
+                                                          b"salesforce:Contact:003A"]
+    assert index.keys_for(b"x" * 100) is None
+
+    async def read_indexed(name: str) -> dict[bytes, bytes]:
+        return index if name == INDEX else TABLES[MASTER]
+
+    person = await CustomerSyncPrivacy().export(read_indexed, email=None, customer=KEY)
+    assert person is not None and "legacy:thing:X9" not in person["identity_entries"]
+    assert len(person["identity_entries"]) == 3

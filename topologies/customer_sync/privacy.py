@@ -62,7 +62,8 @@ class CustomerSyncPrivacy:
         for entry, owner in raw_index.items():
             if entry.endswith(wanted) and not entry.startswith(b"email:"):
                 return owner.decode(errors="replace")
-        if _raw_record(await read_table(MASTER), reference) is not None:
+        master = await read_table(MASTER)
+        if json.dumps(reference).encode() in master or reference.encode() in master:
             return reference
         return None
 
@@ -77,7 +78,12 @@ class CustomerSyncPrivacy:
             return None
         raw_record = _raw_record(await read_table(MASTER), key)
         owner_bytes = key.encode()
-        entries = sorted(entry.decode(errors="replace") for entry, owner in raw_index.items() if owner == owner_bytes)
+        # a reader that indexes values back to keys (the console's) answers without a scan
+        keys_for = getattr(raw_index, "keys_for", None)
+        found = keys_for(owner_bytes) if keys_for is not None else None
+        if found is None:
+            found = [entry for entry, owner in raw_index.items() if owner == owner_bytes]
+        entries = sorted(entry.decode(errors="replace") for entry in found)
         if raw_record is None and not entries:
             return None
         record = json.loads(raw_record) if raw_record is not None else None
