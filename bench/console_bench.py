@@ -123,6 +123,16 @@ def timed(client: httpx.Client, path: str, expect: str) -> dict[str, float]:
     return {"first_ms": round(first, 1), "median_ms": round(statistics.median(draws), 1), "max_ms": round(max(draws), 1)}
 
 
+def rss_mb(pid: int) -> float | None:
+    """The resident memory of a process (Linux /proc), in MB."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    found = re.search(r"VmRSS:\s+(\d+) kB", status)
+    return round(int(found.group(1)) / 1024, 1) if found else None
+
+
 async def delete_topics(bootstrap: str, token: str) -> None:
     async with KafkaAdmin(bootstrap) as kafka:
         mine = [t for t in await kafka.list_topics() if token in t]
@@ -161,6 +171,7 @@ def main() -> None:
                     "flows": ("/flows", "customer_sync"),
                 }
                 result["pages"] = {name: timed(client, path, expect) for name, (path, expect) in pages.items()}
+            result["console_rss_mb"] = rss_mb(console.proc.pid) if console.proc else None
     finally:
         asyncio.run(delete_topics(bootstrap, token))
     print(json.dumps(result))

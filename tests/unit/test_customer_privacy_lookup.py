@@ -22,7 +22,7 @@ async def read(name: str) -> dict[bytes, bytes]:
 
 async def test_found_by_email_key_and_each_systems_id() -> None:
     tool = CustomerSyncPrivacy()
-    for reference in (" Ada@Analytical.example ", "003A", "1001", "C000001", "X9", KEY):
+    for reference in (" Ada@Analytical.example ", "003A", "1001", "C000001", "legacy:thing:X9", KEY):
         assert await tool.find(read, reference) == KEY, reference
     assert await tool.find(read, "nobody@example.com") is None
     assert await tool.find(read, "not-an-email@") is None

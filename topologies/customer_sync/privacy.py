@@ -54,13 +54,11 @@ class CustomerSyncPrivacy:
             address = normalize_email(reference)
             owner = raw_index.get(f"email:{address}".encode()) if address else None
             return owner.decode(errors="replace") if owner is not None else None
-        for system, entity in LINK_OF:  # the usual references first: one lookup each
-            owner = raw_index.get(f"{system}:{entity}:{reference}".encode())
+        # every reference in the index is <system>:<entity>:<id> of an entity with a link (identity.py):
+        # one lookup each, and a reference typed in full is looked up as it is
+        for candidate in (reference, *(f"{system}:{entity}:{reference}" for system, entity in LINK_OF)):
+            owner = raw_index.get(candidate.encode())
             if owner is not None:
-                return owner.decode(errors="replace")
-        wanted = f":{reference}".encode()
-        for entry, owner in raw_index.items():
-            if entry.endswith(wanted) and not entry.startswith(b"email:"):
                 return owner.decode(errors="replace")
         master = await read_table(MASTER)
         if json.dumps(reference).encode() in master or reference.encode() in master:
