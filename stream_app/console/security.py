@@ -30,6 +30,7 @@ from cryptography.fernet import Fernet
 from stream_app.console.auth import Role, User, Users
 
 __all__ = ["install", "login", "logout", "csrf_token", "current_user", "require_operator", "PUBLIC_PREFIXES", "USER",
+           "LoginThrottle", "TooManyFailures",
            "COOKIE_NAME"]
 
 COOKIE_NAME = "connect_console"
@@ -38,6 +39,7 @@ _UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 _USERS = web.AppKey("users", Users)
 _MAX_AGE = web.AppKey("max_age", int)
 _ORIGINS = web.AppKey("origins", frozenset)
+_THROTTLE = web.AppKey("throttle", object)
 #: the logged-in user of a request (set by the guard)
 USER = web.RequestKey("user", User)
 
@@ -56,6 +58,7 @@ def install(app: web.Application, users: Users, *, secret: str | None, max_age: 
     """Sessions and the guard on ``app``; ``origins`` are extra origins a POST may come from (the
     console's public URL behind a proxy), beside the one the request itself names."""
     app[_USERS], app[_MAX_AGE], app[_ORIGINS] = users, max_age, origins
+    app[_THROTTLE] = LoginThrottle()
     storage = EncryptedCookieStorage(Fernet(fernet_key(secret)), cookie_name=COOKIE_NAME, max_age=max_age, secure=secure,
                                      httponly=True, samesite="Strict")
     setup_session(app, storage)
@@ -139,12 +142,51 @@ def _secure_headers(response: web.StreamResponse) -> None:
     response.headers.setdefault("Cache-Control", "no-store")
 
 
+class TooManyFailures(Exception):
+    """Logins for this name from this address are paused; ``seconds`` until they are taken again."""
+
+    def __init__(self, seconds: int) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
+
+
+class LoginThrottle:
+    """After ``limit`` failed logins for one name from one address within ``window`` seconds,
+    further attempts are refused until the window has passed (per name *and* address, so a
+    stranger cannot lock a user out from elsewhere)."""
+
+    def __init__(self, limit: int = 5, window: float = 300.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit, self.window, self.clock = limit, window, clock
+        self._failures: dict[tuple[str, str], list[float]] = {}
+
+    def check(self, name: str, address: str) -> None:
+        now = self.clock()
+        recent = [at for at in self._failures.get((name, address), []) if now - at < self.window]
+        self._failures[(name, address)] = recent
+        if len(recent) >= self.limit:
+            raise TooManyFailures(int(self.window - (now - recent[0])) + 1)
+
+    def failed(self, name: str, address: str) -> None:
+        if len(self._failures) > 100_000:  # bounded: forget the oldest half
+            for key in list(self._failures)[:50_000]:
+                del self._failures[key]
+        self._failures.setdefault((name, address), []).append(self.clock())
+
+    def succeeded(self, name: str, address: str) -> None:
+        self._failures.pop((name, address), None)
+
+
 async def login(request: web.Request, name: str, password: str) -> User | None:
-    """Check the credentials; on success a new session (a fresh id and CSRF token: no fixation)."""
+    """Check the credentials; on success a new session (a fresh id and CSRF token: no fixation).
+    Raises :class:`TooManyFailures` while logins for the name from this address are paused."""
+    throttle, address = request.app[_THROTTLE], request.remote or "?"
+    throttle.check(name, address)
     # scrypt takes tens of milliseconds of CPU: off the event loop
     user = await asyncio.to_thread(request.app[_USERS].authenticate, name, password)
     if user is None:
+        throttle.failed(name, address)
         return None
+    throttle.succeeded(name, address)
     session = await new_session(request)
     session["user"], session["at"], session["csrf"] = user.name, time.time(), secrets.token_urlsafe(32)
     return user

@@ -122,7 +122,12 @@ async def login_post(request: web.Request) -> web.Response:
     target = str(form.get("next") or "/")
     if not target.startswith("/") or target.startswith("//"):
         target = "/"
-    user = await security.login(request, name, password)
+    try:
+        user = await security.login(request, name, password)
+    except security.TooManyFailures as paused:
+        log.info("console: logins paused after repeated failures")
+        return await render(request, "login.html", status=429, next=target,
+                            error=f"Too many failed logins; try again in {paused.seconds // 60 + 1} minutes.")
     if user is None:
         log.info("console: a login failed")
         return await render(request, "login.html", status=401, error="Wrong user name or password.", next=target)

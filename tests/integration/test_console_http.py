@@ -51,6 +51,11 @@ async def test_console_refuses_strangers_and_cross_site_posts(app_env: dict[str,
             crossed = stranger.post("/login", data={"csrf_token": form, "username": "olga", "password": PASSWORD},
                                     headers={"Origin": "https://evil.example"})
             assert crossed.status_code == 403
+            # guessing: after five wrong passwords for one name from one address, a pause
+            tries = [stranger.post("/login", data={"csrf_token": form, "username": "nobody", "password": f"guess{i}"})
+                     for i in range(6)]
+            assert [t.status_code for t in tries] == [401] * 5 + [429]
+            assert "Too many failed logins" in tries[-1].text
 
         with httpx.Client(base_url=console.url, follow_redirects=False, timeout=30) as viewer:
             csrf = log_in(viewer, "vic")

@@ -107,7 +107,10 @@ async def login_page(request: web.Request) -> web.Response:
 
 async def login_post(request: web.Request) -> web.Response:
     form = await request.post()
-    user = await security.login(request, str(form["username"]), str(form["password"]))
+    try:
+        user = await security.login(request, str(form["username"]), str(form["password"]))
+    except security.TooManyFailures:
+        raise web.HTTPTooManyRequests(text="paused") from None
     if user is None:
         raise web.HTTPUnauthorized(text="wrong")
     return web.Response(text=f'<input name="csrf_token" value="{await security.csrf_token(request)}">')
@@ -187,3 +190,27 @@ async def test_the_cookie_is_encrypted_httponly_and_strict(client: TestClient) -
     assert "olga" not in cookie.value and token not in cookie.value
     answer = await client.get("/login")
     assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
+
+
+def test_failed_logins_pause_that_name_from_that_address() -> None:
+    now = [1000.0]
+    throttle = security.LoginThrottle(limit=3, window=60, clock=lambda: now[0])
+    for _ in range(3):
+        throttle.check("olga", "10.0.0.9")
+        throttle.failed("olga", "10.0.0.9")
+    with pytest.raises(security.TooManyFailures) as paused:
+        throttle.check("olga", "10.0.0.9")
+    assert 0 < paused.value.seconds <= 61
+    throttle.check("olga", "10.0.0.7")  # another address is not locked out
+    throttle.check("vic", "10.0.0.9")
+    now[0] += 61
+    throttle.check("olga", "10.0.0.9")
+
+
+async def test_the_login_form_pauses_after_repeated_failures(client: TestClient) -> None:
+    token = token_in(await (await client.get("/login")).text())
+    answers = [await client.post("/login", data={"csrf_token": token, "username": "olga", "password": "nope"})
+               for _ in range(6)]
+    assert [a.status for a in answers] == [401] * 5 + [429]
+    right = await client.post("/login", data={"csrf_token": token, "username": "olga", "password": PASSWORD})
+    assert right.status == 429  # paused even with the right password, until the window passes
