@@ -26,6 +26,7 @@ from stream_app.console.audit import OperatorAudit
 from stream_app.console.auth import User, parse_users
 from stream_app.console.letters import Filter, LetterBox
 from stream_app.console.mappings import mapping_files
+from stream_app.console.worker_figures import WorkerFigures
 from stream_app.console.people import Conflicts, People, record_url
 from stream_app.dlq import purge_topics, replay_entries
 from stream_app.flows import AppGroups, enabled_flows
@@ -59,6 +60,7 @@ class Console:
                                             autoescape=True, undefined=jinja2.StrictUndefined)
         #: (when, lag by topic) of the flows page
         self.lag_cache: tuple[float, dict[str, int]] | None = None
+        self.worker = WorkerFigures(f"http://{settings.web_host}:{settings.web_port}/metrics")
         self.templates.filters["pretty"] = lambda value: json.dumps(value, indent=2, default=str, ensure_ascii=False)
 
     async def warm_up(self) -> None:
@@ -316,8 +318,11 @@ async def flows_page(request: web.Request) -> web.Response:
     for flow in flows:
         flow["sources"] = [(name, lag.get(name)) for name in flow["sources"]]
         flow["stages"] = [(name, lag.get(name)) for name in flow["stages"]]
-    return await render(request, "flows.html", flows=flows,
-                        metrics_url=f"http://{settings.web_host}:{settings.web_port}/metrics")
+    figures = await console.worker.read()
+    for flow in flows:
+        flow["figures"] = figures[flow["name"]].rows if flow["name"] in figures else []
+    return await render(request, "flows.html", flows=flows, metrics_url=console.worker.url,
+                        metrics_problem=console.worker.problem)
 
 
 async def mappings_page(request: web.Request) -> web.Response:

@@ -176,5 +176,6 @@ def test_console_in_chromium(demo: Demo, browser: Any, kafka_bootstrap: str) -> 
     assert "customer_master" in browser.find_element(By.TAG_NAME, "main").text
     browser.save_screenshot(str(shots / "7-mappings.png"))
     browser.get(f"{url}flows")
-    assert "customer_sync" in browser.find_element(By.TAG_NAME, "main").text
+    flows = browser.find_element(By.TAG_NAME, "main").text
+    assert "customer_sync" in flows and "events in · salesforce.Contact" in flows  # the worker's counts
     browser.save_screenshot(str(shots / "6-flows.png"))

@@ -214,3 +214,22 @@ async def test_the_login_form_pauses_after_repeated_failures(client: TestClient)
     assert [a.status for a in answers] == [401] * 5 + [429]
     right = await client.post("/login", data={"csrf_token": token, "username": "olga", "password": PASSWORD})
     assert right.status == 429  # paused even with the right password, until the window passes
+
+
+def test_worker_figures_per_flow() -> None:
+    from stream_app.console.worker_figures import parse
+
+    text = """# TYPE connect_flow_events_in counter
+connect_flow_events_in_total{flow="customer_sync",source="salesforce",entity="Contact"} 7.0
+connect_flow_events_in_created{flow="customer_sync",source="salesforce",entity="Contact"} 1.7e9
+# TYPE connect_flow_commands_out counter
+connect_flow_commands_out_total{flow="customer_sync",system="tims",object="customer"} 3.0
+# TYPE connect_flow_stage_messages counter
+connect_flow_stage_messages_total{flow="customer_sync",stage="ingest",outcome="quarantined"} 1.0
+# TYPE connect_flow_conflicts counter
+connect_flow_conflicts_total{flow="orders",owner="tims",rule="owner"} 2.0
+"""
+    assert parse(text) == {
+        "customer_sync": {"events in · salesforce.Contact": 7.0, "commands out · tims.customer": 3.0,
+                          "stage ingest · quarantined": 1.0},
+        "orders": {"conflicts": 2.0}}
