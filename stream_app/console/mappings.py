@@ -3,6 +3,8 @@ with what ``stream-app mappings check`` says of them. Editing, diff and preview 
 
 from __future__ import annotations
 
+import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,7 +16,7 @@ from stream_app.flows import mapping_tools
 if TYPE_CHECKING:
     from stream_app.settings import Settings
 
-__all__ = ["MappingFile", "mapping_files"]
+__all__ = ["MappingFile", "mapping_files", "preview"]
 
 #: the keys of a field rule that name where its value comes from; the rest say how it is transformed
 _SOURCES = ("from", "link", "concat", "value", "const")
@@ -80,3 +82,26 @@ def mapping_files(settings: "Settings") -> list[MappingFile]:
                 document = None
             files.append(MappingFile(flow, name, path, verdict, ok, _rows(document), text))
     return files
+
+
+def preview(settings: "Settings", flow: str, name: str, record_text: str) -> str:
+    """What one pasted record maps to (``stream-app mappings preview``); ValueError says what is
+    wrong with the record or the names."""
+    tools = {(flow_name, mapping): (tool, directory) for flow_name, tool, directory in mapping_tools(settings)
+             for mapping in tool.names(directory)}
+    if (flow, name) not in tools:
+        raise ValueError(f"no mapping {name!r} in flow {flow!r}")
+    try:
+        record = json.loads(record_text)
+    except ValueError as exc:
+        raise ValueError(f"the record is not JSON ({exc})") from None
+    if not isinstance(record, dict):
+        raise ValueError('the record must be a JSON object: {"source": ..., "entity": ..., "fields": {...}}')
+    tool, directory = tools[(flow, name)]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "record.json"
+        path.write_text(json.dumps(record))
+        try:
+            return str(tool.preview(directory, name, str(path)))
+        except ValueError as exc:
+            raise ValueError(str(exc).replace(str(path), "the record")) from None

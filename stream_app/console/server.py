@@ -26,6 +26,7 @@ from stream_app.console.audit import OperatorAudit
 from stream_app.console.auth import User, parse_users
 from stream_app.console.letters import Filter, LetterBox
 from stream_app.console.mappings import mapping_files
+from stream_app.console.mappings import preview as preview_mapping
 from stream_app.console.worker_figures import WorkerFigures
 from stream_app.console.people import Conflicts, People, record_url
 from stream_app.dlq import purge_topics, replay_entries
@@ -325,9 +326,24 @@ async def flows_page(request: web.Request) -> web.Response:
                         metrics_problem=console.worker.problem)
 
 
-async def mappings_page(request: web.Request) -> web.Response:
+async def mappings_page(request: web.Request, tried: dict[str, Any] | None = None,
+                        status: int = 200) -> web.Response:
     files = await asyncio.to_thread(mapping_files, _console(request).settings)
-    return await render(request, "mappings.html", files=files)
+    return await render(request, "mappings.html", status=status, files=files, tried=tried or {})
+
+
+async def preview_post(request: web.Request) -> web.Response:
+    """A preview changes nothing: viewers may ask for one too (a POST for the size of the record)."""
+    form = await request.post()
+    flow, name, record = str(form.get("flow", "")), str(form.get("mapping", "")), str(form.get("record", ""))
+    tried: dict[str, Any] = {"flow": flow, "mapping": name, "record": record}
+    try:
+        output = await asyncio.to_thread(preview_mapping, _console(request).settings, flow, name, record)
+        tried["output"] = _masked(request[security.USER], output)
+    except ValueError as exc:
+        tried["error"] = str(exc)
+        return await mappings_page(request, tried, status=400)
+    return await mappings_page(request, tried)
 
 
 async def index(request: web.Request) -> web.Response:
@@ -362,7 +378,7 @@ def build_console(settings: "Settings") -> web.Application:
         web.post("/letters/purge", purge_post), web.post("/letters/replay", replay_post),
         web.get("/letters/{letter_id}", letter_page),
         web.get("/customers", customers_page), web.get("/conflicts", conflicts_page), web.get("/flows", flows_page),
-        web.get("/mappings", mappings_page),
+        web.get("/mappings", mappings_page), web.post("/mappings/preview", preview_post),
         web.static("/static", HERE / "static"),
     ])
     return app

@@ -174,6 +174,17 @@ def test_console_in_chromium(demo: Demo, browser: Any, kafka_bootstrap: str) -> 
     assert not browser.find_elements(By.ID, "replay-all")
     browser.get(f"{url}mappings")
     assert "customer_master" in browser.find_element(By.TAG_NAME, "main").text
+    # a preview: a record with a mistake is refused with the reason, then the fixed one maps
+    box = browser.find_element(By.ID, "record-1")
+    box.send_keys('{"source": "salesforce", "entity": "Contract", "fields": {}}')
+    box.submit()
+    wait_for(browser, lambda: "no inbound mapping for 'salesforce.Contract'" in browser.page_source, "the refusal")
+    box = browser.find_element(By.ID, "record-1")
+    box.clear()
+    box.send_keys('{"source": "salesforce", "entity": "Contact", "fields": {"Id": "003X", "Phone": "(415) 555-0134"}}')
+    box.submit()
+    wait_for(browser, lambda: browser.find_elements(By.CSS_SELECTOR, ".preview-output"), "the preview")
+    assert "***34" in browser.find_element(By.CSS_SELECTOR, ".preview-output").text  # a viewer: masked
     browser.save_screenshot(str(shots / "7-mappings.png"))
     browser.get(f"{url}flows")
     flows = browser.find_element(By.TAG_NAME, "main").text

@@ -233,3 +233,18 @@ connect_flow_conflicts_total{flow="orders",owner="tims",rule="owner"} 2.0
         "customer_sync": {"events in · salesforce.Contact": 7.0, "commands out · tims.customer": 3.0,
                           "stage ingest · quarantined": 1.0},
         "orders": {"conflicts": 2.0}}
+
+
+@pytest.mark.parametrize("record, message", [
+    ("nope", "the record is not JSON"),
+    ("[1]", "must be a JSON object"),
+    ('{"source": "salesforce", "entity": "Contract"}', "the record: no inbound mapping for 'salesforce.Contract'"),
+])
+def test_a_preview_says_what_is_wrong_with_the_record(record: str, message: str) -> None:
+    from stream_app.console.mappings import preview
+    from stream_app.settings import load_settings
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        preview(load_settings(), "customer_sync", "customer_master", record)
+    with pytest.raises(ValueError, match="no mapping"):
+        preview(load_settings(), "customer_sync", "nothing", "{}")
