@@ -123,7 +123,7 @@ async def login_post(request: web.Request) -> web.Response:
     form = await request.post()
     name, password = str(form.get("username", "")), str(form.get("password", ""))
     target = str(form.get("next") or "/")
-    if not target.startswith("/") or target.startswith("//"):
+    if not target.startswith("/") or target[1:2] in ("/", "\\"):  # only a path here: never another site
         target = "/"
     try:
         user = await security.login(request, name, password)

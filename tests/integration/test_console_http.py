@@ -56,6 +56,12 @@ async def test_console_refuses_strangers_and_cross_site_posts(app_env: dict[str,
                      for i in range(6)]
             assert [t.status_code for t in tries] == [401] * 5 + [429]
             assert "Too many failed logins" in tries[-1].text
+            # after a login the console sends you only to its own pages
+            for elsewhere in ("//evil.example/x", "/\\evil.example", "https://evil.example"):
+                form = token(stranger.get("/login").text)
+                landed = stranger.post("/login", data={"csrf_token": form, "username": "olga", "password": PASSWORD,
+                                                        "next": elsewhere})
+                assert landed.status_code == 303 and landed.headers["location"] == "/", elsewhere
 
         with httpx.Client(base_url=console.url, follow_redirects=False, timeout=30) as viewer:
             csrf = log_in(viewer, "vic")
