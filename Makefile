@@ -11,7 +11,7 @@ PYTEST_ARGS ?= -ra
 # them one by one.
 PYTEST_WORKERS ?= -n 2 --dist loadfile
 
-.PHONY: setup lint demo test test-unit chaos fuzz kafka-up kafka-down sandbox proto dashboards prometheus clean
+.PHONY: setup lint demo test test-unit chaos fuzz kafka-up kafka-down sandbox proto dashboards prometheus chromium clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10+ is needed (found " + sys.version.split()[0] + ")")'
@@ -35,7 +35,7 @@ demo: kafka-up
 lint: setup
 	$(BIN)/lint-imports
 
-test: lint kafka-up prometheus
+test: lint kafka-up prometheus chromium
 	$(BIN)/pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # The chaos run (bench/chaos.py, docs/adr/0020): 1,000 people, API faults, workers, sources and
@@ -60,6 +60,14 @@ prometheus:
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null && \
 	  { $(SUDO) systemctl disable --now prometheus >/dev/null 2>&1 || true; }; }
+
+# Chromium and its driver for the console's browser tests (tests/integration/test_console_browser.py):
+# the Debian packages, installed when missing (root or sudo needed); Selenium is pointed at them.
+chromium:
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { \
+	  echo "installing the Debian packages chromium and chromium-driver"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }
 
 # Grafana dashboards as code: grafana/build.py writes grafana/dashboards/*.json
 dashboards: setup

@@ -333,7 +333,10 @@ def _web_port(usual: int = 6066) -> int:
         return int(probe.getsockname()[1])
 
 
-async def run_demo(once: bool, say: Callable[[str], None] = print, timeout: float = 90.0) -> int:
+async def run_demo(once: bool, say: Callable[[str], None] = print, timeout: float = 90.0,
+                   console_login: str | None = None) -> int:
+    """Play the flows; with ``console_login`` (the app set CONNECT_CONSOLE_USERS for the run) the
+    ops console runs too, and its URL and that login line are printed."""
     # the run's name (app id, topic prefix, log folder); CONNECT_DEMO_RUN lets a test name it, so
     # that it can delete the run's topics afterwards
     run = os.environ.get("CONNECT_DEMO_RUN") or time.strftime("%Y%m%d%H%M%S")
@@ -355,6 +358,8 @@ async def run_demo(once: bool, say: Callable[[str], None] = print, timeout: floa
                                           "OpportunityLineItem",
            "CONNECT_PARDOT_ENTITIES": "prospect,visitor_activity,list,list_membership",
            "CONNECT_SINK_LINGER": "0.2", "CONNECT_TIMS_POLL_INTERVAL": "1", "CONNECT_PARDOT_POLL_INTERVAL": "2"}
+    if console_login:  # before the worker starts: its /console page links to it
+        env["CONNECT_CONSOLE_PORT"] = os.environ.get("CONNECT_CONSOLE_PORT") or str(_web_port(6070))
     processes = Processes(env, logs)
     say("sandbox:")
     for line in sandbox.lines():
@@ -364,6 +369,9 @@ async def run_demo(once: bool, say: Callable[[str], None] = print, timeout: floa
         for system in registry.names():
             processes.start(f"source-{system}", "source", system)
         say(f"worker and sources started (logs in {logs}); worker web: http://127.0.0.1:{env['CONNECT_WEB_PORT']}")
+        if console_login:
+            processes.start("console", "console")
+            say(f"ops console: http://127.0.0.1:{env['CONNECT_CONSOLE_PORT']}/ ({console_login})")
         await asyncio.sleep(8)
         ok = await _play(sandbox, processes, say, timeout)
         customer = next((person for person in PEOPLE if "tims" in person.ids), None)

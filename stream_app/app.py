@@ -20,11 +20,12 @@ from connectors.kafka_limits import MessageLimits
 from connectors.kafka_security import KafkaSecurity
 from stream_app import codecs, diagnostics, faust_fixes, health
 from stream_app import metrics as worker_metrics
+from stream_app.console import install_link as install_console_link
 from stream_app.flows import install_flows
 from stream_app.logs import configure
 from stream_app.settings import Settings
 from stream_app.sinks.agents import install_sinks
-from stream_app.topics import OwnedTopics
+from stream_app.topics import AUDIT_OPERATOR, OwnedTopics
 
 __all__ = ["ConnectApp", "create_app", "COMMAND_MODULES"]
 
@@ -114,6 +115,10 @@ def create_app(config: Settings, *, flows: bool = True, sinks: bool = True, metr
     if metrics:
         worker_metrics.install(app)
     health.install(app)
+    install_console_link(app)
+    # the console writes it; the worker creates it with the rest, so it exists before any action
+    app.owned.topic(AUDIT_OPERATOR)
+    app.owned.keep_history([AUDIT_OPERATOR])
     app.owned.install()
 
     async def mask_personal_data_in_logs() -> None:

@@ -156,10 +156,25 @@ async def demo(self: AppCommand, once: bool) -> None:
         print(f"stream-app demo: {broker_unreachable(bootstrap)}", file=sys.stderr)
         sys.exit(1)
     try:
-        sys.exit(await run_demo(once))
+        sys.exit(await run_demo(once, console_login=_demo_console_users()))
     except DemoError as exc:
         print(f"stream-app demo: {exc}", file=sys.stderr)
         sys.exit(1)
+
+
+def _demo_console_users() -> str:
+    """Demo users for the console the demo starts (CONNECT_CONSOLE_USERS for its processes): an
+    operator and a viewer with a password made for this run, printed since the demo is local.
+    Returns the line that tells the login."""
+    import secrets
+
+    from stream_app.console.auth import hash_password
+
+    password = secrets.token_urlsafe(9)
+    encoded = hash_password(password)
+    os.environ["CONNECT_CONSOLE_USERS"] = json.dumps({"operator": {"role": "operator", "password": encoded},
+                                                      "viewer": {"role": "viewer", "password": encoded}})
+    return f"log in as operator or viewer, password {password} (made for this run)"
 
 
 @command(
@@ -473,6 +488,46 @@ async def privacy(self: AppCommand, action: str, email: str | None, customer: st
     if action == "erase" and not dry_run:
         print("erasure queued: the workers' sinks make the writes (failures go to dlq.<system>); the person's "
               "events are dropped from now on; recorded on audit.privacy", file=sys.stderr)
+
+
+@command(
+    argument("action", type=click.Choice(["serve", "hash-password"]), default="serve", required=False),
+    option("--port", type=int, default=None, help="serve: port (default CONNECT_CONSOLE_PORT, 6070)."),
+)
+async def console(self: AppCommand, action: str, port: int | None) -> None:
+    """The ops console (web pages, login required): serve, or hash-password (reads it from stdin)."""
+    from stream_app.console.auth import UsersError, hash_password
+
+    if action == "hash-password":
+        print(hash_password(_read_password()))
+        return
+    from stream_app.console.server import serve
+
+    current = self.app.settings if port is None else self.app.settings.model_copy(update={"console_port": port})
+    try:
+        await serve(current, ready=lambda line: print(line, flush=True))
+    except UsersError as exc:
+        print(f"stream-app console: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:
+        print(f"stream-app console: cannot listen on {current.console_host}:{current.console_port} "
+              f"({exc.strerror or exc}); choose another with CONNECT_CONSOLE_PORT or --port", file=sys.stderr)
+        sys.exit(1)
+
+
+def _read_password() -> str:
+    """The password to hash: asked twice on a terminal, else the first line of standard input."""
+    import getpass
+
+    if sys.stdin.isatty():
+        first = getpass.getpass("Password: ")
+        if first != getpass.getpass("Again: "):
+            raise click.UsageError("the two passwords differ")
+    else:
+        first = sys.stdin.readline().rstrip("\n")
+    if len(first) < 8:
+        raise click.UsageError("the password is shorter than 8 characters")
+    return first
 
 
 @command(

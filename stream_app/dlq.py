@@ -20,7 +20,8 @@ from connectors.kafka_admin import KafkaAdmin, read_to_end
 from connectors.kafka_security import client_options
 from connectors.redact import redact_fields, redact_text
 
-__all__ = ["DlqEntry", "DlqError", "SYSTEMS", "read_entries", "replay_entries", "purge", "format_entry_line"]
+__all__ = ["DlqEntry", "DlqError", "SYSTEMS", "read_entries", "replay_entries", "purge", "purge_topics",
+           "format_entry_line"]
 
 SYSTEMS: tuple[str, ...] = registry.names()
 
@@ -108,7 +109,12 @@ async def replay_entries(bootstrap: str, prefix: str, entries: list[DlqEntry]) -
 
 async def purge(bootstrap: str, prefix: str) -> int:
     """Delete every entry on the DLQ topics; returns how many were there."""
+    return await purge_topics(bootstrap, _topics(prefix))
+
+
+async def purge_topics(bootstrap: str, topics: list[str]) -> int:
+    """Delete every record of ``topics`` up to their current end; returns how many were there."""
     async with KafkaAdmin(bootstrap) as kafka:
-        starts, ends = await kafka.beginning_offsets(_topics(prefix)), await kafka.end_offsets(_topics(prefix))
+        starts, ends = await kafka.beginning_offsets(topics), await kafka.end_offsets(topics)
         await kafka.delete_records({tp: end for tp, end in ends.items() if end > starts[tp]})
     return sum(end - starts[tp] for tp, end in ends.items())

@@ -213,6 +213,21 @@ class WorkerSettings(BaseSettings):
     #: target); empty: the shipped one (topologies/customer_sync/privacy_policy.yaml)
     privacy_policy: str = ""
 
+    # The ops console, `stream-app console` (stream_app/console, docs/adr/0031)
+    console_host: str = "127.0.0.1"
+    console_port: int = Field(default=6070, ge=0, le=65535)
+    #: JSON {"name": {"role": "viewer"|"operator", "password": "<stream-app console hash-password>"}};
+    #: secret-like (a leaked hash can be attacked offline), so it may come from CONNECT_CONSOLE_USERS_FILE
+    console_users: SecretStr | None = None
+    #: key that encrypts and signs the login cookie; unset: a random key per start (logins end on restart)
+    console_session_key: SecretStr | None = None
+    #: seconds a login lasts
+    console_session_max_age: int = Field(default=8 * 3600, ge=60, le=30 * 86_400)
+    #: the console's address as browsers reach it (the worker links to it); empty: http://host:port
+    console_url: str = ""
+    #: send the login cookie over HTTPS only (set it when a TLS proxy fronts the console)
+    console_secure_cookie: bool = False
+
     # How every Kafka client of the process reaches the brokers (docs/adr/0023)
     kafka_security_protocol: SecurityProtocol = SecurityProtocol.plaintext
     kafka_sasl_mechanism: SaslMechanism = SaslMechanism.scram_sha_512

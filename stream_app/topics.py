@@ -19,7 +19,12 @@ from stream_app.codecs import CODEC
 if TYPE_CHECKING:
     from stream_app.settings import Settings
 
-__all__ = ["OwnedTopics"]
+__all__ = ["OwnedTopics", "AUDIT_CONFLICTS", "AUDIT_OPERATOR"]
+
+#: the conflicts the flows resolved, one message per conflict (the flows name it the same)
+AUDIT_CONFLICTS = "audit.conflicts"
+#: what operators did in the console (docs/adr/0031): who, when, what
+AUDIT_OPERATOR = "audit.operator"
 
 log = logging.getLogger(__name__)
 

@@ -114,7 +114,9 @@ class MappingsTool(Protocol):
     def names(self, directory: Path) -> list[str]: ...
 
 
-#: ``read_table(name)``: one of the app's tables by name, as its changelog holds it (key → value bytes)
+#: ``read_table(name)``: one of the app's tables by name, as its changelog holds it (key → value bytes);
+#: the mapping may also offer ``keys_for(value) -> list[bytes] | None``, the keys holding a short
+#: value, so a tool need not scan (None: not indexed, scan)
 ReadTable = Callable[[str], Awaitable[dict[bytes, bytes]]]
 
 
@@ -130,6 +132,10 @@ class PrivacyTool(Protocol):
         """What erasing the person takes (``topologies.customer_sync.privacy.ErasePlan``: sink
         commands, entries of the flow's lasting ``erased`` map, identity entries to forget,
         messages to its stages), or None when the flow knows nobody by that email or key."""
+
+    async def find(self, read_table: ReadTable, reference: str) -> str | None:
+        """The key of the person an email, a key or a record id in any system names (None: nobody);
+        the console's customer search (docs/adr/0031)."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,192 @@
+"""The ops console in a real browser (Debian's Chromium under Selenium), against `stream-app
+demo`: the real broker, the sandbox, a worker, the sources and the console as the demo runs
+them. Log in; the customer 360 of a demo person shows her ids in Salesforce, Pardot and TIMS
+(masked email for a viewer); a dead letter is shown, replayed, and lands in the sandbox.
+Screenshots go to $CONNECT_TEST_ARTEFACTS/console (default: the temp folder)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+
+from tests.support.console import artefacts_dir, chromium, stop_group
+from tests.support.kafka import create_topics, produce_json
+from tests.support.names import unique
+from tests.support.worker import STREAM_APP, free_port
+
+pytestmark = pytest.mark.integration
+
+TITLE = "Replayed from the console"
+
+
+class Demo:
+    def __init__(self, bootstrap: str, cwd: Path) -> None:
+        self.run = unique("test")  # its topics are deleted after the test
+        self.log = cwd / "demo.out"
+        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "CONNECT_DEMO_RUN": self.run,
+               "CONNECT_WEB_PORT": str(free_port()), "CONNECT_CONSOLE_PORT": str(free_port())}
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen([STREAM_APP, "demo"], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_until_played(self, timeout: float = 420) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "running until Ctrl-C" in self.text():
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(1)
+        pytest.fail(f"the demo did not finish playing:\n{self.text()[-4000:]}")
+
+    def found(self, pattern: str) -> re.Match[str]:
+        match = re.search(pattern, self.text())
+        assert match, f"{pattern!r} not in the demo's output:\n{self.text()[-3000:]}"
+        return match
+
+    def stop(self) -> None:
+        stop_group(self.proc, 60)
+
+
+@pytest.fixture
+def demo(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Demo]:
+    running = Demo(kafka_bootstrap, tmp_path)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    driver = chromium()
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def log_in(browser: Any, url: str, name: str, password: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(url)
+    assert "/login" in browser.current_url  # the console sends a stranger to its login page
+    browser.find_element(By.ID, "username").send_keys(name)
+    browser.find_element(By.ID, "password").send_keys(password)
+    browser.find_element(By.CSS_SELECTOR, "form.login button[type=submit]").click()
+    wait_for(browser, lambda: "/login" not in browser.current_url, f"{name} logged in")
+
+
+def wait_for(browser: Any, check: Any, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.3)
+    pytest.fail(f"{what}: not after {timeout}s; page:\n{browser.page_source[:3000]}")
+
+
+def dead_letter(contact: str) -> dict[str, Any]:
+    command = {"system": "salesforce", "object": "Contact", "operation": "upsert", "external_id_field": "Id",
+               "external_id": contact, "fields": {"Title": TITLE}, "version": 10**9, "record_key": "console-test",
+               "idempotency_key": "console-test-1"}
+    return {"reason": "rejected", "error_code": "UNABLE_TO_LOCK_ROW", "error": "retries exhausted", "attempts": 8,
+            "system": "salesforce", "object": "Contact", "partition_key": f"salesforce:Contact:{contact}",
+            "command": command}
+
+
+def test_console_in_chromium(demo: Demo, browser: Any, kafka_bootstrap: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    shots = artefacts_dir("console")
+    demo.wait_until_played()
+    console = demo.found(r"ops console: (http://\S+) \(log in as operator or viewer, password (\S+) ").groups()
+    url, password = console[0], console[1]
+    sandbox_rest = demo.found(r"salesforce-rest\s+(http://\S+)").group(1)
+    ada = demo.found(r"Ada\s+Pardot (\S+)\s+Contact (\S+) \(TIMS customer id on it: (\S+)\)\s+TIMS (\S+)").groups()
+    prospect, contact, tims = ada[0], ada[1], ada[3]
+
+    worker = demo.found(r"worker web: (http://\S+)").group(1)
+    link = httpx.get(f"{worker}/console", follow_redirects=False, timeout=10)
+    assert link.status_code == 302 and link.headers["location"] == url  # the worker links to the console
+
+    log_in(browser, url, "operator", password)
+    browser.save_screenshot(str(shots / "1-letters-after-login.png"))
+
+    # the customer 360: one search by email shows her records in all three systems
+    browser.get(f"{url}customers")
+    search = browser.find_element(By.ID, "q")
+    search.send_keys("ada@analytical.example")
+    search.submit()
+    wait_for(browser, lambda: "Linked records" in browser.page_source, "the customer 360")
+    links = browser.find_element(By.ID, "links").text
+    assert contact in links and prospect in links and tims in links, links
+    assert "ada@analytical.example" in browser.find_element(By.ID, "golden").text
+    browser.save_screenshot(str(shots / "2-customer-360-operator.png"))
+    # by a system's id the same person comes back
+    browser.get(f"{url}customers?q={tims}")
+    assert contact in browser.find_element(By.ID, "links").text
+
+    # a dead letter: shown, replayed, and it lands in the sandbox's Salesforce through the worker
+    prefix = f"demo-{demo.run}."
+    asyncio.run(create_topics(kafka_bootstrap, [f"{prefix}dlq.salesforce"], partitions=1))
+    asyncio.run(produce_json(kafka_bootstrap, f"{prefix}dlq.salesforce", [("console", dead_letter(contact))]))
+    browser.get(f"{url}letters")
+    # the filters apply as they change (htmx swaps the table in and updates the address)
+    Select(browser.find_element(By.ID, "kind")).select_by_value("dlq")
+    wait_for(browser, lambda: "kind=dlq" in browser.current_url, "the kind filter applied")
+    wait_for(browser, lambda: "UNABLE_TO_LOCK_ROW" in browser.page_source or browser.refresh(), "the dead letter listed")
+    letter_id = browser.find_element(By.CSS_SELECTOR, "#results tbody a").text
+    browser.get(f"{url}letters/{letter_id}")
+    assert TITLE in browser.find_element(By.ID, "letter-content").text
+    browser.save_screenshot(str(shots / "3-dead-letter.png"))
+    browser.find_element(By.ID, "replay-one").click()
+    wait_for(browser, lambda: "Replayed 1 dead letter" in browser.page_source, "the replay confirmed")
+    browser.save_screenshot(str(shots / "4-replayed.png"))
+
+    def landed() -> bool:
+        state = httpx.get(f"{sandbox_rest}/__admin/state", timeout=10).text
+        return TITLE in state
+
+    wait_for(browser, landed, "the replayed command in the sandbox's Contact", timeout=60)
+
+    # a viewer sees the same person with her email masked, and cannot replay
+    browser.find_element(By.CSS_SELECTOR, "form.who button").click()
+    wait_for(browser, lambda: "/login" in browser.current_url, "logged out")
+    log_in(browser, f"{url}customers?q={contact}", "viewer", password)
+    golden = browser.find_element(By.ID, "golden").text
+    assert "a***@analytical.example" in golden and "ada@analytical.example" not in golden
+    assert contact in browser.find_element(By.ID, "links").text
+    browser.save_screenshot(str(shots / "5-customer-360-viewer.png"))
+    browser.get(f"{url}letters")
+    assert not browser.find_elements(By.ID, "replay-all")
+    browser.get(f"{url}mappings")
+    assert "customer_master" in browser.find_element(By.TAG_NAME, "main").text
+    # a preview: a record with a mistake is refused with the reason, then the fixed one maps
+    box = browser.find_element(By.ID, "record-1")
+    box.send_keys('{"source": "salesforce", "entity": "Contract", "fields": {}}')
+    box.submit()
+    wait_for(browser, lambda: "no inbound mapping for 'salesforce.Contract'" in browser.page_source, "the refusal")
+    box = browser.find_element(By.ID, "record-1")
+    box.clear()
+    box.send_keys('{"source": "salesforce", "entity": "Contact", "fields": {"Id": "003X", "Phone": "(415) 555-0134"}}')
+    box.submit()
+    wait_for(browser, lambda: browser.find_elements(By.CSS_SELECTOR, ".preview-output"), "the preview")
+    assert "***34" in browser.find_element(By.CSS_SELECTOR, ".preview-output").text  # a viewer: masked
+    browser.save_screenshot(str(shots / "7-mappings.png"))
+    browser.get(f"{url}flows")
+    flows = browser.find_element(By.TAG_NAME, "main").text
+    assert "customer_sync" in flows and "events in · salesforce.Contact" in flows  # the worker's counts
+    browser.save_screenshot(str(shots / "6-flows.png"))
