@@ -155,6 +155,11 @@ def overview() -> Dashboard:
                 Panel("Oldest waiting", (
                     ("max by (flow, reference) (connect_flow_waiting_oldest_seconds)", "{{flow}} ← {{reference}}"),),
                     "s", "Age of the record that has waited longest for each kind of reference."),
+                Panel("Anomalies flagged", (
+                    (per("flow, rule, held", "increase", "connect_flow_anomalies_total"),
+                     "{{flow}} {{rule}} (held {{held}})"),), "short",
+                    "Changes the anomaly rules flagged on the money streams (audit.anomalies); held ones wait "
+                    "for `stream-app anomalies release`."),
                 Panel("Conflicts won back", (
                     (per("flow, owner", "rate", "connect_flow_conflicts_total"), "{{flow}} (owner {{owner}})"),),
                     "ops", "Edits of a field made outside its owner, written back over and audited."),

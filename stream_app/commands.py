@@ -146,9 +146,20 @@ def _export_line(bootstrap: str) -> str:
     return f"export KAFKA_BOOTSTRAP_SERVERS={bootstrap}  # {note}"
 
 
+def _sandbox_installed(command_name: str) -> None:
+    """The sandbox is development code: the production image leaves it out (Dockerfile)."""
+    import importlib.util
+
+    if importlib.util.find_spec("sandbox") is None:
+        print(f"stream-app {command_name}: the sandbox is not installed here (the production image leaves it out); "
+              "run it from a checkout: `make demo`", file=sys.stderr)
+        sys.exit(2)
+
+
 @command(option("--once", is_flag=True, help="Play the scenario, print the report and exit (0 only if all arrived)."))
 async def demo(self: AppCommand, once: bool) -> None:
     """The sandbox, a worker and the sources playing the customer flows; runs until Ctrl-C."""
+    _sandbox_installed("demo")
     from sandbox.cli import DemoError, run_demo
 
     bootstrap = self.app.settings.kafka_bootstrap_servers
@@ -205,6 +216,7 @@ async def source(self: AppCommand, system: str, metrics_port: int | None) -> Non
 async def sandbox(self: AppCommand, host: str, salesforce_port: int, pubsub_port: int,
                   pardot_port: int, tims_port: int) -> None:
     """Run the simulators of Salesforce, Pardot and TIMS until Ctrl-C (0 as a port picks a free one)."""
+    _sandbox_installed("sandbox")
     from sandbox.cli import serve_forever, start_sandbox
 
     try:

@@ -164,6 +164,11 @@ async def _drive(bootstrap: str, prefix: str) -> None:
     await produce_json(bootstrap, f"{prefix}sink.salesforce.Contact", [
         ("salesforce:Contact:003000000000NOPAAA", refused), ("junk", "not a command")])
     await produce_json(bootstrap, f"{prefix}diag.ping", [(f"k{i}", {"n": i}) for i in range(5)])
+    # an invoice of no amount: the receivables flow's anomaly rules flag it
+    await produce_json(bootstrap, f"{prefix}src.tims.invoice", [("INVOBS1", {
+        **_event("obs-i1", "tims", "invoice", "INVOBS1", now, invoice_id="INVOBS1", customer_id="COBS1",
+                 total_amount=0, invoice_date="2026-12-01", status="open", currency="USD", version=1),
+        "change_type": "CREATE", "full_state": True})])
 
 
 def _firing(prometheus: PrometheusServer) -> set[str]:
@@ -191,7 +196,9 @@ async def test_every_dashboard_and_alert_query_returns_data_from_a_live_promethe
     try:
         sandbox.do(_seed)
         env = {**app_env, **sandbox.sandbox.worker_env()}
-        with WorkerProcess({**env, "CONNECT_SINK_OBJECTS": SINKS}, tmp_path / "worker.log") as worker:
+        # the default flows and receivables (its anomaly rules feed a dashboard panel)
+        flows = {"CONNECT_FLOWS": "customer_sync,products,orders,receivables"}
+        with WorkerProcess({**env, **flows, "CONNECT_SINK_OBJECTS": SINKS}, tmp_path / "worker.log") as worker:
             sources = [SourceProcess(system, env, tmp_path / f"source-{system}.log") for system in SOURCES]
             worker.start()
             prometheus = PrometheusServer(binary, tmp_path / "prometheus", {
