@@ -1,19 +1,21 @@
 """Initial load: snapshot the records that exist into ``src.salesforce.<Entity>`` (SNAPSHOT events).
 
-The handover to the live stream: before the first SOQL page is read, each channel that has no
-saved position gets one, the channel's latest replay id (the first answer of a LATEST
-subscription). Every change committed after that point is then delivered by the live source,
-which resumes from it; every change before it is in the snapshot, which is read afterwards. So
-nothing falls between them, whichever of the two runs first. A channel that already has a
-position is left alone: the live source is already covering it. Overlap (a change both in the
-snapshot and in the stream) is harmless: same record state, later commit time wins downstream.
+The handover to the live stream, without waiting on the stream: before the first SOQL page is
+read, each channel that has no saved position gets one that says "resync since the backfill
+began" (less the resync margin, for clock skew). The live source, on its start, subscribes at
+LATEST and, once the stream first answers, reads over REST what changed since then (the same
+path as after an expired replay id); every change after the stream's start comes through the
+stream, every change before the backfill began is in the snapshot. So nothing falls between
+them, whichever runs first, and the backfill never waits for a quiet channel's keep-alive (up to
+270 s). A channel that already has a position is left alone: the live source is already
+covering it. Overlap (a change in the snapshot and again in the resync or the stream) is
+harmless: same record state, later commit time wins downstream.
 
 ``stream-app backfill salesforce [--entity X]`` calls :func:`run_backfill`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 import time
@@ -26,7 +28,7 @@ from connectors.backfill import publishing
 from connectors.errors import ConfigError, ConnectorError, FatalError
 from connectors.kafka_io import KafkaTarget, PositionStore
 from connectors.salesforce.auth import TokenProvider
-from connectors.salesforce.cdc import MalformedEvent
+from connectors.salesforce.cdc import MalformedEvent, soql_datetime
 from connectors.salesforce.client import SalesforceRest
 from connectors.salesforce.config import SalesforceConfig
 from connectors.salesforce.pubsub import PubSubClient
@@ -41,25 +43,25 @@ log = logging.getLogger(__name__)
 @dataclass
 class BackfillReport:
     records: dict[str, int] = field(default_factory=dict)
-    #: channels whose starting position the backfill recorded (replay id, hex)
-    handed_over: dict[str, str] = field(default_factory=dict)
+    #: channels the backfill handed over: the live source reads the changes since this time (epoch ms)
+    handed_over: dict[str, int] = field(default_factory=dict)
     #: channels that already had a position (the live source covers them)
     kept: list[str] = field(default_factory=list)
 
 
-async def _hand_over(config: SalesforceConfig, entities: Sequence[str], pubsub: PubSubClient,
-                     positions: PositionStore, started_ms: int, timeout: float, report: BackfillReport) -> None:
+async def _hand_over(config: SalesforceConfig, entities: Sequence[str], positions: PositionStore, started_ms: int,
+                     report: BackfillReport) -> None:
     saved = await positions.load()
     channels = [c for c in config.channel_list() if config.entities_of(c) & set(entities)]
     missing = [c for c in channels if not (saved.get(position_key(c)) or {}).get("replay_id")]
     report.kept = [c for c in channels if c not in missing]
-    latest = await asyncio.gather(*(pubsub.latest_replay_id(c, timeout) for c in missing))
-    for channel, replay_id in zip(missing, latest):
-        await positions.save(position_key(channel), {
-            "replay_id": replay_id.hex(), "commit_timestamp": started_ms, "saved_at": started_ms,
-            "saved_by": "backfill"})
-        report.handed_over[channel] = replay_id.hex()
-        log.info("backfill: %s starts the live stream at replay id %s", channel, replay_id.hex())
+    since = started_ms - config.margin_ms
+    for channel in missing:
+        await positions.save(position_key(channel), {"resync_since": since, "saved_at": started_ms,
+                                                     "saved_by": "backfill"})
+        report.handed_over[channel] = since
+        log.info("backfill: %s is handed over: the live source reads the changes since %s", channel,
+                 soql_datetime(since))
 
 
 async def _count(rest: SalesforceRest, entity: str) -> int | None:
@@ -78,13 +80,12 @@ async def backfill(
     *,
     config: SalesforceConfig,
     progress: bool = True,
-    handover_timeout: float = 300.0,
 ) -> BackfillReport:
     """Record the handover positions, then publish every record of ``entities`` as SNAPSHOT."""
     report = BackfillReport()
     async with publishing(target, "salesforce-backfill") as (publisher, positions):
         started_ms = int(time.time() * 1000)
-        await _hand_over(config, entities, pubsub, positions, started_ms, handover_timeout, report)
+        await _hand_over(config, entities, positions, started_ms, report)
         snapshots = Snapshots(rest, pubsub, config.snapshot_chunk)
         for entity in entities:
             position = {"backfill": started_ms}
@@ -122,8 +123,9 @@ async def run_backfill(config: SalesforceConfig, context: ConnectorContext, enti
         await tokens.aclose()
     for entity, count in report.records.items():
         print(f"{entity}: {count} record(s) published to src.salesforce.{entity}", file=sys.stderr)
-    for channel, replay_id in report.handed_over.items():
-        print(f"{channel}: the live source starts at replay id {replay_id}", file=sys.stderr)
+    for channel, since in report.handed_over.items():
+        print(f"{channel}: handed over: the live source follows the stream from its start and reads the changes "
+              f"since {soql_datetime(since)} over REST", file=sys.stderr)
     for channel in report.kept:
         print(f"{channel}: already followed by the live source; position left as it was", file=sys.stderr)
     return sum(report.records.values())

@@ -148,9 +148,13 @@ class _Channel:
     commit_timestamp: int | None = None
     latest_replay_id: bytes | None = None
     force_latest: bool = False
-    #: after an expired replay id: resync on the first answer of the LATEST stream
+    #: after an expired replay id, or a backfill's handover: resync on the first answer of the
+    #: LATEST stream
     resync_pending: bool = False
     resync_since: int | None = None
+    #: when a keep-alive last showed this source had read everything (epoch ms): a bound for the
+    #: resync after an expiry on a channel that never saw a change
+    caught_up_at: int | None = None
 
     @property
     def key(self) -> str:
@@ -197,6 +201,14 @@ class SalesforceCdcSource(Source):
                 channel.commit_timestamp = position.get("commit_timestamp")
                 latest = position.get("latest_replay_id")
                 channel.latest_replay_id = bytes.fromhex(latest) if latest else None
+                channel.caught_up_at = position.get("caught_up_at")
+            elif position and isinstance(position.get("resync_since"), int):
+                # handed over by a backfill (connectors/salesforce/backfill.py): the stream from
+                # LATEST, and what changed since the snapshot began read over REST once it answers
+                channel.force_latest = channel.resync_pending = True
+                channel.resync_since = position["resync_since"]
+                log.info("%s: taking over from a backfill: following the stream from now on, and reading "
+                         "the changes since %s over REST once it answers", name, soql_datetime(channel.resync_since))
             self.channels[name] = channel
 
     async def run(self) -> None:
@@ -286,14 +298,16 @@ class SalesforceCdcSource(Source):
 
     def _replay_expired(self, channel: _Channel, exc: ReplayIdExpired) -> None:
         self.replay_expired += 1
-        since = channel.commit_timestamp - self.config.margin_ms if channel.commit_timestamp else None
+        # everything before the last change taken, or the last keep-alive (caught up), was handled
+        known = max((t for t in (channel.commit_timestamp, channel.caught_up_at) if t), default=None)
+        since = known - self.config.margin_ms if known else None
         log.error(
             "Pub/Sub %s: the saved replay id %s was refused (%s: past the retention window?). Events "
             "since then cannot be replayed: resubscribing at LATEST and resyncing %s over REST %s "
             "(replay id expiries so far: %d)",
             channel.name, channel.replay_id.hex() if channel.replay_id else "-", exc.code,
             ", ".join(sorted(channel.entities)),
-            f"since {soql_datetime(since)}" if since is not None else "in full (no commit time saved)",
+            f"since {soql_datetime(since)}" if since is not None else "in full (no change or keep-alive saved)",
             self.replay_expired,
         )
         channel.replay_id = None
@@ -374,6 +388,8 @@ class SalesforceCdcSource(Source):
     async def _save(self, channel: _Channel, batch: FetchBatch) -> None:
         if batch.keepalive:
             self.keepalives += 1
+        if not batch.events and batch.latest_replay_id:
+            channel.caught_up_at = int(time.time() * 1000)
         replay_id = batch.events[-1].replay_id if batch.events else batch.latest_replay_id
         if not replay_id or (replay_id == channel.replay_id and batch.latest_replay_id == channel.latest_replay_id):
             return
@@ -381,6 +397,8 @@ class SalesforceCdcSource(Source):
                                     "saved_at": int(time.time() * 1000)}
         if batch.latest_replay_id:
             position["latest_replay_id"] = batch.latest_replay_id.hex()
+        if channel.caught_up_at:
+            position["caught_up_at"] = channel.caught_up_at
         await self.positions.save(channel.key, position)
         channel.replay_id = replay_id
         channel.latest_replay_id = batch.latest_replay_id or None

@@ -364,11 +364,25 @@ async def test_backfill_snapshots_then_the_live_stream_takes_over(
     assert {v["record_id"] for v in snapshots} == set(existing)
     assert {v["change_type"] for v in snapshots} == {"SNAPSHOT"}
 
-    after = org.create("Contact", {"LastName": "AfterBackfill"})
+    # the backfill did not wait for the stream: it handed the channel over with a resync bound
+    positions = PositionStore(kafka_target(settings))
+    await positions.start()
+    try:
+        handed = (await positions.load())["salesforce:/data/ContactChangeEvent"]
+    finally:
+        await positions.stop()
+    assert handed["saved_by"] == "backfill" and "replay_id" not in handed and handed["resync_since"] > 0
+
+    # a change between the backfill and the live source's start: read by its resync over REST
+    between = org.create("Contact", {"LastName": "BetweenBackfillAndSource"})
     await start_source(settings, running)
+    await read_topics(settings.kafka_bootstrap_servers, topics(settings, "Contact"),
+                      lambda vs: any(v["record_id"] == between for v in vs))
+    # once the stream runs, a change comes through it
+    after = org.create("Contact", {"LastName": "AfterBackfill"})
     values = await read_topics(settings.kafka_bootstrap_servers, topics(settings, "Contact"),
-                               lambda vs: any(v["record_id"] == after for v in vs))
+                               lambda vs: any(v["record_id"] == after and v["change_type"] == "CREATE" for v in vs))
     live = [v for v in values if v["change_type"] != "SNAPSHOT"]
-    assert [v["record_id"] for v in live] == [after], "the live source replayed what the backfill covered"
+    assert [v["record_id"] for v in live] == [after], "the stream replayed what the backfill covered"
     with pytest.raises(SettingsError, match="CONNECT_SALESFORCE_ENTITIES: does not list Task"):
         await backfill("salesforce", settings, ["Task"])
