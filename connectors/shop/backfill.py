@@ -8,14 +8,13 @@ take a record the source already published as a duplicate.
 
 from __future__ import annotations
 
-import logging
 import sys
 from datetime import datetime, timedelta, timezone
 from typing import Sequence
 
 from tqdm import tqdm
 
-from connectors.backfill import publishing
+from connectors.backfill import snapshot_each
 from connectors.errors import ConfigError
 from connectors.kafka_io import PositionStore, Publisher
 from connectors.shop.config import ShopConfig
@@ -25,8 +24,6 @@ from connectors.shop.source import position_key
 from connectors.spec import ConnectorContext
 
 __all__ = ["run_backfill", "snapshot_entity"]
-
-log = logging.getLogger(__name__)
 
 
 def make_platform(config: ShopConfig) -> Platform:
@@ -69,14 +66,12 @@ async def run_backfill(config: ShopConfig, context: ConnectorContext, entities: 
     if unknown:
         raise ConfigError("shop", [("entities", f"cannot snapshot {unknown}; choose from {', '.join(RECONCILED)}")])
     platform = make_platform(config)
+
+    async def snapshot(publisher: Publisher, positions: PositionStore, entity: str) -> int:
+        await record_handover(positions, entity, config.overlap_seconds)
+        return await snapshot_entity(platform, publisher, entity, config.page_size)
+
     try:
-        async with publishing(context.target, "shop-backfill") as (publisher, positions):
-            total = 0
-            for entity in wanted:
-                await record_handover(positions, entity, config.overlap_seconds)
-                published = await snapshot_entity(platform, publisher, entity, config.page_size)
-                log.info("shop backfill: %d %s records published", published, entity)
-                total += published
-            return total
+        return await snapshot_each(context.target, "shop", wanted, snapshot)
     finally:
         await platform.aclose()

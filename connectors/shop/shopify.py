@@ -19,6 +19,7 @@ import httpx
 
 from connectors.errors import FatalError, RetryableError
 from connectors.http_client import HttpClient
+from connectors.redact import redact_text
 from connectors.retry import RetryPolicy
 from connectors.shop.config import ShopConfig
 from connectors.shop.platform import Delivery, NotTheResource, Page, Platform, Refused
@@ -219,7 +220,7 @@ class ShopifyClient(HttpClient):
             errors = response.json().get("errors")
         except ValueError:
             return "", response.text[:200]
-        return "", errors if isinstance(errors, str) else str(errors)[:200]
+        return "", redact_text(errors if isinstance(errors, str) else str(errors)[:200])
 
     async def _send(self, credential: Any, method: str, path: str, json: Any,
                     params: Mapping[str, Any] | None) -> httpx.Response:
@@ -264,10 +265,11 @@ def _codes(body: Mapping[str, Any]) -> list[str]:
 
 
 def _messages(body: Mapping[str, Any]) -> str:
+    """The errors' messages, masked: a GraphQL error may quote a variable's value (an email)."""
     errors = body.get("errors")
     if isinstance(errors, list):
-        return "; ".join(str(e.get("message")) for e in errors if isinstance(e, Mapping))[:300]
-    return str(errors)[:300]
+        return redact_text("; ".join(str(e.get("message")) for e in errors if isinstance(e, Mapping))[:300])
+    return redact_text(str(errors)[:300])
 
 
 # -- the adapter ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@ Answers, in order of the checks (docs/adr/0033):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter, OrderedDict
 from typing import Any, Awaitable, Callable
@@ -49,6 +50,7 @@ class ShopWebhookReceiver(WebhookServer):
         self.quarantine = quarantine
         self.answers: Counter[str] = Counter()
         self._accepted: OrderedDict[str, None] = OrderedDict()
+        self._in_flight: dict[str, asyncio.Future[bool]] = {}
 
     def _too_large(self, request: web.Request) -> web.Response:
         return self._answer("too_large", 413, f"the body is larger than {self.max_body} bytes")
@@ -61,6 +63,19 @@ class ShopWebhookReceiver(WebhookServer):
             return self._answer(exc.reason, 401, "the signature does not match the body")
         if delivery.webhook_id in self._accepted:
             return self._answer("duplicate", 200)
+        if delivery.webhook_id in self._in_flight:  # the same delivery, sent again before we answered
+            accepted = await asyncio.shield(self._in_flight[delivery.webhook_id])
+            return self._answer("duplicate", 200) if accepted else self._answer("unavailable", 503, "retry")
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._in_flight[delivery.webhook_id] = done
+        try:
+            answer = await self._take(delivery, body)
+        finally:
+            self._in_flight.pop(delivery.webhook_id, None)
+            done.set_result(delivery.webhook_id in self._accepted)
+        return answer
+
+    async def _take(self, delivery: Delivery, body: bytes) -> web.Response:
         try:
             records = self.platform.webhook_records(delivery, load_json(body, MAX_DEPTH))
         except (UntrustedBody, NotTheResource) as exc:
