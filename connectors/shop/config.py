@@ -21,6 +21,9 @@ class ShopConfig(ConnectorConfig):
     access_token: SecretStr
     #: the app's client secret that signs webhooks; None: no receiver, reconciliation only
     webhook_secret: SecretStr | None = None
+    #: the shop's ``<name>.myshopify.com``: webhooks naming another shop are refused (an app's
+    #: secret may sign for several shops); None: not checked
+    shop_domain: str | None = None
     timeout: float = Field(default=30.0, gt=0)
 
     # The source (connectors/shop/source.py)

@@ -19,7 +19,8 @@ __all__ = ["Delivery", "Page", "Platform", "Refused", "NotTheResource"]
 
 
 class Refused(Exception):
-    """An unauthenticated delivery: ``reason`` is ``missing_headers`` or ``bad_signature``."""
+    """An unauthenticated delivery: ``reason`` is ``missing_headers``, ``bad_signature`` or
+    ``other_shop`` (signed, but for a shop other than ours)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)

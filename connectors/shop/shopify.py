@@ -292,6 +292,9 @@ class Shopify(Platform):
         # compare_digest refuses non-ASCII text with a TypeError: compare bytes
         if not hmac.compare_digest(sign(self._secret, body).encode(), signature.strip().encode(errors="replace")):
             raise Refused("bad_signature")
+        domain = self.config.shop_domain
+        if domain and headers.get("X-Shopify-Shop-Domain", "").strip().lower() != domain.lower():
+            raise Refused("other_shop")
         return Delivery(webhook_id=webhook_id[:200], topic=topic[:100], entity=TOPICS.get(topic))
 
     def webhook_records(self, delivery: Delivery, payload: Any) -> list[ShopRecord]:

@@ -103,7 +103,8 @@ class ShopSource(Source):
             found += await self.reconcile_entity(entity)
         self.reconciled += found
         if found:
-            log.info("shop reconciliation published %d change(s) that no webhook had brought", found)
+            log.info("shop reconciliation published %d change(s) no webhook had brought "
+                     "(on a first pass: every record)", found)
         return found
 
     async def reconcile_entity(self, entity: str) -> int:

@@ -60,7 +60,8 @@ class ShopWebhookReceiver(WebhookServer):
             delivery = self.platform.verify(request.headers, body)
         except Refused as exc:
             log.warning("shop webhook refused (%s) from %s", exc.reason, request.remote)
-            return self._answer(exc.reason, 401, "the signature does not match the body")
+            detail = "not for this shop" if exc.reason == "other_shop" else "the signature does not match the body"
+            return self._answer(exc.reason, 401, detail)
         if delivery.webhook_id in self._accepted:
             return self._answer("duplicate", 200)
         if delivery.webhook_id in self._in_flight:  # the same delivery, sent again before we answered

@@ -43,7 +43,7 @@ def target(kafka_bootstrap: str) -> KafkaTarget:
 
 def make_source(url: str, target: KafkaTarget, **options: Any) -> ShopSource:
     config = ShopConfig(shop_url=url, access_token=ACCESS_TOKEN, webhook_secret=SECRET, webhook_port=0,
-                        **{"reconcile_interval": 3600.0, "overlap_seconds": 5.0, "page_size": 4, **options})
+                        shop_domain="connect-sandbox.myshopify.com", **{"reconcile_interval": 3600.0, "overlap_seconds": 5.0, "page_size": 4, **options})
     client = ShopifyClient(config, policy=RetryPolicy(max_attempts=6, base_delay=0.05, max_delay=5.0))
     return ShopSource(Publisher(target), PositionStore(target), Shopify(config, client), config,
                       backoff=RetryPolicy(base_delay=0.2, max_delay=1.0))
@@ -119,7 +119,8 @@ async def test_forged_and_hostile_deliveries(shop: tuple[ShopServer, str], targe
     server, url = shop
     order = server.store.rest("Order", new_order(server))
     body = httpx.Request("POST", "/", json=order).content
-    headers = {"X-Shopify-Topic": "orders/create", "X-Shopify-Webhook-Id": "w-forged", "Content-Type": "application/json"}
+    headers = {"X-Shopify-Topic": "orders/create", "X-Shopify-Webhook-Id": "w-forged", "Content-Type": "application/json",
+               "X-Shopify-Shop-Domain": server.store.domain}
     async with running(make_source(url, target, reconcile_interval=3600.0)) as source, \
             httpx.AsyncClient(timeout=10) as http:
         await read_orders(target, 1)  # the first reconciliation pass
@@ -128,7 +129,9 @@ async def test_forged_and_hostile_deliveries(shop: tuple[ShopServer, str], targe
 
         forged = await http.post(hook, content=body, headers={**headers, "X-Shopify-Hmac-Sha256": sign("guess", body)})
         unsigned = await http.post(hook, content=body, headers=headers)
-        assert (forged.status_code, unsigned.status_code) == (401, 401)
+        elsewhere = await http.post(hook, content=body, headers={
+            **headers, "X-Shopify-Hmac-Sha256": sign(SECRET, body), "X-Shopify-Shop-Domain": "rival.myshopify.com"})
+        assert (forged.status_code, unsigned.status_code, elsewhere.status_code) == (401, 401, 401)
 
         huge = b"{" + b" " * (300 * 1024) + b"}"
         too_big = await http.post(hook, content=huge, headers={**headers, "X-Shopify-Hmac-Sha256": sign(SECRET, huge)})
@@ -150,7 +153,8 @@ async def test_forged_and_hostile_deliveries(shop: tuple[ShopServer, str], targe
                                   quiet_after=1.0)
     assert [q["reason"].split(":")[0] for q in quarantined] == ["not_json", "not_the_resource"]
     assert quarantined[0]["context"]["topic"] == "orders/create"
-    assert source.receiver.answers["bad_signature"] == 1 and source.receiver.answers["missing_headers"] == 1
+    answers = source.receiver.answers
+    assert (answers["bad_signature"], answers["missing_headers"], answers["other_shop"]) == (1, 1, 1)
 
 
 async def test_reconciliation_respects_the_throttle_and_a_restart_resumes(shop: tuple[ShopServer, str],

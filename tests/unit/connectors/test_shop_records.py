@@ -99,3 +99,14 @@ def test_signatures_are_checked_in_constant_time_and_topics_mapped() -> None:
     with pytest.raises(Refused):
         shopify.verify({k: v for k, v in headers.items() if k != "X-Shopify-Webhook-Id"}, body)
     assert shopify.verify({**headers, "X-Shopify-Topic": "app/uninstalled"}, body).entity is None
+
+
+def test_a_delivery_for_another_shop_is_refused_when_the_domain_is_set() -> None:
+    shopify = Shopify(ShopConfig(shop_url="http://127.0.0.1:1", access_token=SecretStr("t"),
+                                 webhook_secret=SecretStr("s3cret"), shop_domain="acme.myshopify.com"))
+    body = b"{}"
+    headers = {"X-Shopify-Hmac-Sha256": sign("s3cret", body), "X-Shopify-Topic": "orders/create",
+               "X-Shopify-Webhook-Id": "w-1", "X-Shopify-Shop-Domain": "ACME.myshopify.com"}
+    assert shopify.verify(headers, body).entity == "order"
+    with pytest.raises(Refused, match="other_shop"):
+        shopify.verify({**headers, "X-Shopify-Shop-Domain": "rival.myshopify.com"}, body)
