@@ -17,6 +17,7 @@ from connectors.retry import RetryPolicy
 from connectors.shop.config import ShopConfig
 from connectors.shop.shopify import Shopify, ShopifyClient, sign
 from connectors.shop.source import ShopSource, position_key
+from sandbox.faults import FaultConfig
 from sandbox.shop import ACCESS_TOKEN, ShopServer, WebhookSettings, start_server
 from stream_app.run_source import backfill
 from stream_app.settings import load_settings
@@ -212,3 +213,20 @@ async def test_backfill_snapshots_every_record_and_hands_over(shop: tuple[ShopSe
     new_ids = {v["event_id"] for v in live} - {v["event_id"] for v in snapshot}
     assert new_ids == {v["event_id"] for v in live if v["record_id"] == after}, \
         "the overlap window re-reads what the snapshot held, with the same event ids"
+
+
+async def test_reconciliation_rides_out_errors_and_downtime(shop: tuple[ShopServer, str], target: KafkaTarget) -> None:
+    server, url = shop
+    made = [new_order(server)["id"] for _ in range(10)]
+    server.faults.configure(FaultConfig(error_rate=0.5, error_kinds=["429", "503"], retry_after=0.1, seed=7))
+    async with running(make_source(url, target, entities="order", reconcile_interval=0.3)) as source:
+        values = await read_orders(target, 10)
+        server.faults.reset()
+        server.faults.go_down(1.5)
+        later = new_order(server)["id"]
+        values = await read_json(target.bootstrap, target.topic("src.shop.order"),
+                                 until=lambda vs: later in {v["record_id"] for v in vs}, timeout=60)
+    injected = server.faults.injected
+    assert injected["429"] + injected["503"] > 0 and injected["down"] > 0
+    assert {v["record_id"] for v in values} == set(made) | {later}
+    assert source.platform.client.stats.retries > 0  # type: ignore[attr-defined]
