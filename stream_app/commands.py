@@ -167,7 +167,7 @@ async def demo(self: AppCommand, once: bool) -> None:
                 "none: off)."),
 )
 async def source(self: AppCommand, system: str, metrics_port: int | None) -> None:
-    """Run one source (Salesforce CDC, TIMS change feed, Pardot) until SIGTERM or Ctrl-C."""
+    """Run one source (Salesforce CDC, TIMS change feed, Pardot, shop webhooks) until SIGTERM or Ctrl-C."""
     current = self.app.settings
     try:
         instance = build(system, current)
