@@ -6,12 +6,15 @@ the records that exist as SNAPSHOT events; each system's ``backfill.py`` says ho
 
 from __future__ import annotations
 
+import logging
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import AsyncIterator, Awaitable, Callable, Sequence
 
 from connectors.kafka_io import KafkaTarget, PositionStore, Publisher
 
-__all__ = ["publishing"]
+__all__ = ["publishing", "snapshot_each"]
+
+log = logging.getLogger(__name__)
 
 
 @asynccontextmanager
@@ -25,3 +28,19 @@ async def publishing(target: KafkaTarget, client_id: str) -> AsyncIterator[tuple
     finally:
         await positions.stop()
         await publisher.stop()
+
+
+async def snapshot_each(target: KafkaTarget, system: str, entities: Sequence[str],
+                        snapshot: Callable[[Publisher, PositionStore, str], Awaitable[int]],
+                        before: Callable[[PositionStore], Awaitable[object]] | None = None) -> int:
+    """Run ``before(positions)`` (a hand-over shared by every entity), then
+    ``snapshot(publisher, positions, entity)`` for each entity in turn; returns the events published."""
+    async with publishing(target, f"{system}-backfill") as (publisher, positions):
+        if before is not None:
+            await before(positions)
+        total = 0
+        for entity in entities:
+            published = await snapshot(publisher, positions, entity)
+            log.info("%s backfill: %d %s records published", system, published, entity)
+            total += published
+        return total

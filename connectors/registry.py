@@ -17,6 +17,7 @@ from importlib.metadata import entry_points
 
 from connectors.pardot import CONNECTOR as PARDOT
 from connectors.salesforce import CONNECTOR as SALESFORCE
+from connectors.shop import CONNECTOR as SHOP
 from connectors.spec import ConnectorSpec
 from connectors.tims import CONNECTOR as TIMS
 
@@ -27,6 +28,7 @@ BUILT_IN: tuple[ConnectorSpec, ...] = (
     SALESFORCE,
     TIMS,
     PARDOT,
+    SHOP,
 )
 
 

@@ -1,4 +1,5 @@
-"""Start every simulator together: one Salesforce org (REST + OAuth, Pub/Sub CDC), Pardot, TIMS.
+"""Start every simulator together: one Salesforce org (REST + OAuth, Pub/Sub CDC), Pardot, TIMS,
+a Shopify shop.
 
 The org's writes feed its event bus; the Pub/Sub server and Pardot accept the org's OAuth tokens,
 as the real Pardot accepts Salesforce tokens. Each server has its own :class:`Faults`
@@ -26,12 +27,15 @@ from sandbox.salesforce.oauth import OAuthConfig, token_checker
 from sandbox.salesforce.org import Org
 from sandbox.salesforce.pubsub import start_pubsub_server
 from sandbox.salesforce.rest import create_app as create_rest_app
+from sandbox.shop import ACCESS_TOKEN as SHOP_ACCESS_TOKEN
+from sandbox.shop import ShopServer
+from sandbox.shop import start_server as start_shop
 from sandbox.tims import TimsStore
 from sandbox.tims import start_server as start_tims
 
 __all__ = ["DEFAULT_PORTS", "Sandbox", "port_is_free", "start_sandbox", "serve_forever", "PARDOT_BUSINESS_UNIT", "TIMS_API_KEY"]
 
-DEFAULT_PORTS = {"salesforce-rest": 8090, "salesforce-pubsub": 7443, "pardot": 8091, "tims": 8092}
+DEFAULT_PORTS = {"salesforce-rest": 8090, "salesforce-pubsub": 7443, "pardot": 8091, "tims": 8092, "shop": 8094}
 PARDOT_BUSINESS_UNIT = "0Uv000000000001AAA"
 TIMS_API_KEY = "tims-sandbox-key"
 
@@ -42,6 +46,7 @@ class Sandbox:
     bus: EventBus
     pardot: PardotStore
     tims: TimsStore
+    shop: ShopServer
     faults: dict[str, Faults]
     urls: dict[str, str]
     _runners: list[web.AppRunner] = field(default_factory=list, repr=False)
@@ -63,6 +68,8 @@ class Sandbox:
             "CONNECT_PARDOT_BUSINESS_UNIT_ID": PARDOT_BUSINESS_UNIT,
             "CONNECT_TIMS_BASE_URL": self.urls["tims"],
             "CONNECT_TIMS_API_KEY": TIMS_API_KEY,
+            "CONNECT_SHOP_SHOP_URL": self.urls["shop"],
+            "CONNECT_SHOP_ACCESS_TOKEN": SHOP_ACCESS_TOKEN,
         }
 
     async def stop(self) -> None:
@@ -99,7 +106,7 @@ def port_is_free(host: str, port: int) -> bool:
 
 async def start_sandbox(host: str = "127.0.0.1", ports: dict[str, int] | None = None,
                         keepalive_seconds: float = 270.0) -> Sandbox:
-    """Start all four servers; ports default to :data:`DEFAULT_PORTS` (0 picks free ones)."""
+    """Start every server; ports default to :data:`DEFAULT_PORTS` (0 picks free ones)."""
     chosen = {**DEFAULT_PORTS, **(ports or {})}
     _check_free(host, chosen)
     faults = {name: Faults() for name in chosen}
@@ -110,7 +117,7 @@ async def start_sandbox(host: str = "127.0.0.1", ports: dict[str, int] | None = 
     oauth = OAuthConfig()
     check_token = token_checker(org, faults["salesforce-rest"], oauth)
 
-    sandbox = Sandbox(org, bus, PardotStore(), TimsStore(), faults, {})
+    sandbox = Sandbox(org, bus, PardotStore(), TimsStore(), ShopServer(faults=faults["shop"]), faults, {})
     try:
         grpc_server, pubsub_address = await start_pubsub_server(
             host, chosen["salesforce-pubsub"], bus, check_token, faults["salesforce-pubsub"],
@@ -130,11 +137,13 @@ async def start_sandbox(host: str = "127.0.0.1", ports: dict[str, int] | None = 
         sandbox._runners.append(runner)
         runner, tims_url = await start_tims(host, chosen["tims"], sandbox.tims, faults["tims"])
         sandbox._runners.append(runner)
+        runner, shop_url = await start_shop(host, chosen["shop"], sandbox.shop)
+        sandbox._runners.append(runner)
     except BaseException:
         await sandbox.stop()
         raise
     sandbox.urls = {"salesforce-rest": rest_url, "salesforce-pubsub": f"grpc://{pubsub_address}",
-                    "pardot": pardot_url, "tims": tims_url}
+                    "pardot": pardot_url, "tims": tims_url, "shop": shop_url}
     return sandbox
 
 

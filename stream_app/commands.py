@@ -195,7 +195,7 @@ def _demo_console_users() -> str:
                 "none: off)."),
 )
 async def source(self: AppCommand, system: str, metrics_port: int | None) -> None:
-    """Run one source (Salesforce CDC, TIMS change feed, Pardot) until SIGTERM or Ctrl-C."""
+    """Run one source (Salesforce CDC, TIMS change feed, Pardot, shop webhooks) until SIGTERM or Ctrl-C."""
     current = self.app.settings
     try:
         instance = build(system, current)
@@ -212,16 +212,17 @@ async def source(self: AppCommand, system: str, metrics_port: int | None) -> Non
     option("--pubsub-port", type=int, default=7443, show_default=True, help="Salesforce Pub/Sub API (gRPC, plaintext)."),
     option("--pardot-port", type=int, default=8091, show_default=True, help="Pardot API v5."),
     option("--tims-port", type=int, default=8092, show_default=True, help="TIMS (docs/tims-openapi.yaml)."),
+    option("--shop-port", type=int, default=8094, show_default=True, help="Shopify GraphQL Admin API (docs/adr/0033)."),
 )
 async def sandbox(self: AppCommand, host: str, salesforce_port: int, pubsub_port: int,
-                  pardot_port: int, tims_port: int) -> None:
-    """Run the simulators of Salesforce, Pardot and TIMS until Ctrl-C (0 as a port picks a free one)."""
+                  pardot_port: int, tims_port: int, shop_port: int) -> None:
+    """Run the simulators of Salesforce, Pardot, TIMS and the shop until Ctrl-C (0 as a port picks a free one)."""
     _sandbox_installed("sandbox")
     from sandbox.cli import serve_forever, start_sandbox
 
     try:
         running = await start_sandbox(host, {"salesforce-rest": salesforce_port, "salesforce-pubsub": pubsub_port,
-                                             "pardot": pardot_port, "tims": tims_port})
+                                             "pardot": pardot_port, "tims": tims_port, "shop": shop_port})
     except OSError as exc:
         print(f"stream-app sandbox: {exc.strerror or exc}. Free the port or choose another with --*-port.",
               file=sys.stderr)

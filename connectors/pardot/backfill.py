@@ -15,7 +15,7 @@ from typing import Sequence
 
 from tqdm import tqdm
 
-from connectors.backfill import publishing
+from connectors.backfill import snapshot_each
 from connectors.errors import ConfigError
 from connectors.kafka_io import PositionStore, Publisher
 from connectors.pardot.client import PardotClient, shared_budget
@@ -71,16 +71,14 @@ async def run_backfill(config: PardotConfig, context: ConnectorContext, entities
         raise ConfigError("pardot", [("entities", f"unknown {sorted(unknown)}; choose from {', '.join(STREAMS)}")])
     tokens = TokenProvider(context.config("salesforce"))
     client = PardotClient(config, tokens, shared_budget(config))
+
+    async def snapshot(publisher: Publisher, positions: PositionStore, entity: str) -> int:
+        stream = stream_for(config, entity)
+        await record_handover(client, positions, stream)
+        return await snapshot_stream(client, publisher, stream)
+
     try:
-        async with publishing(context.target, "pardot-backfill") as (publisher, positions):
-            total = 0
-            for entity in wanted:
-                stream = stream_for(config, entity)
-                await record_handover(client, positions, stream)
-                published = await snapshot_stream(client, publisher, stream)
-                log.info("Pardot backfill: %d %s records published", published, entity)
-                total += published
-            return total
+        return await snapshot_each(context.target, "pardot", wanted, snapshot)
     finally:
         await client.aclose()
         await tokens.aclose()

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 from tqdm import tqdm
 
-from connectors.backfill import publishing
+from connectors.backfill import snapshot_each
 from connectors.envelope import SourceEvent
 from connectors.errors import ConfigError
 from connectors.kafka_io import PositionStore, Publisher
@@ -100,14 +100,12 @@ async def run_backfill(config: TimsConfig, context: ConnectorContext, entities: 
     if unknown:
         raise ConfigError("tims", [("entities", f"unknown {unknown}; known: {', '.join(RESOURCES)}")])
     client = TimsClient(config)
+
+    async def snapshot(publisher: Publisher, positions: PositionStore, entity: str) -> int:
+        return await snapshot_entity(client, publisher, entity)
+
     try:
-        async with publishing(context.target, "tims-backfill") as (publisher, positions):
-            await record_handover(client, positions, config)
-            total = 0
-            for entity in wanted:
-                published = await snapshot_entity(client, publisher, entity)
-                log.info("TIMS backfill: %d %s records published", published, entity)
-                total += published
-            return total
+        return await snapshot_each(context.target, "tims", wanted, snapshot,
+                                   before=lambda positions: record_handover(client, positions, config))
     finally:
         await client.aclose()

@@ -29,7 +29,6 @@ import time
 from collections import Counter, OrderedDict
 from typing import Any, Awaitable, Callable
 
-import orjson
 from aiohttp import web
 
 from connectors.envelope import SourceEvent
@@ -37,6 +36,8 @@ from connectors.kafka_io import PositionStore, Publisher
 from connectors.tims.client import TimsClient
 from connectors.tims.config import TimsConfig
 from connectors.tims.source import POSITION_KEY, TimsSource, change_event
+from connectors.untrusted import UntrustedBody, load_json
+from connectors.webhook_server import WebhookServer
 
 __all__ = [
     "sign", "parse_change", "MalformedDelivery", "WebhookRejected", "WebhookVerifier", "WebhookReceiver",
@@ -53,10 +54,6 @@ MAX_BODY_BYTES = 256 * 1024
 MAX_DEPTH = 32
 #: signatures and delivery ids remembered for replay checks, at most, each (about 10 MB in all)
 MAX_REMEMBERED = 50_000
-#: characters of a refused body kept in its quarantine record, which must fit one Kafka message
-QUARANTINED_CHARS = 64 * 1024
-#: bodies already quarantined, remembered so that TIMS's retries do not quarantine them again
-_QUARANTINE_MEMORY = 1_000
 _UNAUTHENTICATED = {
     "missing_headers": "X-TIMS-Timestamp, X-TIMS-Signature and X-TIMS-Delivery-Id are required",
     "bad_signature": "the signature does not match the body",
@@ -94,34 +91,17 @@ class MalformedDelivery(ValueError):
 
 
 def parse_change(body: bytes) -> dict[str, Any]:
-    """The Change a delivery carries, or :class:`MalformedDelivery`.
-
-    orjson, not the json module: orjson's parser stops at 1,024 levels with an error where
-    json recurses into a RecursionError, and it refuses what json lets through and later
-    stages trip on: NaN and Infinity, numbers that overflow a double (json reads 1e400 as inf),
-    invalid UTF-8 and lone surrogates. ``MAX_DEPTH`` is then checked without recursion."""
+    """The Change a delivery carries, or :class:`MalformedDelivery` (JSON read as
+    ``connectors.untrusted`` says, at most ``MAX_DEPTH`` levels deep)."""
     try:
-        change = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedDelivery("not_json", 400, f"the body is not JSON: {exc}") from None
-    if _nests_deeper(change, MAX_DEPTH):
-        raise MalformedDelivery("too_deep", 400, f"the body nests deeper than {MAX_DEPTH} levels")
+        change = load_json(body, MAX_DEPTH)
+    except UntrustedBody as exc:
+        raise MalformedDelivery(exc.reason, 400, str(exc)) from None
     try:
         change_event(change)
     except ValueError as exc:
         raise MalformedDelivery("not_a_change", 422, str(exc)) from None
     return change
-
-
-def _nests_deeper(value: Any, limit: int) -> bool:
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, (dict, list)):
-            if depth > limit:
-                return True
-            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
-    return False
 
 
 class WebhookVerifier:
@@ -173,49 +153,23 @@ def _remember(seen: OrderedDict[Any, int], key: Any, timestamp: int) -> None:
         seen.popitem(last=False)
 
 
-class WebhookReceiver:
+class WebhookReceiver(WebhookServer):
     """The HTTP side: one POST route; ``on_change(change)`` must return once the change is safe."""
 
     def __init__(self, verifier: WebhookVerifier, on_change: Callable[[dict[str, Any]], Awaitable[None]],
                  on_malformed: Callable[[str, str], Awaitable[None]], path: str = "/tims/webhook",
                  max_body: int = MAX_BODY_BYTES) -> None:
+        super().__init__(path, max_body)
         self.verifier = verifier
         self.on_change = on_change
         self.on_malformed = on_malformed
-        self.path = path
-        self.max_body = max_body
         self.accepted = 0
         self.rejected: Counter[str] = Counter()
-        self.url: str | None = None
-        self._runner: web.AppRunner | None = None
-        self._quarantined: OrderedDict[str, None] = OrderedDict()
 
-    def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.max_body)
-        app.router.add_post(self.path, self._handle)
-        return app
+    def _too_large(self, request: web.Request) -> web.Response:
+        return self._refuse(request, "too_large", 413, f"the body is larger than {self.max_body} bytes")
 
-    async def start(self, host: str, port: int) -> str:
-        """Serve on ``host:port`` (0: any free port); returns the URL to give TIMS."""
-        self._runner = web.AppRunner(self.app(), access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
-        self.url = f"http://{host}:{self._runner.addresses[0][1]}{self.path}"
-        return self.url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        too_large = f"the body is larger than {self.max_body} bytes"
-        if (request.content_length or 0) > self.max_body:
-            return self._refuse(request, "too_large", 413, too_large)
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return self._refuse(request, "too_large", 413, too_large)
+    async def _receive(self, request: web.Request, body: bytes) -> web.Response:
         try:
             self.verifier.verify(request.headers.get("X-TIMS-Timestamp"), request.headers.get("X-TIMS-Signature"),
                                  body, request.headers.get("X-TIMS-Delivery-Id"))
@@ -226,42 +180,21 @@ class WebhookReceiver:
         try:
             change = parse_change(body)
         except MalformedDelivery as exc:
-            if not await self._safely(self._quarantine_once(exc, body), "quarantined"):
+            reason = f"{exc.reason}: {exc.detail}"
+            if not await self._handed_over(self._quarantine_once(body, lambda raw: self.on_malformed(reason, raw)),
+                                           "quarantined"):
                 return _unavailable()
             return self._refuse(request, exc.reason, exc.status, exc.detail)
-        if not await self._safely(self.on_change(change), "published"):
+        if not await self._handed_over(self.on_change(change), "published"):
             return _unavailable()
         self.accepted += 1
         return web.json_response({"status": "accepted"})
-
-    @staticmethod
-    async def _safely(handing_over: Awaitable[None], what: str) -> bool:
-        """Whether the hand-over worked; when it failed (the broker, not the input), TIMS's
-        redelivery after a 503 is the retry."""
-        try:
-            await handing_over
-        except Exception:
-            log.exception("TIMS webhook: a delivery could not be %s; answering 503 so TIMS redelivers it", what)
-            return False
-        return True
 
     def _refuse(self, request: web.Request, reason: str, status: int, detail: str) -> web.Response:
         self.rejected[reason] += 1
         log.warning("TIMS webhook refused (%s) from %s, delivery %s", reason, request.remote,
                     request.headers.get("X-TIMS-Delivery-Id", "-")[:64])
         return web.json_response({"error": reason, "detail": detail}, status=status)
-
-    async def _quarantine_once(self, malformed: MalformedDelivery, body: bytes) -> None:
-        digest = hashlib.sha256(body).hexdigest()
-        if digest in self._quarantined:
-            return
-        raw = body.decode(errors="replace")
-        if len(raw) > QUARANTINED_CHARS:
-            raw = raw[:QUARANTINED_CHARS] + f"… ({len(body)} bytes in all)"
-        await self.on_malformed(f"{malformed.reason}: {malformed.detail}", raw)
-        self._quarantined[digest] = None
-        while len(self._quarantined) > _QUARANTINE_MEMORY:
-            self._quarantined.popitem(last=False)
 
 
 def _unavailable() -> web.Response:

@@ -85,7 +85,7 @@ CASES = [
     Case("dlq purge, no terminal", ("dlq", "purge"), 2, "pass --yes", DEAD),
     Case("rebuild --wipe, no terminal", ("rebuild", "--wipe"), 2, "pass --yes", DEAD),
     Case("sandbox, Pub/Sub port in use", ("sandbox", "--salesforce-port", "0", "--pardot-port", "0", "--tims-port",
-                                          "0", "--pubsub-port", "{taken}"), 1, "port {taken}"),
+                                          "0", "--shop-port", "0", "--pubsub-port", "{taken}"), 1, "port {taken}"),
     Case("sink without credentials", ("worker",), 2, "CONNECT_SALESFORCE",
          {**DEAD, "CONNECT_SINK_OBJECTS": "salesforce.Contact"}),
     Case("sink nonsense", ("worker",), 2, "CONNECT_SINK_OBJECTS", {**DEAD, "CONNECT_SINK_OBJECTS": "nonsense"}),

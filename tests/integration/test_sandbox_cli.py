@@ -11,24 +11,31 @@ import httpx
 from connectors.salesforce.proto import pubsub_api_pb2 as pb
 from connectors.salesforce.proto import pubsub_api_pb2_grpc as pb_grpc
 from sandbox.run import PARDOT_BUSINESS_UNIT, TIMS_API_KEY
+from sandbox.shop import ACCESS_TOKEN as SHOP_ACCESS_TOKEN
+from sandbox.shop import API_VERSION as SHOP_API_VERSION
 from tests.support.worker import STREAM_APP
 
 
 async def test_sandbox_command_serves_every_system() -> None:
     proc = subprocess.Popen(
-        [STREAM_APP, "sandbox", "--salesforce-port", "0", "--pubsub-port", "0", "--pardot-port", "0", "--tims-port", "0"],
+        [STREAM_APP, "sandbox", "--salesforce-port", "0", "--pubsub-port", "0", "--pardot-port", "0", "--tims-port", "0",
+         "--shop-port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
         assert proc.stdout is not None
-        urls = dict(proc.stdout.readline().split() for _ in range(4))
-        assert set(urls) == {"salesforce-rest", "salesforce-pubsub", "pardot", "tims"}
+        urls = dict(proc.stdout.readline().split() for _ in range(5))
+        assert set(urls) == {"salesforce-rest", "salesforce-pubsub", "pardot", "tims", "shop"}
 
         async with httpx.AsyncClient(timeout=10) as http:
             token = (await http.post(f"{urls['salesforce-rest']}/services/oauth2/token", data={
                 "grant_type": "client_credentials", "client_id": "demo", "client_secret": "demo"})).json()
             assert token["instance_url"] == urls["salesforce-rest"]
             bearer = {"Authorization": f"Bearer {token['access_token']}"}
+            shop = await http.post(f"{urls['shop']}/admin/api/{SHOP_API_VERSION}/graphql.json",
+                                   json={"query": "{ orders(first: 1) { nodes { id } } }"},
+                                   headers={"X-Shopify-Access-Token": SHOP_ACCESS_TOKEN})
+            assert shop.status_code == 200 and shop.json()["data"] == {"orders": {"nodes": []}}
             versions = await http.get(f"{urls['salesforce-rest']}/services/data/")
             assert versions.status_code == 200 and versions.json()
 

@@ -27,7 +27,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_every_secret_setting_takes_a_file() -> None:
     assert set(secret_fields(Settings)) == {
         "kafka_sasl_password", "salesforce_client_secret", "salesforce_refresh_token", "tims_api_key",
-        "tims_webhook_secret", "console_users", "console_session_key"}
+        "tims_webhook_secret", "console_users", "console_session_key", "shop_access_token", "shop_webhook_secret"}
     # the Salesforce private key has its own file setting, read when it is used
     assert "salesforce_private_key_file" in Settings.model_fields
 

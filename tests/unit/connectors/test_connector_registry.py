@@ -17,8 +17,8 @@ from stream_app.settings import Settings, SettingsError, load_settings
 def test_every_connector_field_is_a_setting_of_the_same_name() -> None:
     for spec in registry.connectors().values():
         assert {f"{spec.name}_{field}" for field in spec.config.model_fields} <= set(Settings.model_fields)
-    assert registry.names() == ("salesforce", "tims", "pardot")
-    assert [spec.links_topic for spec in registry.connectors().values()] == [None, "links.tims", None]
+    assert registry.names() == ("salesforce", "tims", "pardot", "shop")
+    assert [spec.links_topic for spec in registry.connectors().values()] == [None, "links.tims", None, None]
 
 
 def test_connector_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -51,7 +51,7 @@ def test_entry_points_add_connectors(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(registry, "entry_points", lambda group: [point] if group == registry.ENTRY_POINT_GROUP else [])
     registry.connectors.cache_clear()
     try:
-        assert registry.names() == ("salesforce", "tims", "pardot", "erp2")
+        assert registry.names() == ("salesforce", "tims", "pardot", "shop", "erp2")
         assert registry.connector("erp2").dlq_topic == "dlq.erp2"
     finally:
         registry.connectors.cache_clear()
