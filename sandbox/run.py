@@ -106,8 +106,10 @@ def port_is_free(host: str, port: int) -> bool:
 
 async def start_sandbox(host: str = "127.0.0.1", ports: dict[str, int] | None = None,
                         keepalive_seconds: float = 270.0) -> Sandbox:
-    """Start every server; ports default to :data:`DEFAULT_PORTS` (0 picks free ones)."""
-    chosen = {**DEFAULT_PORTS, **(ports or {})}
+    """Start every server on :data:`DEFAULT_PORTS`, or on ``ports`` where given: a server that
+    ``ports`` leaves out gets a free port then (0 picks one), so callers written before a server
+    was added never collide on its fixed port when they run side by side."""
+    chosen = dict(DEFAULT_PORTS) if ports is None else {name: ports.get(name, 0) for name in DEFAULT_PORTS}
     _check_free(host, chosen)
     faults = {name: Faults() for name in chosen}
     org = Org()

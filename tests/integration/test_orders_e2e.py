@@ -17,7 +17,6 @@ sources as processes, on the real broker.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from typing import Any
 import pytest
 
 from sandbox.run import Sandbox
-from tests.support.flows import FlowRig, flow_rig, mapping_changed
+from tests.support.flows import flow_rig, mapping_changed, waiting_shows
 from tests.support.kafka import produce_json, read_json
 from topologies.orders.order import DEFAULT_MAPPING_DIR
 
@@ -74,24 +73,6 @@ def orders_of(sandbox: Sandbox, opportunity: str) -> list[dict[str, Any]]:
     return sandbox.tims.find("sales_orders", external_id=opportunity)
 
 
-async def waiting_metric(rig: FlowRig) -> float:
-    import httpx
-
-    async with httpx.AsyncClient() as client:
-        text = (await client.get(f"http://127.0.0.1:{rig.env['CONNECT_WEB_PORT']}/metrics")).text
-    found = [line for line in text.splitlines()
-             if line.startswith('connect_flow_waiting_references{flow="orders",reference="account"}')]
-    return float(found[0].rsplit(" ", 1)[1]) if found else -1.0
-
-
-async def waiting_shows(rig: FlowRig, count: float) -> None:
-    """The worker reports ``count`` orders waiting for an Account (it measures every 10 s)."""
-    deadline = time.monotonic() + 40
-    while (found := await waiting_metric(rig)) != count:
-        assert time.monotonic() < deadline, f"connect_flow_waiting_references shows {found}, not {count}"
-        await asyncio.sleep(1)
-
-
 async def test_orders_flow_both_ways(app_env: dict[str, str], tmp_path: Path) -> None:
     began = time.monotonic()
     bootstrap, prefix = app_env["KAFKA_BOOTSTRAP_SERVERS"], app_env["CONNECT_TOPIC_PREFIX"]
@@ -116,7 +97,7 @@ async def test_orders_flow_both_ways(app_env: dict[str, str], tmp_path: Path) ->
                         lambda: org.get("Opportunity", first)["TIMS_Sales_Order_ID__c"] == order["sales_order_id"])
 
         assert orders_of(rig.sandbox, second) == []
-        await waiting_shows(rig, 1.0)
+        await waiting_shows(rig, "orders", "account", 1.0)
         org.update("Account", late, {"TIMS_Customer_ID__c": gas})
         await rig.until("the second order released by the Account's link",
                         lambda: [o["customer_id"] for o in orders_of(rig.sandbox, second)] == [gas])
@@ -173,6 +154,6 @@ async def test_orders_flow_both_ways(app_env: dict[str, str], tmp_path: Path) ->
         assert shows("invoiced"), org.get("Opportunity", first)
         assert len(tims.all("sales_orders")) == 3, "the two Opportunities' orders and the one entered in TIMS"
         assert orders_of(rig.sandbox, unbalanced) == [] and len(orders_of(rig.sandbox, first)) == 1
-        await waiting_shows(rig, 0.0)
+        await waiting_shows(rig, "orders", "account", 0.0)
         print(f"\norders e2e: {writes} (Salesforce, TIMS) writes; {len(events)} sales order events replayed "
               f"newest first; {time.monotonic() - began:.0f}s")

@@ -24,11 +24,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from sandbox.run import Sandbox
-from tests.support.flows import FlowRig, flow_rig, mapping_changed
+from tests.support.flows import flow_rig, mapping_changed, waiting_shows
 from tests.support.kafka import produce_json, read_json
 from tests.support.worker import STREAM_APP
 from topologies.receivables.rollup import DEFAULT_MAPPING_DIR
@@ -59,21 +58,6 @@ def balance_in_tims(sandbox: Sandbox, customer: str) -> Decimal:
     unapplied = [p for p in tims.all("payments") if p["customer_id"] == customer and not p.get("invoice_id")]
     return (sum((Decimal(repr(i["balance_due"])) for i in invoices), Decimal(0))
             - sum((Decimal(repr(p["amount"])) for p in unapplied), Decimal(0)))
-
-
-async def waiting_metric(rig: FlowRig) -> float:
-    async with httpx.AsyncClient() as client:
-        text = (await client.get(f"http://127.0.0.1:{rig.env['CONNECT_WEB_PORT']}/metrics")).text
-    found = [line for line in text.splitlines()
-             if line.startswith('connect_flow_waiting_references{flow="receivables",reference="account"}')]
-    return float(found[0].rsplit(" ", 1)[1]) if found else -1.0
-
-
-async def waiting_shows(rig: FlowRig, count: float) -> None:
-    deadline = time.monotonic() + 40
-    while (found := await waiting_metric(rig)) != count:
-        assert time.monotonic() < deadline, f"connect_flow_waiting_references shows {found}, not {count}"
-        await asyncio.sleep(1)
 
 
 async def test_receivables_roll_up(app_env: dict[str, str], tmp_path: Path) -> None:
@@ -135,7 +119,7 @@ async def test_receivables_roll_up(app_env: dict[str, str], tmp_path: Path) -> N
         gas = tims.create("customers", {"name": "Gas Co"})["customer_id"]
         tims.create("invoices", {"customer_id": gas, "invoice_date": "2026-12-02", "total_amount": 80})
         gas_account = org.create("Account", {"Name": "Gas Co"})
-        await waiting_shows(rig, 1.0)
+        await waiting_shows(rig, "receivables", "account", 1.0)
         org.update("Account", gas_account, {"TIMS_Customer_ID__c": gas})
         await rig.until("the waiting customer released by its Account's link",
                         lambda: account_shows({"TIMS_Open_Balance__c": 80, "TIMS_Lifetime_Revenue__c": 80}, gas_account))
@@ -197,5 +181,5 @@ async def test_receivables_roll_up(app_env: dict[str, str], tmp_path: Path) -> N
         for customer, record in ((weld, account), (gas, gas_account)):
             assert Decimal(repr(org.get("Account", record)["TIMS_Open_Balance__c"])) == balance_in_tims(
                 rig.sandbox, customer)
-        await waiting_shows(rig, 0.0)
+        await waiting_shows(rig, "receivables", "account", 0.0)
         print(f"\nreceivables e2e: {writes} (Salesforce, TIMS) writes; {time.monotonic() - began:.0f}s")

@@ -16,7 +16,7 @@ from sandbox.demo import Processes
 from tests.support.worker import WorkerProcess, free_port
 
 __all__ = ["CLIENT", "SALESFORCE_WRITES", "FlowRig", "connector_writes", "flow_rig", "mapping_changed", "stage_counts",
-           "wait_until"]
+           "wait_until", "waiting_shows"]
 
 CLIENT = "pardot-tims-connect"
 SALESFORCE_WRITES = {"create", "update", "upsert", "delete", "collections.create", "collections.update",
@@ -109,3 +109,20 @@ def stage_counts(text: str, flow: str = "customer_sync") -> dict[tuple[str, str]
             labels = dict(part.split("=", 1) for part in line[line.index("{") + 1:line.index("}")].split(","))
             counts[(labels["stage"].strip('"'), labels["outcome"].strip('"'))] = float(line.rsplit(" ", 1)[1])
     return counts
+
+
+async def waiting_shows(rig: FlowRig, flow: str, reference: str, count: float, timeout: float = 40.0) -> None:
+    """The worker reports ``count`` records of ``flow`` waiting for a ``reference`` (it measures
+    every 10 s): ``connect_flow_waiting_references`` on its /metrics."""
+    import httpx
+
+    series = f'connect_flow_waiting_references{{flow="{flow}",reference="{reference}"}}'
+    deadline = time.monotonic() + timeout
+    while True:
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(f"http://127.0.0.1:{rig.env['CONNECT_WEB_PORT']}/metrics")).text
+        found = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(series)]
+        if found == [count]:
+            return
+        assert time.monotonic() < deadline, f"{series} shows {found}, not {count}"
+        await asyncio.sleep(1)
