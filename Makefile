@@ -11,7 +11,7 @@ PYTEST_ARGS ?= -ra
 # them one by one.
 PYTEST_WORKERS ?= -n 2 --dist loadfile
 
-.PHONY: setup lint demo test test-unit chaos fuzz kafka-up kafka-down sandbox proto dashboards prometheus chromium clean
+.PHONY: setup lint demo test test-unit scale chaos fuzz kafka-up kafka-down sandbox proto dashboards prometheus chromium clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10+ is needed (found " + sys.version.split()[0] + ")")'
@@ -36,7 +36,11 @@ lint: setup
 	$(BIN)/lint-imports
 
 test: lint kafka-up prometheus chromium
-	$(BIN)/pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/pytest $(PYTEST_WORKERS) -m "not scale" $(PYTEST_ARGS)
+
+# Scale runs kept out of `make test` (each says why at its test): tests marked `scale`.
+scale: lint kafka-up
+	$(BIN)/pytest -m scale $(PYTEST_ARGS)
 
 # The chaos run (bench/chaos.py, docs/adr/0020): 1,000 people, API faults, workers, sources and
 # the run's own broker SIGKILLed; prints one JSON line of invariants (all 0) and figures.
