@@ -110,15 +110,17 @@ async def erase_person(settings: "Settings", *, email: str | None = None, custom
                                "erased_entries": len(plan.erased)} for name, plan in plans.items()}}
     if dry_run:
         return report
-    await _carry_out(settings, group, plans)
-    await _audit(settings, report)
+    await _carry_out(settings, group, plans, report)
     return report
 
 
-async def _carry_out(settings: "Settings", group: str, plans: dict[str, Any]) -> None:
+async def _carry_out(settings: "Settings", group: str, plans: dict[str, Any], report: dict[str, Any]) -> None:
+    """The plans' messages in their order, then the audit record, through one producer."""
     bootstrap = settings.kafka_bootstrap_servers
     erased = {name: replicated_topic(settings, name, "erased", lasting=True) for name in plans}
+    audit = settings.topic(AUDIT_PRIVACY)
     await ensure_topics(bootstrap, erased.values(), partitions=1, compacted=True)
+    await ensure_topics(bootstrap, [audit], partitions=1, keep_forever=[audit])
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     try:
@@ -137,16 +139,6 @@ async def _carry_out(settings: "Settings", group: str, plans: dict[str, Any]) ->
                 await producer.send(settings.topic(f"sink.{command.system}.{command.object}"),
                                     command.model_dump_json().encode(), key=command.partition_key.encode())
         await producer.flush()
-    finally:
-        await producer.stop()
-
-
-async def _audit(settings: "Settings", report: dict[str, Any]) -> None:
-    topic = settings.topic(AUDIT_PRIVACY)
-    await ensure_topics(settings.kafka_bootstrap_servers, [topic], partitions=1, keep_forever=[topic])
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
-    await producer.start()
-    try:
-        await producer.send_and_wait(topic, json.dumps(report).encode(), key=report["erasure"].encode())
+        await producer.send_and_wait(audit, json.dumps(report).encode(), key=report["erasure"].encode())
     finally:
         await producer.stop()

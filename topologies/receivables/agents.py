@@ -27,13 +27,13 @@ from typing import Any
 from faust.types import EventT
 
 from connectors.envelope import SourceEvent
+from quality.anomalies import AnomalyDetector
 from topologies.flow import BatchLike, FlowContext
 from topologies.origin import written_by_us
-from quality.anomalies import AnomalyDetector
 from topologies.receivables.messages import MERGE, Linked, MergeEvent, Observed, Release, Review
 from topologies.receivables.rollup import (
-    DEFAULT_MAPPING_DIR, TARGETS, Decision, ReceivablesMapping, Unusable, evaluate, fold, judge, link, load_mapping,
-    new_row, observe, release,
+    BUCKETS, DEFAULT_MAPPING_DIR, TARGETS, Decision, ReceivablesMapping, Unusable, evaluate, fold, judge, link,
+    load_mapping, new_row, observe, release,
 )
 from topologies.stage import KeyedBatchStage, agent_named, read_source_event
 
@@ -254,7 +254,7 @@ def _before(row: dict[str, Any], event: SourceEvent) -> dict[str, Any] | None:
     """What the row held of the event's record before it is folded in (None: nothing yet)."""
     if event.entity == "customer":
         return dict(row["record"]) if row["record"] else None
-    bucket = {"invoice": "invoices", "payment": "payments", "sales_order": "orders"}.get(event.entity)
+    bucket = BUCKETS.get(event.entity)
     held = row.get(bucket, {}).get(event.record_id) if bucket else None
     return dict(held) if held is not None else None
 

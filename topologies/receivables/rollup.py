@@ -44,7 +44,8 @@ from quality.anomalies import AnomalyDetector, CustomerChange, MoneyEvent
 from topologies.money import MoneyError, currency_code, quantize, text, to_decimal, wire
 
 __all__ = ["ReceivablesMapping", "Decision", "Unusable", "VALUES", "TARGETS", "load_mapping", "new_row", "fold",
-           "figures", "evaluate", "observe", "link", "preview", "judge", "release", "money_events", "RULES", "DEFAULT_MAPPING_DIR", "ENTITIES"]
+           "figures", "evaluate", "observe", "link", "preview", "judge", "release", "money_events", "RULES", "BUCKETS",
+           "DEFAULT_MAPPING_DIR", "ENTITIES"]
 
 DEFAULT_MAPPING_DIR = Path(__file__).with_name("mappings")
 #: the TIMS entities folded here
@@ -53,6 +54,8 @@ ENTITIES = ("invoice", "payment", "customer", "sales_order")
 VALUES = ("open_balance", "overdue_amount", "days_past_due", "last_invoice_date", "last_invoice_amount",
           "last_payment_date", "last_payment_amount", "lifetime_revenue", "credit_hold", "last_order_date",
           "last_purchased_products")
+#: where the row keeps each TIMS entity's records, by id
+BUCKETS = {"invoice": "invoices", "payment": "payments", "sales_order": "orders"}
 #: sales orders that are no purchase (yet, or any more)
 NOT_PURCHASED = frozenset({"draft", "cancelled"})
 #: the anomaly rules a mapping may hold (quality.anomalies)
@@ -169,7 +172,7 @@ def fold(row: dict[str, Any], event: SourceEvent, mapping: ReceivablesMapping) -
             values["credit_limit"] = _amount(values["credit_limit"], "credit_limit", mapping.currency)
         row["record"] = {"v": version, **values}
         return True
-    bucket = {"invoice": "invoices", "payment": "payments", "sales_order": "orders"}[event.entity]
+    bucket = BUCKETS[event.entity]
     row.setdefault(bucket, {})
     held = row[bucket].get(event.record_id)
     if held is not None and version <= held["v"]:
@@ -253,8 +256,8 @@ def judge(row: dict[str, Any], event: SourceEvent, before: dict[str, Any] | None
                                                             old.get(name), new.get(name), _at(None, now_ms)))]
         subject = "record"
     else:
-        bucket = {"invoice": "invoices", "payment": "payments"}.get(event.entity)
-        if bucket is None or before is not None:  # only a new invoice or payment is judged, once
+        bucket = BUCKETS.get(event.entity)
+        if bucket not in ("invoices", "payments") or before is not None:  # only a new invoice or payment is judged, once
             return
         mine = money_events(row, now_ms)
         this = next((e for e in mine if e.id == event.record_id), None)
