@@ -109,7 +109,7 @@ class Orders:
         await self.ctx.send(*self.links.entry(ref, value))
         self.count("links")
         if release:
-            await self.ctx.send(self.waiting_topic, ref, Linked(kind="linked").wire())
+            await self.ctx.send(self.waiting_topic, ref, Linked(kind="linked", value=value).wire())
 
     # -- waiting ---------------------------------------------------------------------------------
     async def wait(self, stream: Any) -> None:
@@ -122,14 +122,18 @@ class Orders:
         ref, message = read
         entry = self.waiting.get(ref) or {"linked": False, "orders": {}}
         if isinstance(message, (Linked, Expire)):
-            recheck = Recheck(kind="recheck", final=isinstance(message, Expire)).wire()
+            value = message.value if isinstance(message, Linked) else None
+            recheck = Recheck(kind="recheck", final=isinstance(message, Expire),
+                              links={ref: value} if value else {}).wire()
             acks = [await self.ctx.send(self.merge_topic, key, recheck) for key in entry["orders"]]
             for ack in acks:  # the table write below forgets them: they must be out first
                 await ack
             self.count("released", len(acks))
-            self.waiting[ref] = {"linked": isinstance(message, Linked), "orders": {}}
+            self.waiting[ref] = {"linked": isinstance(message, Linked), "value": value, "orders": {}}
         elif entry["linked"] or (not ref.startswith("total:") and self.links.get(ref) is not None):
-            await self.ctx.send(self.merge_topic, message.key, Recheck(kind="recheck").wire())
+            value = entry.get("value") or self.links.get(ref)
+            await self.ctx.send(self.merge_topic, message.key,
+                                Recheck(kind="recheck", links={ref: value} if value else {}).wire())
         elif message.key not in entry["orders"] and len(entry["orders"]) >= self.mapping.waiting_limit:
             await self.ctx.quarantine(f"waiting: more than {self.mapping.waiting_limit} orders wait for {ref}",
                                       event.value)
@@ -161,21 +165,30 @@ class Orders:
     async def _merge(self, batch: BatchLike, event: EventT, key: str, message: Any) -> None:
         stored = batch.get(self.table, key, event)
         row = stored or new_row(key)
-        waited = set((row["waiting"] or {}).get("refs", []))
+        waiting = row["waiting"] or {}
+        waited = set(waiting.get("refs", []))
+        # Links this order was told of by the rechecks that released it: this worker's copy of the
+        # replicated link map may not have them yet (docs/adr/0021, "Waiting").
+        told = {**waiting.get("told", {}), **(message.links if isinstance(message, Recheck) else {})}
+        links = _Told(told, self.links) if told else self.links
         if isinstance(message, Recheck):
             if stored is None or not waited:
                 return
-            decision = recheck(row, self.mapping, self.links, _now_ms(), final=message.final)
+            decision = recheck(row, self.mapping, links, _now_ms(), final=message.final)
         else:
             source_event = SourceEvent.model_validate(message.event)
             apply = apply_tims if source_event.source == "tims" else apply_salesforce
-            decision = apply(row, source_event, self.mapping, self.links, _now_ms())
+            decision = apply(row, source_event, self.mapping, links, _now_ms())
             self.ctx.metrics.echo_fields(source_event.source, decision.echo_fields)
             if decision.duplicate or decision.stale:
                 self.count("stale" if decision.stale else "duplicates")
                 self.ctx.metrics.duplicate(source_event.source)
                 return
-        await self._publish(batch, key, row, decision, waited)
+        if row["waiting"] is not None and told:
+            row["waiting"]["told"] = told
+        # After a recheck the order parks again under every reference it still waits for: the
+        # waiting stage let go of it when it sent the recheck (parking twice is harmless).
+        await self._publish(batch, key, row, decision, set() if isinstance(message, Recheck) else waited)
         batch.put(self.table, key, row, event)
 
     async def _publish(self, batch: BatchLike, key: str, row: dict[str, Any], decision: Decision,
@@ -192,6 +205,17 @@ class Orders:
         if decision.rejected is not None:
             self.count("held")
             await self.ctx.quarantine(f"merge: order {key} held: {decision.rejected}", row)
+
+
+class _Told:
+    """The link map, with the links a recheck carried read first."""
+
+    def __init__(self, told: dict[str, str], links: Any) -> None:
+        self.told, self.links = told, links
+
+    def get(self, key: str) -> str | None:
+        value = self.told.get(key)
+        return value if value is not None else self.links.get(key)
 
 
 def install(ctx: FlowContext) -> Orders:

@@ -25,6 +25,9 @@ class Recheck(StageMessage):
     kind: Literal["recheck"]
     #: the order's grace for its lines is over: what still does not add up is quarantined
     final: bool = False
+    #: the links that released the order (reference → linked id): the order's stage may read the
+    #: replicated link map before its own copy has caught up with them
+    links: dict[str, str] = Field(default_factory=dict)
 
 
 class Park(StageMessage):
@@ -39,6 +42,8 @@ class Linked(StageMessage):
     """The message key's reference is linked now: release what waits for it."""
 
     kind: Literal["linked"]
+    #: the id it is linked to (absent in messages from before it was carried)
+    value: str | None = None
 
 
 class Expire(StageMessage):
