@@ -36,11 +36,12 @@ lint: setup
 	$(BIN)/lint-imports
 
 test: lint kafka-up prometheus chromium
-	$(BIN)/pytest $(PYTEST_WORKERS) -m "not scale" $(PYTEST_ARGS)
+	$(BIN)/pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
-# Scale runs kept out of `make test` (each says why at its test): tests marked `scale`.
+# The scale runs alone (they are part of `make test` too): to try one again, or on a loaded machine.
 scale: lint kafka-up
-	$(BIN)/pytest -m scale $(PYTEST_ARGS)
+	$(BIN)/pytest $(PYTEST_ARGS) tests/integration/test_customer_sync_scale.py \
+		tests/integration/test_activities_scale.py tests/integration/test_order_to_cash_scale.py
 
 # The chaos run (bench/chaos.py, docs/adr/0020): 1,000 people, API faults, workers, sources and
 # the run's own broker SIGKILLed; prints one JSON line of invariants (all 0) and figures.

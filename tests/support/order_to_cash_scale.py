@@ -215,14 +215,28 @@ async def run_order_to_cash_scale(env: dict[str, str], workdir: Path, plan: Scal
         won: list[str] = []
         steps = _script(sandbox, plan, rng, customers, entries, won)
 
-        async def kill_b() -> None:
+        wrote = re.compile(r"sink \S+: \d+ message\(s\), \d+ stale, [1-9]\d* written")
+        killing: list[asyncio.Task[None]] = []
+
+        async def kill_when_b_has_written() -> None:
+            # on a loaded machine b may not have written yet at the planned share of the arrival:
+            # the kill waits for its first write (arrival goes on meanwhile), so it always hits work
+            # in flight
+            deadline = time.monotonic() + 120
+            while not wrote.search(workers["b"].log_text()):
+                assert time.monotonic() < deadline, "worker b wrote nothing in 2 minutes: " + \
+                    workers["b"].log_text()[-3000:]
+                await asyncio.sleep(0.5)
             figures["killed_at_s"] = round(time.monotonic() - arrival, 1)
             assert await asyncio.to_thread(workers["b"].kill) == -9
-            assert re.search(r"sink \S+: \d+ message\(s\), \d+ stale, [1-9]\d* written", workers["b"].log_text()), \
-                "worker b wrote nothing before it was killed: " + workers["b"].log_text()[-3000:]
+
+        async def kill_b() -> None:
+            killing.append(asyncio.create_task(kill_when_b_has_written()))
 
         async def restart_b() -> None:
             nonlocal restart
+            for task in killing:
+                await task
             figures["restarted_at_s"] = round(time.monotonic() - arrival, 1)
             restart = asyncio.create_task(asyncio.to_thread(workers["b"].start, 120.0))
 
