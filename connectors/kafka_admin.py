@@ -274,13 +274,14 @@ class KafkaAdmin:
 
     # -- reading -----------------------------------------------------------------------------------
 
-    async def read_to_end(self, topics: Iterable[str], *,
-                          since: Mapping[TopicPartition, int] | None = None) -> AsyncIterator[ConsumerRecord]:
-        """Every record of ``topics``, from each partition's start (or its offset in ``since``) up
-        to its end as it was when the reading began, oldest first per partition; without a group.
+    async def read_to_end(self, topics: Iterable[str], *, since: Mapping[TopicPartition, int] | None = None,
+                          only: Collection[TopicPartition] | None = None) -> AsyncIterator[ConsumerRecord]:
+        """Every record of ``topics`` (of the partitions in ``only``, when given), from each
+        partition's start (or its offset in ``since``) up to its end as it was when the reading
+        began, oldest first per partition; without a group.
 
         To leave the loop early, wrap it in ``contextlib.aclosing`` so its consumer stops at once."""
-        tps = await self.partitions(topics)
+        tps = [tp for tp in await self.partitions(topics) if only is None or tp in only]
         if not tps:
             return
         async with _consumer(self.bootstrap, None, self.client_id) as consumer:

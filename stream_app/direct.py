@@ -124,7 +124,7 @@ class DirectStage:
             consumer = AIOKafkaConsumer(**self._options, **kafka_security.client_options())
             try:
                 await consumer.start()
-                consumer.subscribe(self.topics, listener=_TakeOver(consumer, self.floors))
+                consumer.subscribe(self.topics, listener=self.listener(consumer))
                 self.state = "consuming"
                 log.info("direct stage %s.%s: consuming %s as group %s", self.flow, self.stage,
                          ", ".join(self.topics), self.group)
@@ -139,6 +139,10 @@ class DirectStage:
                 await asyncio.sleep(RETRY_DELAY)
             finally:
                 await _stop_quietly(consumer)
+
+    def listener(self, consumer: AIOKafkaConsumer) -> ConsumerRebalanceListener:
+        """What the consumer calls on a rebalance."""
+        return _TakeOver(consumer, self.floors)
 
     async def _floors(self) -> dict[TopicPartition, int]:
         """Where the Faust group stands on the partitions this group has never committed (the

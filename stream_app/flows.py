@@ -22,6 +22,7 @@ from stream_app import metrics
 from stream_app.batching import run_batches
 from stream_app.codecs import KEEP_BYTES, SafeJson, Undecodable, bounded, encode
 from stream_app.direct import DirectStage, collect_send, direct_group
+from stream_app.direct_table import DirectTable, DirectTableStage
 from stream_app.replicated import ReplicatedMap
 from stream_app.settings import Settings, SettingsError, env_name
 from topologies.flow import Flow
@@ -143,6 +144,29 @@ class FlowRuntime:
 
     def direct(self, stage: str, topic: Any, handle: Callable[[Any], Awaitable[None]], *,
                before: Callable[[], Awaitable[None]] | None = None) -> DirectStage:
+        names = self._declared(stage, topic)
+        runner = DirectStage(self.app, self.flow.name, stage, names, self._counted(stage, self._guarded(stage, handle)),
+                             before=before)
+        self.app.task(runner.run)
+        self.direct_stages[stage] = runner
+        self.app.direct_stages.append(runner)
+        return runner
+
+    def direct_table(self, name: str) -> DirectTable:
+        return DirectTable(self.app, name)
+
+    def direct_batches(self, stage: str, topic: Any, handle: Callable[[Any, Any], Awaitable[None]], *,
+                       tables: list[DirectTable], before: Callable[[], Awaitable[None]] | None = None) -> DirectStage:
+        names = self._declared(stage, topic)
+        runner = DirectTableStage(self.app, self.flow.name, stage, names, self._counted(stage, handle), tables,
+                                  self.send, before=before)
+        self.app.task(runner.run)
+        self.direct_stages[stage] = runner
+        self.app.direct_stages.append(runner)
+        return runner
+
+    def _declared(self, stage: str, topic: Any) -> list[str]:
+        """The full names of the topics ``stage`` reads, checked against ``Flow.direct_stages``."""
         declared = dict(self.flow.direct_stages)
         if stage not in declared:
             raise ValueError(f"flow {self.flow.name}: direct stage {stage!r} is not in Flow.direct_stages")
@@ -150,12 +174,7 @@ class FlowRuntime:
         if sorted(names) != sorted(topic.topics):
             raise ValueError(f"flow {self.flow.name}: direct stage {stage!r} reads {list(topic.topics)}, "
                              f"Flow.direct_stages says {names}")
-        runner = DirectStage(self.app, self.flow.name, stage, names, self._counted(stage, self._guarded(stage, handle)),
-                             before=before)
-        self.app.task(runner.run)
-        self.direct_stages[stage] = runner
-        self.app.direct_stages.append(runner)
-        return runner
+        return names
 
     def _guarded(self, stage: str, handle: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
         async def guarded(event: Any) -> None:

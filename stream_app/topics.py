@@ -45,6 +45,8 @@ class OwnedTopics:
         self.created = False
         #: compacted one-partition topics of replicated maps (stream_app/replicated.py)
         self.compacted: set[str] = set()
+        #: changelogs of tables kept by direct table stages (stream_app/direct_table.py)
+        self.direct_changelogs: set[str] = set()
 
     def topic(self, *names: str, **options: Any) -> TopicT:
         """The topic (or several read as one) named ``names``; asking twice gives the same one."""
@@ -57,6 +59,10 @@ class OwnedTopics:
         topic = self.app.topic(*(self.settings.topic(name) for name in names), internal=True, **options)
         self._topics.setdefault(names, topic)
         return topic
+
+    def changelog(self, name: str) -> None:
+        """Have ``name`` (a full name) created as a table changelog: compacted, partitioned like the topics."""
+        self.direct_changelogs.add(name)
 
     def compact(self, name: str) -> None:
         """Have ``name`` (a full name) created compacted, with one partition."""
@@ -89,8 +95,10 @@ class OwnedTopics:
         return len(names)
 
     def changelogs(self) -> list[str]:
-        """The changelog topics of the app's tables (Faust: ``<app id>-<table>-changelog``)."""
-        return sorted(table.changelog_topic.get_topic_name() for table in self.app.tables.values())
+        """The changelog topics of the app's tables (``<app id>-<table>-changelog``): Faust's and
+        the direct table stages'."""
+        return sorted({table.changelog_topic.get_topic_name() for table in self.app.tables.values()}
+                      | self.direct_changelogs)
 
     def install(self) -> None:
         """Create every owned topic at start-up, the ones we only write to as well: Faust itself

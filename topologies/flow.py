@@ -105,6 +105,17 @@ class FlowContext(Protocol):
         name the stage and its topics in :attr:`Flow.direct_stages` (rebuild, replay and the
         lag metric move and read its group's offsets). ``before`` is awaited once first."""
 
+    def direct_table(self, name: str) -> Any:
+        """A table kept by a direct table stage (:meth:`direct_batches`), partitioned like the
+        stage's topic; its changelog is ``<app id>-<name>-changelog``, as a Faust table's."""
+
+    def direct_batches(self, stage: str, topic: Any, handle: Callable[[BatchLike, Any], Awaitable[None]], *,
+                       tables: list[Any], before: Callable[[], Awaitable[None]] | None = None) -> Any:
+        """Run a keyed stage that keeps ``tables`` (from :meth:`direct_table`) outside Faust
+        (docs/adr/0038): ``handle(batch, event)`` as for :meth:`run_batches`, each partition's
+        rows recovered from its changelog before its first event. One topic; declared in
+        :attr:`Flow.direct_stages` like :meth:`direct`."""
+
 
 class MappingsTool(Protocol):
     """What ``stream-app mappings check|preview`` asks of a flow that has mapping files."""

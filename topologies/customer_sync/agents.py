@@ -90,7 +90,8 @@ class CustomerSync:
         #: people erased by ``stream-app privacy erase``: ``key:<customer>``, ``ref:<reference>``,
         #: ``email:<sha256>`` → the erasure id; their events are dropped wherever they arrive
         self.erased = ctx.replicated("erased", lasting=True)
-        self.customer_master = ctx.table("customer_master", default=None, key_type=str)
+        #: the golden records, kept by the direct ``merge`` stage (docs/adr/0038)
+        self.customer_master = ctx.direct_table("customer_master")
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] += n
@@ -211,7 +212,8 @@ class CustomerSync:
 
     # -- merge -----------------------------------------------------------------------------------
     async def merge(self, stream: Any) -> None:
-        """Keep the golden records, in batches: one wait for the acks per batch, not per event."""
+        """Keep the golden records, in batches, as a Faust agent over a Faust table (the unit tests
+        run it so; the worker runs :meth:`merge_one` as a direct table stage)."""
         await self.ctx.run_batches(stream, self.merge_one)
 
     async def merge_one(self, batch: BatchLike, event: EventT) -> None:
@@ -304,17 +306,17 @@ def _earlier_events(batch: BatchLike, key: str) -> list[EventT]:
 
 def install(ctx: FlowContext) -> CustomerSync:
     """Build the flow on ``ctx.app``: mappings (validated now: a wrong file stops start-up),
-    topics, tables, the direct ``ingest`` stage and the three agents."""
+    topics, tables, the direct ``ingest`` and ``merge`` stages and the two agents."""
     mappings = load_mappings(ctx.mappings_dir(DEFAULT_MAPPING_DIR))
     settings = ctx.settings
     policy = Policy(our_clients={"salesforce": settings.salesforce_client_name, "tims": settings.tims_client_name})
     flow = CustomerSync(ctx, mappings, policy)
     app = ctx.app
     # ingest keeps no table: it runs outside Faust's per-message path (docs/adr/0028), once this
-    # worker has read the whole identity index
+    # worker has read the whole identity index; merge keeps its table itself (docs/adr/0038)
     ctx.direct("ingest", flow.source_topic, flow.ingest_one, before=flow.ready)
+    ctx.direct_batches("merge", flow.merge_topic, flow.merge_one, tables=[flow.customer_master])
     for name, topic, body in (("tims_links", flow.tims_links_topic, flow.tims_links),
-                              ("identify", flow.identify_topic, flow.identify),
-                              ("merge", flow.merge_topic, flow.merge)):
+                              ("identify", flow.identify_topic, flow.identify)):
         app.agent(topic, name=f"topologies.customer_sync.agents.{name}", concurrency=1)(agent_named(body, name))
     return flow

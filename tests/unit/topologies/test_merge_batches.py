@@ -83,6 +83,10 @@ class Context:
     def table(self, name: str, **options: Any) -> Any:
         return self.app.Table(name, **options)
 
+    def direct_table(self, name: str) -> Any:
+        # the merge logic under test is the same over a Faust table and Faust's batches
+        return self.app.Table(name, default=None, key_type=str)
+
     def replicated(self, name: str, *, lasting: bool = False) -> "Index":
         return Index(self.app.topic(f"{agents.FLOW_NAME}_{name}"))
 

@@ -1,0 +1,309 @@
+"""Direct table stages: a keyed stage that keeps a table, outside Faust (docs/adr/0038).
+
+A direct stage (``stream_app.direct``) skips Faust's per-message path but keeps no state. The
+customer sync's ``merge`` keeps the golden records; through Faust it cost a consumed message, a
+table write and its changelog record, each handled one by one. Here the stage keeps its table
+itself, the way Faust does, in bulk:
+
+- **The table** (:class:`DirectTable`) is partitioned like the stage's topic. Each partition the
+  stage's consumer holds has a local store (RocksDB through rocksdict under
+  ``<tables>/direct/<changelog>/<partition>``, or a dict with ``CONNECT_STORE=memory``) and the
+  offset of its changelog read so far. The changelog is named as Faust names a table's,
+  ``<app id>-<table>-changelog``, with Faust's key and value encoding (JSON), so what reads
+  changelogs (rebuild, privacy export, the console) reads it unchanged, and a deployment whose
+  Faust agent kept the table goes on from the same records.
+- **Recovery.** Before the stage handles a record of a partition it newly holds, it reads that
+  partition's changelog from the offset its local store kept (from the start when it kept none,
+  or when the topic no longer matches it) to the end. The stage reports ``recovering`` meanwhile
+  (``/readyz``).
+- **A batch** (:class:`TableBatch`, the same ``BatchLike`` a Faust stage's handler gets): each row
+  is read once, changed in a working copy by the batch's events in offset order; the batch's
+  sends are awaited, then each changed row is written once to the changelog, and once those are
+  acked, to the local stores with the changelog offsets; only then are the input offsets
+  committed. A batch interrupted anywhere is redone whole by whoever holds its partitions next,
+  as with Faust (handlers dedupe redone events).
+- **Rebalances.** The consumer's revocation waits for the batch in flight to finish, then closes
+  the revoked partitions' stores (kept on disk: a partition that comes back reads only what was
+  written since).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+
+from connectors import kafka_admin
+from stream_app.codecs import encode
+from stream_app.direct import RETRY_DELAY, DirectEvent, DirectStage, _CODEC, collecting_sends
+from stream_app.replicated import DiskEntries, MemoryEntries
+
+if TYPE_CHECKING:
+    from stream_app.app import ConnectApp
+
+__all__ = ["DirectTable", "DirectTableStage", "TableBatch", "table_key"]
+
+log = logging.getLogger(__name__)
+#: records per progress line while a partition is recovered
+PROGRESS_EVERY = 100_000
+
+
+def table_key(key: str) -> str:
+    """A key as Faust writes a ``key_type=str`` table's keys to its changelog: JSON text."""
+    return json.dumps(key)
+
+
+Send = Callable[[Any, str, Any], Awaitable[Any]]
+
+
+class DirectTable:
+    """A table kept by a direct table stage: one local store per partition the stage holds."""
+
+    def __init__(self, app: "ConnectApp", name: str) -> None:
+        self.app, self.name = app, name
+        self.changelog = f"{app.conf.id}-{name}-changelog"
+        app.owned.changelog(self.changelog)
+        self._stores: dict[int, MemoryEntries | DiskEntries] = {}
+
+    # -- reading ---------------------------------------------------------------------------------
+    def holds(self, partition: int) -> bool:
+        return partition in self._stores
+
+    def get(self, key: str, partition: int) -> Any:
+        raw = self._stores[partition].get(table_key(key))
+        return None if raw is None else json.loads(raw)
+
+    def __len__(self) -> int:
+        return sum(len(store) for store in self._stores.values())
+
+    # -- partitions ------------------------------------------------------------------------------
+    def _open(self, partition: int) -> MemoryEntries | DiskEntries:
+        settings = self.app.settings
+        if not str(getattr(settings.store, "value", settings.store)).startswith("rocksdb"):
+            return MemoryEntries()
+        path = Path(self.app.conf.tabledir) / "direct" / self.changelog / str(partition)
+        try:
+            return DiskEntries(path)
+        except Exception as exc:  # noqa: BLE001 - the partition still works, in memory, read whole
+            log.warning("%s[%d]: local store %s not opened (%s: %s); keeping it in memory", self.name, partition,
+                        path, type(exc).__name__, exc)
+            return MemoryEntries()
+
+    async def recover(self, partition: int) -> int:
+        """Open the partition's store and read its changelog up to the end; returns the records read."""
+        store = self._stores.get(partition) or self._open(partition)
+        tp = TopicPartition(self.changelog, partition)
+        read = 0
+        async with kafka_admin.KafkaAdmin(self.app.settings.kafka_bootstrap_servers) as kafka:
+            start = (await kafka.beginning_offsets([self.changelog])).get(tp, 0)
+            end = (await kafka.end_offsets([self.changelog])).get(tp, 0)
+            kept = store.next_offset()
+            if kept is not None and not start <= kept <= end:
+                log.warning("%s[%d]: the local store read up to offset %d, outside the changelog (%d..%d); "
+                            "reading it again from the start", self.name, partition, kept, start, end)
+                store.clear()
+                kept = None
+            since = start if kept is None else kept
+            if since < end:
+                log.info("%s[%d]: recovering %d changelog records (offsets %d..%d)", self.name, partition,
+                         end - since, since, end)
+                pending: list[tuple[bytes | None, bytes | None]] = []
+                async for record in kafka.read_to_end([self.changelog], since={tp: since}, only=[tp]):
+                    pending.append((record.key, record.value))
+                    read += 1
+                    if len(pending) >= 10_000:
+                        store.apply(pending, record.offset + 1)
+                        pending = []
+                    if read % PROGRESS_EVERY == 0:
+                        log.info("%s[%d]: %d of about %d records recovered", self.name, partition, read, end - since)
+                store.apply(pending, end)
+        self._stores[partition] = store
+        log.info("%s[%d]: ready, %d rows (%d changelog records read)", self.name, partition, len(store), read)
+        return read
+
+    def release(self, partition: int) -> None:
+        """The stage no longer holds the partition: close its store (kept on disk)."""
+        store = self._stores.pop(partition, None)
+        if store is not None:
+            store.close()
+
+    def close(self) -> None:
+        for partition in list(self._stores):
+            self.release(partition)
+
+    # -- writing ---------------------------------------------------------------------------------
+    async def write(self, rows: dict[tuple[int, str], Any]) -> None:
+        """Write changed rows (``(partition, key) → value``, None deletes) to the changelog, wait for
+        the acks, then to the local stores with the offsets after them."""
+        producer = self.app.producer
+        sent = []
+        for (partition, key), value in rows.items():
+            key_bytes, data = table_key(key).encode(), (None if value is None else encode(value))
+            sent.append((partition, key_bytes, data,
+                         await producer.send(self.changelog, key_bytes, data, partition, None, None)))
+        acks = await asyncio.gather(*(future for *_, future in sent))
+        applied: dict[int, tuple[list[tuple[bytes | None, bytes | None]], int]] = {}
+        for (partition, key_bytes, data, _), ack in zip(sent, acks):
+            records, offset = applied.setdefault(partition, ([], 0))
+            records.append((key_bytes, data))
+            applied[partition] = (records, max(offset, getattr(ack, "offset", -1) + 1))
+        for partition, (records, next_offset) in applied.items():
+            store = self._stores.get(partition)
+            if store is not None:  # else revoked meanwhile: the new owner reads the changelog
+                store.apply(records, next_offset)
+
+
+class TableBatch:
+    """The working state of one batch of a direct table stage (``topologies.flow.BatchLike``)."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self._rows: dict[tuple[str, str], Any] = {}
+        self._changed: dict[tuple[str, str], tuple[DirectTable, int]] = {}
+        self._sent: list[Any] = []
+        self.notes: dict[Any, Any] = {}
+
+    def get(self, table: DirectTable, key: str, event: DirectEvent) -> Any:
+        slot = (table.name, key)
+        if slot not in self._rows:
+            self._rows[slot] = table.get(key, event.partition)  # decoded afresh: a working copy
+        return self._rows[slot]
+
+    def put(self, table: DirectTable, key: str, value: Any, event: DirectEvent) -> None:
+        slot = (table.name, key)
+        self._rows[slot] = value
+        self._changed[slot] = (table, event.partition)
+
+    def forget(self, table: DirectTable, key: str) -> None:
+        self._rows.pop((table.name, key), None)
+        self._changed.pop((table.name, key), None)
+
+    async def send(self, topic: Any, key: str, value: Any) -> None:
+        self._sent.append(await self._send(topic, key, value))
+
+    async def settle(self) -> None:
+        """The sends' acks, then each changed row once to its table."""
+        if self._sent:
+            await asyncio.gather(*self._sent)
+        by_table: dict[str, tuple[DirectTable, dict[tuple[int, str], Any]]] = {}
+        for (name, key), (table, partition) in self._changed.items():
+            by_table.setdefault(name, (table, {}))[1][(partition, key)] = self._rows[(name, key)]
+        for table, rows in by_table.values():
+            await table.write(rows)
+        self._sent.clear()
+        self._changed.clear()
+
+
+BatchHandle = Callable[[TableBatch, DirectEvent], Awaitable[None]]
+
+
+class DirectTableStage(DirectStage):
+    """A keyed stage over its own tables: batches as :class:`TableBatch`, partitions recovered
+    before their first record is handled, revocation after the batch in flight."""
+
+    def __init__(self, app: "ConnectApp", flow: str, stage: str, topics: list[str], handle: BatchHandle,
+                 tables: list[DirectTable], send: Send,
+                 before: Callable[[], Awaitable[None]] | None = None) -> None:
+        if len(topics) != 1:
+            raise ValueError(f"direct table stage {flow}.{stage} reads {topics}: its tables are partitioned like "
+                             "one topic")
+        super().__init__(app, flow, stage, topics, handle, before)  # type: ignore[arg-type]
+        self.batch_handle, self.tables, self.send = handle, tables, send
+        #: held while a batch is handled, settled and committed; revocation waits for it
+        self.lock = asyncio.Lock()
+        #: partitions assigned and not revoked since (recovered or not yet)
+        self.owned: set[int] = set()
+
+    def listener(self, consumer: AIOKafkaConsumer) -> ConsumerRebalanceListener:
+        # a new consumer (the first, or one started again after a failure) holds nothing yet:
+        # what the last one held may have moved on meanwhile, so it is read again when it comes back
+        self.owned.clear()
+        for table in self.tables:
+            table.close()
+        return _Keep(self, consumer)
+
+    async def _one_batch(self, consumer: AIOKafkaConsumer) -> None:
+        fetched = await consumer.getmany(timeout_ms=1000, max_records=self.batch_size)
+        if not fetched:
+            return
+        async with self.lock:
+            fetched = {tp: records for tp, records in fetched.items() if tp.partition in self.owned}
+            for tp in fetched:
+                await self._recovered(tp.partition)
+            batch = TableBatch(self.send)
+            with collecting_sends() as sends:
+                for tp, records in fetched.items():
+                    floor = self.floors.get(tp, 0)
+                    for record in records:
+                        if record.offset < floor:
+                            continue
+                        await self.batch_handle(batch, DirectEvent(record.key, _CODEC._loads(record.value),
+                                                                   record.topic, record.partition, record.offset))
+            try:
+                await asyncio.gather(*sends)
+                await batch.settle()
+            except KafkaError as exc:
+                log.warning("direct stage %s.%s: a send failed (%s: %s); redoing the batch", self.flow, self.stage,
+                            type(exc).__name__, exc)
+                for tp, records in fetched.items():
+                    if tp in consumer.assignment():
+                        consumer.seek(tp, records[0].offset)
+                await asyncio.sleep(RETRY_DELAY)
+                return
+            if not fetched:
+                return
+            try:
+                await consumer.commit({tp: records[-1].offset + 1 for tp, records in fetched.items()})
+            except (CommitFailedError, IllegalStateError) as exc:
+                log.info("direct stage %s.%s: commit refused after a rebalance (%s); the new owner redoes it",
+                         self.flow, self.stage, type(exc).__name__)
+                return
+            self.batches += 1
+
+    async def _recovered(self, partition: int) -> None:
+        missing = [table for table in self.tables if not table.holds(partition)]
+        if not missing:
+            return
+        self.state = "recovering"
+        for table in missing:
+            await table.recover(partition)
+        self.state = "consuming"
+
+    async def run(self) -> None:
+        settings = self.app.settings
+        # created up front by `stream-app worker`; here too for a worker started otherwise
+        await kafka_admin.ensure_topics(settings.kafka_bootstrap_servers, [t.changelog for t in self.tables],
+                                        partitions=settings.topic_partitions,
+                                        replication=settings.topic_replication_factor, compacted=True)
+        try:
+            await super().run()
+        finally:
+            for table in self.tables:
+                table.close()
+
+
+class _Keep(ConsumerRebalanceListener):
+    """Revocation after the batch in flight; the stage's partitions and their floors (as
+    ``stream_app.direct``'s take-over)."""
+
+    def __init__(self, stage: DirectTableStage, consumer: AIOKafkaConsumer) -> None:
+        self.stage, self.consumer = stage, consumer
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        async with self.stage.lock:
+            for tp in revoked:
+                self.stage.owned.discard(tp.partition)
+                for table in self.stage.tables:
+                    table.release(tp.partition)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        floors = self.stage.floors
+        for tp in assigned:
+            self.stage.owned.add(tp.partition)
+            if tp in floors and await self.consumer.committed(tp) is None:
+                self.consumer.seek(tp, floors[tp])
