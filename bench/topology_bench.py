@@ -50,7 +50,8 @@ BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 PARTITIONS = 4
 #: the topics the customer sync's worker reads in this bench (links.tims stays empty here), by the
 #: group that reads them: the Faust group (``""``), or a direct stage's (docs/adr/0028)
-FLOW_TOPICS = {".customer_sync.ingest": ["src.tims.customer"], "": ["customer_sync.identify", "customer_sync.merge"]}
+FLOW_TOPICS = {".customer_sync.ingest": ["src.tims.customer"], ".customer_sync.merge": ["customer_sync.merge"],
+               "": ["customer_sync.identify"]}
 
 
 def customer_event(i: int, run: str) -> tuple[bytes, bytes]:

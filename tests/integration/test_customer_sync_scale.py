@@ -13,6 +13,7 @@ interleave at random; 45 % of them are entered in TIMS by a TIMS user first.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from pathlib import Path
@@ -30,14 +31,27 @@ KILL_AT, RESTART_AT = 0.35, 0.6  # shares of the arrival played when worker b is
 
 async def test_500_customers_two_workers_one_killed(app_env: dict[str, str], tmp_path: Path) -> None:
     def milestones(workers: Workers, figures: dict[str, Any]) -> dict[float, Any]:
-        async def kill_b() -> None:
+        killing: list[asyncio.Task[None]] = []
+
+        async def kill_when_b_has_written() -> None:
+            # it must be doing its share when it dies: partitions assigned and sink batches
+            # written. On a loaded machine that can come later than the planned share of the
+            # arrival, so the kill waits for b's first write (the arrival goes on meanwhile).
+            deadline = time.monotonic() + 120
+            while not re.search(r"sink \S+: \d+ message\(s\), \d+ stale, [1-9]\d* written",
+                                workers.all["b"].log_text()):
+                assert time.monotonic() < deadline, "b wrote nothing in 2 minutes: " + \
+                    workers.all["b"].log_text()[-3000:]
+                await asyncio.sleep(0.5)
             figures["killed_at"] = time.monotonic() - figures["arrival_began"]
             assert await workers.kill("b") == -9
-            # it was doing its share when it died: partitions assigned and sink batches written
-            assert re.search(r"sink \S+: \d+ message\(s\), \d+ stale, [1-9]\d* written",
-                             workers.all["b"].log_text()), workers.all["b"].log_text()[-3000:]
+
+        async def kill_b() -> None:
+            killing.append(asyncio.create_task(kill_when_b_has_written()))
 
         async def restart_b() -> None:
+            for task in killing:
+                await task
             figures["restarted_at"] = time.monotonic() - figures["arrival_began"]
             await workers.start("b")
 

@@ -21,10 +21,11 @@ this worker has read the whole index before it takes events.
 
 Where a table write would stop a redone event from producing its output again (the golden
 record remembers event ids; released parked events leave ``pending``), the stage waits for the
-acks of its outputs before the write. ``merge`` does that wait once per batch
-(docs/adr/0011) through the app's batched stages (``FlowContext.run_batches``); a batch
-interrupted before its acks is redone whole, which downstream tolerates (sinks are
-version-guarded, links and index entries are idempotent).
+acks of its outputs before the write. ``merge`` does that wait once per batch (docs/adr/0011);
+it runs outside Faust as a direct table stage that keeps ``customer_master`` itself
+(``FlowContext.direct_batches``, docs/adr/0038); a batch interrupted before its acks is redone
+whole, which downstream tolerates (sinks are version-guarded, links and index entries are
+idempotent).
 
 Every stage runs behind the stage boundary (``FlowContext.each``: what cannot be decoded, or
 makes a stage raise, is quarantined with the stage and the reason) and validates its input
