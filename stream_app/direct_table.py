@@ -25,6 +25,9 @@ itself, the way Faust does, in bulk:
 - **Rebalances.** The consumer's revocation waits for the batch in flight to finish, then closes
   the revoked partitions' stores (kept on disk: a partition that comes back reads only what was
   written since).
+- **Standbys.** With ``CONNECT_TABLE_STANDBY_REPLICAS`` ≥ 1 the stage also follows the changelog
+  of every partition it does not hold, into warm copies on disk: a partition that moves here
+  after a failure or a rolling restart reads only the last records.
 """
 
 from __future__ import annotations
@@ -38,9 +41,9 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
-from connectors import kafka_admin
+from connectors import kafka_admin, kafka_security
 from stream_app.codecs import encode
-from stream_app.direct import RETRY_DELAY, DirectEvent, DirectStage, _CODEC, collecting_sends
+from stream_app.direct import RETRY_DELAY, DirectEvent, DirectStage, _CODEC, _stop_quietly as _stop, collecting_sends
 from stream_app.replicated import DiskEntries, MemoryEntries
 
 if TYPE_CHECKING:
@@ -69,6 +72,10 @@ class DirectTable:
         self.changelog = f"{app.conf.id}-{name}-changelog"
         app.owned.changelog(self.changelog)
         self._stores: dict[int, MemoryEntries | DiskEntries] = {}
+        #: changelog records read by the last recovery of each partition (tests, logs)
+        self.recovered: dict[int, int] = {}
+        #: stores of partitions the stage does not hold, kept warm from the changelog (standbys)
+        self._standby: dict[int, MemoryEntries | DiskEntries] = {}
 
     # -- reading ---------------------------------------------------------------------------------
     def holds(self, partition: int) -> bool:
@@ -96,7 +103,7 @@ class DirectTable:
 
     async def recover(self, partition: int) -> int:
         """Open the partition's store and read its changelog up to the end; returns the records read."""
-        store = self._stores.get(partition) or self._open(partition)
+        store = self._stores.get(partition) or self._standby.pop(partition, None) or self._open(partition)
         tp = TopicPartition(self.changelog, partition)
         read = 0
         async with kafka_admin.KafkaAdmin(self.app.settings.kafka_bootstrap_servers) as kafka:
@@ -123,6 +130,7 @@ class DirectTable:
                         log.info("%s[%d]: %d of about %d records recovered", self.name, partition, read, end - since)
                 store.apply(pending, end)
         self._stores[partition] = store
+        self.recovered[partition] = read
         log.info("%s[%d]: ready, %d rows (%d changelog records read)", self.name, partition, len(store), read)
         return read
 
@@ -135,6 +143,25 @@ class DirectTable:
     def close(self) -> None:
         for partition in list(self._stores):
             self.release(partition)
+        for store in self._standby.values():
+            store.close()
+        self._standby.clear()
+
+    # -- standbys --------------------------------------------------------------------------------
+    def standby_offset(self, partition: int) -> int | None:
+        """Where the warm copy of a partition the stage does not hold has read its changelog to."""
+        if partition in self._stores:  # held meanwhile: its own store is open
+            return None
+        if partition not in self._standby:
+            self._standby[partition] = self._open(partition)
+        return self._standby[partition].next_offset()
+
+    def standby_apply(self, partition: int, records: list[Any]) -> None:
+        """Changelog records of a partition the stage does not hold, into its warm copy."""
+        if records and partition not in self._stores:
+            if partition not in self._standby:
+                self._standby[partition] = self._open(partition)
+            self._standby[partition].apply([(r.key, r.value) for r in records], records[-1].offset + 1)
 
     # -- writing ---------------------------------------------------------------------------------
     async def write(self, rows: dict[tuple[int, str], Any]) -> None:
@@ -280,11 +307,55 @@ class DirectTableStage(DirectStage):
         await kafka_admin.ensure_topics(settings.kafka_bootstrap_servers, [t.changelog for t in self.tables],
                                         partitions=settings.topic_partitions,
                                         replication=settings.topic_replication_factor, compacted=True)
+        standby = asyncio.create_task(self._follow_standbys()) if settings.table_standby_replicas > 0 else None
         try:
             await super().run()
         finally:
+            if standby is not None:
+                standby.cancel()
+                await asyncio.gather(standby, return_exceptions=True)
             for table in self.tables:
                 table.close()
+
+    async def _follow_standbys(self) -> None:
+        """Keep a warm copy of every partition this stage does not hold (with
+        ``CONNECT_TABLE_STANDBY_REPLICAS`` ≥ 1): a partition that moves here then reads only the
+        last few changelog records. Started again after a failure."""
+        bootstrap = self.app.settings.kafka_bootstrap_servers
+        tables = {table.changelog: table for table in self.tables}
+        while True:
+            consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                        auto_offset_reset="earliest", client_id=f"{self.group}.standby",
+                                        **kafka_security.client_options())
+            try:
+                await consumer.start()
+                partitions = sorted({tp.partition for tp in await kafka_admin.partitions(bootstrap, list(tables))})
+                following: set[int] = set()
+                while True:
+                    wanted = {p for p in partitions if p not in self.owned}
+                    if wanted != following:
+                        tps = [TopicPartition(name, p) for name in tables for p in sorted(wanted)]
+                        consumer.assign(tps)
+                        for tp in tps:
+                            kept = tables[tp.topic].standby_offset(tp.partition)
+                            if kept is None:
+                                await consumer.seek_to_beginning(tp)
+                            else:
+                                consumer.seek(tp, kept)
+                        following = wanted
+                    fetched = await consumer.getmany(timeout_ms=1000, max_records=5000)
+                    async with self.lock:
+                        for tp, records in fetched.items():
+                            if tp.partition not in self.owned:
+                                tables[tp.topic].standby_apply(tp.partition, records)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - standbys only save recovery time
+                log.warning("direct stage %s.%s: standby reader failed (%s: %s); starting again in %.0f s", self.flow,
+                            self.stage, type(exc).__name__, exc, RETRY_DELAY)
+                await asyncio.sleep(RETRY_DELAY)
+            finally:
+                await _stop(consumer)
 
 
 class _Keep(ConsumerRebalanceListener):

@@ -1,7 +1,7 @@
 """A direct table stage (stream_app/direct_table.py, docs/adr/0038) on the real broker: its rows
 are right after a restart on its own local store, after losing the store (read from the
-changelog), and when another stage instance takes a partition over; the changelog is what a Faust
-table's would be."""
+changelog), and when another stage instance takes a partition over (cold, or warm from its
+standby copy); the changelog is what a Faust table's would be."""
 
 from __future__ import annotations
 
@@ -41,9 +41,9 @@ class Owned:
         return None
 
 
-def fake_app(bootstrap: str, group: str, tabledir: Path, producer: AIOKafkaProducer) -> Any:
+def fake_app(bootstrap: str, group: str, tabledir: Path, producer: AIOKafkaProducer, standbys: int = 0) -> Any:
     settings = load_settings(kafka_bootstrap_servers=bootstrap, flow_batch_size=50, broker_session_timeout=10,
-                             broker_heartbeat_interval=1, topic_partitions=2)
+                             broker_heartbeat_interval=1, topic_partitions=2, table_standby_replicas=standbys)
     return SimpleNamespace(conf=SimpleNamespace(id=group, tabledir=str(tabledir)), settings=settings,
                            owned=Owned(), producer=Producer(producer))
 
@@ -52,8 +52,8 @@ class Counting:
     """A stage that counts the messages per key in its table and sends each new count out."""
 
     def __init__(self, bootstrap: str, group: str, topic: str, out: str, tabledir: Path,
-                 producer: AIOKafkaProducer) -> None:
-        self.app = fake_app(bootstrap, group, tabledir, producer)
+                 producer: AIOKafkaProducer, standbys: int = 0) -> None:
+        self.app = fake_app(bootstrap, group, tabledir, producer, standbys)
         self.table = DirectTable(self.app, "counts")
         self.out, self.handled = out, 0
 
@@ -132,3 +132,43 @@ async def test_rows_survive_a_restart_a_lost_store_and_a_take_over(kafka_bootstr
     assert sorted(value["n"] for value in counts if value["key"] == "k0") == [1, 2, 3, 4, 5]
     stored = await read_table(kafka_bootstrap, changelog)
     assert {json.loads(k): json.loads(v) for k, v in stored.items()} == {key: {"n": 5} for key in keys}
+
+
+async def test_a_standby_takes_a_partition_over_warm(kafka_bootstrap: str, tmp_path: Path) -> None:
+    group, topic, out = f"test-{unique()}", f"t{unique()}.merge", f"t{unique()}.out"
+    await create_topics(kafka_bootstrap, [topic, out], partitions=2)
+    keys = [f"k{i}" for i in range(40)]
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        a = Counting(kafka_bootstrap, group, topic, out, tmp_path / "a", producer)
+        b = Counting(kafka_bootstrap, group, topic, out, tmp_path / "b", producer, standbys=1)
+        a_task, b_task = asyncio.create_task(a.stage.run()), asyncio.create_task(b.stage.run())
+        try:
+            deadline = asyncio.get_running_loop().time() + 60
+            while not (a.stage.owned and b.stage.owned):
+                assert asyncio.get_running_loop().time() < deadline, "the two did not share the partitions"
+                await asyncio.sleep(0.2)
+            held_by_a = set(a.stage.owned)
+            await produce_json(kafka_bootstrap, topic, [(key, {"round": 1}) for key in keys])
+            while a.handled + b.handled < len(keys):
+                assert asyncio.get_running_loop().time() < deadline + 30, "not handled in time"
+                await asyncio.sleep(0.2)
+            await asyncio.sleep(3)  # b's standby reader follows a's changelog
+            a_task.cancel()
+            await asyncio.gather(a_task, return_exceptions=True)
+            await produce_json(kafka_bootstrap, topic, [(key, {"round": 2}) for key in keys])
+            while b.handled < len(keys) + (len(keys) - a.handled):
+                assert asyncio.get_running_loop().time() < deadline + 90, "b did not take a's partitions over"
+                await asyncio.sleep(0.2)
+            assert held_by_a <= b.stage.owned
+            assert all(b.table.recovered[p] == 0 for p in held_by_a), b.table.recovered
+        finally:
+            for task in (a_task, b_task):
+                task.cancel()
+            await asyncio.gather(a_task, b_task, return_exceptions=True)
+    finally:
+        await producer.stop()
+    counts = await read_json(kafka_bootstrap, out, until=lambda values: len(values) >= 2 * len(keys), timeout=30)
+    assert sorted(value["n"] for value in counts if value["key"] == "k0") == [1, 2]
+    assert {value["key"] for value in counts if value["n"] == 2} == set(keys)
