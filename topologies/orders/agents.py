@@ -41,6 +41,8 @@ SOURCE_TOPICS = ("src.salesforce.Opportunity", "src.salesforce.OpportunityLineIt
 STAGE_TOPICS = (f"{FLOW_NAME}.merge", f"{FLOW_NAME}.waiting")
 TABLES = ("orders", "orders_waiting", f"{FLOW_NAME}_links")
 SINK_OBJECTS = ("tims.sales_order", "salesforce.Opportunity")
+#: the external id of a TIMS sales order made from a shop order (topologies/web_orders)
+WEB_ORDER_PREFIX = "shop:"
 log = logging.getLogger(__name__)
 #: seconds between measurements of what waits
 WAITING_REPORT_INTERVAL = 10.0
@@ -84,6 +86,8 @@ class Orders:
             if fields.get("TIMS_Item_Number__c"):
                 await self._link(f"product2:{event.record_id}", str(fields["TIMS_Item_Number__c"]))
             return
+        if event.source == "tims" and str(event.fields.get("external_id") or "").startswith(WEB_ORDER_PREFIX):
+            return  # a web order: the web orders flow's (docs/adr/0035), not an Opportunity
         key = await self._order_of(event)
         if key is None:
             await self.ctx.quarantine(f"ingest: line {event.record_id} of an Opportunity this flow has not seen "
