@@ -123,3 +123,36 @@ async def test_web_orders_to_tims_and_fulfilments_back(app_env: dict[str, str], 
         await waiting_shows(rig, "web_orders", "email", 0.0)
         print(f"\nweb orders e2e: {writes} (Salesforce, TIMS) writes; {len(events)} sales order events replayed "
               f"newest first; {time.monotonic() - began:.0f}s")
+
+
+async def test_shop_customers_join_the_customer_master(app_env: dict[str, str], tmp_path: Path) -> None:
+    """Flow 4 with flow 1: a person only the shop knows becomes one TIMS customer (by the customer
+    sync) and their web order goes to it; a shop customer TIMS already has by email is the same
+    person, not a second customer."""
+    def of(sandbox: Sandbox) -> dict[str, str]:
+        env = {**settings(tmp_path, free_port())(sandbox), "CONNECT_FLOWS": "customer_sync,web_orders",
+               "CONNECT_SINK_OBJECTS": "tims.customer,tims.sales_order", "CONNECT_SHOP_ENTITIES": "order,customer",
+               "CONNECT_SHOP_RECONCILE_INTERVAL": "1"}
+        del env["CONNECT_SHOP_WEBHOOK_SECRET"]  # polling only: the reconciliation reads every second
+        return env
+
+    async with flow_rig(app_env, tmp_path, of, ("shop", "tims")) as rig:
+        shop, tims = rig.sandbox.shop, rig.sandbox.tims
+        tims.create("items", {"sku": "AR-125", "name": "Argon 125", "unit_price": 61.5})
+        known = tims.create("customers", {"name": "Ada Lovelace", "email": "ada@example.com"})["customer_id"]
+        grace = shop.store.create_customer(email="grace@example.com", first_name="Grace", last_name="Hopper")
+        shop.store.create_customer(email="ADA@example.com", first_name="Ada", last_name="Lovelace")
+        order = shop.store.create_order(email="grace@example.com", customer_id=grace["id"],
+                                        line_items=[{"sku": "AR-125", "quantity": 1, "price": "61.50"}])
+
+        def made_for_grace() -> list[dict[str, Any]]:
+            return tims.find("customers", external_id=row_key(grace["id"]))
+
+        await rig.until("Grace is one TIMS customer, made from her shop customer", lambda: len(made_for_grace()) == 1,
+                        state=lambda: tims.all("customers"))
+        await rig.until("her web order goes to that customer",
+                        lambda: [o["customer_id"] for o in sales_orders(rig.sandbox, order)]
+                        == [made_for_grace()[0]["customer_id"]])
+        await rig.until_quiet()
+        assert sorted(c["email"] for c in tims.all("customers")) == ["ada@example.com", "grace@example.com"]
+        assert [c["customer_id"] for c in tims.all("customers") if c["email"] == "ada@example.com"] == [known]
