@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 
+from topologies.abandoned_carts import FLOW as ABANDONED_CARTS
 from topologies.activities import FLOW as ACTIVITIES
 from topologies.customer_sync import FLOW as CUSTOMER_SYNC
 from topologies.flow import Flow
@@ -24,7 +25,7 @@ __all__ = ["ENTRY_POINT_GROUP", "all_flows", "flow_named"]
 ENTRY_POINT_GROUP = "pardot_tims_connect.flows"
 
 #: the flows this project ships, one line each
-SHIPPED: tuple[Flow, ...] = (CUSTOMER_SYNC, PRODUCTS, ORDERS, RECEIVABLES, ACTIVITIES, LISTS, WEB_ORDERS)
+SHIPPED: tuple[Flow, ...] = (CUSTOMER_SYNC, PRODUCTS, ORDERS, RECEIVABLES, ACTIVITIES, LISTS, WEB_ORDERS, ABANDONED_CARTS)
 
 
 def all_flows() -> list[Flow]:
