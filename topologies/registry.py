@@ -18,6 +18,7 @@ from topologies.lists import FLOW as LISTS
 from topologies.orders import FLOW as ORDERS
 from topologies.products import FLOW as PRODUCTS
 from topologies.receivables import FLOW as RECEIVABLES
+from topologies.shop_catalog import FLOW as SHOP_CATALOG
 from topologies.web_orders import FLOW as WEB_ORDERS
 
 __all__ = ["ENTRY_POINT_GROUP", "all_flows", "flow_named"]
@@ -25,7 +26,8 @@ __all__ = ["ENTRY_POINT_GROUP", "all_flows", "flow_named"]
 ENTRY_POINT_GROUP = "pardot_tims_connect.flows"
 
 #: the flows this project ships, one line each
-SHIPPED: tuple[Flow, ...] = (CUSTOMER_SYNC, PRODUCTS, ORDERS, RECEIVABLES, ACTIVITIES, LISTS, WEB_ORDERS, ABANDONED_CARTS)
+SHIPPED: tuple[Flow, ...] = (CUSTOMER_SYNC, PRODUCTS, ORDERS, RECEIVABLES, ACTIVITIES, LISTS, WEB_ORDERS,
+                             ABANDONED_CARTS, SHOP_CATALOG)
 
 
 def all_flows() -> list[Flow]:
