@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from sandbox.run import Sandbox
-from tests.support.kafka import produce_json, read_json
 from tests.support.flows import flow_rig
+from tests.support.kafka import produce_json, read_json
 from topologies.abandoned_carts.cart import DEFAULT_MAPPING_DIR
 
 pytestmark = pytest.mark.integration

@@ -9,10 +9,9 @@ writes coming back write nothing more.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from pathlib import Path
 
 import pytest
-from pathlib import Path
 
 from sandbox.run import Sandbox
 from tests.support.flows import flow_rig

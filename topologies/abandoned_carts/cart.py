@@ -15,7 +15,7 @@ Pardot prospects. Pure: no Kafka, no Faust (docs/adr/0035).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 

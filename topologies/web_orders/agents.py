@@ -17,18 +17,17 @@ is not linked yet is parked under that reference in ``waiting`` and rechecked wh
 from __future__ import annotations
 
 import logging
-import time
-from typing import Any
 
 from faust.types import EventT
 
 from connectors.envelope import SourceEvent
 from topologies.customer_sync.identity import normalize_email
-from topologies.flow import BatchLike, FlowContext
-from topologies.orders.messages import MERGE, WAITING, Expire, Linked, MergeEvent, Park, Recheck
-from topologies.stage import KeyedBatchStage, agent_named, read_message, read_source_event
+from topologies.flow import FlowContext
+from topologies.messages import EventMessage as MergeEvent
+from topologies.stage import KeyedBatchStage, read_source_event
+from topologies.waiting_orders import MERGE, Expire, OrderStages, now_ms
 from topologies.web_orders.order import (
-    DEFAULT_MAPPING_DIR, KEY_PREFIX, Decision, WebOrderMapping, apply_shop, apply_tims, load_mapping, new_row,
+    DEFAULT_MAPPING_DIR, KEY_PREFIX, WebOrderMapping, apply_shop, apply_tims, load_mapping, new_row,
     recheck, row_key,
 )
 
@@ -44,27 +43,25 @@ log = logging.getLogger(__name__)
 WAITING_REPORT_INTERVAL = 10.0
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
+class WebOrders(OrderStages):
+    """The flow's topics, tables and stage bodies, built once per app by :func:`install`;
+    ``merge`` is :meth:`OrderStages.merge_one` over these."""
 
-
-class WebOrders:
-    """The flow's topics, tables and stage bodies, built once per app by :func:`install`."""
+    noun = "web order"
+    appliers = {"shop": apply_shop, "tims": apply_tims}
+    rechecker = staticmethod(recheck)
+    new_row = staticmethod(new_row)
 
     def __init__(self, ctx: FlowContext, mapping: WebOrderMapping) -> None:
-        self.ctx = ctx
         self.mapping = mapping
         self.source_topic = ctx.topic(*SOURCE_TOPICS)
-        self.merge_topic, self.waiting_topic = (ctx.topic(name) for name in STAGE_TOPICS)
-        self.sink_topics = {name: ctx.topic(f"sink.{name}") for name in SINK_OBJECTS}
-        self.table = ctx.table(FLOW_NAME, default=None, key_type=str)
+        self.merge_topic, waiting_topic = (ctx.topic(name) for name in STAGE_TOPICS)
+        super().__init__(ctx, ctx.table(FLOW_NAME, default=None, key_type=str), waiting_topic,
+                         {name: ctx.topic(f"sink.{name}") for name in SINK_OBJECTS})
         self.waiting = ctx.table(f"{FLOW_NAME}_waiting", default=None, key_type=str)
         #: ``email:<address>`` → TIMS customer, ``sku:<sku>`` → TIMS item, on every worker
         self.links = ctx.replicated("links")
-        self.merge = KeyedBatchStage(ctx, "merge", MERGE, self.table, self._merge)
-
-    def count(self, name: str, n: int = 1) -> None:
-        self.ctx.counters[name] += n
+        self.merge = KeyedBatchStage(ctx, "merge", MERGE, self.table, self.merge_one)
 
     # -- ingest ----------------------------------------------------------------------------------
     async def ingest_one(self, message: EventT) -> None:
@@ -75,11 +72,11 @@ class WebOrders:
             email = normalize_email(event.fields.get("email"))
             customer = event.fields.get("customer_id") or event.record_id
             if email and event.change_type != "DELETE":
-                await self._link(f"email:{email}", str(customer))
+                await self.link(f"email:{email}", str(customer))
             return
         if event.entity == "item":
             if event.fields.get("sku") and event.change_type != "DELETE":
-                await self._link(f"sku:{event.fields['sku']}", str(event.fields.get("item_id") or event.record_id))
+                await self.link(f"sku:{event.fields['sku']}", str(event.fields.get("item_id") or event.record_id))
             return
         key = self._order_of(event)
         if key is not None:
@@ -91,51 +88,11 @@ class WebOrders:
         external = str(event.fields.get("external_id") or "")
         return external if external.startswith(KEY_PREFIX) else None  # other flows' orders
 
-    async def _link(self, ref: str, value: str) -> None:
-        """Record a link on every worker; release the orders that wait for it."""
-        if self.links.get(ref) == value:
-            return
-        await self.ctx.send(*self.links.entry(ref, value))
-        self.count("links")
-        await self.ctx.send(self.waiting_topic, ref, Linked(kind="linked").wire())
-
-    # -- waiting ---------------------------------------------------------------------------------
-    async def wait(self, stream: Any) -> None:
-        await self.ctx.each("waiting", stream, self.wait_one)
-
-    async def wait_one(self, event: EventT) -> None:
-        read = await read_message(self.ctx, "waiting", WAITING, event)
-        if read is None:
-            return
-        ref, message = read
-        entry = self.waiting.get(ref) or {"orders": {}, "expired": []}
-        if isinstance(message, Linked):
-            acks = [await self.ctx.send(self.merge_topic, key, Recheck(kind="recheck").wire())
-                    for key in entry["orders"]]
-            for ack in acks:  # the table write below forgets them: they must be out first
-                await ack
-            self.count("released", len(acks))
-            self.waiting[ref] = {"orders": {}, "expired": []}
-        elif isinstance(message, Expire):
-            # their grace is over: held (and quarantined) by merge, but still parked here for the link
-            due = [key for key in entry["orders"] if key not in entry["expired"]]
-            for key in due:
-                await self.ctx.send(self.merge_topic, key, Recheck(kind="recheck", final=True).wire())
-            self.waiting[ref] = {**entry, "expired": [*entry["expired"], *due]}
-        elif self.links.get(ref) is not None:
-            await self.ctx.send(self.merge_topic, message.key, Recheck(kind="recheck").wire())
-        elif message.key not in entry["orders"] and len(entry["orders"]) >= self.mapping.waiting_limit:
-            await self.ctx.quarantine(f"waiting: more than {self.mapping.waiting_limit} orders wait for {ref}",
-                                      event.value)
-        else:
-            self.waiting[ref] = {**entry, "orders": {**entry["orders"], message.key: message.since}}
-            self.count("parked")
-
     async def report_waiting(self) -> None:
         """How many orders this worker holds back per kind of reference and the oldest's age; the
         orders whose unknown SKU has waited its grace are rechecked a last time."""
         try:
-            now = _now_ms()
+            now = now_ms()
             found: dict[str, list[int]] = {"email": [], "sku": []}
             grace_ms = self.mapping.unknown_sku_grace_seconds * 1000
             for ref, entry in list(self.waiting.items()):
@@ -151,49 +108,9 @@ class WebOrders:
             log.warning("web orders: measuring what waits failed; trying again in %.0f s", WAITING_REPORT_INTERVAL,
                         exc_info=True)
 
-    # -- merge -----------------------------------------------------------------------------------
-    async def _merge(self, batch: BatchLike, event: EventT, key: str, message: Any) -> None:
-        stored = batch.get(self.table, key, event)
-        row = stored or new_row(key)
-        waited = set((row["waiting"] or {}).get("refs", []))
-        if isinstance(message, Recheck):
-            if stored is None or (not waited and not message.final):
-                return
-            decision = recheck(row, self.mapping, self.links, _now_ms(), final=message.final)
-        else:
-            source_event = SourceEvent.model_validate(message.event)
-            apply = apply_shop if source_event.source == "shop" else apply_tims
-            decision = apply(row, source_event, self.mapping, self.links, _now_ms())
-            if decision.duplicate or decision.stale:
-                self.count("stale" if decision.stale else "duplicates")
-                self.ctx.metrics.duplicate(source_event.source)
-                return
-        await self._publish(batch, key, row, decision, waited)
-        batch.put(self.table, key, row, event)
-
-    async def _publish(self, batch: BatchLike, key: str, row: dict[str, Any], decision: Decision,
-                       waited: set[str]) -> None:
-        for command in decision.commands:
-            await batch.send(self.sink_topics[f"{command.system}.{command.object}"], command.partition_key,
-                             command.model_dump(mode="json"))
-            self.ctx.metrics.command_out(command.system, command.object, command.source_commit_timestamp)
-        self.count("commands", len(decision.commands))
-        for ref in decision.wait_for:
-            if ref not in waited:
-                park = Park(kind="park", key=key, since=row["waiting"]["since"])
-                await batch.send(self.waiting_topic, ref, park.wire())
-        if decision.rejected is not None:
-            self.count("held")
-            await self.ctx.quarantine(f"merge: web order {key} held: {decision.rejected}", row)
-
-
 def install(ctx: FlowContext) -> WebOrders:
     """Build the flow on ``ctx.app``: its mapping (validated now), topics, tables, agents and the
     timer that reports what waits."""
     flow = WebOrders(ctx, load_mapping(ctx.mappings_dir(DEFAULT_MAPPING_DIR)))
-    # ingest keeps no table: it runs outside Faust's per-message path (docs/adr/0028)
-    ctx.direct("ingest", flow.source_topic, flow.ingest_one, before=flow.links.ready)
-    for name, topic, body in (("waiting", flow.waiting_topic, flow.wait), ("merge", flow.merge_topic, flow.merge.run)):
-        ctx.app.agent(topic, name=f"topologies.{FLOW_NAME}.agents.{name}", concurrency=1)(agent_named(body, name))
-    ctx.app.timer(WAITING_REPORT_INTERVAL, name=f"topologies.{FLOW_NAME}.report_waiting")(flow.report_waiting)
+    flow.install_stages(FLOW_NAME, WAITING_REPORT_INTERVAL)
     return flow

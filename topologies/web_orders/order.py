@@ -13,7 +13,7 @@ A row (a JSON dict in the ``web_orders`` table) is keyed by the order's TIMS ext
   reason). A SKU TIMS does not know after ``unknown_sku_grace_seconds`` holds it too (the item
   may still be on its way); a later TIMS item with that SKU releases it.
 - A cancelled shop order that was not sent is never sent.
-- TIMS status comes back forward only (``topologies.orders.status.advances``); when it reaches
+- TIMS status comes back forward only (``topologies.sales_order_status``); when it reaches
   ``shipped`` (or later) the shop order is fulfilled once, with the tracking number, unless the
   shop shows it fulfilled already.
 """
@@ -21,17 +21,17 @@ A row (a JSON dict in the ``web_orders`` table) is keyed by the order's TIMS ext
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from connectors.envelope import SinkCommand, SourceEvent
+from connectors.envelope import SourceEvent
 from topologies.customer_sync.identity import normalize_email
 from topologies.mapping_file import load_model
 from topologies.money import MoneyError, currency_code, to_decimal, wire
-from topologies.orders.status import advances, rank
+from topologies.sales_order_status import rank
+from topologies.waiting_orders import Decision, Write, conclude, hold, seen, tims_progress
 
 __all__ = ["WebOrderMapping", "Links", "Decision", "load_mapping", "new_row", "row_key", "order_id_of", "apply_shop",
            "apply_tims", "recheck", "DEFAULT_MAPPING_DIR", "KEY_PREFIX"]
@@ -75,17 +75,6 @@ class Links(Protocol):
     def get(self, key: str) -> str | None: ...
 
 
-@dataclass
-class Decision:
-    commands: list[SinkCommand] = field(default_factory=list)
-    #: references the order waits for (``email:…``, ``sku:…``)
-    wait_for: list[str] = field(default_factory=list)
-    #: why the order is held (new this time: quarantine it)
-    rejected: str | None = None
-    duplicate: bool = False
-    stale: bool = False
-
-
 def row_key(order_id: str) -> str:
     """``gid://shopify/Order/1001`` → ``shop:shopify:Order:1001`` (a TIMS external id)."""
     return KEY_PREFIX + _NOT_IN_EXTERNAL_ID.sub(":", order_id.removeprefix("gid://")).strip(":")
@@ -102,17 +91,10 @@ def new_row(key: str) -> dict[str, Any]:
             "waiting": None, "held": None, "reported": None, "version": 0, "seen": []}
 
 
-def _seen(row: dict[str, Any], event: SourceEvent) -> bool:
-    if event.event_id in row["seen"]:
-        return True
-    row["seen"] = [*row["seen"], event.event_id][-SEEN_LIMIT:]
-    return False
-
-
 def apply_shop(row: dict[str, Any], event: SourceEvent, mapping: WebOrderMapping, links: Links,
                now_ms: int) -> Decision:
     """A shop order event (full state): the newest state is kept."""
-    if _seen(row, event):
+    if seen(row, event, SEEN_LIMIT):
         return Decision(duplicate=True)
     if str(row["shop"].get("updated_at") or "") > str(event.fields.get("updated_at") or ""):
         return Decision(stale=True)
@@ -124,16 +106,11 @@ def apply_shop(row: dict[str, Any], event: SourceEvent, mapping: WebOrderMapping
 def apply_tims(row: dict[str, Any], event: SourceEvent, mapping: WebOrderMapping, links: Links,
                now_ms: int) -> Decision:
     """A TIMS sales order event for a web order: taken only when it moves the order forward."""
-    if _seen(row, event):
-        return Decision(duplicate=True)
-    fields = event.fields
-    version = fields.get("version") if isinstance(fields.get("version"), int) else event.commit_timestamp
-    status = str(fields.get("status") or "")
-    if not advances(row["tims"].get("status"), row["tims"].get("version"), status, version):
-        return Decision(stale=True)
-    row["tims"] = {"sales_order_id": fields.get("sales_order_id") or event.record_id, "status": status,
-                   "version": version, "tracking_number": fields.get("tracking_number"),
-                   "ship_date": fields.get("ship_date")}
+    progress = tims_progress(row, event, SEEN_LIMIT)
+    if isinstance(progress, Decision):
+        return progress
+    row["tims"] = {**progress, "tracking_number": event.fields.get("tracking_number"),
+                   "ship_date": event.fields.get("ship_date")}
     row["order_id"] = row["order_id"] or order_id_of(row["key"])
     return _evaluate(row, mapping, links, now_ms, event)
 
@@ -147,54 +124,36 @@ def recheck(row: dict[str, Any], mapping: WebOrderMapping, links: Links, now_ms:
 def _evaluate(row: dict[str, Any], mapping: WebOrderMapping, links: Links, now_ms: int,
               event: SourceEvent | None, final: bool = False) -> Decision:
     decision = Decision()
-    writes: list[tuple[str, str, str, str, dict[str, Any]]] = []
+    writes: list[Write] = []
     row["held"] = None
     try:
         writes += _sales_order(row, mapping, links, decision, final)
     except MoneyError as exc:
-        _hold(row, str(exc), decision)
-    writes += _fulfilment(row, mapping)
-    row["waiting"] = ({"refs": decision.wait_for, "since": (row["waiting"] or {}).get("since", now_ms)}
-                      if decision.wait_for else None)
-    if writes:
-        row["version"] += 1
-    for system, target, key_field, key, fields in writes:
-        decision.commands.append(SinkCommand(
-            system=system, object=target, external_id_field=key_field, external_id=key, fields=fields,
-            version=row["version"], record_key=row["key"],
-            source_commit_timestamp=event.commit_timestamp if event else None,
-            source_event_id=event.event_id if event else None))
-    return decision
-
-
-def _hold(row: dict[str, Any], reason: str, decision: Decision) -> None:
-    """Hold the order and quarantine it with the reason (once per reason)."""
-    if row.get("reported") != reason:
-        decision.rejected = reason
-    row["held"] = row["reported"] = reason
+        hold(row, str(exc), decision)
+    return conclude(row, decision, writes + _fulfilment(row, mapping), event, now_ms)
 
 
 def _sales_order(row: dict[str, Any], mapping: WebOrderMapping, links: Links, decision: Decision,
-                 final: bool) -> list[tuple[str, str, str, str, dict[str, Any]]]:
+                 final: bool) -> list[Write]:
     order = row["shop"]
     if row["sent"] or not order or order.get("cancelled_at") or row["tims"]:
         return []
     currency = currency_code(order.get("currency") or mapping.currency)
     lines = order.get("line_items") or []
     if not lines:
-        _hold(row, "an order without lines", decision)
+        hold(row, "an order without lines", decision)
         return []
     for n, line in enumerate(lines, start=1):
         if not line.get("sku"):
-            _hold(row, f"line {n} ({line.get('title')!s:.40}) has no SKU", decision)
+            hold(row, f"line {n} ({line.get('title')!s:.40}) has no SKU", decision)
             return []
         if to_decimal(line.get("quantity"), f"line {n} quantity") <= 0:
-            _hold(row, f"line {n} quantity is not positive", decision)
+            hold(row, f"line {n} quantity is not positive", decision)
             return []
         to_decimal(line.get("price") or 0, f"line {n} price")
     email = normalize_email(order.get("email"))
     if email is None:
-        _hold(row, "the buyer has no usable email", decision)
+        hold(row, "the buyer has no usable email", decision)
         return []
     customer = links.get(f"email:{email}")
     if customer is None:
@@ -202,7 +161,7 @@ def _sales_order(row: dict[str, Any], mapping: WebOrderMapping, links: Links, de
     unknown = sorted({str(line["sku"]) for line in lines if links.get(f"sku:{line['sku']}") is None})
     decision.wait_for += [f"sku:{sku}" for sku in unknown]
     if unknown and final:  # held, and still parked: a TIMS item with that SKU releases it
-        _hold(row, f"unknown SKU {', '.join(unknown)}: no TIMS item has it", decision)
+        hold(row, f"unknown SKU {', '.join(unknown)}: no TIMS item has it", decision)
     if decision.wait_for:
         return []
     order_lines = [{"line_no": n, "item_id": links.get(f"sku:{line['sku']}"),
@@ -216,7 +175,7 @@ def _sales_order(row: dict[str, Any], mapping: WebOrderMapping, links: Links, de
     return [("tims", "sales_order", "external_id", row["key"], fields)]
 
 
-def _fulfilment(row: dict[str, Any], mapping: WebOrderMapping) -> list[tuple[str, str, str, str, dict[str, Any]]]:
+def _fulfilment(row: dict[str, Any], mapping: WebOrderMapping) -> list[Write]:
     """The shop order fulfilled once, when TIMS has shipped it (never again, never backwards)."""
     tims = row["tims"]
     if row["fulfilled"] or not tims or rank(tims.get("status")) < rank(mapping.fulfil_from):
