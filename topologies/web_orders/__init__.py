@@ -13,4 +13,6 @@ __all__ = ["FLOW"]
 FLOW = Flow(name=FLOW_NAME, source_topics=SOURCE_TOPICS, internal_topics=STAGE_TOPICS, tables=TABLES,
             direct_stages=(("ingest", SOURCE_TOPICS),),
             sources=("shop", "tims"), install=install, mappings=DEFAULT_MAPPING_DIR,
-            mapping_tool=OneFileMappings("web_orders", WebOrderMapping))
+            mapping_tool=OneFileMappings("web_orders", WebOrderMapping),
+            # it needs the shop connector set up (its source and shop.* sinks): named in CONNECT_FLOWS
+            by_default=False)
