@@ -41,4 +41,5 @@ def test_demo_once_plays_both_flows(kafka_bootstrap: str, tmp_path: Path) -> Non
     assert "the shop order is fulfilled with TIMS's tracking number" in out
     assert "the abandoned cart on her Pardot prospect, and she is on the nurture list" in out
     assert "the cart fields are cleared and she has left the nurture list" in out
+    assert "✓ no Opportunity was made from the web order" in out
     assert "✗" not in out
