@@ -13,6 +13,10 @@ order-to-cash flows.
    Opportunity with both becomes one TIMS sales order; TIMS ships and invoices it (the status,
    ship date and tracking reach the Opportunity); the customer pays part, and the open balance
    reaches the Account and the Pardot prospect.
+5. The web shop: a TIMS price reaches the shop's variant and a TIMS price change follows; a web
+   order becomes one TIMS sales order and, once TIMS ships it, the shop order is fulfilled with
+   the tracking number; an abandoned cart reaches the Pardot prospect and the nurture list, and
+   the order the nurture email brings back clears both.
 
 The sandbox runs in this process; the worker and the sources run as subprocesses, as an
 operator would run them. Each run uses its own app id and topic prefix, so runs never mix.
@@ -31,6 +35,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+
+import httpx
 
 from connectors import registry
 from sandbox.run import DEFAULT_PORTS, Sandbox, port_is_free, start_sandbox
@@ -298,6 +304,73 @@ async def _play_order_to_cash(sandbox: Sandbox, person: Person, processes: Proce
     return ok
 
 
+async def _play_shop(sandbox: Sandbox, person: Person, processes: Processes, say: Callable[[str], None],
+                     timeout: float, nurture_list: int) -> bool:
+    shop, tims, pardot = sandbox.shop.store, sandbox.tims, sandbox.pardot
+    say("flow 5: the web shop: prices from TIMS, a web order to TIMS and back, an abandoned cart recovered")
+    item = tims.find("items", sku="AR-40")[0]
+    product = shop.create_product(title="Argon 40 cf", variants=[{"sku": "AR-40", "price": "40.00", "available": 20}])
+
+    def price() -> str:
+        return shop.get("Product", product["id"])["variants"][0]["price"]
+
+    ok = await _wait_for(f"the shop's AR-40 shows TIMS's price {item['unit_price']:.2f}",
+                         lambda: price() == f"{item['unit_price']:.2f}", processes, timeout, say)
+    tims.update("items", item["item_id"], {"unit_price": 44.0})
+    say("  TIMS: AR-40 now costs 44.00")
+    ok &= await _wait_for("the TIMS price change shows in the shop", lambda: price() == "44.00", processes, timeout, say)
+    buyer = shop.create_customer(email=person.email, first_name=person.first, last_name=person.last)
+    lines = [{"sku": "AR-40", "title": "Argon 40 cf", "quantity": 2, "price": "44.00"}]
+    web = shop.create_order(email=person.email, customer_id=buyer["id"], line_items=lines)
+    # the web orders flow's TIMS external id: the order's global id, "/" made ":" (docs/adr/0035)
+    external = "shop:" + web["id"].removeprefix("gid://").replace("/", ":")
+    say(f"  {person.first} orders 2 × AR-40 in the shop: order {web['name']}")
+
+    def sales_order() -> dict[str, Any]:
+        found = tims.find("sales_orders", external_id=external)
+        return found[0] if found else {}
+
+    ok &= await _wait_for(f"one TIMS sales order for web order {web['name']}, on {person.first}'s TIMS customer",
+                          lambda: sales_order().get("customer_id") == person.ids["tims"], processes, timeout, say)
+    if not ok:
+        return False
+    tims.update("sales_orders", sales_order()["sales_order_id"], {"status": "shipped", "tracking_number": "1Z999AA1WEB"})
+    say(f"  TIMS ships {sales_order()['sales_order_id']} (tracking 1Z999AA1WEB)")
+    ok &= await _wait_for("the shop order is fulfilled with TIMS's tracking number",
+                          lambda: [t["number"] for f in shop.get("Order", web["id"])["fulfillments"]
+                                   for t in f["trackingInfo"]] == ["1Z999AA1WEB"], processes, timeout, say)
+    cart = shop.create_checkout(email=person.email, customer_id=buyer["id"], line_items=lines[:1])
+    say(f"  {person.first} leaves a cart in the shop ({cart['total']})")
+
+    def cart_url() -> Any:
+        return pardot.prospects_by_email(person.email)[0].get("Abandoned_Cart_URL__c")
+
+    def nurtured() -> bool:
+        return any(m["prospectId"] == person.ids["prospect"] for m in pardot.memberships(list_id=nurture_list))
+
+    ok &= await _wait_for("the abandoned cart on her Pardot prospect, and she is on the nurture list",
+                          lambda: cart_url() == cart["abandonedCheckoutUrl"] and nurtured(), processes, timeout, say)
+    shop.create_order(email=person.email, customer_id=buyer["id"], line_items=lines[:1])
+    shop.complete_checkout(cart["id"])
+    say("  the nurture email brings her back: she completes the order")
+    ok &= await _wait_for("the cart fields are cleared and she has left the nurture list",
+                          lambda: cart_url() is None and not nurtured(), processes, timeout, say)
+    # the orders flow leaves web orders alone: the shop, not an Opportunity, is their record
+    made = sandbox.org.find("Opportunity", "TIMS_Sales_Order_ID__c", sales_order()["sales_order_id"])
+    say(f"  {'✓' if not made else '✗'} no Opportunity was made from the web order")
+    return ok and not made
+
+
+def _shop_mapping(logs: Path, nurture_list: int) -> None:
+    """The abandoned carts' mapping with the demo's nurture list and a short wait (3 s, not an hour)."""
+    folder = logs / "mappings" / "abandoned_carts"
+    folder.mkdir(parents=True, exist_ok=True)
+    text = (Path(__file__).resolve().parents[1] / "topologies" / "abandoned_carts" / "mappings"
+            / "abandoned_carts.yaml").read_text()
+    (folder / "abandoned_carts.yaml").write_text(text.replace("abandon_after_seconds: 3600", "abandon_after_seconds: 3")
+                                                 .replace("nurture_list_id: 0", f"nurture_list_id: {nurture_list}"))
+
+
 def _products_mapping(logs: Path, pricebook: str | None) -> Path:
     """A mappings folder whose products file names the sandbox org's standard price book, as a
     site sets it up (README, Products and orders). The shipped file is read as a file beside this
@@ -322,6 +395,26 @@ def _report(sandbox: Sandbox, say: Callable[[str], None]) -> None:
     writes = _api_writes(sandbox)
     say(f"  writes by the connector: Salesforce {writes['salesforce']}, TIMS {writes['tims']}")
     say(f"  TIMS records: {len(sandbox.tims.all('customers'))} customers")
+
+
+async def _worker_ready(port: int, processes: Processes, say: Callable[[str], None], timeout: float = 240.0) -> None:
+    """Wait for the worker's ``/readyz`` (on a busy machine a worker with every flow takes a
+    minute to create its topics and recover its tables), then a few seconds for the flows'
+    ``ingest`` stages to join their groups; each story's own time starts after that."""
+    began = time.monotonic()
+    async with httpx.AsyncClient(timeout=5.0) as client:
+        while time.monotonic() - began < timeout:
+            processes.check()
+            try:
+                if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(1)
+        else:
+            say(f"  the worker is not ready after {timeout:.0f}s; playing anyway")
+    say(f"worker ready after {time.monotonic() - began:.0f}s")
+    await asyncio.sleep(8)
 
 
 def _web_port(usual: int = 6066) -> int:
@@ -351,13 +444,17 @@ async def run_demo(once: bool, say: Callable[[str], None] = print, timeout: floa
            "CONNECT_SINK_OBJECTS": "salesforce.Contact,salesforce.Account,tims.customer,salesforce.Task,"
                                    "salesforce.Campaign,salesforce.CampaignMember,pardot.list,pardot.list_membership,"
                                    "salesforce.Product2,salesforce.PricebookEntry,salesforce.Opportunity,tims.item,"
-                                   "tims.sales_order,pardot.prospect",
-           "CONNECT_FLOWS": "customer_sync,products,orders,receivables,activities,lists",
+                                   "tims.sales_order,pardot.prospect,shop.fulfillment,shop.variant",
+           "CONNECT_FLOWS": "customer_sync,products,orders,receivables,activities,lists,web_orders,abandoned_carts,"
+                            "shop_catalog",
            "CONNECT_MAPPINGS_DIR": str(_products_mapping(logs, sandbox.org.standard_pricebook_id)),
            "CONNECT_SALESFORCE_ENTITIES": "Lead,Contact,Account,Campaign,CampaignMember,Product2,Opportunity,"
                                           "OpportunityLineItem",
            "CONNECT_PARDOT_ENTITIES": "prospect,visitor_activity,list,list_membership",
-           "CONNECT_SINK_LINGER": "0.2", "CONNECT_TIMS_POLL_INTERVAL": "1", "CONNECT_PARDOT_POLL_INTERVAL": "2"}
+           "CONNECT_SINK_LINGER": "0.2", "CONNECT_TIMS_POLL_INTERVAL": "1", "CONNECT_PARDOT_POLL_INTERVAL": "2",
+           "CONNECT_SHOP_RECONCILE_INTERVAL": "2"}
+    nurture_list = sandbox.pardot.create_list("Cart recovery")["id"]
+    _shop_mapping(logs, nurture_list)
     if console_login:  # before the worker starts: its /console page links to it
         env["CONNECT_CONSOLE_PORT"] = os.environ.get("CONNECT_CONSOLE_PORT") or str(_web_port(6070))
     processes = Processes(env, logs)
@@ -372,11 +469,12 @@ async def run_demo(once: bool, say: Callable[[str], None] = print, timeout: floa
         if console_login:
             processes.start("console", "console")
             say(f"ops console: http://127.0.0.1:{env['CONNECT_CONSOLE_PORT']}/ ({console_login})")
-        await asyncio.sleep(8)
+        await _worker_ready(int(env["CONNECT_WEB_PORT"]), processes, say)
         ok = await _play(sandbox, processes, say, timeout)
         customer = next((person for person in PEOPLE if "tims" in person.ids), None)
         ok = ok and customer is not None and await _play_engagement(sandbox, customer, processes, say, timeout)
         ok = ok and customer is not None and await _play_order_to_cash(sandbox, customer, processes, say, timeout)
+        ok = ok and customer is not None and await _play_shop(sandbox, customer, processes, say, timeout, nurture_list)
         # quiet: a 5 s window without a write, within a minute (the last writes may still trail)
         deadline, quiet = time.monotonic() + 60, False
         while not quiet and time.monotonic() < deadline:

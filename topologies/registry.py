@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 
+from topologies.abandoned_carts import FLOW as ABANDONED_CARTS
 from topologies.activities import FLOW as ACTIVITIES
 from topologies.customer_sync import FLOW as CUSTOMER_SYNC
 from topologies.flow import Flow
@@ -17,13 +18,16 @@ from topologies.lists import FLOW as LISTS
 from topologies.orders import FLOW as ORDERS
 from topologies.products import FLOW as PRODUCTS
 from topologies.receivables import FLOW as RECEIVABLES
+from topologies.shop_catalog import FLOW as SHOP_CATALOG
+from topologies.web_orders import FLOW as WEB_ORDERS
 
 __all__ = ["ENTRY_POINT_GROUP", "all_flows", "flow_named"]
 
 ENTRY_POINT_GROUP = "pardot_tims_connect.flows"
 
 #: the flows this project ships, one line each
-SHIPPED: tuple[Flow, ...] = (CUSTOMER_SYNC, PRODUCTS, ORDERS, RECEIVABLES, ACTIVITIES, LISTS)
+SHIPPED: tuple[Flow, ...] = (CUSTOMER_SYNC, PRODUCTS, ORDERS, RECEIVABLES, ACTIVITIES, LISTS, WEB_ORDERS,
+                             ABANDONED_CARTS, SHOP_CATALOG)
 
 
 def all_flows() -> list[Flow]:

@@ -26,8 +26,12 @@ def _source(config: ShopConfig, context: ConnectorContext) -> "ShopSource":
 
 
 def _writer(config: ShopConfig, context: ConnectorContext) -> Any:
-    raise ConfigError("shop", [(None, "the shop writer is not built yet (issue #15); "
-                                      "leave shop.* out of CONNECT_SINK_OBJECTS")])
+    """Fulfilments, variant prices and stock through the platform's API (docs/adr/0035)."""
+    if config.platform == "shopify":
+        from connectors.shop.shopify_writer import ShopifyWriter
+
+        return ShopifyWriter(config)
+    raise ConfigError("shop", [("platform", f"no writer for {config.platform!r}")])
 
 
 CONNECTOR = ConnectorSpec(

@@ -164,6 +164,11 @@ DEFAULT_CUSTOM_FIELDS: dict[str, str] = {
     "Credit_Hold__c": "bool",
     "Last_Order_Date__c": "str",
     "Last_Purchased_Products__c": "str",
+    # the abandoned carts flow (docs/adr/0035); the time is text (ISO 8601, UTC)
+    "Abandoned_Cart_Value__c": "float",
+    "Abandoned_Cart_Items__c": "str",
+    "Abandoned_Cart_URL__c": "str",
+    "Abandoned_Cart_At__c": "str",
 }
 
 

@@ -1,5 +1,5 @@
-"""Flows 1 to 4 end to end, as `make demo` plays them: the real broker, the sandbox, a worker
-subprocess and the three source processes; `--once` exits 0 only if every expected record arrived
+"""Flows 1 to 5 end to end, as `make demo` plays them: the real broker, the sandbox, a worker
+subprocess and the four source processes; `--once` exits 0 only if every expected record arrived
 in every system and the systems went quiet afterwards."""
 
 from __future__ import annotations
@@ -36,4 +36,10 @@ def test_demo_once_plays_both_flows(kafka_bootstrap: str, tmp_path: Path) -> Non
     assert "one TIMS sales order for the Opportunity, to the cent" in out
     assert "the Opportunity shows the order invoiced, with ship date and tracking" in out
     assert "(what TIMS's invoices add up to) on the Account and in Pardot" in out
+    assert "the TIMS price change shows in the shop" in out
+    assert "one TIMS sales order for web order" in out
+    assert "the shop order is fulfilled with TIMS's tracking number" in out
+    assert "the abandoned cart on her Pardot prospect, and she is on the nurture list" in out
+    assert "the cart fields are cleared and she has left the nurture list" in out
+    assert "✓ no Opportunity was made from the web order" in out
     assert "✗" not in out

@@ -60,7 +60,7 @@ __all__ = ["CustomerSync", "install", "FLOW_NAME", "SOURCE_TOPICS", "LINK_TOPICS
 log = logging.getLogger(__name__)
 FLOW_NAME = "customer_sync"
 SOURCE_TOPICS = ("src.salesforce.Lead", "src.salesforce.Contact", "src.salesforce.Account",
-                 "src.pardot.prospect", "src.tims.customer")
+                 "src.pardot.prospect", "src.tims.customer", "src.shop.customer")
 LINK_TOPICS = ("links.tims",)
 STAGE_TOPICS = (f"{FLOW_NAME}.identify", f"{FLOW_NAME}.merge")
 TABLES = ("customer_master", "id_map", "pending_identity", f"{FLOW_NAME}_identity")

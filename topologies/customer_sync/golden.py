@@ -33,6 +33,7 @@ the golden record never had is never cleared anywhere.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -54,9 +55,21 @@ DEFAULT_OWNERS = {
 LINK_OF = {
     ("salesforce", "Lead"): "salesforce_lead", ("salesforce", "Contact"): "salesforce_contact",
     ("salesforce", "Account"): "salesforce_account", ("pardot", "prospect"): "pardot_prospect",
-    ("tims", "customer"): "tims_customer",
+    ("tims", "customer"): "tims_customer", ("shop", "customer"): "shop_customer",
 }
 _REF_LINK = {f"{system}:{entity}": link for (system, entity), link in LINK_OF.items()}
+_NOT_IN_EXTERNAL_ID = re.compile(r"[^A-Za-z0-9_.:-]")
+
+
+def _shop_external_id(record_id: str) -> str:
+    """A shop's global id as a TIMS external id allows it (no ``/``): ``gid://shopify/Customer/7``
+    → ``shop:shopify:Customer:7`` (docs/adr/0035)."""
+    return "shop:" + _NOT_IN_EXTERNAL_ID.sub(":", record_id.removeprefix("gid://")).strip(":")
+
+
+#: how a link holds its record's id where it is not the id itself: the shop customer's link is
+#: what a TIMS customer made for a shop-only person is upserted by
+_LINK_VALUE = {"shop_customer": _shop_external_id}
 
 
 @dataclass(frozen=True)
@@ -105,7 +118,7 @@ def _link(record: dict[str, Any], ref: str, outcome: Outcome) -> None:
     system, entity, record_id = ref.split(":", 2)
     link = _REF_LINK.get(f"{system}:{entity}")
     if link and not record["links"].get(link):
-        record["links"][link] = record_id
+        record["links"][link] = _LINK_VALUE.get(link, str)(record_id)
         outcome.changed.append(f"link:{link}")
 
 

@@ -33,8 +33,9 @@ CANONICAL_FIELDS = frozenset({
     "email", "first_name", "last_name", "phone", "company", "street", "city", "state",
     "postal_code", "country", "payment_terms", "credit_limit", "total_revenue", "score", "grade",
 })
-LINKS = frozenset({"salesforce_lead", "salesforce_contact", "salesforce_account", "pardot_prospect", "tims_customer"})
-SYSTEMS = frozenset({"salesforce", "pardot", "tims"})
+LINKS = frozenset({"salesforce_lead", "salesforce_contact", "salesforce_account", "pardot_prospect", "tims_customer",
+                   "shop_customer"})
+SYSTEMS = frozenset({"salesforce", "pardot", "tims", "shop"})
 _OPS = {"eq", "ne", "gt", "gte", "lt", "lte", "in", "present", "gte_grade"}
 
 
@@ -296,7 +297,7 @@ def _outbound_rule(reader: _Reader, node: Any, name: str, where: str) -> Rule:
 def _target_name(reader: _Reader, section: _Node, name: str, where: str) -> None:
     system, dot, entity = str(name).partition(".")
     if not dot or system not in SYSTEMS or not entity:
-        raise reader.fail(section, name, where, "must be <system>.<entity> with system salesforce, pardot or tims")
+        raise reader.fail(section, name, where, f"must be <system>.<entity> with system one of {', '.join(sorted(SYSTEMS))}")
 
 
 def _load_file(file: Path, into: Mappings) -> None:

@@ -19,19 +19,19 @@ is parked in ``waiting`` under that reference, and rechecked when ``ingest`` see
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from faust.types import EventT
 
 from connectors.envelope import SourceEvent
-from topologies.flow import BatchLike, FlowContext
-from topologies.orders.messages import MERGE, WAITING, Expire, Linked, MergeEvent, Park, Recheck
+from topologies.flow import FlowContext
+from topologies.orders.messages import MERGE, Expire, MergeEvent
 from topologies.orders.order import (
-    DEFAULT_MAPPING_DIR, Decision, OrderMapping, apply_salesforce, apply_tims, load_mapping, new_row, recheck,
+    DEFAULT_MAPPING_DIR, OrderMapping, apply_salesforce, apply_tims, load_mapping, new_row, recheck,
     row_key_of_tims_order,
 )
-from topologies.stage import KeyedBatchStage, agent_named, read_message, read_source_event
+from topologies.stage import KeyedBatchStage, read_source_event
+from topologies.waiting_orders import OrderStages, now_ms
 
 __all__ = ["Orders", "install", "FLOW_NAME", "SOURCE_TOPICS", "STAGE_TOPICS", "TABLES", "SINK_OBJECTS"]
 
@@ -41,32 +41,31 @@ SOURCE_TOPICS = ("src.salesforce.Opportunity", "src.salesforce.OpportunityLineIt
 STAGE_TOPICS = (f"{FLOW_NAME}.merge", f"{FLOW_NAME}.waiting")
 TABLES = ("orders", "orders_waiting", f"{FLOW_NAME}_links")
 SINK_OBJECTS = ("tims.sales_order", "salesforce.Opportunity")
+#: the external id of a TIMS sales order made from a shop order (topologies/web_orders)
+WEB_ORDER_PREFIX = "shop:"
 log = logging.getLogger(__name__)
 #: seconds between measurements of what waits
 WAITING_REPORT_INTERVAL = 10.0
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
+class Orders(OrderStages):
+    """The flow's topics, tables and stage bodies, built once per app by :func:`install`;
+    ``merge`` is :meth:`OrderStages.merge_one` over these."""
 
-
-class Orders:
-    """The flow's topics, tables and stage bodies, built once per app by :func:`install`."""
+    appliers = {"tims": apply_tims, "salesforce": apply_salesforce}
+    rechecker = staticmethod(recheck)
+    new_row = staticmethod(new_row)
 
     def __init__(self, ctx: FlowContext, mapping: OrderMapping) -> None:
-        self.ctx = ctx
         self.mapping = mapping
         self.source_topic = ctx.topic(*SOURCE_TOPICS)
-        self.merge_topic, self.waiting_topic = (ctx.topic(name) for name in STAGE_TOPICS)
-        self.sink_topics = {name: ctx.topic(f"sink.{name}") for name in SINK_OBJECTS}
-        self.table = ctx.table("orders", default=None, key_type=str)
+        self.merge_topic, waiting_topic = (ctx.topic(name) for name in STAGE_TOPICS)
+        super().__init__(ctx, ctx.table("orders", default=None, key_type=str), waiting_topic,
+                         {name: ctx.topic(f"sink.{name}") for name in SINK_OBJECTS})
         self.waiting = ctx.table("orders_waiting", default=None, key_type=str)
         #: ``account:``/``customer:``/``product2:``/``line:<id>`` → the linked id, on every worker
         self.links = ctx.replicated("links")
-        self.merge = KeyedBatchStage(ctx, "merge", MERGE, self.table, self._merge)
-
-    def count(self, name: str, n: int = 1) -> None:
-        self.ctx.counters[name] += n
+        self.merge = KeyedBatchStage(ctx, "merge", MERGE, self.table, self.merge_one)
 
     # -- ingest ----------------------------------------------------------------------------------
     async def ingest_one(self, message: EventT) -> None:
@@ -77,13 +76,15 @@ class Orders:
         if event.entity == "Account":
             if fields.get("TIMS_Customer_ID__c"):
                 customer = str(fields["TIMS_Customer_ID__c"])
-                await self._link(f"account:{event.record_id}", customer)
-                await self._link(f"customer:{customer}", event.record_id)
+                await self.link(f"account:{event.record_id}", customer)
+                await self.link(f"customer:{customer}", event.record_id)
             return
         if event.entity == "Product2":
             if fields.get("TIMS_Item_Number__c"):
-                await self._link(f"product2:{event.record_id}", str(fields["TIMS_Item_Number__c"]))
+                await self.link(f"product2:{event.record_id}", str(fields["TIMS_Item_Number__c"]))
             return
+        if event.source == "tims" and str(event.fields.get("external_id") or "").startswith(WEB_ORDER_PREFIX):
+            return  # a web order: the web orders flow's (docs/adr/0035), not an Opportunity
         key = await self._order_of(event)
         if key is None:
             await self.ctx.quarantine(f"ingest: line {event.record_id} of an Opportunity this flow has not seen "
@@ -98,48 +99,23 @@ class Orders:
             return event.record_id
         opportunity = event.fields.get("OpportunityId")
         if opportunity:
-            await self._link(f"line:{event.record_id}", str(opportunity), release=False)
+            await self.link(f"line:{event.record_id}", str(opportunity), release=False)
             return str(opportunity)
         return self.links.get(f"line:{event.record_id}")
 
-    async def _link(self, ref: str, value: str, release: bool = True) -> None:
-        """Record a link on every worker; release the orders that wait for it."""
-        if self.links.get(ref) == value:
-            return
-        await self.ctx.send(*self.links.entry(ref, value))
-        self.count("links")
-        if release:
-            await self.ctx.send(self.waiting_topic, ref, Linked(kind="linked", value=value).wire())
+    # -- waiting (OrderStages.wait_one): {"linked": bool, "orders": {order key: since ms}} -------------
+    def empty_entry(self) -> dict[str, Any]:
+        return {"linked": False, "orders": {}}
 
-    # -- waiting ---------------------------------------------------------------------------------
-    async def wait(self, stream: Any) -> None:
-        await self.ctx.each("waiting", stream, self.wait_one)
+    def after_link(self, value: str | None) -> dict[str, Any]:
+        return {"linked": True, "value": value, "orders": {}}
 
-    async def wait_one(self, event: EventT) -> None:
-        read = await read_message(self.ctx, "waiting", WAITING, event)
-        if read is None:
-            return
-        ref, message = read
-        entry = self.waiting.get(ref) or {"linked": False, "orders": {}}
-        if isinstance(message, (Linked, Expire)):
-            value = message.value if isinstance(message, Linked) else None
-            recheck = Recheck(kind="recheck", final=isinstance(message, Expire),
-                              links={ref: value} if value else {}).wire()
-            acks = [await self.ctx.send(self.merge_topic, key, recheck) for key in entry["orders"]]
-            for ack in acks:  # the table write below forgets them: they must be out first
-                await ack
-            self.count("released", len(acks))
-            self.waiting[ref] = {"linked": isinstance(message, Linked), "value": value, "orders": {}}
-        elif entry["linked"] or (not ref.startswith("total:") and self.links.get(ref) is not None):
-            value = entry.get("value") or self.links.get(ref)
-            await self.ctx.send(self.merge_topic, message.key,
-                                Recheck(kind="recheck", links={ref: value} if value else {}).wire())
-        elif message.key not in entry["orders"] and len(entry["orders"]) >= self.mapping.waiting_limit:
-            await self.ctx.quarantine(f"waiting: more than {self.mapping.waiting_limit} orders wait for {ref}",
-                                      event.value)
-        else:
-            self.waiting[ref] = {"linked": False, "orders": {**entry["orders"], message.key: message.since}}
-            self.count("parked")
+    def linked_already(self, ref: str, entry: dict[str, Any]) -> bool:
+        return entry["linked"] or (not ref.startswith("total:") and self.links.get(ref) is not None)
+
+    def expire(self, entry: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+        """Lines that did not add up within their grace: every order rechecked a last time, none kept."""
+        return list(entry["orders"]), self.empty_entry()
 
     async def report_waiting(self) -> None:
         """How many orders this worker holds back per kind of reference, and the oldest's age; an
@@ -151,7 +127,7 @@ class Orders:
                         exc_info=True)
 
     async def _report_waiting(self) -> None:
-        now = _now_ms()
+        now = now_ms()
         found: dict[str, list[int]] = {"account": [], "customer": [], "product2": [], "total": []}
         for ref, entry in list(self.waiting.items()):
             kind, since = ref.split(":", 1)[0], list((entry or {}).get("orders", {}).values())
@@ -161,70 +137,9 @@ class Orders:
         for kind, since in found.items():
             self.ctx.metrics.waiting(kind, len(since), (now - min(since)) / 1000 if since else 0.0)
 
-    # -- merge -----------------------------------------------------------------------------------
-    async def _merge(self, batch: BatchLike, event: EventT, key: str, message: Any) -> None:
-        stored = batch.get(self.table, key, event)
-        row = stored or new_row(key)
-        waiting = row["waiting"] or {}
-        waited = set(waiting.get("refs", []))
-        # Links this order was told of by the rechecks that released it: this worker's copy of the
-        # replicated link map may not have them yet (docs/adr/0021, "Waiting").
-        told = {**waiting.get("told", {}), **(message.links if isinstance(message, Recheck) else {})}
-        links = _Told(told, self.links) if told else self.links
-        if isinstance(message, Recheck):
-            if stored is None or not waited:
-                return
-            decision = recheck(row, self.mapping, links, _now_ms(), final=message.final)
-        else:
-            source_event = SourceEvent.model_validate(message.event)
-            apply = apply_tims if source_event.source == "tims" else apply_salesforce
-            decision = apply(row, source_event, self.mapping, links, _now_ms())
-            self.ctx.metrics.echo_fields(source_event.source, decision.echo_fields)
-            if decision.duplicate or decision.stale:
-                self.count("stale" if decision.stale else "duplicates")
-                self.ctx.metrics.duplicate(source_event.source)
-                return
-        if row["waiting"] is not None and told:
-            row["waiting"]["told"] = told
-        # After a recheck the order parks again under every reference it still waits for: the
-        # waiting stage let go of it when it sent the recheck (parking twice is harmless).
-        await self._publish(batch, key, row, decision, set() if isinstance(message, Recheck) else waited)
-        batch.put(self.table, key, row, event)
-
-    async def _publish(self, batch: BatchLike, key: str, row: dict[str, Any], decision: Decision,
-                       waited: set[str]) -> None:
-        for command in decision.commands:
-            await batch.send(self.sink_topics[f"{command.system}.{command.object}"], command.partition_key,
-                             command.model_dump(mode="json"))
-            self.ctx.metrics.command_out(command.system, command.object, command.source_commit_timestamp)
-        self.count("commands", len(decision.commands))
-        for ref in decision.wait_for:
-            if ref not in waited:
-                park = Park(kind="park", key=key, since=row["waiting"]["since"])
-                await batch.send(self.waiting_topic, ref, park.wire())
-        if decision.rejected is not None:
-            self.count("held")
-            await self.ctx.quarantine(f"merge: order {key} held: {decision.rejected}", row)
-
-
-class _Told:
-    """The link map, with the links a recheck carried read first."""
-
-    def __init__(self, told: dict[str, str], links: Any) -> None:
-        self.told, self.links = told, links
-
-    def get(self, key: str) -> str | None:
-        value = self.told.get(key)
-        return value if value is not None else self.links.get(key)
-
-
 def install(ctx: FlowContext) -> Orders:
     """Build the flow on ``ctx.app``: its mapping (validated now), topics, tables, agents and the
     timer that reports what waits."""
     flow = Orders(ctx, load_mapping(ctx.mappings_dir(DEFAULT_MAPPING_DIR)))
-    # ingest keeps no table: it runs outside Faust's per-message path (docs/adr/0028)
-    ctx.direct("ingest", flow.source_topic, flow.ingest_one, before=flow.links.ready)
-    for name, topic, body in (("waiting", flow.waiting_topic, flow.wait), ("merge", flow.merge_topic, flow.merge.run)):
-        ctx.app.agent(topic, name=f"topologies.{FLOW_NAME}.agents.{name}", concurrency=1)(agent_named(body, name))
-    ctx.app.timer(WAITING_REPORT_INTERVAL, name=f"topologies.{FLOW_NAME}.report_waiting")(flow.report_waiting)
+    flow.install_stages(FLOW_NAME, WAITING_REPORT_INTERVAL)
     return flow

@@ -22,17 +22,16 @@ the base of each status write, and how our echoes are told), and whether it wait
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from connectors.envelope import SinkCommand, SourceEvent
+from connectors.envelope import SourceEvent
 from topologies.mapping_file import load_model
 from topologies.money import MoneyError, currency_code, line_amount, quantize, text, to_decimal, wire
-from topologies.orders.status import advances
+from topologies.waiting_orders import Decision, conclude, hold, seen, tims_progress
 
 __all__ = ["OrderMapping", "Links", "Decision", "load_mapping", "new_row", "row_key_of_tims_order",
            "apply_salesforce", "apply_tims", "recheck", "DEFAULT_MAPPING_DIR", "SALES_ORDER_FIELD"]
@@ -73,19 +72,6 @@ class Links(Protocol):
     def get(self, key: str) -> str | None: ...
 
 
-@dataclass
-class Decision:
-    commands: list[SinkCommand] = field(default_factory=list)
-    #: references the order waits for (``account:…``, ``product2:…``, ``customer:…``)
-    wait_for: list[str] = field(default_factory=list)
-    #: why the order is held (new this time: quarantine it)
-    rejected: str | None = None
-    duplicate: bool = False
-    #: a TIMS event older than what the order shows (late, replayed, reordered)
-    stale: bool = False
-    echo_fields: int = 0
-
-
 def new_row(key: str) -> dict[str, Any]:
     return {"key": key, "opportunity": {}, "lines": {}, "order_sent": False, "opportunity_created": False,
             "tims": {}, "written": {}, "waiting": None, "held": None, "reported": None, "version": 0, "seen": []}
@@ -97,17 +83,10 @@ def row_key_of_tims_order(fields: dict[str, Any], record_id: str) -> str:
     return external if external.startswith("006") else f"so:{record_id}"
 
 
-def _seen(row: dict[str, Any], event: SourceEvent) -> bool:
-    if event.event_id in row["seen"]:
-        return True
-    row["seen"] = [*row["seen"], event.event_id][-SEEN_LIMIT:]
-    return False
-
-
 def apply_salesforce(row: dict[str, Any], event: SourceEvent, mapping: OrderMapping, links: Links,
                      now_ms: int) -> Decision:
     """An Opportunity or OpportunityLineItem event for the row's Opportunity."""
-    if _seen(row, event):
+    if seen(row, event, SEEN_LIMIT):
         return Decision(duplicate=True)
     stated = {name: event.fields.get(name) for name in set(event.fields) | set(event.nulled_fields)}
     if event.entity == "OpportunityLineItem":
@@ -127,15 +106,10 @@ def apply_salesforce(row: dict[str, Any], event: SourceEvent, mapping: OrderMapp
 
 def apply_tims(row: dict[str, Any], event: SourceEvent, mapping: OrderMapping, links: Links, now_ms: int) -> Decision:
     """A TIMS sales order event: taken only when it moves the order forward."""
-    if _seen(row, event):
-        return Decision(duplicate=True)
-    fields = event.fields
-    version = fields.get("version") if isinstance(fields.get("version"), int) else event.commit_timestamp
-    status = str(fields.get("status") or "")
-    if not advances(row["tims"].get("status"), row["tims"].get("version"), status, version):
-        return Decision(stale=True)
-    row["tims"] = {"sales_order_id": fields.get("sales_order_id") or event.record_id, "status": status,
-                   "version": version, **{k: fields.get(k) for k in (
+    progress = tims_progress(row, event, SEEN_LIMIT)
+    if isinstance(progress, Decision):
+        return progress
+    row["tims"] = {**progress, **{k: event.fields.get(k) for k in (
                        "ship_date", "tracking_number", "customer_id", "total_amount", "currency", "order_date",
                        "lines", "created_at")}}
     return _evaluate(row, mapping, links, now_ms, event)
@@ -157,19 +131,8 @@ def _evaluate(row: dict[str, Any], mapping: OrderMapping, links: Links, now_ms: 
         else:
             writes += _order_from_opportunity(row, mapping, links, decision, final)
     except MoneyError as exc:
-        _hold(row, str(exc), decision)
-    writes = _folded(writes + _status_writes(row))
-    row["waiting"] = ({"refs": decision.wait_for, "since": (row["waiting"] or {}).get("since", now_ms)}
-                      if decision.wait_for else None)
-    if writes:
-        row["version"] += 1
-    for system, sobject, key_field, key, fields in writes:
-        decision.commands.append(SinkCommand(
-            system=system, object=sobject, external_id_field=key_field, external_id=key, fields=fields,
-            version=row["version"], record_key=row["key"],
-            source_commit_timestamp=event.commit_timestamp if event else None,
-            source_event_id=event.event_id if event else None))
-    return decision
+        hold(row, str(exc), decision)
+    return conclude(row, decision, _folded(writes + _status_writes(row)), event, now_ms)
 
 
 def _folded(writes: list[tuple[str, str, str, str, dict[str, Any]]]) -> list[tuple[str, str, str, str, dict[str, Any]]]:
@@ -180,17 +143,10 @@ def _folded(writes: list[tuple[str, str, str, str, dict[str, Any]]]) -> list[tup
     return [(*target, fields) for target, fields in merged.items()]
 
 
-def _hold(row: dict[str, Any], reason: str, decision: Decision) -> None:
-    """Hold the order and quarantine it with the reason (once per reason)."""
-    if row.get("reported") != reason:
-        decision.rejected = reason
-    row["held"] = row["reported"] = reason
-
-
 def _lines_disagree(row: dict[str, Any], reason: str, decision: Decision, final: bool) -> None:
     """Lines may still be on their way: wait for them (``total:<key>``) until the grace is over."""
     if final:
-        _hold(row, reason, decision)
+        hold(row, reason, decision)
     else:
         row["held"] = reason
         decision.wait_for.append(f"total:{row['key']}")
@@ -248,7 +204,7 @@ def _opportunity_from_tims(row: dict[str, Any], mapping: OrderMapping, links: Li
                  for line in order.get("lines") or []), Decimal(0))
     amount = quantize(to_decimal(order.get("total_amount"), "total_amount"), currency)
     if total != amount:
-        _hold(row, f"lines sum to {text(total)} {currency}, the order total is {text(amount)}", decision)
+        hold(row, f"lines sum to {text(total)} {currency}, the order total is {text(amount)}", decision)
         return []
     account = links.get(f"customer:{order.get('customer_id')}")
     if account is None:

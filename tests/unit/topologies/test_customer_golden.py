@@ -187,3 +187,19 @@ def test_a_full_state_event_does_not_revert_a_newer_edit_made_elsewhere() -> Non
     assert record["fields"]["city"]["v"] == "York"
     assert record["fields"]["payment_terms"]["v"] == "NET60"
     assert not any(c["field"] == "city" for c in outcome.conflicts)
+
+
+def test_a_shop_customer_joins_the_master_and_becomes_one_tims_customer() -> None:
+    """docs/adr/0035: a person only the shop knows is created in TIMS by their shop customer, whose
+    global id becomes a TIMS external id (no ``/``); their Contact later links the same record."""
+    record = new_record("k9")
+    outcome = apply_event(record, event("shop", "customer", "gid://shopify/Customer/7", change="CREATE",
+                                        email=" Grace@Example.com", first_name="Grace", last_name="Hopper"),
+                          MAPPINGS, POLICY)
+    [create] = [c for c in outcome.commands if c.system == "tims"]
+    assert (create.external_id_field, create.external_id) == ("external_id", "shop:shopify:Customer:7")
+    assert create.fields == {"name": "Grace Hopper", "email": "grace@example.com"}
+    assert record["links"] == {"shop_customer": "shop:shopify:Customer:7"}
+    assert record["refs"] == ["shop:customer:gid://shopify/Customer/7"]
+    linked = apply_tims_link(record, "C000009", MAPPINGS)
+    assert all(c.external_id_field != "external_id" for c in linked.commands if c.system == "tims")
