@@ -123,3 +123,17 @@ def test_a_partition_revoked_while_its_rows_were_written_is_left_to_its_new_owne
         assert not rows.holds(1) and rows.holds(0)
 
     asyncio.run(run())
+
+
+def test_the_key_partitioner_puts_keys_where_kafkas_default_does() -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from stream_app.app import KeyPartitioner
+
+    ours, theirs = KeyPartitioner(), DefaultPartitioner()
+    for n in range(2_000):
+        key = f"customer-{n}".encode()
+        for partitions in ([0, 1, 2, 3], list(range(12))):
+            assert ours(key, partitions, partitions) == theirs(key, partitions, partitions)
+            assert ours(key, partitions, partitions) == theirs(key, partitions, partitions)  # remembered
+    assert ours(None, [0, 1], [1]) == 1
