@@ -25,10 +25,13 @@ from stream_app.console import security
 from stream_app.console.audit import OperatorAudit
 from stream_app.console.auth import User, parse_users
 from stream_app.console.letters import Filter, LetterBox
-from stream_app.console.mappings import mapping_files
+from stream_app.console import mapping_edit
+from stream_app.console.mappings import mapping_files, parse_record
 from stream_app.console.mappings import preview as preview_mapping
+from stream_app.console.mappings import tool_for as mapping_tool_for
 from stream_app.console.worker_figures import WorkerFigures
 from stream_app.console.people import Conflicts, People, record_url
+from stream_app import control
 from stream_app.dlq import purge_topics, replay_entries
 from stream_app.flows import AppGroups, enabled_flows
 from stream_app.rebuild import group_id
@@ -57,6 +60,9 @@ class Console:
         self.conflicts = Conflicts(settings)
         self.audit = OperatorAudit(settings.kafka_bootstrap_servers, settings.topic(AUDIT_OPERATOR),
                                    replication=settings.topic_replication_factor)
+        #: pause, resume, reload: read by every worker (docs/adr/0037)
+        self.control = control.ControlWriter(settings.kafka_bootstrap_servers, settings.topic(control.CONTROL_FLOWS),
+                                             replication=settings.topic_replication_factor)
         self.templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
                                             autoescape=True, undefined=jinja2.StrictUndefined)
         #: (when, lag by topic) of the flows page
@@ -80,6 +86,7 @@ class Console:
         for tail in (self.letters.tail, self.people.tail, self.conflicts.tail):
             await tail.close()
         await self.audit.stop()
+        await self.control.stop()
 
 
 def _console(request: web.Request) -> Console:
@@ -346,6 +353,106 @@ async def preview_post(request: web.Request) -> web.Response:
     return await mappings_page(request, tried)
 
 
+# -- editing a mapping (docs/adr/0037) ------------------------------------------------------------
+
+def _mapping_names(request: web.Request) -> tuple[str, str]:
+    return request.match_info["flow"], request.match_info["name"]
+
+
+async def _edit_page(request: web.Request, text: str, based_on: str, status: int = 200, **shown: Any) -> web.Response:
+    flow, name = _mapping_names(request)
+    context: dict[str, Any] = {"verdict": None, "record": "", "output": None, "record_error": None, "diff": None,
+                               "reviewed": None, "latest_topic": None, "refused": None}
+    context.update(shown)
+    verdict = context["verdict"]
+    lines = text.splitlines()
+    marked = {p.line for p in verdict.problems if p.line} if verdict is not None else set()
+    return await render(request, "mapping_edit.html", status=status, flow=flow, name=name, text=text,
+                        based_on=based_on, lines=lines, marked=marked, **context)
+
+
+async def mapping_edit_page(request: web.Request) -> web.Response:
+    security.require_operator(request)
+    flow, name = _mapping_names(request)
+    try:
+        _tool, directory = await asyncio.to_thread(mapping_tool_for, _console(request).settings, flow, name)
+    except ValueError as exc:
+        return await render(request, "missing.html", status=404, what=str(exc))
+    text = (directory / f"{name}.yaml").read_text()
+    return await _edit_page(request, text, mapping_edit.digest(text))
+
+
+async def mapping_edit_post(request: web.Request) -> web.Response:
+    """One form, five buttons: check, preview (a pasted record or the newest real event),
+    review (the diff), save (only the text that was reviewed)."""
+    user = security.require_operator(request)
+    console = _console(request)
+    settings = console.settings
+    flow, name = _mapping_names(request)
+    form = await request.post()
+    text, based_on = str(form.get("text", "")).replace("\r\n", "\n"), str(form.get("based_on", ""))
+    action, record_text = str(form.get("action", "check")), str(form.get("record", ""))
+    try:
+        await asyncio.to_thread(mapping_tool_for, settings, flow, name)
+    except ValueError as exc:
+        return await render(request, "missing.html", status=404, what=str(exc))
+    verdict = await asyncio.to_thread(mapping_edit.check_text, settings, flow, name, text)
+    shown: dict[str, Any] = {"verdict": verdict, "record": record_text}
+    if not verdict.ok:
+        return await _edit_page(request, text, based_on, status=400, **shown)
+    if action in ("preview", "latest"):
+        return await _mapping_preview(request, text, based_on, action, shown)
+    if action == "review":
+        current = (await asyncio.to_thread(mapping_tool_for, settings, flow, name))[1] / f"{name}.yaml"
+        shown.update(diff=mapping_edit.diff(current.read_text(), text, name) or "(no change)",
+                     reviewed=mapping_edit.digest(text))
+        return await _edit_page(request, text, based_on, **shown)
+    if action == "save":
+        return await _mapping_save(request, user, text, based_on, str(form.get("reviewed", "")), shown)
+    return await _edit_page(request, text, based_on, **shown)
+
+
+async def _mapping_preview(request: web.Request, text: str, based_on: str, action: str,
+                           shown: dict[str, Any]) -> web.Response:
+    settings = _console(request).settings
+    flow, name = _mapping_names(request)
+    try:
+        if action == "latest":
+            latest = await mapping_edit.latest_event(settings, flow)
+            if latest is None:
+                raise ValueError(f"the sources of {flow} hold no event yet")
+            shown["latest_topic"], record = latest[0], latest[1]
+            shown["record"] = json.dumps(record, indent=2, ensure_ascii=False)
+        else:
+            record = parse_record(str(shown["record"]))
+        shown["output"] = await asyncio.to_thread(mapping_edit.preview_text, settings, flow, name, text, record)
+    except ValueError as exc:
+        shown["record_error"] = str(exc)
+        return await _edit_page(request, text, based_on, status=400, **shown)
+    return await _edit_page(request, text, based_on, **shown)
+
+
+async def _mapping_save(request: web.Request, user: User, text: str, based_on: str, reviewed: str,
+                        shown: dict[str, Any]) -> web.Response:
+    console = _console(request)
+    flow, name = _mapping_names(request)
+    if reviewed != mapping_edit.digest(text):
+        return await _edit_page(request, text, based_on, status=400,
+                                refused="Review the diff of this text first (the text changed since).", **shown)
+    try:
+        plan = await asyncio.to_thread(mapping_edit.plan_save, console.settings, flow, name, text, based_on)
+    except mapping_edit.SaveRefused as exc:
+        return await _edit_page(request, text, based_on, status=409, refused=str(exc), **shown)
+    await console.audit.record(user, "mapping.save", flow=flow, file=str(plan.path), before=based_on,
+                               after=mapping_edit.digest(text), diff=plan.diff[:20_000])
+    await asyncio.to_thread(mapping_edit.write, plan, text)
+    await console.control.send(*control.command("reload", flow, user.name, file=plan.path.name))
+    log.info("console: %s saved mapping %s of flow %s", user.name, name, flow)
+    await _flash(request, f"Saved {plan.path}. The workers were told to reload {flow}'s mappings; "
+                          "the flows page shows what each answered.")
+    raise web.HTTPSeeOther(f"/mappings#{flow}-{name}")
+
+
 async def index(request: web.Request) -> web.Response:
     raise web.HTTPSeeOther("/letters")
 
@@ -365,6 +472,7 @@ def build_console(settings: "Settings") -> web.Application:
 
     async def lifecycle(_: web.Application) -> Any:
         await console.audit.start()
+        await console.control.start()
         warming = asyncio.create_task(console.warm_up())
         yield
         warming.cancel()
@@ -379,6 +487,8 @@ def build_console(settings: "Settings") -> web.Application:
         web.get("/letters/{letter_id}", letter_page),
         web.get("/customers", customers_page), web.get("/conflicts", conflicts_page), web.get("/flows", flows_page),
         web.get("/mappings", mappings_page), web.post("/mappings/preview", preview_post),
+        web.get("/mappings/{flow}/{name}/edit", mapping_edit_page),
+        web.post("/mappings/{flow}/{name}/edit", mapping_edit_post),
         web.static("/static", HERE / "static"),
     ])
     return app
