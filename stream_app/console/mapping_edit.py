@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from stream_app.console.mappings import preview_in, tool_for
+from stream_app.console.tail import newest_records
+from stream_app.flows import enabled_flows
 from stream_app.settings import env_name
 
 if TYPE_CHECKING:
@@ -161,42 +163,13 @@ def write(plan: PlannedSave, text: str) -> None:
 async def latest_event(settings: "Settings", flow: str) -> tuple[str, dict[str, Any]] | None:
     """(topic, value) of the newest message on the flow's source topics, or None when they are
     empty; read without a consumer group (nobody's offsets move)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    from connectors.kafka_security import client_options
-    from stream_app.flows import enabled_flows
-
     topics = [settings.topic(name) for f in enabled_flows(settings) if f.name == flow for name in f.source_topics]
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None,
-                                enable_auto_commit=False, client_id="connect-console-latest", **client_options())
-    await consumer.start()
+    found = await newest_records(settings.kafka_bootstrap_servers, topics)
+    if not found:
+        return None
+    record = max(found.values(), key=lambda r: r.timestamp)
     try:
-        partitions = [TopicPartition(topic, p) for topic in topics
-                      for p in sorted(await consumer.partitions_for_topic(topic) or ())]
-        if not partitions:
-            return None
-        ends = await consumer.end_offsets(partitions)
-        starts = await consumer.beginning_offsets(partitions)
-        filled = [tp for tp in partitions if ends[tp] > starts[tp]]
-        if not filled:
-            return None
-        consumer.assign(filled)
-        for tp in filled:
-            consumer.seek(tp, ends[tp] - 1)
-        newest: Any = None
-        pending = set(filled)
-        while pending:
-            batch = await consumer.getmany(*pending, timeout_ms=2000)
-            if not batch:
-                break
-            for tp, records in batch.items():
-                pending.discard(tp)
-                for record in records:
-                    if newest is None or record.timestamp > newest.timestamp:
-                        newest = record
-        if newest is None:
-            return None
-        value = json.loads(newest.value)
-        return (newest.topic, value) if isinstance(value, dict) else None
-    finally:
-        await consumer.stop()
+        value = json.loads(record.value)
+    except ValueError:
+        raise ValueError(f"the newest event on {record.topic} is not JSON") from None
+    return (record.topic, value) if isinstance(value, dict) else None

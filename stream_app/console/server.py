@@ -31,6 +31,8 @@ from stream_app.console.mappings import preview as preview_mapping
 from stream_app.console.mappings import tool_for as mapping_tool_for
 from stream_app.console.worker_figures import WorkerFigures
 from stream_app.console.people import Conflicts, People, record_url
+from stream_app.console.tail import TopicTail, newest_records
+from stream_app.console import flow_view
 from stream_app import control
 from stream_app.dlq import purge_topics, replay_entries
 from stream_app.flows import AppGroups, enabled_flows
@@ -63,6 +65,12 @@ class Console:
         #: pause, resume, reload: read by every worker (docs/adr/0037)
         self.control = control.ControlWriter(settings.kafka_bootstrap_servers, settings.topic(control.CONTROL_FLOWS),
                                              replication=settings.topic_replication_factor)
+        #: the last record of each key of control.flows: pause state, workers' reports
+        self.control_state: dict[str, dict[str, Any]] = {}
+        self.control_tail = TopicTail(settings.kafka_bootstrap_servers, [settings.topic(control.CONTROL_FLOWS)],
+                                      keep=self._keep_control, trim=lambda tp, first: None)
+        #: (when, topic → newest record's timestamp) of the flows page
+        self.newest_cache: tuple[float, dict[str, int]] | None = None
         self.templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
                                             autoescape=True, undefined=jinja2.StrictUndefined)
         #: (when, lag by topic) of the flows page
@@ -70,10 +78,18 @@ class Console:
         self.worker = WorkerFigures(f"http://{settings.web_host}:{settings.web_port}/metrics")
         self.templates.filters["pretty"] = lambda value: json.dumps(value, indent=2, default=str, ensure_ascii=False)
 
+    def _keep_control(self, record: Any) -> None:
+        try:
+            value = json.loads(record.value)
+        except (TypeError, ValueError):
+            return
+        if isinstance(value, dict) and record.key:
+            self.control_state[record.key.decode(errors="replace")] = value
+
     async def warm_up(self) -> None:
         """Read the topics once at start, so the first pages need not (a page that comes
         earlier waits for the same read)."""
-        for tail in (self.letters.tail, self.people.tail, self.conflicts.tail):
+        for tail in (self.letters.tail, self.people.tail, self.conflicts.tail, self.control_tail):
             try:
                 await tail.catch_up()
             except Exception as exc:  # noqa: BLE001 - the pages read again and say what is wrong
@@ -83,7 +99,7 @@ class Console:
         gc.freeze()
 
     async def close(self) -> None:
-        for tail in (self.letters.tail, self.people.tail, self.conflicts.tail):
+        for tail in (self.letters.tail, self.people.tail, self.conflicts.tail, self.control_tail):
             await tail.close()
         await self.audit.stop()
         await self.control.stop()
@@ -312,25 +328,61 @@ async def _lag_by_topic(console: Console, topics: list[str]) -> dict[str, int]:
     return by_topic
 
 
+async def _newest_by_topic(console: Console, topics: list[str]) -> dict[str, int]:
+    """Topic → the timestamp of its newest record (read again after :data:`LAG_CACHE` seconds)."""
+    cached = console.newest_cache
+    if cached is not None and time.monotonic() - cached[0] < LAG_CACHE:
+        return cached[1]
+    try:
+        found = {topic: record.timestamp
+                 for topic, record in (await newest_records(console.settings.kafka_bootstrap_servers, topics)).items()}
+    except Exception as exc:  # noqa: BLE001 - the page shows the rest
+        log.warning("console: newest events not read (%s)", type(exc).__name__)
+        found = {}
+    console.newest_cache = (time.monotonic(), found)
+    return found
+
+
 async def flows_page(request: web.Request) -> web.Response:
     console = _console(request)
     settings = console.settings
+    await console.control_tail.catch_up()
     flows = []
     for flow in enabled_flows(settings):
+        state = control.latest_by_key(console.control_state, flow.name)
         flows.append({"name": flow.name, "systems": list(flow.sources),
                       "sources": [settings.topic(name) for name in (*flow.source_topics, *flow.link_topics)],
                       "stages": [settings.topic(name) for name in flow.internal_topics],
                       "direct": [stage for stage, _ in flow.direct_stages], "tables": list(flow.tables),
-                      "quarantine": settings.topic(flow.quarantine_topic)})
-    lag = await _lag_by_topic(console, sorted({t for flow in flows for t in (*flow["sources"], *flow["stages"])}))
+                      "quarantine": settings.topic(flow.quarantine_topic), "paused": state["paused"],
+                      "pause": state["pause"], "done": state["done"][:6]})
+    topics = sorted({t for flow in flows for t in (*flow["sources"], *flow["stages"])})
+    lag = await _lag_by_topic(console, topics)
+    newest = await _newest_by_topic(console, sorted({t for flow in flows for t in flow["sources"]}))
     for flow in flows:
         flow["sources"] = [(name, lag.get(name)) for name in flow["sources"]]
         flow["stages"] = [(name, lag.get(name)) for name in flow["stages"]]
     figures = await console.worker.read()
     for flow in flows:
         flow["figures"] = figures[flow["name"]].rows if flow["name"] in figures else []
+        flow["drawing"] = flow_view.draw(flow, flow["figures"], newest)
     return await render(request, "flows.html", flows=flows, metrics_url=console.worker.url,
-                        metrics_problem=console.worker.problem)
+                        metrics_problem=console.worker.problem, box=(flow_view.BOX_WIDTH, flow_view.BOX_HEIGHT),
+                        when=_when)
+
+
+async def pause_post(request: web.Request) -> web.Response:
+    """Pause or resume a flow on every worker (docs/adr/0037): audited first, then sent."""
+    user = security.require_operator(request)
+    console = _console(request)
+    flow, action = request.match_info["flow"], request.match_info["action"]
+    if action not in ("pause", "resume") or flow not in {f.name for f in enabled_flows(console.settings)}:
+        raise web.HTTPNotFound(text="no such flow or action")
+    await console.audit.record(user, f"flow.{action}", flow=flow)
+    await console.control.send(*control.command(action, flow, user.name))
+    log.info("console: %s asked the workers to %s flow %s", user.name, action, flow)
+    await _flash(request, f"Asked the workers to {action} {flow}; each reports below when done.")
+    raise web.HTTPSeeOther(f"/flows#flow-{flow}")
 
 
 async def mappings_page(request: web.Request, tried: dict[str, Any] | None = None,
@@ -487,6 +539,7 @@ def build_console(settings: "Settings") -> web.Application:
         web.get("/letters/{letter_id}", letter_page),
         web.get("/customers", customers_page), web.get("/conflicts", conflicts_page), web.get("/flows", flows_page),
         web.get("/mappings", mappings_page), web.post("/mappings/preview", preview_post),
+        web.post("/flows/{flow}/{action}", pause_post),
         web.get("/mappings/{flow}/{name}/edit", mapping_edit_page),
         web.post("/mappings/{flow}/{name}/edit", mapping_edit_post),
         web.static("/static", HERE / "static"),
