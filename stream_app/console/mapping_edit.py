@@ -71,7 +71,7 @@ def _line_of(text: str, where: str) -> int | None:
     """The line of the last key ``where`` names (``inbound.salesforce.Lead.email`` → ``email:``),
     for errors that carry no line (pydantic-validated files)."""
     for part in reversed([p for p in re.split(r"[.\[\]]", where) if p and not p.isdigit()]):
-        found = re.search(rf"^\s*-?\s*['\"]?{re.escape(part)}['\"]?\s*:", text, re.MULTILINE)
+        found = re.search(rf"^[ \t]*-?[ \t]*['\"]?{re.escape(part)}['\"]?[ \t]*:", text, re.MULTILINE)
         if found:
             return text.count("\n", 0, found.start()) + 1
     return None

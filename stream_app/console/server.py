@@ -418,7 +418,7 @@ async def _edit_page(request: web.Request, text: str, based_on: str, status: int
     context.update(shown)
     verdict = context["verdict"]
     lines = text.splitlines()
-    marked = {p.line for p in verdict.problems if p.line} if verdict is not None else set()
+    marked = {p.line for p in verdict.problems if p.line and p.file == f"{name}.yaml"} if verdict is not None else set()
     return await render(request, "mapping_edit.html", status=status, flow=flow, name=name, text=text,
                         based_on=based_on, lines=lines, marked=marked, **context)
 
