@@ -9,7 +9,7 @@ import tempfile
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import yaml
 
@@ -71,49 +71,46 @@ def _listed_rows(document: dict[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
+def _sections(document: Any) -> Iterator[tuple[str, str, dict[str, Any], dict[str, Any]]]:
+    """(direction, object, its section, its field rules) of the ``inbound`` and ``outbound`` sections."""
+    if not isinstance(document, dict):
+        return
+    for direction in ("inbound", "outbound"):
+        for obj, spec in (document.get(direction) or {}).items():
+            if isinstance(spec, dict):
+                fields = spec.get("fields") if isinstance(spec.get("fields"), dict) else spec
+                yield direction, str(obj), spec, {k: v for k, v in fields.items() if k not in ("key", "create_when")}
+
+
 def _rows(document: Any, owners: dict[str, str]) -> list[dict[str, str]]:
     """One row per field rule (source field → transform → target field); other settings are in the YAML."""
     rows: list[dict[str, str]] = []
-    if not isinstance(document, dict):
-        return rows
-    for direction in ("inbound", "outbound"):
-        for target, spec in (document.get(direction) or {}).items():
-            if not isinstance(spec, dict):
-                continue
-            fields = spec.get("fields") if isinstance(spec.get("fields"), dict) else spec
-            condition = str(spec.get("create_when", "")) if direction == "outbound" else ""
-            for name, rule in fields.items():
-                if name in ("key", "create_when"):
-                    continue
-                source, transform = _describe(rule)
-                owner = rule.get("owner", "") if isinstance(rule, dict) else ""
-                if direction == "inbound":
-                    rows.append(_row(direction, f"{target}.{source}", transform, f"canonical.{name}",
-                                     owner or owners.get(str(name), "")))
-                else:
-                    rows.append(_row(direction, source, transform, f"{target}.{name}",
-                                     owner or owners.get(source, ""), condition))
-    return rows or _listed_rows(document)
+    for direction, target, spec, fields in _sections(document):
+        condition = str(spec.get("create_when", "")) if direction == "outbound" else ""
+        for name, rule in fields.items():
+            source, transform = _describe(rule)
+            owner = rule.get("owner", "") if isinstance(rule, dict) else ""
+            if direction == "inbound":
+                rows.append(_row(direction, f"{target}.{source}", transform, f"canonical.{name}",
+                                 owner or owners.get(str(name), "")))
+            else:
+                rows.append(_row(direction, source, transform, f"{target}.{name}",
+                                 owner or owners.get(source, ""), condition))
+    return rows or (_listed_rows(document) if isinstance(document, dict) else [])
 
 
 def _suggestions(document: Any) -> list[tuple[str, str]]:
     """What ``stream-app mappings suggest`` proposes for the file's objects (through the
     customer's canonical fields) that the file does not map yet."""
     found: list[tuple[str, str]] = []
-    if not isinstance(document, dict):
-        return found
-    for direction in ("inbound", "outbound"):
-        for obj, spec in (document.get(direction) or {}).items():
-            if not isinstance(spec, dict):
-                continue
-            mapped = set(spec.get("fields") if direction == "outbound" and isinstance(spec.get("fields"), dict) else spec)
-            source, target = (obj, CANONICAL) if direction == "inbound" else (CANONICAL, obj)
-            try:
-                pairs = suggest(source, target)
-            except CatalogueError:  # an object the catalogue does not know: nothing to propose
-                continue
-            found += [(obj, f"{pair.score:.2f}  {pair.source} → {pair.target}") for pair in pairs
-                      if pair.target not in mapped]
+    for direction, obj, _spec, fields in _sections(document):
+        source, target = (obj, CANONICAL) if direction == "inbound" else (CANONICAL, obj)
+        try:
+            pairs = suggest(source, target)
+        except CatalogueError:  # an object the catalogue does not know: nothing to propose
+            continue
+        found += [(obj, f"{pair.score:.2f}  {pair.source} → {pair.target}") for pair in pairs
+                  if pair.target not in fields]
     return found
 
 
