@@ -19,7 +19,7 @@ from stream_app.flows import mapping_tools
 if TYPE_CHECKING:
     from stream_app.settings import Settings
 
-__all__ = ["MappingFile", "mapping_files", "preview", "preview_in", "tool_for", "parse_record"]
+__all__ = ["MappingFile", "mapping_files", "files_signature", "preview", "preview_in", "tool_for", "parse_record"]
 
 #: the keys of a field rule that name where its value comes from; the rest say how it is transformed
 _SOURCES = ("from", "link", "concat", "value", "const")
@@ -112,6 +112,14 @@ def _suggestions(document: Any) -> list[tuple[str, str]]:
         found += [(obj, f"{pair.score:.2f}  {pair.source} → {pair.target}") for pair in pairs
                   if pair.target not in fields]
     return found
+
+
+def files_signature(settings: "Settings") -> tuple[tuple[str, int, int], ...]:
+    """What the mapping files are now (path, modification time, size): the page is drawn again
+    only when it changes (checking and suggesting take a good part of 300 ms)."""
+    return tuple((str(path), stat.st_mtime_ns, stat.st_size)
+                 for _, _, directory in mapping_tools(settings)
+                 for path in sorted(Path(directory).glob("*.yaml")) for stat in (path.stat(),))
 
 
 def mapping_files(settings: "Settings") -> list[MappingFile]:

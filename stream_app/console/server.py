@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import jinja2
 from aiohttp import web
@@ -26,7 +26,7 @@ from stream_app.console.audit import OperatorAudit
 from stream_app.console.auth import User, parse_users
 from stream_app.console.letters import Filter, LetterBox
 from stream_app.console import mapping_edit
-from stream_app.console.mappings import mapping_files, parse_record
+from stream_app.console.mappings import files_signature, mapping_files, parse_record
 from stream_app.console.mappings import preview as preview_mapping
 from stream_app.console.mappings import tool_for as mapping_tool_for
 from stream_app.console.worker_figures import WorkerFigures
@@ -69,12 +69,12 @@ class Console:
         self.control_state: dict[str, dict[str, Any]] = {}
         self.control_tail = TopicTail(settings.kafka_bootstrap_servers, [settings.topic(control.CONTROL_FLOWS)],
                                       keep=self._keep_control, trim=lambda tp, first: None)
-        #: (when, topic → newest record's timestamp) of the flows page
-        self.newest_cache: tuple[float, dict[str, int]] | None = None
+        #: (the files' signature, what the mappings page shows of them)
+        self.mappings_cache: tuple[Any, list[Any]] | None = None
+        #: the flows page's lag by topic and newest event by source topic
+        self.lag, self.newest = _figures_of(settings)
         self.templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
                                             autoescape=True, undefined=jinja2.StrictUndefined)
-        #: (when, lag by topic) of the flows page
-        self.lag_cache: tuple[float, dict[str, int]] | None = None
         self.worker = WorkerFigures(f"http://{settings.web_host}:{settings.web_port}/metrics")
         self.templates.filters["pretty"] = lambda value: json.dumps(value, indent=2, default=str, ensure_ascii=False)
 
@@ -103,6 +103,7 @@ class Console:
             await tail.close()
         await self.audit.stop()
         await self.control.stop()
+        await self.worker.close()
 
 
 def _console(request: web.Request) -> Console:
@@ -308,39 +309,52 @@ async def conflicts_page(request: web.Request) -> web.Response:
     return await render(request, "conflicts.html", rows=rows, total=len(entries), customer=customer, field=field_name)
 
 
-#: seconds the flows page reuses the lag it read (each read is a few admin round trips per group)
+#: seconds the flows page reuses the lag and newest events it read (each read is a few round trips)
 LAG_CACHE = 5.0
 
 
-async def _lag_by_topic(console: Console, topics: list[str]) -> dict[str, int]:
-    cached = console.lag_cache
-    if cached is not None and time.monotonic() - cached[0] < LAG_CACHE:
-        return cached[1]
-    settings = console.settings
+class Refreshed:
+    """A figure the flows page shows: read when first asked; afterwards the page gets the last
+    value at once and, once it is :data:`LAG_CACHE` seconds old, a read in the background
+    replaces it (under load a read takes seconds: a page must not wait for it)."""
+
+    def __init__(self, what: str, read: Callable[[list[str]], Awaitable[dict[str, int]]]) -> None:
+        self.what, self._read = what, read
+        self._value: dict[str, int] | None = None
+        self._at = 0.0
+        self._reading: asyncio.Task[None] | None = None
+
+    async def _refresh(self, topics: list[str]) -> None:
+        try:
+            self._value = await self._read(topics)
+        except Exception as exc:  # noqa: BLE001 - the page shows the rest
+            log.warning("console: %s not read (%s)", self.what, type(exc).__name__)
+            self._value = self._value or {}
+        self._at = time.monotonic()
+
+    async def get(self, topics: list[str]) -> dict[str, int]:
+        if self._value is None:
+            await self._refresh(topics)
+        elif time.monotonic() - self._at >= LAG_CACHE and (self._reading is None or self._reading.done()):
+            self._reading = asyncio.create_task(self._refresh(topics))
+        return self._value or {}
+
+
+def _figures_of(settings: "Settings") -> tuple[Refreshed, Refreshed]:
+    """(lag by topic, topic → its newest record's timestamp) for the flows page."""
     groups = AppGroups.of(settings, group_id(settings))
-    by_topic: dict[str, int] = {}
-    try:
+
+    async def lag(topics: list[str]) -> dict[str, int]:
+        by_topic: dict[str, int] = {}
         for tp, behind in (await groups.lag(settings.kafka_bootstrap_servers, topics)).items():
             by_topic[tp.topic] = by_topic.get(tp.topic, 0) + behind
-    except Exception as exc:  # noqa: BLE001 - the page shows the rest
-        log.warning("console: consumer lag not read (%s)", type(exc).__name__)
-    console.lag_cache = (time.monotonic(), by_topic)
-    return by_topic
+        return by_topic
 
+    async def newest(topics: list[str]) -> dict[str, int]:
+        found = await newest_records(settings.kafka_bootstrap_servers, topics)
+        return {topic: record.timestamp for topic, record in found.items()}
 
-async def _newest_by_topic(console: Console, topics: list[str]) -> dict[str, int]:
-    """Topic → the timestamp of its newest record (read again after :data:`LAG_CACHE` seconds)."""
-    cached = console.newest_cache
-    if cached is not None and time.monotonic() - cached[0] < LAG_CACHE:
-        return cached[1]
-    try:
-        found = {topic: record.timestamp
-                 for topic, record in (await newest_records(console.settings.kafka_bootstrap_servers, topics)).items()}
-    except Exception as exc:  # noqa: BLE001 - the page shows the rest
-        log.warning("console: newest events not read (%s)", type(exc).__name__)
-        found = {}
-    console.newest_cache = (time.monotonic(), found)
-    return found
+    return Refreshed("consumer lag", lag), Refreshed("newest events", newest)
 
 
 async def flows_page(request: web.Request) -> web.Response:
@@ -357,8 +371,8 @@ async def flows_page(request: web.Request) -> web.Response:
                       "quarantine": settings.topic(flow.quarantine_topic), "paused": state["paused"],
                       "pause": state["pause"], "done": state["done"][:6]})
     topics = sorted({t for flow in flows for t in (*flow["sources"], *flow["stages"])})
-    lag = await _lag_by_topic(console, topics)
-    newest = await _newest_by_topic(console, sorted({t for flow in flows for t in flow["sources"]}))
+    lag = await console.lag.get(topics)
+    newest = await console.newest.get(sorted({t for flow in flows for t in flow["sources"]}))
     for flow in flows:
         flow["sources"] = [(name, lag.get(name)) for name in flow["sources"]]
         flow["stages"] = [(name, lag.get(name)) for name in flow["stages"]]
@@ -387,7 +401,11 @@ async def pause_post(request: web.Request) -> web.Response:
 
 async def mappings_page(request: web.Request, tried: dict[str, Any] | None = None,
                         status: int = 200) -> web.Response:
-    files = await asyncio.to_thread(mapping_files, _console(request).settings)
+    console = _console(request)
+    signature = await asyncio.to_thread(files_signature, console.settings)
+    if console.mappings_cache is None or console.mappings_cache[0] != signature:
+        console.mappings_cache = (signature, await asyncio.to_thread(mapping_files, console.settings))
+    files = console.mappings_cache[1]
     return await render(request, "mappings.html", status=status, files=files, tried=tried or {})
 
 
