@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import socket
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from connectors import kafka_admin
 from stream_app import metrics
 from stream_app.batching import run_batches
 from stream_app.codecs import KEEP_BYTES, SafeJson, Undecodable, bounded, encode
+from stream_app.control import CONTROL_FLOWS, ControlReader, FlowGates
 from stream_app.direct import DirectStage, collect_send, direct_group
 from stream_app.direct_table import DirectTable, DirectTableStage
 from stream_app.replicated import ReplicatedMap
@@ -80,6 +82,8 @@ class FlowRuntime:
         self._quarantine_topic = self.topic(flow.quarantine_topic)
         #: this flow's direct stages, by stage name (docs/adr/0028)
         self.direct_stages: dict[str, DirectStage] = {}
+        #: closed while an operator has the flow paused (``stream_app.control``, docs/adr/0037)
+        self.gate = flow_gates(app).gate(flow.name)
 
     def topic(self, *names: str, **options: Any) -> Any:
         return self.app.owned.topic(*names, **options)
@@ -193,8 +197,11 @@ class FlowRuntime:
         """``handle`` with the stage's counts: a message is quarantined when ``quarantine`` ran
         while it was handled (counted per task: stages run concurrently)."""
         taken, processed, quarantined = metrics.stage_counters(self.flow.name, stage)
+        gate = self.gate
 
         async def counted(*args: Any) -> None:
+            if not gate.is_set():  # paused: the message waits here, unhandled and uncommitted
+                await gate.wait()
             taken.inc()
             before = _QUARANTINED_HERE.get()
             await handle(*args)
@@ -239,16 +246,33 @@ def enabled_flows(settings: Settings) -> list[Flow]:
     return [known[name] for name in dict.fromkeys(wanted)]
 
 
+def flow_gates(app: Any) -> FlowGates:
+    """The app's pause gates, one per flow (made on first use)."""
+    gates = getattr(app, "flow_gates", None)
+    if gates is None:
+        gates = app.flow_gates = FlowGates()
+    return gates  # type: ignore[no-any-return]
+
+
 def install_flows(app: "ConnectApp") -> dict[str, Any]:
-    """Install the enabled flows on ``app``; returns ``{"flow:<name>": what install returned}``."""
+    """Install the enabled flows on ``app``; returns ``{"flow:<name>": what install returned}``.
+    A worker task reads ``control.flows`` (pause, resume, reload mappings; docs/adr/0037)."""
     installed: dict[str, Any] = {}
     app.direct_groups = direct_groups(app.settings, app.conf.id)
     app.direct_stages = []
+    reloaders: dict[str, Callable[[], str]] = {}
     for flow in enabled_flows(app.settings):
         runtime = FlowRuntime(app, flow)
         app.owned.keep_history((*flow.source_topics, *flow.link_topics))  # a rebuild reads them
         metrics.declare_flow(flow.name, flow.sources)
         installed[f"flow:{flow.name}"] = flow.install(runtime)
+        if callable(getattr(installed[f"flow:{flow.name}"], "reload_mappings", None)):
+            reloaders[flow.name] = installed[f"flow:{flow.name}"].reload_mappings
+    settings = app.settings
+    control = ControlReader(settings.kafka_bootstrap_servers, settings.topic(CONTROL_FLOWS), flow_gates(app),
+                            reloaders, worker=f"{socket.gethostname()}:{settings.web_port}",
+                            replication=settings.topic_replication_factor)
+    app.task(control.run)
     return installed
 
 

@@ -23,14 +23,16 @@ from stream_app.dlq import DlqEntry
 __all__ = ["Letter", "LetterBox", "Filter"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Letter:
     kind: str  # "dlq" or "quarantine"
     #: the system (dead letters) or the flow (quarantine)
     source: str
     partition: int
     offset: int
-    value: dict[str, Any]
+    #: the entry as JSON bytes: kept as read, parsed when one letter is shown or replayed (a
+    #: parsed entry takes several times the memory, and 100,000 of them are held)
+    raw: bytes
     # read out of the value once, when the letter is kept: filters compare them on every page
     object: str = "?"
     error_code: str = "?"
@@ -39,7 +41,9 @@ class Letter:
     search: str = ""
 
     @classmethod
-    def of(cls, kind: str, source: str, partition: int, offset: int, value: dict[str, Any]) -> "Letter":
+    def of(cls, kind: str, source: str, partition: int, offset: int, value: dict[str, Any],
+           raw: bytes | None = None) -> "Letter":
+        """The letter of ``value`` (``raw``: the bytes it was read from, when it was)."""
         if kind == "dlq":
             obj = (value.get("command") or {}).get("object") or value.get("object") or "?"
         else:
@@ -47,7 +51,12 @@ class Letter:
             obj = (raw.get("entity") if isinstance(raw, dict) else None) or "?"
         code = str(value.get("error_code") or ("QUARANTINED" if kind == "quarantine" else "?"))
         error = str(value.get("error") or value.get("reason") or "")
-        return cls(kind, source, partition, offset, value, str(obj), code, error, f"{code} {error}".lower())
+        raw = json.dumps(value).encode() if raw is None else raw
+        return cls(kind, source, partition, offset, raw, str(obj), code, error, f"{code} {error}".lower())
+
+    @property
+    def value(self) -> dict[str, Any]:
+        return json.loads(self.raw)  # type: ignore[no-any-return]
 
     @property
     def id(self) -> str:
@@ -87,16 +96,18 @@ class LetterBox:
         self.tail = TopicTail(bootstrap, [*self.dlq_topics, *self.quarantine_topics], self._keep, self._trim)
 
     def _keep(self, record: ConsumerRecord) -> None:
+        raw: bytes | None = record.value
         try:
             value = json.loads(record.value)
         except (TypeError, ValueError):
-            value = {"error_code": "UNREADABLE", "error": "entry is not JSON"}
+            value, raw = {"error_code": "UNREADABLE", "error": "entry is not JSON"}, None
         if not isinstance(value, dict):
-            value = {"error_code": "UNREADABLE", "error": "entry is not a JSON object"}
+            value, raw = {"error_code": "UNREADABLE", "error": "entry is not a JSON object"}, None
         if record.topic in self.dlq_topics:
-            letter = Letter.of("dlq", self.dlq_topics[record.topic], record.partition, record.offset, value)
+            letter = Letter.of("dlq", self.dlq_topics[record.topic], record.partition, record.offset, value, raw)
         else:
-            letter = Letter.of("quarantine", self.quarantine_topics[record.topic], record.partition, record.offset, value)
+            letter = Letter.of("quarantine", self.quarantine_topics[record.topic], record.partition, record.offset,
+                               value, raw)
         self._letters.setdefault((record.topic, record.partition), {})[record.offset] = letter
         self._objects[letter.object] += 1
 

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import jinja2
 from aiohttp import web
@@ -25,10 +25,15 @@ from stream_app.console import security
 from stream_app.console.audit import OperatorAudit
 from stream_app.console.auth import User, parse_users
 from stream_app.console.letters import Filter, LetterBox
-from stream_app.console.mappings import mapping_files
+from stream_app.console import mapping_edit
+from stream_app.console.mappings import files_signature, mapping_files, parse_record
 from stream_app.console.mappings import preview as preview_mapping
+from stream_app.console.mappings import tool_for as mapping_tool_for
 from stream_app.console.worker_figures import WorkerFigures
 from stream_app.console.people import Conflicts, People, record_url
+from stream_app.console.tail import TopicTail, newest_records
+from stream_app.console import flow_view
+from stream_app import control
 from stream_app.dlq import purge_topics, replay_entries
 from stream_app.flows import AppGroups, enabled_flows
 from stream_app.rebuild import group_id
@@ -57,17 +62,34 @@ class Console:
         self.conflicts = Conflicts(settings)
         self.audit = OperatorAudit(settings.kafka_bootstrap_servers, settings.topic(AUDIT_OPERATOR),
                                    replication=settings.topic_replication_factor)
+        #: pause, resume, reload: read by every worker (docs/adr/0037)
+        self.control = control.ControlWriter(settings.kafka_bootstrap_servers, settings.topic(control.CONTROL_FLOWS),
+                                             replication=settings.topic_replication_factor)
+        #: the last record of each key of control.flows: pause state, workers' reports
+        self.control_state: dict[str, dict[str, Any]] = {}
+        self.control_tail = TopicTail(settings.kafka_bootstrap_servers, [settings.topic(control.CONTROL_FLOWS)],
+                                      keep=self._keep_control, trim=lambda tp, first: None)
+        #: (the files' signature, what the mappings page shows of them)
+        self.mappings_cache: tuple[Any, list[Any]] | None = None
+        #: the flows page's lag by topic and newest event by source topic
+        self.lag, self.newest = _figures_of(settings)
         self.templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
                                             autoescape=True, undefined=jinja2.StrictUndefined)
-        #: (when, lag by topic) of the flows page
-        self.lag_cache: tuple[float, dict[str, int]] | None = None
         self.worker = WorkerFigures(f"http://{settings.web_host}:{settings.web_port}/metrics")
         self.templates.filters["pretty"] = lambda value: json.dumps(value, indent=2, default=str, ensure_ascii=False)
+
+    def _keep_control(self, record: Any) -> None:
+        try:
+            value = json.loads(record.value)
+        except (TypeError, ValueError):
+            return
+        if isinstance(value, dict) and record.key:
+            self.control_state[record.key.decode(errors="replace")] = value
 
     async def warm_up(self) -> None:
         """Read the topics once at start, so the first pages need not (a page that comes
         earlier waits for the same read)."""
-        for tail in (self.letters.tail, self.people.tail, self.conflicts.tail):
+        for tail in (self.letters.tail, self.people.tail, self.conflicts.tail, self.control_tail):
             try:
                 await tail.catch_up()
             except Exception as exc:  # noqa: BLE001 - the pages read again and say what is wrong
@@ -77,9 +99,11 @@ class Console:
         gc.freeze()
 
     async def close(self) -> None:
-        for tail in (self.letters.tail, self.people.tail, self.conflicts.tail):
+        for tail in (self.letters.tail, self.people.tail, self.conflicts.tail, self.control_tail):
             await tail.close()
         await self.audit.stop()
+        await self.control.stop()
+        await self.worker.close()
 
 
 def _console(request: web.Request) -> Console:
@@ -285,50 +309,103 @@ async def conflicts_page(request: web.Request) -> web.Response:
     return await render(request, "conflicts.html", rows=rows, total=len(entries), customer=customer, field=field_name)
 
 
-#: seconds the flows page reuses the lag it read (each read is a few admin round trips per group)
+#: seconds the flows page reuses the lag and newest events it read (each read is a few round trips)
 LAG_CACHE = 5.0
 
 
-async def _lag_by_topic(console: Console, topics: list[str]) -> dict[str, int]:
-    cached = console.lag_cache
-    if cached is not None and time.monotonic() - cached[0] < LAG_CACHE:
-        return cached[1]
-    settings = console.settings
+class Refreshed:
+    """A figure the flows page shows: read when first asked; afterwards the page gets the last
+    value at once and, once it is :data:`LAG_CACHE` seconds old, a read in the background
+    replaces it (under load a read takes seconds: a page must not wait for it)."""
+
+    def __init__(self, what: str, read: Callable[[list[str]], Awaitable[dict[str, int]]]) -> None:
+        self.what, self._read = what, read
+        self._value: dict[str, int] | None = None
+        self._at = 0.0
+        self._reading: asyncio.Task[None] | None = None
+
+    async def _refresh(self, topics: list[str]) -> None:
+        try:
+            self._value = await self._read(topics)
+        except Exception as exc:  # noqa: BLE001 - the page shows the rest
+            log.warning("console: %s not read (%s)", self.what, type(exc).__name__)
+            self._value = self._value or {}
+        self._at = time.monotonic()
+
+    async def get(self, topics: list[str]) -> dict[str, int]:
+        if self._value is None:
+            await self._refresh(topics)
+        elif time.monotonic() - self._at >= LAG_CACHE and (self._reading is None or self._reading.done()):
+            self._reading = asyncio.create_task(self._refresh(topics))
+        return self._value or {}
+
+
+def _figures_of(settings: "Settings") -> tuple[Refreshed, Refreshed]:
+    """(lag by topic, topic → its newest record's timestamp) for the flows page."""
     groups = AppGroups.of(settings, group_id(settings))
-    by_topic: dict[str, int] = {}
-    try:
+
+    async def lag(topics: list[str]) -> dict[str, int]:
+        by_topic: dict[str, int] = {}
         for tp, behind in (await groups.lag(settings.kafka_bootstrap_servers, topics)).items():
             by_topic[tp.topic] = by_topic.get(tp.topic, 0) + behind
-    except Exception as exc:  # noqa: BLE001 - the page shows the rest
-        log.warning("console: consumer lag not read (%s)", type(exc).__name__)
-    console.lag_cache = (time.monotonic(), by_topic)
-    return by_topic
+        return by_topic
+
+    async def newest(topics: list[str]) -> dict[str, int]:
+        found = await newest_records(settings.kafka_bootstrap_servers, topics)
+        return {topic: record.timestamp for topic, record in found.items()}
+
+    return Refreshed("consumer lag", lag), Refreshed("newest events", newest)
 
 
 async def flows_page(request: web.Request) -> web.Response:
     console = _console(request)
     settings = console.settings
+    await console.control_tail.catch_up()
     flows = []
     for flow in enabled_flows(settings):
+        state = control.latest_by_key(console.control_state, flow.name)
         flows.append({"name": flow.name, "systems": list(flow.sources),
                       "sources": [settings.topic(name) for name in (*flow.source_topics, *flow.link_topics)],
                       "stages": [settings.topic(name) for name in flow.internal_topics],
                       "direct": [stage for stage, _ in flow.direct_stages], "tables": list(flow.tables),
-                      "quarantine": settings.topic(flow.quarantine_topic)})
-    lag = await _lag_by_topic(console, sorted({t for flow in flows for t in (*flow["sources"], *flow["stages"])}))
+                      "quarantine": settings.topic(flow.quarantine_topic), "paused": state["paused"],
+                      "pause": state["pause"], "done": state["done"][:6]})
+    topics = sorted({t for flow in flows for t in (*flow["sources"], *flow["stages"])})
+    lag = await console.lag.get(topics)
+    newest = await console.newest.get(sorted({t for flow in flows for t in flow["sources"]}))
     for flow in flows:
         flow["sources"] = [(name, lag.get(name)) for name in flow["sources"]]
         flow["stages"] = [(name, lag.get(name)) for name in flow["stages"]]
     figures = await console.worker.read()
     for flow in flows:
         flow["figures"] = figures[flow["name"]].rows if flow["name"] in figures else []
+        flow["drawing"] = flow_view.draw(flow, flow["figures"], newest)
     return await render(request, "flows.html", flows=flows, metrics_url=console.worker.url,
-                        metrics_problem=console.worker.problem)
+                        metrics_problem=console.worker.problem, box=(flow_view.BOX_WIDTH, flow_view.BOX_HEIGHT),
+                        when=_when)
+
+
+async def pause_post(request: web.Request) -> web.Response:
+    """Pause or resume a flow on every worker (docs/adr/0037): audited first, then sent."""
+    user = security.require_operator(request)
+    console = _console(request)
+    flow, action = request.match_info["flow"], request.match_info["action"]
+    if action not in ("pause", "resume") or flow not in {f.name for f in enabled_flows(console.settings)}:
+        raise web.HTTPNotFound(text="no such flow or action")
+    await console.audit.record(user, f"flow.{action}", flow=flow)
+    await console.control.send(*control.command(action, flow, user.name))
+    log.info("console: %s asked the workers to %s flow %s", user.name, action, flow)
+    await _flash(request, f"Asked the workers to {action} {flow}; each reports below when done.")
+    raise web.HTTPSeeOther(f"/flows#flow-{flow}")
 
 
 async def mappings_page(request: web.Request, tried: dict[str, Any] | None = None,
                         status: int = 200) -> web.Response:
-    files = await asyncio.to_thread(mapping_files, _console(request).settings)
+    console = _console(request)
+    signature = await asyncio.to_thread(files_signature, console.settings)
+    if console.mappings_cache is None or console.mappings_cache[0] != signature:
+        console.mappings_cache = (signature, await asyncio.to_thread(mapping_files, console.settings))
+    files = console.mappings_cache[1]
     return await render(request, "mappings.html", status=status, files=files, tried=tried or {})
 
 
@@ -344,6 +421,106 @@ async def preview_post(request: web.Request) -> web.Response:
         tried["error"] = str(exc)
         return await mappings_page(request, tried, status=400)
     return await mappings_page(request, tried)
+
+
+# -- editing a mapping (docs/adr/0037) ------------------------------------------------------------
+
+def _mapping_names(request: web.Request) -> tuple[str, str]:
+    return request.match_info["flow"], request.match_info["name"]
+
+
+async def _edit_page(request: web.Request, text: str, based_on: str, status: int = 200, **shown: Any) -> web.Response:
+    flow, name = _mapping_names(request)
+    context: dict[str, Any] = {"verdict": None, "record": "", "output": None, "record_error": None, "diff": None,
+                               "reviewed": None, "latest_topic": None, "refused": None}
+    context.update(shown)
+    verdict = context["verdict"]
+    lines = text.splitlines()
+    marked = {p.line for p in verdict.problems if p.line and p.file == f"{name}.yaml"} if verdict is not None else set()
+    return await render(request, "mapping_edit.html", status=status, flow=flow, name=name, text=text,
+                        based_on=based_on, lines=lines, marked=marked, **context)
+
+
+async def mapping_edit_page(request: web.Request) -> web.Response:
+    security.require_operator(request)
+    flow, name = _mapping_names(request)
+    try:
+        _tool, directory = await asyncio.to_thread(mapping_tool_for, _console(request).settings, flow, name)
+    except ValueError as exc:
+        return await render(request, "missing.html", status=404, what=str(exc))
+    text = (directory / f"{name}.yaml").read_text()
+    return await _edit_page(request, text, mapping_edit.digest(text))
+
+
+async def mapping_edit_post(request: web.Request) -> web.Response:
+    """One form, five buttons: check, preview (a pasted record or the newest real event),
+    review (the diff), save (only the text that was reviewed)."""
+    user = security.require_operator(request)
+    console = _console(request)
+    settings = console.settings
+    flow, name = _mapping_names(request)
+    form = await request.post()
+    text, based_on = str(form.get("text", "")).replace("\r\n", "\n"), str(form.get("based_on", ""))
+    action, record_text = str(form.get("action", "check")), str(form.get("record", ""))
+    try:
+        await asyncio.to_thread(mapping_tool_for, settings, flow, name)
+    except ValueError as exc:
+        return await render(request, "missing.html", status=404, what=str(exc))
+    verdict = await asyncio.to_thread(mapping_edit.check_text, settings, flow, name, text)
+    shown: dict[str, Any] = {"verdict": verdict, "record": record_text}
+    if not verdict.ok:
+        return await _edit_page(request, text, based_on, status=400, **shown)
+    if action in ("preview", "latest"):
+        return await _mapping_preview(request, text, based_on, action, shown)
+    if action == "review":
+        current = (await asyncio.to_thread(mapping_tool_for, settings, flow, name))[1] / f"{name}.yaml"
+        shown.update(diff=mapping_edit.diff(current.read_text(), text, name) or "(no change)",
+                     reviewed=mapping_edit.digest(text))
+        return await _edit_page(request, text, based_on, **shown)
+    if action == "save":
+        return await _mapping_save(request, user, text, based_on, str(form.get("reviewed", "")), shown)
+    return await _edit_page(request, text, based_on, **shown)
+
+
+async def _mapping_preview(request: web.Request, text: str, based_on: str, action: str,
+                           shown: dict[str, Any]) -> web.Response:
+    settings = _console(request).settings
+    flow, name = _mapping_names(request)
+    try:
+        if action == "latest":
+            latest = await mapping_edit.latest_event(settings, flow)
+            if latest is None:
+                raise ValueError(f"the sources of {flow} hold no event yet")
+            shown["latest_topic"], record = latest[0], latest[1]
+            shown["record"] = json.dumps(record, indent=2, ensure_ascii=False)
+        else:
+            record = parse_record(str(shown["record"]))
+        shown["output"] = await asyncio.to_thread(mapping_edit.preview_text, settings, flow, name, text, record)
+    except ValueError as exc:
+        shown["record_error"] = str(exc)
+        return await _edit_page(request, text, based_on, status=400, **shown)
+    return await _edit_page(request, text, based_on, **shown)
+
+
+async def _mapping_save(request: web.Request, user: User, text: str, based_on: str, reviewed: str,
+                        shown: dict[str, Any]) -> web.Response:
+    console = _console(request)
+    flow, name = _mapping_names(request)
+    if reviewed != mapping_edit.digest(text):
+        return await _edit_page(request, text, based_on, status=400,
+                                refused="Review the diff of this text first (the text changed since).", **shown)
+    try:
+        plan = await asyncio.to_thread(mapping_edit.plan_save, console.settings, flow, name, text, based_on)
+    except mapping_edit.SaveRefused as exc:
+        return await _edit_page(request, text, based_on, status=409, refused=str(exc), **shown)
+    await console.audit.record(user, "mapping.save", flow=flow, file=str(plan.path), before=based_on,
+                               after=mapping_edit.digest(text), diff=plan.diff[:20_000])
+    await asyncio.to_thread(mapping_edit.write, plan, text)
+    await console.control.send(*control.command("reload", flow, user.name, file=plan.path.name))
+    log.info("console: %s saved mapping %s of flow %s", user.name, name, flow)
+    await _flash(request, f"Saved {plan.path}. The workers were told to reload {flow}'s mappings; "
+                          "the flows page shows what each answered.")
+    raise web.HTTPSeeOther(f"/mappings#{flow}-{name}")
 
 
 async def index(request: web.Request) -> web.Response:
@@ -365,6 +542,7 @@ def build_console(settings: "Settings") -> web.Application:
 
     async def lifecycle(_: web.Application) -> Any:
         await console.audit.start()
+        await console.control.start()
         warming = asyncio.create_task(console.warm_up())
         yield
         warming.cancel()
@@ -379,6 +557,9 @@ def build_console(settings: "Settings") -> web.Application:
         web.get("/letters/{letter_id}", letter_page),
         web.get("/customers", customers_page), web.get("/conflicts", conflicts_page), web.get("/flows", flows_page),
         web.get("/mappings", mappings_page), web.post("/mappings/preview", preview_post),
+        web.post("/flows/{flow}/{action}", pause_post),
+        web.get("/mappings/{flow}/{name}/edit", mapping_edit_page),
+        web.post("/mappings/{flow}/{name}/edit", mapping_edit_post),
         web.static("/static", HERE / "static"),
     ])
     return app

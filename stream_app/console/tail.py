@@ -18,7 +18,7 @@ from aiokafka.structs import ConsumerRecord
 from connectors.kafka_admin import KafkaAdmin
 from connectors.kafka_security import client_options
 
-__all__ = ["TopicTail"]
+__all__ = ["TopicTail", "newest_records"]
 
 #: seconds between two looks for topics that did not exist yet (a DLQ appears with its first entry)
 TOPIC_RECHECK = 5.0
@@ -101,3 +101,38 @@ class TopicTail:
             if consumer is not None:
                 await consumer.stop()
         self._consumer = self._offsets = None
+
+
+async def newest_records(bootstrap: str, topics: Iterable[str], timeout_ms: int = 2000) -> dict[str, ConsumerRecord]:
+    """The newest record (by its timestamp) of each of ``topics`` that holds any: the last
+    record of each partition is read, nothing more, without a consumer group."""
+    newest: dict[str, ConsumerRecord] = {}
+    async with KafkaAdmin(bootstrap, client_id="connect-console-newest") as kafka:
+        partitions = await kafka.partitions(list(dict.fromkeys(topics)))
+    if not partitions:
+        return newest
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                client_id="connect-console-newest", **client_options())
+    await consumer.start()
+    try:
+        starts = await consumer.beginning_offsets(partitions)
+        ends = await consumer.end_offsets(partitions)
+        pending = {tp for tp in partitions if ends[tp] > starts[tp]}
+        if not pending:
+            return newest
+        consumer.assign(list(pending))
+        for tp in pending:
+            consumer.seek(tp, ends[tp] - 1)
+        while pending:
+            batch = await consumer.getmany(*pending, timeout_ms=timeout_ms)
+            if not batch:
+                break
+            for tp, records in batch.items():
+                pending.discard(tp)
+                for record in records:
+                    held = newest.get(record.topic)
+                    if held is None or record.timestamp > held.timestamp:
+                        newest[record.topic] = record
+        return newest
+    finally:
+        await consumer.stop()

@@ -55,12 +55,15 @@ class WorkerFigures:
         self._previous: tuple[float, dict[str, dict[str, float]]] | None = None
         #: why the last read failed (shown on the page), or None
         self.problem: str | None = None
+        #: one client for the console's life: making one costs 0.4 s or more (its TLS context)
+        self._client: httpx.AsyncClient | None = None
 
     async def read(self) -> dict[str, FlowFigures]:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=2.0)
         try:
-            async with httpx.AsyncClient(timeout=2.0) as client:
-                answer = await client.get(self.url)
-                answer.raise_for_status()
+            answer = await self._client.get(self.url)
+            answer.raise_for_status()
         except httpx.HTTPError as exc:
             self.problem = f"the worker's metrics at {self.url} did not answer ({type(exc).__name__})"
             return {}
@@ -69,6 +72,11 @@ class WorkerFigures:
         before = self._previous
         self._previous = (now, current)
         return {flow: self._figures(flow, figures, now, before) for flow, figures in current.items()}
+
+    async def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
 
     @staticmethod
     def _figures(flow: str, figures: dict[str, float], now: float,

@@ -1,7 +1,9 @@
 """The ops console in a real browser (Debian's Chromium under Selenium), against `stream-app
 demo`: the real broker, the sandbox, a worker, the sources and the console as the demo runs
 them. Log in; the customer 360 of a demo person shows her ids in Salesforce, Pardot and TIMS
-(masked email for a viewer); a dead letter is shown, replayed, and lands in the sandbox.
+(masked email for a viewer); a dead letter is shown, replayed, and lands in the sandbox; a
+mapping edit with an error is refused with the message, then fixed, previewed, saved and
+reloaded by the worker; a flow is paused and resumed.
 Screenshots go to $CONNECT_TEST_ARTEFACTS/console (default: the temp folder)."""
 
 from __future__ import annotations
@@ -162,6 +164,9 @@ def test_console_in_chromium(demo: Demo, browser: Any, kafka_bootstrap: str) -> 
 
     wait_for(browser, landed, "the replayed command in the sandbox's Contact", timeout=60)
 
+    edit_a_mapping(browser, url, demo, shots)
+    pause_and_resume(browser, url, shots)
+
     # a viewer sees the same person with her email masked, and cannot replay
     browser.find_element(By.CSS_SELECTOR, "form.who button").click()
     wait_for(browser, lambda: "/login" in browser.current_url, "logged out")
@@ -190,3 +195,76 @@ def test_console_in_chromium(demo: Demo, browser: Any, kafka_bootstrap: str) -> 
     flows = browser.find_element(By.TAG_NAME, "main").text
     assert "customer_sync" in flows and "events in · salesforce.Contact" in flows  # the worker's counts
     browser.save_screenshot(str(shots / "6-flows.png"))
+
+
+def edit_a_mapping(browser: Any, url: str, demo: Demo, shots: Path) -> None:
+    """A mapping edit with an error is refused with file, line and field; fixed, previewed on
+    a pasted record and on the newest real event, reviewed, saved; the worker reloads it."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{url}mappings")
+    browser.find_element(By.ID, "edit-customer_sync-customer_master").click()
+    wait_for(browser, lambda: browser.find_elements(By.ID, "text"), "the edit page")
+    text = browser.find_element(By.ID, "text").get_attribute("value")
+    old, new = 'name: {concat: [first_name, last_name], sep: " "}', 'name: {concat: [last_name, first_name], sep: ", "}'
+    assert old in text
+    wrong = text.replace(old, new).replace("phone: {from: Phone, clean: phone}", "phone: {from: Phone, clean: fone}", 1)
+    line = wrong.splitlines().index("    phone: {from: Phone, clean: fone}") + 1
+
+    def put(element_id: str, value: str) -> None:
+        browser.execute_script("arguments[0].value = arguments[1];", browser.find_element(By.ID, element_id), value)
+
+    put("text", wrong)
+    browser.find_element(By.ID, "review").click()
+    wait_for(browser, lambda: browser.find_elements(By.ID, "problems"), "the refusal")
+    problems = browser.find_element(By.ID, "problems").text
+    assert f"customer_master.yaml, line {line}" in problems and "inbound.salesforce.Contact.phone.clean" in problems
+    assert "unknown cleanser" in problems and not browser.find_elements(By.ID, "save")
+    assert browser.find_element(By.ID, "text").get_attribute("aria-invalid") == "true"
+    browser.save_screenshot(str(shots / "8-mapping-refused.png"))
+
+    put("text", text.replace(old, new))
+    put("record", '{"source": "salesforce", "entity": "Contact", "fields": {"Id": "003Z", "FirstName": "Ada", '
+                  '"LastName": "Lovelace"}}')
+    browser.find_element(By.ID, "preview-pasted").click()
+    wait_for(browser, lambda: browser.find_elements(By.ID, "preview"), "the preview")
+    assert '"name": "Lovelace, Ada"' in browser.find_element(By.ID, "preview").text
+    browser.find_element(By.ID, "preview-latest").click()  # the newest event the demo's sources wrote
+    wait_for(browser, lambda: browser.find_elements(By.ID, "preview") or browser.find_elements(By.ID, "record-error"),
+             "the preview of the newest event")
+    assert "src." in browser.page_source and browser.find_elements(By.ID, "preview")
+    browser.find_element(By.ID, "review").click()
+    wait_for(browser, lambda: browser.find_elements(By.ID, "diff"), "the diff")
+    diff = browser.find_element(By.ID, "diff").text
+    assert f"-      {old}" in diff and f"+      {new}" in diff
+    browser.save_screenshot(str(shots / "9-mapping-diff.png"))
+    browser.find_element(By.ID, "save").click()
+    wait_for(browser, lambda: "The workers were told to reload customer_sync" in browser.page_source, "the save")
+    # the demo's site folder (CONNECT_MAPPINGS_DIR), beside its logs
+    logs = demo.log.parent / demo.found(r"logs in (\S+)\)").group(1)
+    assert new in (logs / "mappings" / "customer_sync" / "customer_master.yaml").read_text()
+
+    def reloaded() -> bool:
+        browser.get(f"{url}flows")
+        reports = browser.find_elements(By.ID, "reports-customer_sync")
+        return bool(reports) and "reload done: 2 files" in reports[0].text
+
+    wait_for(browser, reloaded, "the worker's report of the reload", timeout=60)
+
+
+def pause_and_resume(browser: Any, url: str, shots: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{url}flows")
+    assert browser.find_element(By.CSS_SELECTOR, "#main svg title").text.startswith("customer_sync")
+    browser.find_element(By.ID, "pause-customer_sync").click()
+    wait_for(browser, lambda: browser.find_elements(By.ID, "paused-customer_sync"), "the flow paused")
+
+    def reported() -> bool:
+        browser.get(f"{url}flows")
+        return "pause done" in browser.find_element(By.ID, "reports-customer_sync").text
+
+    wait_for(browser, reported, "the worker's report of the pause", timeout=60)
+    browser.save_screenshot(str(shots / "10-flow-paused.png"))
+    browser.find_element(By.ID, "resume-customer_sync").click()
+    wait_for(browser, lambda: browser.find_elements(By.ID, "pause-customer_sync"), "the flow resumed")

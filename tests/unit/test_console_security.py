@@ -82,12 +82,22 @@ def test_mapping_rules_become_rows() -> None:
 
     rows = _rows({"inbound": {"salesforce.Contact": {"email": {"from": "Email", "clean": "email"}}},
                   "outbound": {"tims.customer": {"key": [{"field": "customer_id"}], "create_when": "qualified",
-                                                 "fields": {"name": {"concat": ["first_name", "last_name"]}}}}})
+                                                 "fields": {"name": {"concat": ["first_name", "last_name"]}}}}},
+                 owners={"email": "salesforce"})
     assert rows == [
-        {"direction": "inbound", "object": "salesforce.Contact", "field": "email", "source": "Email",
-         "transform": "clean: email", "condition": ""},
-        {"direction": "outbound", "object": "tims.customer", "field": "name",
-         "source": "concat: ['first_name', 'last_name']", "transform": "", "condition": "qualified"}]
+        {"direction": "inbound", "source": "salesforce.Contact.Email", "transform": "clean: email",
+         "target": "canonical.email", "owner": "salesforce", "condition": ""},
+        {"direction": "outbound", "source": "concat: ['first_name', 'last_name']", "transform": "",
+         "target": "tims.customer.name", "owner": "", "condition": "qualified"}]
+    # a list of fields with an owner each (the products file)
+    listed = _rows({"fields": [{"name": "sku", "tims": "sku", "salesforce": "ProductCode", "owner": "tims"},
+                               {"name": "price", "tims": "unit_price", "salesforce": "Price__c", "owner": "salesforce",
+                                "kind": "money"}]}, owners={})
+    assert listed == [
+        {"direction": "both", "source": "tims.sku", "transform": "as sku", "target": "salesforce.ProductCode",
+         "owner": "tims", "condition": ""},
+        {"direction": "both", "source": "salesforce.Price__c", "transform": "as price, kind: money",
+         "target": "tims.unit_price", "owner": "salesforce", "condition": ""}]
 
 
 # -- the guard on a small app: the console's security with two stand-in pages ------------------------

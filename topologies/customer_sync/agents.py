@@ -97,6 +97,17 @@ class CustomerSync:
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] += n
 
+    def reload_mappings(self) -> str:
+        """Read the mapping files again and use them from the next event on (the console's save,
+        docs/adr/0037). ValueError, and the mappings in use stay, when the files are wrong or
+        name a target this worker has no sink topic for (a new target needs a restart)."""
+        mappings = load_mappings(self.ctx.mappings_dir(DEFAULT_MAPPING_DIR))
+        new_targets = sorted(set(mappings.outbound) - set(self.sink_topics))
+        if new_targets:
+            raise ValueError(f"new targets {', '.join(new_targets)} need their sink topics: restart the workers")
+        self.mappings = mappings
+        return f"{len(mappings.files)} files: {', '.join(mappings.files)}"
+
     async def ready(self) -> None:
         """The whole identity index and list of erased people read: ``ingest`` may decide."""
         await self.identity.ready()

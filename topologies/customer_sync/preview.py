@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from topologies.customer_sync.golden import DEFAULT_OWNERS
 from topologies.customer_sync.mapping import DEFAULT_MAPPING_DIR, load_mappings
 
 __all__ = ["check", "preview", "CustomerSyncMappings"]
@@ -54,6 +55,10 @@ class CustomerSyncMappings:
 
     def preview(self, directory: Path, name: str, record_file: str) -> str:
         return preview(directory, name, record_file)
+
+    def owners(self) -> dict[str, str]:
+        """Canonical field → the system whose edits win (the console's mappings table)."""
+        return dict(DEFAULT_OWNERS)
 
     def names(self, directory: Path) -> list[str]:
         """The mapping files' names (``lead_onboarding``, ...): what ``preview`` takes."""
