@@ -245,6 +245,9 @@ class DirectTableStage(DirectStage):
         self.lock = asyncio.Lock()
         #: partitions assigned and not revoked since (recovered or not yet)
         self.owned: set[int] = set()
+        #: closed while an operator has the flow paused (stream_app/control.py): the stage waits
+        #: before it takes a batch, not inside one, so a rebalance meanwhile is not held up
+        self.gate: asyncio.Event | None = None
 
     def listener(self, consumer: AIOKafkaConsumer) -> ConsumerRebalanceListener:
         # a new consumer (the first, or one started again after a failure) holds nothing yet:
@@ -255,6 +258,8 @@ class DirectTableStage(DirectStage):
         return _Keep(self, consumer)
 
     async def _one_batch(self, consumer: AIOKafkaConsumer) -> None:
+        if self.gate is not None and not self.gate.is_set():
+            await self.gate.wait()
         fetched = await consumer.getmany(timeout_ms=1000, max_records=self.batch_size)
         if not fetched:
             return

@@ -164,6 +164,7 @@ class FlowRuntime:
         names = self._declared(stage, topic)
         runner = DirectTableStage(self.app, self.flow.name, stage, names, self._counted(stage, handle), tables,
                                   self.send, before=before)
+        runner.gate = self.gate
         self.app.task(runner.run)
         self.direct_stages[stage] = runner
         self.app.direct_stages.append(runner)
