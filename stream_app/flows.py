@@ -41,6 +41,24 @@ log = logging.getLogger(__name__)
 _QUARANTINED_HERE: contextvars.ContextVar[int] = contextvars.ContextVar("quarantined_here", default=0)
 
 
+#: where the message the current task handles came from (quarantine entries name it)
+_ORIGIN: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("message_origin", default=None)
+
+
+def origin_of(stage: str, event: Any) -> dict[str, Any] | None:
+    """``{stage, topic, partition, offset, key}`` of a stage's input message (a Faust event or a
+    direct stage's), so that a quarantine entry says where to find or send it again."""
+    message = getattr(event, "message", event)
+    topic, partition, offset = (getattr(message, name, None) for name in ("topic", "partition", "offset"))
+    if not isinstance(topic, str) or not isinstance(partition, int) or not isinstance(offset, int):
+        return None
+    key = getattr(event, "key", None)
+    if isinstance(key, (bytes, bytearray)):
+        key = bytes(key).decode(errors="replace")
+    return {"stage": stage, "topic": topic, "partition": partition, "offset": offset,
+            "key": key if isinstance(key, str) else None}
+
+
 class BoundMetrics:
     """The flow counters of ``stream_app.metrics`` with one flow's name bound."""
 
@@ -121,8 +139,11 @@ class FlowRuntime:
         self.counters["quarantined"] += 1
         _QUARANTINED_HERE.set(_QUARANTINED_HERE.get() + 1)
         metrics.observe_quarantined(self.flow.name)
+        origin = _ORIGIN.get()
+
         def entry(keep: int) -> dict[str, Any]:
-            return {"flow": self.flow.name, "reason": reason[:2000], "raw": bounded(raw, keep)}
+            made = {"flow": self.flow.name, "reason": reason[:2000], "raw": bounded(raw, keep)}
+            return {**made, "origin": origin} if origin else made
 
         try:
             room = await self.app.limits.limit(self._quarantine_topic.get_topic_name())
@@ -205,7 +226,11 @@ class FlowRuntime:
                 await gate.wait()
             taken.inc()
             before = _QUARANTINED_HERE.get()
-            await handle(*args)
+            token = _ORIGIN.set(origin_of(stage, args[-1]) if args else None)
+            try:
+                await handle(*args)
+            finally:
+                _ORIGIN.reset(token)
             (quarantined if _QUARANTINED_HERE.get() > before else processed).inc()
         return counted
 

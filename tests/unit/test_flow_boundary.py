@@ -20,8 +20,9 @@ class Stream:
         self.values = values
 
     async def events(self) -> Any:
-        for value in self.values:
-            yield SimpleNamespace(value=value, key=b"k")
+        for offset, value in enumerate(self.values):
+            yield SimpleNamespace(value=value, key=b"k", message=SimpleNamespace(topic="t.src", partition=1,
+                                                                                offset=offset))
 
 
 async def no_broker(topics: Any) -> dict[str, int]:
@@ -62,6 +63,9 @@ async def test_unreadable_and_raising_messages_are_quarantined_and_the_stage_goe
     assert [entry["reason"].split(":")[0] for entry in quarantined] == ["probe-stage", "probe-stage raised KeyError"]
     assert quarantined[0]["raw"]["undecodable"] and quarantined[1]["raw"] == {"boom": True}
     assert flow.counters["quarantined"] == 2
+    # each entry says where its message came from, to find it or send it again
+    assert [entry["origin"] for entry in quarantined] == [
+        {"stage": "probe-stage", "topic": "t.src", "partition": 1, "offset": offset, "key": "k"} for offset in (1, 2)]
 
 
 async def test_a_quarantine_write_that_fails_lands_in_a_local_file(tmp_path: Path) -> None:
