@@ -61,6 +61,25 @@ def _tims_status(record: dict[str, Any], tims_id: str, status: str, version: int
                        source_event_id=f"merge-status:{tims_id}:{status}:{version}")
 
 
+def _clear_links(record: dict[str, Any], mappings: Mappings, links: list[str]) -> list[SinkCommand]:
+    """Commands emptying the target fields that carried links given back (a TIMS id written to the
+    survivor's Contact while merged): ordinary writes never clear a link."""
+    commands = []
+    for target, spec in mappings.outbound.items():
+        key = mappings.key_for(target, record["links"])
+        if key is None or not key[2]:
+            continue
+        key_field, key_value, _ = key
+        fields = {name: None for name, rule in spec.fields.items() if rule.link in links and name != key_field}
+        if not fields:
+            continue
+        record["known"].setdefault(f"{target}:{key_value}", {}).update(fields)
+        commands.append(SinkCommand(system=spec.system, object=spec.object, operation="upsert",
+                                    external_id_field=key_field, external_id=key_value, fields=fields,
+                                    version=record["version"], record_key=record["key"]))
+    return commands
+
+
 def _union_state(survivor: dict[str, Any], duplicate: dict[str, Any]) -> list[str]:
     """References, known target records, sent values and observations of the duplicate that the
     survivor lacks; returns the known-record keys taken (an unmerge gives them back)."""
@@ -152,6 +171,7 @@ def unmerge(survivor: dict[str, Any], merge_id: str, mappings: Mappings,
     survivor["version"] += 1
     outcome = Outcome()
     catch_up(survivor, mappings, outcome, bumped=True)
+    outcome.commands.extend(_clear_links(survivor, mappings, list(report.links)))
     if entry.get("tims_marked"):
         report.tims_marked = entry["tims_marked"]
         outcome.commands.append(_tims_status(survivor, entry["tims_marked"], "active", survivor["version"]))
