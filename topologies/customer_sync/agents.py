@@ -13,7 +13,7 @@ runs on the partition that owns the golden record:
               ▼ no known reference, no email
         customer_sync.identify (key: system:entity:id)  id_map, pending (parked until linked)
     links.tims ──tims_links──► merge
-    an email the index does not know (a would-be new customer) ──► customer_sync.match
+    an email the index does not know (a would-be new customer) ──► customer_sync.matching
         (one partition; link, review or new by probabilistic matching, then ──► merge;
         matching_stage.py, docs/adr/0036)
 
@@ -66,7 +66,7 @@ FLOW_NAME = "customer_sync"
 SOURCE_TOPICS = ("src.salesforce.Lead", "src.salesforce.Contact", "src.salesforce.Account",
                  "src.pardot.prospect", "src.tims.customer")
 LINK_TOPICS = ("links.tims",)
-STAGE_TOPICS = (f"{FLOW_NAME}.identify", f"{FLOW_NAME}.merge", f"{FLOW_NAME}.match")
+STAGE_TOPICS = (f"{FLOW_NAME}.identify", f"{FLOW_NAME}.merge", f"{FLOW_NAME}.matching")
 TABLES = ("customer_master", "id_map", "pending_identity", f"{FLOW_NAME}_identity", "match_index")
 _MERGING = (MergeAbsorb, MergeAbsorbed, MergeUnmerge, MergeRestore)
 PENDING_LIMIT = 50
@@ -337,6 +337,6 @@ def install(ctx: FlowContext) -> CustomerSync:
     for name, topic, body in (("tims_links", flow.tims_links_topic, flow.tims_links),
                               ("identify", flow.identify_topic, flow.identify),
                               ("merge", flow.merge_topic, flow.merge),
-                              ("match", flow.match_topic, matcher.run)):
+                              ("matching", flow.match_topic, matcher.run)):
         app.agent(topic, name=f"topologies.customer_sync.agents.{name}", concurrency=1)(agent_named(body, name))
     return flow

@@ -131,13 +131,16 @@ class BlockingTable:
         record's is added (the oldest variant goes first when there are too many)."""
         if not profile:
             return
-        profiles = self.profiles(key)
+        before = self.profiles(key)
         entry = dict(profile)
         if golden:
-            profiles = [entry] + profiles[1:]
-        elif entry not in profiles:
-            profiles = (profiles[:1] + (profiles[1:] + [entry])[-(VARIANTS - 1):]) if profiles else [entry]
-        self.table[f"p:{key}"] = profiles
+            profiles = [entry] + before[1:]
+        elif entry not in before:
+            profiles = (before[:1] + (before[1:] + [entry])[-(VARIANTS - 1):]) if before else [entry]
+        else:
+            profiles = before
+        if profiles != before:  # each table write is a changelog message
+            self.table[f"p:{key}"] = profiles
         for block in block_keys(person_from(key, profile)):
             members = list(self.table.get(f"b:{block}") or [])
             if key not in members and len(members) <= self.max_block:

@@ -1,16 +1,16 @@
-"""The customer sync's matching in the stream: the ``match`` agent and the merge stage's merges
+"""The customer sync's matching in the stream: the ``matching`` agent and the merge stage's merges
 (docs/adr/0036).
 
 Only a would-be new customer comes here: ``ingest`` sends an event whose references and email
-the identity index does not know to ``customer_sync.match`` instead of minting its key. Every
+the identity index does not know to ``customer_sync.matching`` instead of minting its key. Every
 such event carries the one key ``MATCH_KEY``, so one partition (one worker) decides them in
 order, alone writing the blocking index (``match_index``): no lost update, and two new records
 of one person arriving together see each other. Known customers never pass here.
 
-    ingest ──(email unknown)──► match ──link───► merge (key: the customer it matched)
-                                  │  ──review──► merge (key: a new customer) + audit.match_review
-                                  │  ──new─────► merge (key: uuid5 of the email, as before)
-    merge ──(name, address, phone changed)──► match (the golden profile)
+    ingest ──(email unknown)──► matching ──link───► merge (key: the customer it matched)
+                                     │  ──review──► merge (key: a new customer) + audit.match_review
+                                     │  ──new─────► merge (key: uuid5 of the email, as before)
+    merge ──(name, address, phone changed)──► matching (the golden profile)
 
 ``stream-app identity review accept <id>`` sends the review's ``accept`` message (merge the new
 customer into the candidate); ``reject`` on an accepted review sends its ``undo`` (unmerge).
@@ -59,7 +59,7 @@ def _now_ms() -> int:
 
 
 class MatchStage:
-    """The ``match`` agent: link, review or new for each would-be new customer."""
+    """The ``matching`` agent: link, review or new for each would-be new customer."""
 
     def __init__(self, flow: "CustomerSync", model: Model) -> None:
         self.flow = flow
@@ -70,10 +70,10 @@ class MatchStage:
         self.review_topic = self.ctx.topic(REVIEW_TOPIC)
 
     async def run(self, stream: Any) -> None:
-        await self.ctx.each("match", stream, self.match_one)
+        await self.ctx.each("matching", stream, self.match_one)
 
     async def match_one(self, message: EventT) -> None:
-        read = await read_message(self.ctx, "match", MATCH, message)
+        read = await read_message(self.ctx, "matching", MATCH, message)
         if read is None:
             return
         body = read[1]
@@ -218,11 +218,12 @@ class Merges:
                               "the survivor holds no such merge")
             return
         outcome, report, entry = done
+        assert record is not None
         await self._publish(batch, key, outcome)
         await self._repoint(batch, [*entry["refs"], *([f"email:{entry['email']}"] if entry.get("email") else [])],
                             report.duplicate)
         await batch.send(self.flow.merge_topic, report.duplicate, MergeRestore(
-            kind="restore", merge_id=message.merge_id, version=record["version"], by=message.by).wire())  # type: ignore[index]
+            kind="restore", merge_id=message.merge_id, version=record["version"], by=message.by).wire())
         await self._audit(batch, report)
         self.flow.count("customers_unmerged")
         batch.put(self.flow.customer_master, key, record, event)
