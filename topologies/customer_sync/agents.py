@@ -262,6 +262,7 @@ class CustomerSync:
 
     async def _merge(self, batch: BatchLike, event: EventT, key: str, message: Any) -> None:
         if isinstance(message, MergeErase):
+            await self.merges.forget(batch, key)
             batch.put(self.customer_master, key, None, event)
             self.count("erased")
             return

@@ -126,6 +126,23 @@ class BlockingTable:
                 keys.update(members)
         return {key: profiles for key in keys if (profiles := self.profiles(key))}
 
+    def forget(self, key: str) -> None:
+        """Remove every trace of ``key`` (an erased person): profiles, block memberships, emails."""
+        profiles = self.profiles(key)
+        if not profiles:
+            return
+        for profile in profiles:
+            for block in block_keys(person_from(key, profile)):
+                members = [member for member in self.table.get(f"b:{block}") or [] if member != key]
+                if members:
+                    self.table[f"b:{block}"] = members
+                else:
+                    self.table.pop(f"b:{block}", None)  # a tombstone in the changelog
+            email = profile.get("email")
+            if email and self.owner_of(email) == key:
+                self.table.pop(f"e:{email}", None)
+        self.table.pop(f"p:{key}", None)
+
     def add(self, key: str, profile: Mapping[str, str], *, golden: bool = False) -> None:
         """File ``profile`` under ``key``: the golden one replaces the first slot, a linked
         record's is added (the oldest variant goes first when there are too many)."""

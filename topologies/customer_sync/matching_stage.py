@@ -35,7 +35,7 @@ from topologies.customer_sync.golden_merge import MergeReport, absorb, merged_in
 from topologies.customer_sync.identity import crossrefs, mint_key, source_ref
 from topologies.customer_sync.matching import MATCH_FIELDS, BlockingTable, Match, decide, profile_of, review_id
 from topologies.customer_sync.messages import (
-    MATCH, MATCH_KEY, MatchCandidate, MatchProfile, MergeAbsorb, MergeAbsorbed, MergeEvent, MergeRestore,
+    MATCH, MATCH_KEY, MatchCandidate, MatchForget, MatchProfile, MergeAbsorb, MergeAbsorbed, MergeEvent, MergeRestore,
     MergeUnmerge,
 )
 from topologies.flow import BatchLike
@@ -80,13 +80,16 @@ class MatchStage:
         if isinstance(body, MatchProfile):
             self.blocks.add(body.customer_key, profile_of(body.fields), golden=True)
             return
+        if isinstance(body, MatchForget):
+            self.blocks.forget(body.customer_key)
+            return
         try:
             event = SourceEvent.model_validate(body.event)
         except ValidationError as exc:
             await self.ctx.quarantine(f"match: not a source event ({exc.error_count()} errors)", body.event)
             return
         key = await self._decide(event, body)
-        await self.flow.ctx.send(self.flow.merge_topic, key, MergeEvent(event=body.event).wire())
+        await self.ctx.send(self.flow.merge_topic, key, MergeEvent(event=body.event).wire())
 
     def _canonical(self, event: SourceEvent) -> dict[str, Any]:
         target = f"{event.source}.{event.entity}"
@@ -163,6 +166,10 @@ class Merges:
             await batch.send(self.flow.match_topic, MATCH_KEY,
                              MatchProfile(kind="profile", customer_key=key, fields=fields).wire())
 
+    async def forget(self, batch: BatchLike, key: str) -> None:
+        """An erased customer leaves the blocking index too (it holds names, emails, phones)."""
+        await batch.send(self.flow.match_topic, MATCH_KEY, MatchForget(kind="forget", customer_key=key).wire())
+
     async def handle(self, batch: BatchLike, event: EventT, key: str, message: Any) -> None:
         record = batch.get(self.flow.customer_master, key, event)
         if isinstance(message, MergeAbsorb):
@@ -185,12 +192,12 @@ class Merges:
             await self._audit(batch, MergeReport("merge refused", message.merge_id, message.into, key, by=message.by),
                               "no such customer, or already merged" if message.into != key else "a customer with itself")
             return
-        copy = {name: value for name, value in record.items() if name != "merged_into"}
+        snapshot = {name: value for name, value in record.items() if name != "merged_into"}
         record["merged_into"] = {"into": message.into, "merge_id": message.merge_id, "at": _now_ms()}
         email = (record["fields"].get("email") or {}).get("v")
         await self._repoint(batch, [*record["refs"], *([f"email:{email}"] if email else [])], message.into)
         await batch.send(self.flow.merge_topic, message.into, MergeAbsorbed(
-            kind="absorbed", source=key, record=copy, merge_id=message.merge_id, by=message.by).wire())
+            kind="absorbed", source=key, record=snapshot, merge_id=message.merge_id, by=message.by).wire())
         batch.put(self.flow.customer_master, key, record, event)
 
     async def _absorbed(self, batch: BatchLike, event: EventT, key: str, record: dict[str, Any] | None,

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 __all__ = [
     "IdentifyEvent", "IdentifyLink", "IdentifyErase", "MergeEvent", "MergeTimsLink", "MergeErase", "TimsLinkEntry",
-    "MergeAbsorb", "MergeAbsorbed", "MergeUnmerge", "MergeRestore", "MatchCandidate", "MatchProfile",
+    "MergeAbsorb", "MergeAbsorbed", "MergeUnmerge", "MergeRestore", "MatchCandidate", "MatchProfile", "MatchForget",
     "IDENTIFY", "MERGE", "MATCH", "MATCH_KEY",
 ]
 
@@ -128,6 +128,13 @@ class MatchProfile(_Message):
     fields: dict[str, Any]
 
 
+class MatchForget(_Message):
+    """The customer was erased: the blocking index forgets their profiles, keys and emails."""
+
+    kind: Literal["forget"]
+    customer_key: str = Field(min_length=1)
+
+
 class TimsLinkEntry(BaseModel):
     """An entry of ``links.tims`` as the TIMS sink writes it."""
 
@@ -142,7 +149,7 @@ class TimsLinkEntry(BaseModel):
 #: validators of each stage's input: ``IDENTIFY.validate_python(value)`` → one of the models
 IDENTIFY = TypeAdapter(Union[IdentifyLink, IdentifyErase, IdentifyEvent])
 MERGE = TypeAdapter(Union[MergeTimsLink, MergeErase, MergeAbsorb, MergeAbsorbed, MergeUnmerge, MergeRestore, MergeEvent])
-MATCH = TypeAdapter(Union[MatchProfile, MatchCandidate])
+MATCH = TypeAdapter(Union[MatchProfile, MatchForget, MatchCandidate])
 #: the match stage's one message key: every would-be new customer passes one partition, in order,
 #: so the blocking index has one writer and two new records of one person see each other
 MATCH_KEY = "match"

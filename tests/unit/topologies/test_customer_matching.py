@@ -129,3 +129,16 @@ def test_an_unmerge_gives_back_what_the_merge_took_and_keeps_later_edits() -> No
     tims = [c for c in restored.commands if c.system == "tims"]
     assert tims and tims[0].external_id == "C9" and tims[0].fields.get("email") == "ada@lw.com"
     assert restore(duplicate, "r1", 0, MAPPINGS).commands == []  # redone: nothing more
+
+
+def test_an_erased_customer_leaves_no_trace_in_the_blocking_table() -> None:
+    raw: dict = {}
+    table = BlockingTable(raw)
+    table.add("k-ada", profile_of(ADA), golden=True)
+    table.add("k-ada", {"first_name": "Ada", "last_name": "Lovelase", "email": "ada@lw.com"})
+    table.claim("ada@example.com", "k-ada")
+    table.add("k-bo", {"first_name": "Bo", "last_name": "Lovelace", "postcode": "62701"}, golden=True)
+    table.forget("k-ada")
+    assert not any("k-ada" in str(value) or "ada@" in key for key, value in raw.items())
+    assert table.profiles("k-bo") and raw  # someone else's entries stay
+    table.forget("k-nobody")
