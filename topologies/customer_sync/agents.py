@@ -45,9 +45,9 @@ from faust.types import EventT
 from pydantic import ValidationError
 
 from connectors.envelope import SourceEvent
+from quality.matching import default_model
 from topologies.customer_sync.cleansing import Uncleanable
 from topologies.customer_sync.golden import Policy, apply_event, apply_tims_link, new_record
-from quality.matching import default_model
 from topologies.customer_sync.identity import crossrefs, normalize_email, source_ref
 from topologies.customer_sync.mapping import DEFAULT_MAPPING_DIR, Mappings, load_mappings
 from topologies.customer_sync.matching_stage import MatchStage, Merges
