@@ -128,20 +128,12 @@ class BlockingTable:
 
     def forget(self, key: str) -> None:
         """Remove every trace of ``key`` (an erased person): profiles, block memberships, emails."""
-        profiles = self.profiles(key)
-        if not profiles:
-            return
-        for profile in profiles:
-            for block in block_keys(person_from(key, profile)):
-                members = [member for member in self.table.get(f"b:{block}") or [] if member != key]
-                if members:
-                    self.table[f"b:{block}"] = members
-                else:
-                    self.table.pop(f"b:{block}", None)  # a tombstone in the changelog
+        before = self.profiles(key)
+        for profile in before:
             email = profile.get("email")
             if email and self.owner_of(email) == key:
                 self.table.pop(f"e:{email}", None)
-        self.table.pop(f"p:{key}", None)
+        self._file(key, before, [])
 
     def add(self, key: str, profile: Mapping[str, str], *, golden: bool = False) -> None:
         """File ``profile`` under ``key``: the golden one replaces the first slot, a linked
@@ -151,14 +143,32 @@ class BlockingTable:
         before = self.profiles(key)
         entry = dict(profile)
         if golden:
-            profiles = [entry] + before[1:]
+            after = [entry] + before[1:]
         elif entry not in before:
-            profiles = (before[:1] + (before[1:] + [entry])[-(VARIANTS - 1):]) if before else [entry]
+            after = (before[:1] + (before[1:] + [entry])[-(VARIANTS - 1):]) if before else [entry]
         else:
-            profiles = before
-        if profiles != before:  # each table write is a changelog message
-            self.table[f"p:{key}"] = profiles
-        for block in block_keys(person_from(key, profile)):
+            after = before
+        self._file(key, before, after)
+
+    def _file(self, key: str, before: list[dict[str, str]], after: list[dict[str, str]]) -> None:
+        """Store ``after`` as the key's profiles and move its block memberships along: a block no
+        profile has any more drops the key (blocking keys hold emails, phone digits, postcodes;
+        an erased or changed value must not stay behind). Each table write is a changelog
+        message, so only what changed is written."""
+        if after == before:
+            return
+        if after:
+            self.table[f"p:{key}"] = after
+        else:
+            self.table.pop(f"p:{key}", None)  # a tombstone in the changelog
+        old, new = (set().union(*(block_keys(person_from(key, p)) for p in ps)) for ps in (before, after))
+        for block in old - new:
+            members = [member for member in self.table.get(f"b:{block}") or [] if member != key]
+            if members:
+                self.table[f"b:{block}"] = members
+            else:
+                self.table.pop(f"b:{block}", None)
+        for block in new - old:
             members = list(self.table.get(f"b:{block}") or [])
             if key not in members and len(members) <= self.max_block:
                 self.table[f"b:{block}"] = members + [key]

@@ -142,3 +142,13 @@ def test_an_erased_customer_leaves_no_trace_in_the_blocking_table() -> None:
     assert not any("k-ada" in str(value) or "ada@" in key for key, value in raw.items())
     assert table.profiles("k-bo") and raw  # someone else's entries stay
     table.forget("k-nobody")
+
+
+def test_a_changed_value_takes_the_customer_out_of_its_old_blocks() -> None:
+    raw: dict = {}
+    table = BlockingTable(raw)
+    table.add("k-ada", profile_of(ADA), golden=True)
+    assert "b:em:ada@example.com" in raw and "b:ph:5550100" in raw
+    table.add("k-ada", profile_of(ADA | {"email": "ada@new.example", "phone": None}), golden=True)
+    assert "b:em:ada@example.com" not in raw and "b:ph:5550100" not in raw and "b:em:ada@new.example" in raw
+    assert table.candidates(person_from("x", profile_of(ADA))) == {"k-ada": table.profiles("k-ada")}
