@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Iterable, Mapping, MutableMapping
 
 from quality.matching import Model, Person, person_from
-from quality.matching.blocking import MAX_BLOCK, block_keys
+from quality.matching.blocking import block_keys
 from quality.matching.comparisons import COMPARISONS, compare
 
 __all__ = ["MATCH_FIELDS", "Match", "BlockingTable", "profile_of", "decide", "review_id", "corroborated"]
@@ -35,6 +36,9 @@ MATCH_FIELDS = {"first_name": "first_name", "last_name": "last_name", "email": "
                 "state": "state", "country": "country", "birth_date": "birth_date"}
 #: profiles kept per customer: the golden one and a few linked variants
 VARIANTS = 4
+#: a blocking key shared by more customers than this is skipped (and no longer grows): each new
+#: record is compared with every member of its keys, inside the one matching partition
+MAX_BLOCK = 50
 #: comparisons that corroborate names, and the weakest level of each that still agrees
 _CORROBORATING = {"phone": 2, "address": 1, "birth_date": 1}
 _INDEX = {c.name: i for i, c in enumerate(COMPARISONS)}
@@ -76,13 +80,19 @@ def _labels(vector: tuple[int | None, ...]) -> dict[str, str]:
     return {c.name: ("missing" if level is None else c.labels[level]) for c, level in zip(COMPARISONS, vector)}
 
 
+@lru_cache(maxsize=20_000)
+def _person(key: str, profile: tuple[tuple[str, str], ...]) -> Person:
+    """A candidate's profile normalised once (the same customers are candidates again and again)."""
+    return person_from(key, dict(profile))
+
+
 def decide(model: Model, person: Person, candidates: Mapping[str, Iterable[Mapping[str, str]]]) -> Match:
     """Score ``person`` against each candidate's profiles (the best profile counts) and decide."""
     best: tuple[float, str, tuple[int | None, ...]] | None = None
     compared = 0
     for key in sorted(candidates):
         for profile in candidates[key]:
-            vector = compare(person, person_from(key, profile))
+            vector = compare(person, _person(key, tuple(sorted(profile.items()))))
             compared += 1
             score = model.probability(vector)
             if best is None or score > best[0]:
