@@ -274,7 +274,7 @@ class CustomerSync:
         record = batch.get(self.customer_master, key, event)
         if await self.merges.forward(batch, record, message):  # merged into another customer
             return
-        record = record or new_record(key)
+        fresh, record = record is None, record or new_record(key)
         before_email = (record["fields"].get("email") or {}).get("v")
         if isinstance(message, MergeTimsLink):
             outcome = apply_tims_link(record, message.tims_id, self.mappings)
@@ -306,7 +306,7 @@ class CustomerSync:
         email = (record["fields"].get("email") or {}).get("v")
         if email and email != before_email:
             await self._index(batch, f"email:{email}", key)
-        await self.merges.profile(batch, key, record, outcome.changed)
+        await self.merges.profile(batch, key, record, outcome.changed, fresh)
         self.count("commands", len(outcome.commands))
         self.count("conflicts", len(outcome.conflicts))
         batch.put(self.customer_master, key, record, event)

@@ -8,8 +8,10 @@ blocking index in a table and decides for one record at a time:
 - ``p:<customer key>`` → the customer's profiles: the golden record's matching fields first,
   then those of records linked to it by matching (a TIMS customer entered at the counter with
   another email and a mistyped name stays findable by what it said);
-- ``e:<email>`` → the customer an email was decided for, so two records of one address meet
-  even before the identity index has the address.
+
+The email is one of the blocking keys (``b:em:<address>``): its first customer is the one the
+address was decided for, so two records of one address meet even before the identity index has
+the address.
 
 A link is decided only when the model says link *and* something besides the names and the
 company agrees (phone, street address or birth date): two people called Ada Lovelace with
@@ -117,12 +119,9 @@ class BlockingTable:
         self.max_block = max_block
 
     def owner_of(self, email: str) -> str | None:
-        owner = self.table.get(f"e:{email}")
-        return str(owner) if owner is not None else None
-
-    def claim(self, email: str, key: str) -> None:
-        if self.table.get(f"e:{email}") is None:
-            self.table[f"e:{email}"] = key
+        """The customer an (already normalised) email was first filed under."""
+        members = self.table.get(f"b:em:{email}") or []
+        return str(members[0]) if members else None
 
     def profiles(self, key: str) -> list[dict[str, str]]:
         return list(self.table.get(f"p:{key}") or [])
@@ -137,13 +136,8 @@ class BlockingTable:
         return {key: profiles for key in keys if (profiles := self.profiles(key))}
 
     def forget(self, key: str) -> None:
-        """Remove every trace of ``key`` (an erased person): profiles, block memberships, emails."""
-        before = self.profiles(key)
-        for profile in before:
-            email = profile.get("email")
-            if email and self.owner_of(email) == key:
-                self.table.pop(f"e:{email}", None)
-        self._file(key, before, [])
+        """Remove every trace of ``key`` (an erased person): profiles and block memberships."""
+        self._file(key, self.profiles(key), [])
 
     def add(self, key: str, profile: Mapping[str, str], *, golden: bool = False) -> None:
         """File ``profile`` under ``key``: the golden one replaces the first slot, a linked

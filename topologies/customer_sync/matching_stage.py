@@ -114,7 +114,6 @@ class MatchStage:
         key = match.candidate if match.decision == "link" and match.candidate else mint_key(email)
         if key != match.candidate:
             self.flow.count("customers_minted")
-        self.blocks.claim(email, key)
         self.blocks.add(key, profile, golden=match.decision != "link")
         if match.decision == "link":
             if self.flow.identity.get(f"email:{email}") is None:
@@ -159,8 +158,12 @@ class Merges:
         await batch.send(self.flow.merge_topic, survivor, message.wire())
         return True
 
-    async def profile(self, batch: BatchLike, key: str, record: dict[str, Any], changed: list[str]) -> None:
-        """Tell the blocking index when a field the matcher reads changed."""
+    async def profile(self, batch: BatchLike, key: str, record: dict[str, Any], changed: list[str],
+                      fresh: bool = False) -> None:
+        """Tell the blocking index when a field the matcher reads changed. Not for a new record
+        with an email: it came through matching, which filed the profile of this same event."""
+        if fresh and (record["fields"].get("email") or {}).get("v"):
+            return
         if any(name in MATCH_FIELDS for name in changed):
             fields = {name: (slot or {}).get("v") for name, slot in record["fields"].items() if name in MATCH_FIELDS}
             await batch.send(self.flow.match_topic, MATCH_KEY,
