@@ -86,7 +86,7 @@ class MatchStage:
         try:
             event = SourceEvent.model_validate(body.event)
         except ValidationError as exc:
-            await self.ctx.quarantine(f"match: not a source event ({exc.error_count()} errors)", body.event)
+            await self.ctx.quarantine(f"matching: not a source event ({exc.error_count()} errors)", body.event)
             return
         key = await self._decide(event, body)
         await self.ctx.send(self.flow.merge_topic, key, MergeEvent(event=body.event).wire())
@@ -126,7 +126,6 @@ class MatchStage:
         """A borderline pair: the record becomes a customer of its own, and a reviewer decides."""
         assert match.candidate is not None
         rid = review_id(key, match.candidate)
-        stage = MERGE_STAGE
         record = {
             "review_id": rid, "status": "open", "at": _now_ms(), "flow": "customer_sync",
             "score": round(match.score, 6), "model": f"{self.model.version} ({self.model.fingerprint})",
@@ -134,9 +133,9 @@ class MatchStage:
             "reference": source_ref(event),
             # what ``stream-app identity review`` sends (the app names no flow): merge the new
             # customer into the candidate; undo it
-            "accept": [{"topic": stage, "key": key,
+            "accept": [{"topic": MERGE_STAGE, "key": key,
                         "value": MergeAbsorb(kind="absorb", into=match.candidate, merge_id=rid).wire()}],
-            "undo": [{"topic": stage, "key": match.candidate,
+            "undo": [{"topic": MERGE_STAGE, "key": match.candidate,
                       "value": MergeUnmerge(kind="unmerge", merge_id=rid).wire()}],
         }
         await self.ctx.send(self.review_topic, rid, record)
