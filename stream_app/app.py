@@ -28,7 +28,7 @@ from stream_app.flows import install_flows
 from stream_app.logs import configure
 from stream_app.settings import Settings
 from stream_app.sinks.agents import install_sinks
-from stream_app.topics import AUDIT_OPERATOR, OwnedTopics
+from stream_app.topics import AUDIT_MATCH_REVIEW, AUDIT_MERGES, AUDIT_OPERATOR, OwnedTopics
 
 __all__ = ["ConnectApp", "create_app", "COMMAND_MODULES"]
 
@@ -139,7 +139,7 @@ def create_app(config: Settings, *, flows: bool = True, sinks: bool = True, metr
     install_console_link(app)
     # the console writes it; the worker creates it with the rest, so it exists before any action
     app.owned.topic(AUDIT_OPERATOR)
-    app.owned.keep_history([AUDIT_OPERATOR])
+    app.owned.keep_history([AUDIT_OPERATOR, AUDIT_MATCH_REVIEW, AUDIT_MERGES])  # audit records stay
     app.owned.install()
 
     async def mask_personal_data_in_logs() -> None:

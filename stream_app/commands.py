@@ -277,12 +277,13 @@ async def mappings(self: AppCommand, action: str, flow: str | None, record: str 
 
 
 @command(
-    argument("action", type=click.Choice(["link", "train"])),
-    option("--left", type=click.Path(path_type=Path), required=True, help="CSV file of one system's records."),
-    option("--right", type=click.Path(path_type=Path), required=True, help="CSV file of the other system's records."),
-    option("--config", type=click.Path(path_type=Path), required=True,
+    argument("action", type=click.Choice(["link", "train", "review"])),
+    argument("words", nargs=-1),
+    option("--left", type=click.Path(path_type=Path), default=None, help="CSV file of one system's records."),
+    option("--right", type=click.Path(path_type=Path), default=None, help="CSV file of the other system's records."),
+    option("--config", type=click.Path(path_type=Path), default=None,
            help="fields.yaml: the id column and role → column (per file under left:/right:, or once for both)."),
-    option("--out", type=click.Path(path_type=Path), required=True, help="link: pairs.csv to write; train: the model file."),
+    option("--out", type=click.Path(path_type=Path), default=None, help="link: pairs.csv to write; train: the model file."),
     option("--truth", default=None, help="link: a column holding the same value for records of one person; "
                                          "prints precision, recall and F1."),
     option("--model", "model_path", type=click.Path(path_type=Path), default=None,
@@ -292,14 +293,24 @@ async def mappings(self: AppCommand, action: str, flow: str | None, record: str 
     option("--version", "model_version", default="customer-trained", show_default=True, help="train: the model's version name."),
     option("--link-threshold", type=float, default=0.99, show_default=True, help="train: match probability to link."),
     option("--review-threshold", type=float, default=0.5, show_default=True, help="train: match probability to review."),
+    option("--by", default=None, help="review: the reviewer's name in the audit record (default: the OS user)."),
 )
-async def identity(self: AppCommand, action: str, left: Path, right: Path, config: Path, out: Path,
-                   truth: str | None, model_path: Path | None, unique: bool, model_version: str,
-                   link_threshold: float, review_threshold: float) -> None:
-    """Record linkage over two CSV files: link (pairs.csv: left_id,right_id,score,decision) or train (a model by EM)."""
+async def identity(self: AppCommand, action: str, words: tuple[str, ...], left: Path | None, right: Path | None,
+                   config: Path | None, out: Path | None, truth: str | None, model_path: Path | None, unique: bool,
+                   model_version: str, link_threshold: float, review_threshold: float, by: str | None) -> None:
+    """Record linkage: link two CSV files (pairs.csv: left_id,right_id,score,decision), train a model by EM, or
+    review the stream's borderline matches (review list | review accept ID | review reject ID)."""
     from quality.matching import MatchingError
     from stream_app.linkage import run_link, run_train
 
+    if action == "review":
+        await _review(self.app.settings, words, by)
+        return
+    missing = [name for name, value in (("--left", left), ("--right", right), ("--config", config), ("--out", out))
+               if value is None]
+    if missing or words:
+        raise click.UsageError(f"identity {action} needs {', '.join(missing) or 'no arguments but options'}")
+    assert left is not None and right is not None and config is not None and out is not None
     try:
         if action == "train":
             model = await asyncio.to_thread(run_train, left, right, config, out, model_version, link_threshold,
@@ -477,6 +488,29 @@ async def partitions(self: AppCommand, to: int, dry_run: bool, force: bool, yes:
     print(f"{len(plan.grow)} topic(s) now have {to} partitions. Next: set CONNECT_TOPIC_PARTITIONS={to}, bump "
           f"CONNECT_APP_VERSION (now {settings.app_version}) and run `stream-app rebuild`; then start the workers "
           "and the sources")
+
+
+async def _review(settings: Any, words: tuple[str, ...], by: str | None) -> None:
+    """``identity review list | accept ID | reject ID`` (stream_app/review.py)."""
+    import getpass
+
+    from stream_app.review import ReviewError, decide_review, read_reviews
+
+    if words[:1] == ("list",) and len(words) == 1:
+        reviews = await read_reviews(settings)
+        for review in reviews.values():
+            print(review.line())
+        print(f"{sum(r.status == 'open' for r in reviews.values())} open of {len(reviews)} reviews")
+        return
+    if len(words) != 2 or words[0] not in ("accept", "reject"):
+        raise click.UsageError("identity review list | identity review accept ID | identity review reject ID")
+    try:
+        review = await decide_review(settings, words[1], words[0], by or getpass.getuser())
+    except ReviewError as exc:
+        print(f"stream-app identity review: {exc}", file=sys.stderr)
+        sys.exit(1)
+    print(f"review {review.review_id}: {review.status} (recorded on audit.match_review; the workers carry it out, "
+          "each merge and unmerge recorded on audit.merges)")
 
 
 @command(

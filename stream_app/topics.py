@@ -19,12 +19,16 @@ from stream_app.codecs import CODEC
 if TYPE_CHECKING:
     from stream_app.settings import Settings
 
-__all__ = ["OwnedTopics", "AUDIT_CONFLICTS", "AUDIT_OPERATOR"]
+__all__ = ["OwnedTopics", "AUDIT_CONFLICTS", "AUDIT_OPERATOR", "AUDIT_MATCH_REVIEW", "AUDIT_MERGES"]
 
 #: the conflicts the flows resolved, one message per conflict (the flows name it the same)
 AUDIT_CONFLICTS = "audit.conflicts"
 #: what operators did in the console (docs/adr/0031): who, when, what
 AUDIT_OPERATOR = "audit.operator"
+#: borderline matches for a person to decide, and their decisions (docs/adr/0036)
+AUDIT_MATCH_REVIEW = "audit.match_review"
+#: every merge and unmerge of golden records (docs/adr/0036)
+AUDIT_MERGES = "audit.merges"
 
 log = logging.getLogger(__name__)
 

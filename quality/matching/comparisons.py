@@ -187,8 +187,11 @@ def orient(left: Person, right: Person) -> Person:
     ``left`` (names typed into the wrong boxes)."""
     if not (left.first_name and left.last_name and right.first_name and right.last_name):
         return right
+    agreement = _name_agreement(left, right)
+    if agreement >= 1.8:  # two similarities of at most 1 each: exchanging cannot beat it by 0.2
+        return right
     exchanged = swapped(right)
-    if _name_agreement(left, exchanged) > _name_agreement(left, right) + 0.2:
+    if _name_agreement(left, exchanged) > agreement + 0.2:
         return exchanged
     return right
 

@@ -62,7 +62,7 @@ async def test_hostile_messages_are_quarantined_and_the_worker_keeps_syncing(
     worker stays up and the person played after them still lands."""
     bootstrap, prefix = app_env["KAFKA_BOOTSTRAP_SERVERS"], app_env["CONNECT_TOPIC_PREFIX"]
     hostile = [b"\xff\xfe not json", b'{"event_id": "\\ud800"}', b"[" * 3000 + b"]" * 3000, b'"a string"', b"null"]
-    topics = ["src.tims.customer", "customer_sync.identify", "customer_sync.merge", "links.tims"]
+    topics = ["src.tims.customer", "customer_sync.identify", "customer_sync.merge", "customer_sync.matching", "links.tims"]
     with WorkerProcess(app_env, tmp_path / "worker.log").start() as worker:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=1_100_000)
         await producer.start()
@@ -88,11 +88,12 @@ async def test_hostile_messages_are_quarantined_and_the_worker_keeps_syncing(
         worker.stop()
 
     by_stage = Counter(_stage_of(entry["reason"]) for entry in quarantined)
-    assert by_stage == {stage: len(hostile) for stage in ("identify", "merge", "tims_links")} | {
+    assert by_stage == {stage: len(hostile) for stage in ("identify", "merge", "matching", "tims_links")} | {
         "ingest": len(hostile) + 1}
     # refused before it was produced (docs/adr/0020): the stage, the topic, the size and the limit
+    # (a would-be new customer: its copy goes to the matching stage, docs/adr/0036)
     [too_big] = [entry for entry in quarantined if entry["reason"].startswith("ingest raised")]
-    assert too_big["reason"].startswith(f"ingest raised OversizeMessage: {prefix}customer_sync.merge: message of 1,0")
+    assert too_big["reason"].startswith(f"ingest raised OversizeMessage: {prefix}customer_sync.matching: message of 1,0")
     assert "over the topic's limit of 999,488 bytes" in too_big["reason"], too_big["reason"]
     assert too_big["raw"]["truncated"] is True
     assert "ProducerSendError" not in log and "MessageSizeTooLarge" not in log

@@ -13,6 +13,9 @@ runs on the partition that owns the golden record:
               ▼ no known reference, no email
         customer_sync.identify (key: system:entity:id)  id_map, pending (parked until linked)
     links.tims ──tims_links──► merge
+    an email the index does not know (a would-be new customer) ──► customer_sync.matching
+        (one partition; link, review or new by probabilistic matching, then ──► merge;
+        matching_stage.py, docs/adr/0036)
 
 A hit on a reference (the record itself, then the people it names) wins over the email, so an
 email change does not split a customer; a new email mints the deterministic key ``uuid5`` of
@@ -43,13 +46,15 @@ from faust.types import EventT
 from pydantic import ValidationError
 
 from connectors.envelope import SourceEvent
+from quality.matching import default_model
 from topologies.customer_sync.cleansing import Uncleanable
 from topologies.customer_sync.golden import Policy, apply_event, apply_tims_link, new_record
-from topologies.customer_sync.identity import crossrefs, mint_key, normalize_email, source_ref
+from topologies.customer_sync.identity import crossrefs, normalize_email, source_ref
 from topologies.customer_sync.mapping import DEFAULT_MAPPING_DIR, Mappings, load_mappings
+from topologies.customer_sync.matching_stage import MatchStage, Merges
 from topologies.customer_sync.messages import (
-    IDENTIFY, MERGE, IdentifyErase, IdentifyEvent, IdentifyLink, MergeErase, MergeEvent, MergeTimsLink,
-    TimsLinkEntry,
+    IDENTIFY, MATCH_KEY, MERGE, IdentifyErase, IdentifyEvent, IdentifyLink, MatchCandidate, MergeAbsorb,
+    MergeAbsorbed, MergeErase, MergeEvent, MergeRestore, MergeTimsLink, MergeUnmerge, TimsLinkEntry,
 )
 from topologies.customer_sync.privacy import erased_email
 from topologies.flow import BatchLike, FlowContext
@@ -62,8 +67,9 @@ FLOW_NAME = "customer_sync"
 SOURCE_TOPICS = ("src.salesforce.Lead", "src.salesforce.Contact", "src.salesforce.Account",
                  "src.pardot.prospect", "src.tims.customer", "src.shop.customer")
 LINK_TOPICS = ("links.tims",)
-STAGE_TOPICS = (f"{FLOW_NAME}.identify", f"{FLOW_NAME}.merge")
-TABLES = ("customer_master", "id_map", "pending_identity", f"{FLOW_NAME}_identity")
+STAGE_TOPICS = (f"{FLOW_NAME}.identify", f"{FLOW_NAME}.merge", f"{FLOW_NAME}.matching")
+TABLES = ("customer_master", "id_map", "pending_identity", f"{FLOW_NAME}_identity", "match_index")
+_MERGING = (MergeAbsorb, MergeAbsorbed, MergeUnmerge, MergeRestore)
 PENDING_LIMIT = 50
 
 
@@ -81,7 +87,7 @@ class CustomerSync:
         self.counters = ctx.counters
         self.source_topic = ctx.topic(*SOURCE_TOPICS)
         self.tims_links_topic = ctx.topic(*LINK_TOPICS)
-        self.identify_topic, self.merge_topic = (ctx.topic(name) for name in STAGE_TOPICS)
+        self.identify_topic, self.merge_topic, self.match_topic = (ctx.topic(name) for name in STAGE_TOPICS)
         self.conflicts_topic = ctx.topic("audit.conflicts")
         self.sink_topics = {target: ctx.topic(f"sink.{target}") for target in mappings.outbound}
         self.id_map = ctx.table("id_map", default=None, key_type=str)
@@ -93,6 +99,7 @@ class CustomerSync:
         self.erased = ctx.replicated("erased", lasting=True)
         #: the golden records, kept by the direct ``merge`` stage (docs/adr/0038)
         self.customer_master = ctx.direct_table("customer_master")
+        self.merges = Merges(self)
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] += n
@@ -131,6 +138,8 @@ class CustomerSync:
         if key is not None:
             # MergeEvent's wire form, without validating the event a second time
             await self._send(self.merge_topic, key, {"kind": "event", "event": message.value})
+        elif email is not None:  # a would-be new customer: matching decides (docs/adr/0036)
+            await self._send(self.match_topic, MATCH_KEY, MatchCandidate(event=message.value, email=email).wire())
         else:
             out = IdentifyEvent(event=message.value, tries=refs)
             await self._send(self.identify_topic, refs[0], out.wire())
@@ -153,15 +162,19 @@ class CustomerSync:
                 return key
         return None
 
+    def known_customer(self, refs: list[str], email: str | None) -> str | None:
+        """The customer the identity index gives the references, else the email (uncounted)."""
+        for ref in refs:
+            if (key := self.identity.get(ref)) is not None:
+                return key
+        return self.identity.get(f"email:{email}") if email else None
+
     def _resolve(self, refs: list[str], email: str | None) -> str | None:
+        """The known customer of a reference, else of the email; None for a would-be new one."""
         key = self._known(refs)
         if key is not None or email is None:
             return key
-        key = self.identity.get(f"email:{email}")
-        if key is None:
-            self.count("customers_minted")
-            return mint_key(email)
-        return key
+        return self.identity.get(f"email:{email}")
 
     async def tims_links(self, stream: Any) -> None:
         await self.ctx.each("tims_links", stream, self.tims_link_one)
@@ -263,12 +276,19 @@ class CustomerSync:
 
     async def _merge(self, batch: BatchLike, event: EventT, key: str, message: Any) -> None:
         if isinstance(message, MergeErase):
+            await self.merges.forget(batch, key)
             batch.put(self.customer_master, key, None, event)
             self.count("erased")
             return
         if self._erased([], None, key):
             return
-        record = batch.get(self.customer_master, key, event) or new_record(key)
+        if isinstance(message, _MERGING):  # two customers become one, or one is split again
+            await self.merges.handle(batch, event, key, message)
+            return
+        record = batch.get(self.customer_master, key, event)
+        if await self.merges.forward(batch, record, message):  # merged into another customer
+            return
+        fresh, record = record is None, record or new_record(key)
         before_email = (record["fields"].get("email") or {}).get("v")
         if isinstance(message, MergeTimsLink):
             outcome = apply_tims_link(record, message.tims_id, self.mappings)
@@ -300,6 +320,7 @@ class CustomerSync:
         email = (record["fields"].get("email") or {}).get("v")
         if email and email != before_email:
             await self._index(batch, f"email:{email}", key)
+        await self.merges.profile(batch, key, record, outcome.changed, fresh)
         self.count("commands", len(outcome.commands))
         self.count("conflicts", len(outcome.conflicts))
         batch.put(self.customer_master, key, record, event)
@@ -318,17 +339,19 @@ def _earlier_events(batch: BatchLike, key: str) -> list[EventT]:
 
 def install(ctx: FlowContext) -> CustomerSync:
     """Build the flow on ``ctx.app``: mappings (validated now: a wrong file stops start-up),
-    topics, tables, the direct ``ingest`` and ``merge`` stages and the two agents."""
+    topics, tables, the direct ``ingest`` and ``merge`` stages and the three agents."""
     mappings = load_mappings(ctx.mappings_dir(DEFAULT_MAPPING_DIR))
     settings = ctx.settings
     policy = Policy(our_clients={"salesforce": settings.salesforce_client_name, "tims": settings.tims_client_name})
     flow = CustomerSync(ctx, mappings, policy)
+    matcher = MatchStage(flow, default_model())
     app = ctx.app
     # ingest keeps no table: it runs outside Faust's per-message path (docs/adr/0028), once this
     # worker has read the whole identity index; merge keeps its table itself (docs/adr/0038)
     ctx.direct("ingest", flow.source_topic, flow.ingest_one, before=flow.ready)
     ctx.direct_batches("merge", flow.merge_topic, flow.merge_one, tables=[flow.customer_master])
     for name, topic, body in (("tims_links", flow.tims_links_topic, flow.tims_links),
-                              ("identify", flow.identify_topic, flow.identify)):
+                              ("identify", flow.identify_topic, flow.identify),
+                              ("matching", flow.match_topic, matcher.run)):
         app.agent(topic, name=f"topologies.customer_sync.agents.{name}", concurrency=1)(agent_named(body, name))
     return flow

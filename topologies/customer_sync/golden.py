@@ -42,7 +42,8 @@ from topologies.customer_sync.identity import company_refs, crossrefs, source_re
 from topologies.customer_sync.mapping import Mappings
 from topologies.origin import written_by_us
 
-__all__ = ["Policy", "Outcome", "new_record", "apply_event", "apply_tims_link", "LINK_OF", "DEFAULT_OWNERS"]
+__all__ = ["Policy", "Outcome", "new_record", "apply_event", "apply_tims_link", "LINK_OF", "DEFAULT_OWNERS",
+           "value_wins", "catch_up"]
 
 SEEN_WINDOW = 200
 SENT_HISTORY = 4
@@ -386,3 +387,14 @@ def apply_tims_link(record: dict[str, Any], tims_id: str, mappings: Mappings) ->
         record["version"] += 1
     _outbound(record, mappings, None, outcome, bumped=bool(outcome.changed))
     return outcome
+
+
+def value_wins(policy: Policy, field_name: str, current: Mapping[str, Any], slot: Mapping[str, Any]) -> bool:
+    """Whether ``slot`` (a field's value, system and time) wins over ``current`` by the policy."""
+    return _wins(policy, field_name, current, slot["src"], slot["v"], slot["ts"])[0]
+
+
+def catch_up(record: dict[str, Any], mappings: Mappings, outcome: Outcome, *, bumped: bool) -> None:
+    """Commands for whatever the record's targets lack (after a merge or an unmerge of records)."""
+    _upgrade_known(record, mappings)
+    _outbound(record, mappings, None, outcome, bumped=bumped)
