@@ -29,7 +29,7 @@ import asyncio
 import contextvars
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
@@ -166,28 +166,42 @@ class DirectStage:
         if not fetched:
             return
         with collecting_sends() as sends:
-            for tp, records in fetched.items():
-                floor = self.floors.get(tp, 0)
-                for record in records:
-                    if record.offset < floor:
-                        continue
-                    await self.handle(DirectEvent(record.key, _CODEC._loads(record.value), record.topic,
-                                                  record.partition, record.offset))
+            for event in self.events(fetched):
+                await self.handle(event)
         try:
             await asyncio.gather(*sends)
         except KafkaError as exc:
-            log.warning("direct stage %s.%s: a send failed (%s: %s); redoing the batch", self.flow, self.stage,
-                        type(exc).__name__, exc)
-            for tp, records in fetched.items():
-                if tp in consumer.assignment():
-                    consumer.seek(tp, records[0].offset)
-            await asyncio.sleep(RETRY_DELAY)
+            await self.redo(consumer, fetched, exc)
             return
-        offsets = {tp: records[-1].offset + 1 for tp, records in fetched.items()}
+        await self.commit(consumer, fetched)
+
+    def events(self, fetched: dict[TopicPartition, list[Any]]) -> Iterator[DirectEvent]:
+        """The batch's records as events, decoded once; those before a partition's floor skipped."""
+        for tp, records in fetched.items():
+            floor = self.floors.get(tp, 0)
+            for record in records:
+                if record.offset >= floor:
+                    yield DirectEvent(record.key, _CODEC._loads(record.value), record.topic, record.partition,
+                                      record.offset)
+
+    async def redo(self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list[Any]],
+                   exc: Exception) -> None:
+        """A send failed: back to the batch's start on the partitions still held, after a pause."""
+        log.warning("direct stage %s.%s: a send failed (%s: %s); redoing the batch", self.flow, self.stage,
+                    type(exc).__name__, exc)
+        for tp, records in fetched.items():
+            if tp in consumer.assignment():
+                consumer.seek(tp, records[0].offset)
+        await asyncio.sleep(RETRY_DELAY)
+
+    async def commit(self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list[Any]]) -> None:
+        """Commit the offsets after the batch; a commit refused after a rebalance is left to the
+        partitions' new owner, which redoes what is not committed."""
+        if not fetched:
+            return
         try:
-            await consumer.commit(offsets)
+            await consumer.commit({tp: records[-1].offset + 1 for tp, records in fetched.items()})
         except (CommitFailedError, IllegalStateError) as exc:
-            # The group moved some partitions on meanwhile: their new owner redoes what is not committed.
             log.info("direct stage %s.%s: commit refused after a rebalance (%s); the new owner redoes it",
                      self.flow, self.stage, type(exc).__name__)
             return

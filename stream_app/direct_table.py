@@ -39,11 +39,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import KafkaError
 
 from connectors import kafka_admin, kafka_security
 from stream_app.codecs import encode
-from stream_app.direct import RETRY_DELAY, DirectEvent, DirectStage, _CODEC, _stop_quietly as _stop, collecting_sends
+from stream_app.direct import RETRY_DELAY, DirectEvent, DirectStage, _stop_quietly as _stop, collecting_sends
 from stream_app.replicated import DiskEntries, MemoryEntries
 
 if TYPE_CHECKING:
@@ -269,33 +269,15 @@ class DirectTableStage(DirectStage):
                 await self._recovered(tp.partition)
             batch = TableBatch(self.send)
             with collecting_sends() as sends:
-                for tp, records in fetched.items():
-                    floor = self.floors.get(tp, 0)
-                    for record in records:
-                        if record.offset < floor:
-                            continue
-                        await self.batch_handle(batch, DirectEvent(record.key, _CODEC._loads(record.value),
-                                                                   record.topic, record.partition, record.offset))
+                for event in self.events(fetched):
+                    await self.batch_handle(batch, event)
             try:
                 await asyncio.gather(*sends)
                 await batch.settle()
             except KafkaError as exc:
-                log.warning("direct stage %s.%s: a send failed (%s: %s); redoing the batch", self.flow, self.stage,
-                            type(exc).__name__, exc)
-                for tp, records in fetched.items():
-                    if tp in consumer.assignment():
-                        consumer.seek(tp, records[0].offset)
-                await asyncio.sleep(RETRY_DELAY)
+                await self.redo(consumer, fetched, exc)
                 return
-            if not fetched:
-                return
-            try:
-                await consumer.commit({tp: records[-1].offset + 1 for tp, records in fetched.items()})
-            except (CommitFailedError, IllegalStateError) as exc:
-                log.info("direct stage %s.%s: commit refused after a rebalance (%s); the new owner redoes it",
-                         self.flow, self.stage, type(exc).__name__)
-                return
-            self.batches += 1
+            await self.commit(consumer, fetched)
 
     async def _recovered(self, partition: int) -> None:
         missing = [table for table in self.tables if not table.holds(partition)]

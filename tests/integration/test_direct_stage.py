@@ -14,7 +14,7 @@ from aiokafka.errors import KafkaTimeoutError
 from connectors import kafka_admin
 from stream_app.direct import DirectEvent, DirectStage, collect_send, direct_group
 from stream_app.settings import load_settings
-from tests.support.kafka import create_topics, produce_json
+from tests.support.kafka import create_topics, produce_json, run_stage_until
 from tests.support.names import unique
 
 pytestmark = pytest.mark.integration
@@ -25,20 +25,6 @@ def fake_app(bootstrap: str, group: str) -> Any:
     settings = load_settings(kafka_bootstrap_servers=bootstrap, flow_batch_size=50, broker_session_timeout=10,
                              broker_heartbeat_interval=1)
     return SimpleNamespace(conf=SimpleNamespace(id=group), settings=settings)
-
-
-async def run_until(stage: DirectStage, done: Any, timeout: float = 60) -> None:
-    task = asyncio.create_task(stage.run())
-    try:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not done():
-            if task.done():
-                task.result()
-            assert asyncio.get_running_loop().time() < deadline, "the stage did not get there in time"
-            await asyncio.sleep(0.2)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_a_new_group_starts_where_the_faust_group_stands_and_commits_what_it_handled(kafka_bootstrap: str) -> None:
@@ -56,7 +42,7 @@ async def test_a_new_group_starts_where_the_faust_group_stands_and_commits_what_
 
     stage = DirectStage(fake_app(kafka_bootstrap, group), "customer_sync", "ingest", [topic], handle)
     assert stage.group == direct_group(group, "customer_sync", "ingest") == f"{group}.customer_sync.ingest"
-    await run_until(stage, lambda: len(seen) >= 40 - 5 and stage.batches > 0)
+    await run_stage_until(stage, lambda: len(seen) >= 40 - 5 and stage.batches > 0)
     await asyncio.sleep(1)
 
     assert sorted((e.partition, e.offset) for e in seen) == sorted(
@@ -90,7 +76,7 @@ async def test_a_batch_whose_send_failed_is_redone_and_committed_only_once_sent(
 
     stage = DirectStage(fake_app(kafka_bootstrap, group), "customer_sync", "ingest", [topic], handle)
     try:
-        await run_until(stage, lambda: stage.batches > 0 and 10 in handled[handled.index(3) + 1:] if 3 in handled else False)
+        await run_stage_until(stage, lambda: stage.batches > 0 and 10 in handled[handled.index(3) + 1:] if 3 in handled else False)
         await asyncio.sleep(1)
     finally:
         await producer.stop()

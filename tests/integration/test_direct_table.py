@@ -19,7 +19,7 @@ from stream_app.direct import DirectEvent
 from stream_app.direct_table import DirectTable, DirectTableStage, TableBatch
 from stream_app.rebuild import read_table
 from stream_app.settings import load_settings
-from tests.support.kafka import create_topics, produce_json, read_json
+from tests.support.kafka import create_topics, produce_json, read_json, run_stage_until
 from tests.support.names import unique
 
 pytestmark = pytest.mark.integration
@@ -71,21 +71,6 @@ class Counting:
         self.handled += 1
 
 
-async def run_until(stage: DirectTableStage, done: Any, timeout: float = 90) -> None:
-    task = asyncio.create_task(stage.run())
-    try:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not done():
-            if task.done():
-                task.result()
-            assert asyncio.get_running_loop().time() < deadline, "the stage did not get there in time"
-            await asyncio.sleep(0.2)
-        await asyncio.sleep(1.5)  # the last batch's commit
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-
 async def test_rows_survive_a_restart_a_lost_store_and_a_take_over(kafka_bootstrap: str, tmp_path: Path) -> None:
     group, topic, out = f"test-{unique()}", f"t{unique()}.merge", f"t{unique()}.out"
     await create_topics(kafka_bootstrap, [topic, out], partitions=2)
@@ -100,7 +85,7 @@ async def test_rows_survive_a_restart_a_lost_store_and_a_take_over(kafka_bootstr
         await round_of(1)
         await round_of(2)
         first = Counting(kafka_bootstrap, group, topic, out, tmp_path / "a", producer)
-        await run_until(first.stage, lambda: first.handled >= 40)
+        await run_stage_until(first.stage, lambda: first.handled >= 40, timeout=90, settle=1.5)
         changelog = first.table.changelog
         assert changelog == f"{group}-counts-changelog"
         stored = await read_table(kafka_bootstrap, changelog)
@@ -109,19 +94,19 @@ async def test_rows_survive_a_restart_a_lost_store_and_a_take_over(kafka_bootstr
         # 2. restarted on the same store: reads only what the changelog got since, counts on
         await round_of(3)
         again = Counting(kafka_bootstrap, group, topic, out, tmp_path / "a", producer)
-        await run_until(again.stage, lambda: again.handled >= 20)
+        await run_stage_until(again.stage, lambda: again.handled >= 20, timeout=90, settle=1.5)
         assert again.handled == 20, "only the new round is handled"
 
         # 3. the store lost: the rows come back from the changelog
         shutil.rmtree(tmp_path / "a")
         await round_of(4)
         fresh = Counting(kafka_bootstrap, group, topic, out, tmp_path / "a", producer)
-        await run_until(fresh.stage, lambda: fresh.handled >= 20)
+        await run_stage_until(fresh.stage, lambda: fresh.handled >= 20, timeout=90, settle=1.5)
 
         # 4. another machine's store, stale for every partition: it takes over and reads what it missed
         await round_of(5)
         other = Counting(kafka_bootstrap, group, topic, out, tmp_path / "b", producer)
-        await run_until(other.stage, lambda: other.handled >= 20)
+        await run_stage_until(other.stage, lambda: other.handled >= 20, timeout=90, settle=1.5)
     finally:
         await producer.stop()
     counts = await read_json(kafka_bootstrap, out, until=lambda values: len(values) >= 100, timeout=30)

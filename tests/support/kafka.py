@@ -88,3 +88,20 @@ async def app_lag(bootstrap: str, group: str, prefix: str, topics: Iterable[str]
 
     groups = AppGroups.of(load_settings(topic_prefix=prefix, kafka_bootstrap_servers=bootstrap), group)
     return sum((await groups.lag(bootstrap, [prefix + topic for topic in topics])).values())
+
+
+async def run_stage_until(stage: Any, done: Callable[[], bool], timeout: float = 60, settle: float = 0.0) -> None:
+    """Run a direct stage (``stage.run()``) until ``done()``, then ``settle`` seconds more (its last
+    commit), then stop it; its failure, or ``done()`` not reached in time, fails the test."""
+    task = asyncio.create_task(stage.run())
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not done():
+            if task.done():
+                task.result()
+            assert asyncio.get_running_loop().time() < deadline, "the stage did not get there in time"
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(settle)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
