@@ -98,7 +98,7 @@ class AnomalyDetector:
             basis, history = "overall", self._overall[event.kind]
         else:
             return None
-        z, centre, spread = modified_z(value, history, floor=0.15)
+        z, centre, spread = modified_z(value, history, floor=0.2)
         limit = self.settings.z_limit if basis == "customer" else self.settings.overall_z_limit
         if abs(z) <= limit or (event.kind == "payment" and z < 0):
             return None
