@@ -21,6 +21,7 @@ from connectors.kafka_security import client_options
 from connectors.redact import redact_fields, redact_text
 
 __all__ = ["DlqEntry", "DlqError", "SYSTEMS", "read_entries", "replay_entries", "purge", "purge_topics",
+           "quarantine_replay_problem", "replay_quarantined",
            "format_entry_line"]
 
 SYSTEMS: tuple[str, ...] = registry.names()
@@ -105,6 +106,39 @@ async def replay_entries(bootstrap: str, prefix: str, entries: list[DlqEntry]) -
     finally:
         await producer.stop()
     return len(entries)
+
+
+def quarantine_replay_problem(value: dict[str, Any]) -> str | None:
+    """Why a quarantined message cannot be sent back to where it came from, or None when it can:
+    the entry must name its origin (entries written since session 7 do) and hold the message
+    whole (not the size-and-preview of a message too big, nor bytes that were not JSON)."""
+    origin, raw = value.get("origin"), value.get("raw")
+    if not isinstance(origin, dict) or not isinstance(origin.get("topic"), str):
+        return "the entry does not say which topic it came from (written before entries carried it)"
+    if isinstance(raw, dict) and ("undecodable" in raw or "unencodable" in raw
+                                  or (raw.get("truncated") is True and "sha256" in raw)):
+        return "the entry keeps only a preview of the message, not the message"
+    return None
+
+
+async def replay_quarantined(bootstrap: str, values: list[dict[str, Any]]) -> int:
+    """Send each quarantined message (whole, with its origin) back to its topic under its key, for
+    its stage to take again (after the mapping or the data was fixed); returns how many."""
+    for value in values:
+        if (problem := quarantine_replay_problem(value)) is not None:
+            raise DlqError(problem)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+                                **client_options())
+    await producer.start()
+    try:
+        for value in values:
+            origin = value["origin"]
+            key = origin.get("key")
+            await producer.send_and_wait(origin["topic"], json.dumps(value["raw"]).encode(),
+                                         key=key.encode() if isinstance(key, str) else None)
+    finally:
+        await producer.stop()
+    return len(values)
 
 
 async def purge(bootstrap: str, prefix: str) -> int:

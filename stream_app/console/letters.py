@@ -18,7 +18,7 @@ from aiokafka.structs import ConsumerRecord
 
 from connectors import registry
 from stream_app.console.tail import TopicTail
-from stream_app.dlq import DlqEntry
+from stream_app.dlq import DlqEntry, quarantine_replay_problem
 
 __all__ = ["Letter", "LetterBox", "Filter"]
 
@@ -47,8 +47,8 @@ class Letter:
         if kind == "dlq":
             obj = (value.get("command") or {}).get("object") or value.get("object") or "?"
         else:
-            raw = value.get("raw")
-            obj = (raw.get("entity") if isinstance(raw, dict) else None) or "?"
+            message = value.get("raw")
+            obj = (message.get("entity") if isinstance(message, dict) else None) or "?"
         code = str(value.get("error_code") or ("QUARANTINED" if kind == "quarantine" else "?"))
         error = str(value.get("error") or value.get("reason") or "")
         raw = json.dumps(value).encode() if raw is None else raw
@@ -64,6 +64,11 @@ class Letter:
         ``quarantine.<flow>:<partition>:<offset>`` for the rest."""
         return f"{self.source}:{self.partition}:{self.offset}" if self.kind == "dlq" else \
             f"quarantine.{self.source}:{self.partition}:{self.offset}"
+
+    @property
+    def replayable(self) -> bool:
+        """A quarantined message whose entry names its origin and keeps it whole (stream_app.dlq)."""
+        return self.kind == "quarantine" and quarantine_replay_problem(self.value) is None
 
     def dlq_entry(self) -> DlqEntry:
         return DlqEntry(self.source, self.partition, self.offset, self.value)

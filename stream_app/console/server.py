@@ -34,7 +34,7 @@ from stream_app.console.people import Conflicts, People, record_url
 from stream_app.console.tail import TopicTail, newest_records
 from stream_app.console import flow_view
 from stream_app import control
-from stream_app.dlq import purge_topics, replay_entries
+from stream_app.dlq import purge_topics, quarantine_replay_problem, replay_entries, replay_quarantined
 from stream_app.flows import AppGroups, enabled_flows
 from stream_app.rebuild import group_id
 from stream_app.topics import AUDIT_OPERATOR
@@ -186,7 +186,8 @@ async def letters_page(request: web.Request) -> web.Response:
     shown = chosen[::-1][(page - 1) * PAGE_SIZE: page * PAGE_SIZE]  # newest first
     user = request[security.USER]
     rows = [{"id": letter.id, "kind": letter.kind, "source": letter.source, "object": letter.object,
-             "error_code": letter.error_code, "error": _masked(user, letter.error)[:160]} for letter in shown]
+             "error_code": letter.error_code, "error": _masked(user, letter.error)[:160],
+             "replayable": letter.replayable} for letter in shown]
     pages = max(1, -(-len(chosen) // PAGE_SIZE))
     return await render(request, "letters.html", rows=rows, total=len(chosen), page=page, pages=pages,
                         filter=wanted, facets=box.facets(), query=request.query)
@@ -207,6 +208,8 @@ async def letter_page(request: web.Request) -> web.Response:
 
 
 async def replay_post(request: web.Request) -> web.Response:
+    """Dead letters back to their sink topics; quarantined messages back to the topic they came
+    from (those whose entry names it and keeps the message whole). "All" means every dead letter."""
     user = security.require_operator(request)
     console = _console(request)
     form = await request.post()
@@ -216,16 +219,31 @@ async def replay_post(request: web.Request) -> web.Response:
     else:
         wanted = [str(v) for v in form.getall("id", [])]
         chosen = [letter for letter in (console.letters.find(i) for i in wanted) if letter is not None]
-    chosen = [letter for letter in chosen if letter.kind == "dlq"]
-    if not chosen:
-        await _flash(request, "Nothing replayed: choose dead letters (quarantined messages are not replayed).")
-        raise web.HTTPSeeOther("/letters")
-    ids = [letter.id for letter in chosen]
-    await console.audit.record(user, "dlq.replay", ids=ids[:1000], count=len(ids))
-    count = await replay_entries(console.settings.kafka_bootstrap_servers, console.settings.topic_prefix,
-                                 [letter.dlq_entry() for letter in chosen])
-    await _flash(request, f"Replayed {count} dead letter{'s' if count != 1 else ''} to their sink topics. "
-                          "Purge them once they landed.")
+    dead = [letter for letter in chosen if letter.kind == "dlq"]
+    held = [letter for letter in chosen if letter.kind == "quarantine"]
+    refused = [(letter.id, problem) for letter in held
+               if (problem := quarantine_replay_problem(letter.value)) is not None]
+    held = [letter for letter in held if quarantine_replay_problem(letter.value) is None]
+    said = []
+    if dead:
+        ids = [letter.id for letter in dead]
+        await console.audit.record(user, "dlq.replay", ids=ids[:1000], count=len(ids))
+        count = await replay_entries(console.settings.kafka_bootstrap_servers, console.settings.topic_prefix,
+                                     [letter.dlq_entry() for letter in dead])
+        said.append(f"Replayed {count} dead letter{'s' if count != 1 else ''} to their sink topics.")
+    if held:
+        ids = [letter.id for letter in held]
+        await console.audit.record(user, "quarantine.replay", ids=ids[:1000], count=len(ids))
+        count = await replay_quarantined(console.settings.kafka_bootstrap_servers, [letter.value for letter in held])
+        said.append(f"Replayed {count} quarantined message{'s' if count != 1 else ''} to the topics they came from.")
+    if refused:
+        said.append(f"Not replayed: {refused[0][0]}: {refused[0][1]}"
+                    + (f" (and {len(refused) - 1} more)" if len(refused) > 1 else "") + ".")
+    if not dead and not held and not refused:
+        said.append("Nothing replayed: choose dead letters or quarantined messages.")
+    elif dead or held:
+        said.append("Purge them once they landed.")
+    await _flash(request, " ".join(said))
     raise web.HTTPSeeOther("/letters")
 
 

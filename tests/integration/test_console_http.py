@@ -99,3 +99,36 @@ async def test_console_refuses_to_start_without_users(app_env: dict[str, str], t
     assert "must be a hash from `stream-app console hash-password`" in result.stderr
     assert "plain-secret" not in result.stderr + result.stdout and "Traceback" not in result.stderr
     assert hash_password("x" * 8).startswith("scrypt$")
+
+
+async def test_an_operator_sends_a_quarantined_message_back_where_it_came_from(app_env: dict[str, str],
+                                                                               tmp_path: Path) -> None:
+    bootstrap, prefix = app_env["KAFKA_BOOTSTRAP_SERVERS"], app_env["CONNECT_TOPIC_PREFIX"]
+    quarantine, source = f"{prefix}quarantine.customer_sync", f"{prefix}src.tims.customer"
+    await create_topics(bootstrap, [quarantine, source], partitions=1)
+    raw = {"event_id": "tims:C9:7", "source": "tims", "entity": "customer", "record_id": "C9", "change_type": "UPDATE",
+           "fields": {"name": "Edsger"}, "commit_timestamp": 1}
+    whole = {"flow": "customer_sync", "reason": "merge: Uncleanable name", "raw": raw,
+             "origin": {"stage": "ingest", "topic": source, "partition": 0, "offset": 41, "key": "C9"}}
+    preview = {"flow": "customer_sync", "reason": "ingest: too large",
+               "raw": {"size": 2_000_000, "sha256": "ab" * 32, "truncated": True, "preview": "{"},
+               "origin": {"stage": "ingest", "topic": source, "partition": 0, "offset": 42, "key": "C10"}}
+    await produce_json(bootstrap, quarantine, [("customer_sync", whole), ("customer_sync", preview)])
+    with ConsoleProcess(app_env, tmp_path / "console.log") as console:
+        with httpx.Client(base_url=console.url, follow_redirects=False, timeout=30) as operator:
+            csrf = log_in(operator, "olga")
+            listed = operator.get("/letters?kind=quarantine").text
+            assert 'value="quarantine.customer_sync:0:0"' in listed, "the whole message can be chosen"
+            assert 'value="quarantine.customer_sync:0:1"' not in listed, "a preview cannot"
+            assert f"Send it back to {source}" in operator.get("/letters/quarantine.customer_sync:0:0").text
+            done = operator.post("/letters/replay", data={"csrf_token": csrf, "id": [
+                "quarantine.customer_sync:0:0", "quarantine.customer_sync:0:1"]})
+            assert done.status_code == 303
+            said = operator.get("/letters").text
+            assert "Replayed 1 quarantined message to the topics they came from." in said, said[:3000]
+            assert "Not replayed: quarantine.customer_sync:0:1: the entry keeps only a preview" in said
+    [back] = await read_json(bootstrap, source, until=lambda vs: len(vs) >= 1, quiet_after=1)
+    assert back == raw
+    audits = await read_json(bootstrap, f"{prefix}audit.operator", until=lambda vs: len(vs) >= 1, quiet_after=1)
+    assert [(a["who"], a["action"], a["detail"]["ids"]) for a in audits] == [
+        ("olga", "quarantine.replay", ["quarantine.customer_sync:0:0"])]
