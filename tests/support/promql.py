@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
+from typing import Any
 
+import pytest
 import yaml
 
 __all__ = ["ROOT", "dashboard_queries", "alert_queries", "instant", "as_bool", "metric_names",
@@ -108,3 +112,17 @@ def recording_rules_file(queries: list[tuple[str, str]], path: Path) -> Path:
     rules = [{"record": f"connect:dashboard_check_{i}", "expr": instant(expr)} for i, (_, expr) in enumerate(queries)]
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard-queries", "rules": rules}]}, sort_keys=False))
     return path
+
+
+def check_alert_rules(tmp_path: Path, series: list[dict[str, str]], alert_tests: list[dict[str, Any]]) -> None:
+    """Run promtool's rule unit tests on grafana/alerts.yml: ``series`` (one sample a minute) and
+    the expected alerts at each ``eval_time``; fails the test with promtool's report."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool not found: install the Debian package `prometheus`")
+    tests = {"rule_files": [str(ALERTS)], "evaluation_interval": "1m",
+             "tests": [{"interval": "1m", "input_series": series, "alert_rule_test": alert_tests}]}
+    path = tmp_path / "alert_rules_test.yml"
+    path.write_text(yaml.safe_dump(tests, sort_keys=False))
+    result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

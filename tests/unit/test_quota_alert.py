@@ -6,38 +6,24 @@ left, and the alert fires from the same point."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
-import pytest
-import yaml
-
-from tests.support.promql import ALERTS
+from tests.support.promql import check_alert_rules
 
 
 def test_the_quota_alert_fires_when_the_shared_pardot_budget_holds_calls(tmp_path: Path) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.fail("promtool not found: install the Debian package `prometheus`")
     series = [  # two sources and a worker: each reports the business unit's shared count
         *({"series": f'connect_api_daily_used{{system="pardot", instance="{who}"}}', "values": "30 45 54 54"}
           for who in ("source-a", "source-b", "worker")),
         *({"series": f'connect_api_daily_limit{{system="pardot", instance="{who}"}}', "values": "60 60 60 60"}
           for who in ("source-a", "source-b", "worker")),
     ]
-    tests = {"rule_files": [str(ALERTS)], "evaluation_interval": "1m", "tests": [{
-        "interval": "1m", "input_series": series,
-        "alert_rule_test": [
-            {"eval_time": "1m", "alertname": "ConnectApiQuotaLow", "exp_alerts": []},
-            {"eval_time": "2m", "alertname": "ConnectApiQuotaLow", "exp_alerts": [{
-                "exp_labels": {"system": "pardot", "severity": "warning"},
-                "exp_annotations": {
-                    "summary": "pardot: 10% of the daily API quota left",
-                    "description": "The budget governor will hold calls at its reserve; other integrations on the "
-                                   "same org share this quota."}}]},
-        ]}]}
-    path = tmp_path / "quota_test.yml"
-    path.write_text(yaml.safe_dump(tests, sort_keys=False))
-    result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
+    check_alert_rules(tmp_path, series, [
+        {"eval_time": "1m", "alertname": "ConnectApiQuotaLow", "exp_alerts": []},
+        {"eval_time": "2m", "alertname": "ConnectApiQuotaLow", "exp_alerts": [{
+            "exp_labels": {"system": "pardot", "severity": "warning"},
+            "exp_annotations": {
+                "summary": "pardot: 10% of the daily API quota left",
+                "description": "The budget governor will hold calls at its reserve; other integrations on the "
+                               "same org share this quota."}}]},
+    ])
