@@ -42,12 +42,15 @@ class Fault:
 @dataclass
 class FaultConfig:
     """What to inject. ``error_rate`` is the share of requests (0..1) that fail with one of
-    ``error_kinds`` chosen at random; ``paths`` limits injection to paths containing any of
-    these substrings (empty: all paths); ``token_ttl`` overrides token lifetime in seconds."""
+    ``error_kinds`` chosen at random; ``fail_first`` makes the first N requests it applies to
+    fail whatever the draw says (so a short run still sees a fault); ``paths`` limits injection
+    to paths containing any of these substrings (empty: all paths); ``token_ttl`` overrides
+    token lifetime in seconds."""
 
     latency_ms: float = 0.0
     latency_jitter_ms: float = 0.0
     error_rate: float = 0.0
+    fail_first: int = 0
     error_kinds: list[str] = field(default_factory=lambda: list(FAULT_KINDS))
     retry_after: float | None = None
     paths: list[str] = field(default_factory=list)
@@ -57,6 +60,8 @@ class FaultConfig:
     def validate(self) -> None:
         if not 0.0 <= self.error_rate <= 1.0:
             raise ValueError("error_rate must be between 0 and 1")
+        if self.fail_first < 0:
+            raise ValueError("fail_first must not be negative")
         unknown = set(self.error_kinds) - set(FAULT_KINDS)
         if unknown:
             raise ValueError(f"unknown error_kinds {sorted(unknown)}; known: {list(FAULT_KINDS)}")
@@ -75,11 +80,13 @@ class Faults:
         #: tokens issued before this instant are expired (see ``expire_tokens``)
         self.tokens_expired_before = 0.0
         self.injected: Counter[str] = Counter()
+        self._forced_left = 0
 
     def configure(self, config: FaultConfig) -> None:
         config.validate()
         self.config = config
         self._random = random.Random(config.seed)
+        self._forced_left = config.fail_first
 
     def reset(self) -> None:
         self.configure(FaultConfig())
@@ -114,6 +121,11 @@ class Faults:
         if self.is_down:
             self.injected["down"] += 1
             return Fault("down", retry_after=max(0.0, self.down_until - self._clock()))
+        if self._forced_left and cfg.error_kinds and self._applies(path):
+            self._forced_left -= 1
+            kind = self._random.choice(cfg.error_kinds)
+            self.injected[kind] += 1
+            return Fault(kind, retry_after=cfg.retry_after)
         if cfg.error_rate and cfg.error_kinds and self._applies(path) and self._random.random() < cfg.error_rate:
             kind = self._random.choice(cfg.error_kinds)
             self.injected[kind] += 1

@@ -130,3 +130,15 @@ def test_daily_quota_runs_out(sf_rest_factory: Callable[..., SfRestServer]) -> N
     raised = server.admin("PUT", "/api-usage", json={"limit": 10}).json()
     assert raised["remaining"] == 7
     assert api("GET", "limits").json()["DailyApiRequests"] == {"Max": 10, "Remaining": 6}
+
+
+def test_fail_first_fails_the_first_requests_whatever_the_rate(sf_rest_server: SfRestServer, api: Api) -> None:
+    sf_rest_server.faults.configure(FaultConfig(error_rate=0.0, fail_first=2, error_kinds=["503"]))
+    statuses = [api("GET", "limits").status_code for _ in range(4)]
+    assert statuses == [503, 503, 200, 200]
+    assert sf_rest_server.faults.injected["503"] == 2
+
+
+def test_fail_first_must_not_be_negative(sf_rest_server: SfRestServer) -> None:
+    with pytest.raises(ValueError, match="fail_first"):
+        sf_rest_server.faults.configure(FaultConfig(fail_first=-1))

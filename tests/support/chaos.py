@@ -187,7 +187,8 @@ def _paths(people: int) -> dict[str, int]:
 def _faults(sandbox: Sandbox, plan: ChaosPlan) -> None:
     for i, name in enumerate(FAULTY_APIS):
         sandbox.faults[name].configure(FaultConfig(
-            error_rate=plan.error_rate, error_kinds=["429", "503", "lock"], retry_after=0.2,
+            error_rate=plan.error_rate, fail_first=1 if plan.error_rate else 0,
+            error_kinds=["429", "503", "lock"], retry_after=0.2,
             token_ttl=plan.token_ttl if name == "salesforce-rest" else None, seed=plan.seed + i))
 
 
