@@ -8,7 +8,8 @@ Prints:
    meanwhile (Linux; steadier than the rates when other processes share the CPUs). First for new
    customers (first sightings), then for a change of each of them (known records, the common path);
 3. end-to-end latency at a fixed offered rate, once the worker has caught up with part 2: source
-   commit time → sink command on Kafka, p50/p99;
+   commit time → sink command on Kafka, p50/p99; first for new customers, then for changes of
+   known ones (at most ``--events`` of them: each customer changes once);
 4. Salesforce API calls per 1,000 records: TIMS customers linked to Contacts that exist in the
    sandbox org (started in this process) go through a worker whose Salesforce sink writes their
    TIMS id, payment terms and city onto the Contacts; the org counts the calls our client made.
@@ -18,7 +19,8 @@ Usage: .venv/bin/python bench/topology_bench.py [--events 5000] [--rate 200] [--
 Needs a broker (KAFKA_BOOTSTRAP_SERVERS or the local one: `stream-app kafka up`). The workers
 inherit the environment, so e.g. CONNECT_FLOW_BATCH_SIZE / CONNECT_FLOW_LINGER apply to them.
 The last line is one JSON object with the figures (baseline_msgs_per_s, events_per_s, ratio,
-cpu_ms_per_event, known_events_per_s, known_cpu_ms_per_event, p50_ms, p99_ms, sf_calls_per_1000).
+cpu_ms_per_event, known_events_per_s, known_cpu_ms_per_event, p50_ms, p99_ms, known_p50_ms,
+known_p99_ms, sf_calls_per_1000). Progress lines go to stderr.
 """
 
 from __future__ import annotations
@@ -65,12 +67,12 @@ def customer_event(i: int, run: str) -> tuple[bytes, bytes]:
     return record_id.encode(), json.dumps(value).encode()
 
 
-def customer_update(i: int, run: str) -> tuple[bytes, bytes]:
+def customer_update(i: int, run: str, terms: str = "NET60") -> tuple[bytes, bytes]:
     """A later change of the same TIMS customer (new payment terms): the path of a known record."""
     key, raw = customer_event(i, run)
     value = json.loads(raw)
-    value.update(event_id=f"bench:{run}:{i}:u", change_type="UPDATE", commit_timestamp=int(time.time() * 1000))
-    value["fields"]["payment_terms"] = "NET60"
+    value.update(event_id=f"bench:{run}:{i}:{terms}", change_type="UPDATE", commit_timestamp=int(time.time() * 1000))
+    value["fields"]["payment_terms"] = terms
     return key, json.dumps(value).encode()
 
 
@@ -245,6 +247,7 @@ async def topology(events: int, rate: float, seconds: float, workdir: Path) -> d
     try:
         worker.wait_ready()
         await asyncio.sleep(2)
+        progress(f"new customers: {events} events")
         messages = [customer_event(i, run) for i in range(events)]
         cpu_started = worker.cpu_seconds()
         produce_started = time.monotonic()
@@ -259,6 +262,7 @@ async def topology(events: int, rate: float, seconds: float, workdir: Path) -> d
         after_new = await produced(run)
         figures["messages_per_event"] = after_new / events
 
+        progress(f"known customers changed: {events} events")
         updates = [customer_update(i, run) for i in range(events)]
         cpu_started, produce_started = worker.cpu_seconds(), time.monotonic()
         await produce(f"{prefix}src.tims.customer", updates)
@@ -271,24 +275,42 @@ async def topology(events: int, rate: float, seconds: float, workdir: Path) -> d
                                    else (cpu_done - cpu_started) * 1000 / events)
         figures["known_messages_per_event"] = (await produced(run) - after_new) / events
 
-        latencies: list[float] = []
+        progress("latency, new customers at the offered rate")
         paced = [customer_event(events + i, run) for i in range(int(rate * seconds))]
-        seen = 2 * events
-
-        def record_latency(record) -> None:  # type: ignore[no-untyped-def]
-            command = json.loads(record.value)
-            stamp = command.get("source_commit_timestamp")
-            if stamp and int(command["external_id"][-10:]) >= events:
-                latencies.append((record.timestamp - stamp) / 1000)
-
-        reader = asyncio.create_task(consume(f"{prefix}sink.salesforce.Contact", seen + len(paced), timeout=600,
-                                             on_value=record_latency))
-        await produce(f"{prefix}src.tims.customer", paced, rate=rate)
-        await reader
-        figures["latencies"] = latencies
+        figures["latencies"] = await paced_latencies(prefix, paced, 2 * events, rate)
+        await caught_up(f"bench-{run}", prefix, timeout=600)
+        progress("latency, known customers changed at the offered rate")
+        # each customer changes once (a second identical change would make no command)
+        changes = [customer_update(i, run, terms="NET90") for i in range(min(events, int(rate * seconds)))]
+        figures["known_latencies"] = await paced_latencies(prefix, changes, 2 * events + len(paced), rate)
         return figures
     finally:
         worker.stop()
+
+
+async def paced_latencies(prefix: str, paced: list[tuple[bytes, bytes]], seen: int, rate: float) -> list[float]:
+    """Source commit → sink command on Kafka, in seconds, for ``paced`` offered at ``rate``: the
+    sink topic's first ``seen`` commands came before them."""
+    latencies: list[float] = []
+    position = 0
+
+    def record_latency(record) -> None:  # type: ignore[no-untyped-def]
+        nonlocal position
+        position += 1
+        stamp = json.loads(record.value).get("source_commit_timestamp")
+        if stamp and position > seen:
+            latencies.append((record.timestamp - stamp) / 1000)
+
+    reader = asyncio.create_task(consume(f"{prefix}sink.salesforce.Contact", seen + len(paced), timeout=600,
+                                         on_value=record_latency))
+    await produce(f"{prefix}src.tims.customer", paced, rate=rate)
+    await reader
+    return latencies
+
+
+def progress(line: str) -> None:
+    """Where the bench is (stderr: stdout keeps the figures)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
 
 
 SALESFORCE_CLIENT = "pardot-tims-connect"
@@ -390,13 +412,14 @@ async def main() -> None:
                            known_messages_per_event=_round(figures["known_messages_per_event"]))
             if base:
                 summary["ratio"] = round(figures["throughput"] / base, 4)
-            if figures["latencies"]:
-                ordered = sorted(figures["latencies"])
-                p50 = statistics.median(ordered)
-                p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-                summary.update(p50_ms=round(p50 * 1000), p99_ms=round(p99 * 1000))
-                print(f"latency at {args.rate:.0f} events/s offered for {args.seconds:.0f}s: p50 {p50 * 1000:.0f} ms, "
-                      f"p99 {p99 * 1000:.0f} ms ({len(ordered)} samples)")
+            for label, name, key in (("new customers", "latencies", ""), ("known customers changed", "known_latencies", "known_")):
+                if figures[name]:
+                    ordered = sorted(figures[name])
+                    p50 = statistics.median(ordered)
+                    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+                    summary.update({f"{key}p50_ms": round(p50 * 1000), f"{key}p99_ms": round(p99 * 1000)})
+                    print(f"latency, {label}, at {args.rate:.0f} events/s offered for {args.seconds:.0f}s: "
+                          f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms ({len(ordered)} samples)", flush=True)
         if 4 in parts:
             calls, elapsed = await salesforce_calls(args.sf_records, Path(tmp))
             total = sum(calls.values())

@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.protocol.metadata import MetadataRequest
 
 from connectors.kafka_security import client_options
 
@@ -185,14 +186,20 @@ class KafkaAdmin:
     async def partitions(self, topics: Iterable[str]) -> list[TopicPartition]:
         """Every partition of those ``topics`` that exist, in the order given.
 
-        Asked of the cluster each time, through the admin client's public metadata call, so a topic
-        created a moment ago is seen (a consumer's cached metadata would need aiokafka's private
-        ``_client.force_metadata_update()``). All topics are described, not just these, because a
-        metadata request naming a missing topic makes a broker with auto-creation create it."""
+        Asked of the cluster each time, so a topic created a moment ago is seen (a consumer's
+        cached metadata would need aiokafka's private ``_client.force_metadata_update()``). The
+        metadata request names only these topics and says "do not create them": a request naming
+        a missing topic makes a broker with auto-creation create it unless it says so, and the
+        admin client's ``describe_topics`` cannot. Describing every topic instead cost the lag
+        metric 13 % of a worker's CPU on a cluster of 2,000 topics (docs/adr/0038)."""
         wanted = list(dict.fromkeys(topics))
         if not wanted:
             return []
-        described = {t["topic"]: t for t in await (await self._admin_client()).describe_topics()}
+        admin = await self._admin_client()
+        # private: the admin client has no public metadata call that names topics without
+        # allowing their creation (MetadataRequest v4+ carries the flag)
+        response = await admin._send_request(MetadataRequest(wanted, allow_auto_topic_creation=False))
+        described = {t["topic"]: t for t in response.to_object()["topics"]}
         found: list[TopicPartition] = []
         for name in wanted:
             topic = described.get(name)

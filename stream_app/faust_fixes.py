@@ -37,6 +37,16 @@ asserts that the position is set, and it is not for a partition assigned a momen
 position is still being reset. The AssertionError crashes the consumer and the worker exits.
 Seen in bench/scaleout.py as the second of two workers finished its first recovery. The fix
 skips such a partition for that round: the check is diagnosis only, the next round sees it.
+
+**Declaring a topic reads the metadata of every topic in the cluster.** Faust's producer asks
+for a metadata refresh after each topic it declares; its aiokafka client tracks no topic of
+its own (it sends to topics it already knows from that refresh), and a client that tracks none
+asks for all of them. A worker declares some twenty topics as it starts: on a broker holding
+2,000 topics each refresh took 0.2-0.3 s of CPU, about 6 s of a start (counted in
+bench/topology_bench.py's worker, docs/adr/0038). The fix has the producer's client track each
+topic once Faust has declared it, so the refreshes after the first name only the app's topics.
+A topic is tracked only after its creation: a metadata request naming a missing topic creates
+it on a broker with auto-creation, without the partitions and configuration Faust asks for.
 """
 
 from __future__ import annotations
@@ -44,7 +54,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Producer
 from mode.utils.queues import FlowControlEvent
 
 __all__ = ["apply", "seek_to_committed_or_earliest"]
@@ -56,6 +66,7 @@ def apply() -> None:
     """Install the corrections (idempotent)."""
     _apply_seek_rewinds_uncommitted()
     _apply_event_path_check_waits_for_a_position()
+    _apply_declared_topics_tracked()
     if getattr(FlowControlEvent.resume, _MARK, False):
         return
 
@@ -111,3 +122,19 @@ def _apply_event_path_check_waits_for_a_position() -> None:
 
     setattr(verify_event_path, _MARK, True)
     AIOKafkaConsumerThread.verify_event_path = verify_event_path  # type: ignore[method-assign]
+
+
+def _apply_declared_topics_tracked() -> None:
+    original = Producer.create_topic
+    if getattr(original, _MARK, False):
+        return
+
+    async def create_topic(self: Producer, topic: str, *args: Any, **kwargs: Any) -> None:
+        """Faust's declaration, then the topic tracked by the producer's metadata refreshes."""
+        await original(self, topic, *args, **kwargs)
+        producer = self._producer
+        if producer is not None:
+            await producer.client.add_topic(topic)
+
+    setattr(create_topic, _MARK, True)
+    Producer.create_topic = create_topic  # type: ignore[method-assign]
