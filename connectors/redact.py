@@ -8,7 +8,8 @@ any other string, by shape, so an email typed into a free-text field is masked t
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 __all__ = ["mask_email", "mask_phone", "redact_fields", "redact_text"]
 

@@ -227,15 +227,32 @@ def stage_counters(flow: str, stage: str) -> tuple[Any, Any, Any]:
                  for outcome in ("in", "processed", "quarantined"))
 
 
+#: the per-event counters' children by their raw label values, so an event costs a dict lookup
+#: instead of ``bounded`` and prometheus_client's ``labels`` (docs/adr/0038); kept up to a size
+#: (raw values past it go the long way: a flood of distinct ones must not grow memory)
+_children: dict[tuple[Any, ...], Any] = {}
+CHILDREN_LIMIT = 10_000
+
+
+def _child(metric: Any, flow: str, *labels: tuple[str, Any]) -> Any:
+    key = (metric, flow, *(value for _, value in labels))
+    child = _children.get(key)
+    if child is None:
+        child = metric.labels(flow, *(bounded(name, value) for name, value in labels))
+        if len(_children) < CHILDREN_LIMIT:
+            _children[key] = child
+    return child
+
+
 def observe_event_in(flow: str, source: str, entity: str) -> None:
-    FLOW_EVENTS_IN.labels(flow, bounded("source", source), bounded("entity", entity)).inc()
+    _child(FLOW_EVENTS_IN, flow, ("source", source), ("entity", entity)).inc()
 
 
 def observe_command_out(flow: str, system: str, sobject: str, source_commit_ms: int | None) -> None:
     """A sink command the broker acked; its latency counts from the source's commit time."""
-    FLOW_COMMANDS_OUT.labels(flow, bounded("system", system), bounded("object", sobject)).inc()
+    _child(FLOW_COMMANDS_OUT, flow, ("system", system), ("object", sobject)).inc()
     if source_commit_ms:
-        FLOW_LATENCY.labels(flow).observe(max(0.0, time.time() - source_commit_ms / 1000))
+        _child(FLOW_LATENCY, flow).observe(max(0.0, time.time() - source_commit_ms / 1000))
 
 
 def observe_duplicate(flow: str, source: str) -> None:

@@ -34,8 +34,9 @@ the golden record never had is never cleared anywhere.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from connectors.envelope import SinkCommand, SourceEvent
 from topologies.customer_sync.identity import company_refs, crossrefs, source_ref
