@@ -70,7 +70,6 @@ class Row:
 @dataclass(frozen=True)
 class Section:
     path: str
-    label: str
     listed: bool
     #: where a new row is inserted (after the section's last row) and the text that starts its line
     insert_at: int
@@ -111,7 +110,11 @@ def _get(node: Node, key: str) -> Node | None:
 
 
 def _load(node: Node) -> Any:
-    return yaml.safe_load(yaml.serialize(node))
+    try:
+        return yaml.safe_load(yaml.serialize(node))
+    except yaml.YAMLError as exc:
+        raise ValueError(f"the rows cannot be drawn: line {node.start_mark.line + 1} holds what a mapping cannot "
+                         f"({getattr(exc, 'problem', None) or exc})") from None
 
 
 def _end(text: str, node: Node) -> int:
@@ -144,8 +147,8 @@ def _compose(text: str) -> Node | None:
         raise ValueError(f"the rows cannot be drawn: the text is not valid YAML ({exc})") from None
 
 
-def _containers(root: Node) -> Iterator[tuple[str, str, Node, str]]:
-    """(section path, label, the node holding its rules, its condition) of each section with rules."""
+def _containers(root: Node) -> Iterator[tuple[str, Node, str]]:
+    """(section path, the node holding its rules, its condition) of each section with rules."""
     for direction in ("inbound", "outbound"):
         objects = _get(root, direction)
         if not isinstance(objects, MappingNode):
@@ -157,12 +160,12 @@ def _containers(root: Node) -> Iterator[tuple[str, str, Node, str]]:
             condition = _get(spec, "create_when")
             shown = _fragment(_load(condition)) if isinstance(condition, MappingNode) else ""
             if isinstance(fields, MappingNode):
-                yield f"{direction}.{obj_key.value}.fields", f"{direction} {obj_key.value}", fields, shown
+                yield f"{direction}.{obj_key.value}.fields", fields, shown
             elif fields is None and direction == "inbound":
-                yield f"{direction}.{obj_key.value}", f"{direction} {obj_key.value}", spec, shown
+                yield f"{direction}.{obj_key.value}", spec, shown
     listed = _get(root, "fields")
     if isinstance(listed, SequenceNode):
-        yield "fields", "fields", listed, ""
+        yield "fields", listed, ""
 
 
 def read(text: str) -> tuple[list[Row], list[Section]]:
@@ -173,7 +176,7 @@ def read(text: str) -> tuple[list[Row], list[Section]]:
     sections: list[Section] = []
     if root is None:
         return rows, sections
-    for path, label, container, condition in _containers(root):
+    for path, container, condition in _containers(root):
         last: tuple[int, str] | None = None
         if isinstance(container, SequenceNode):
             for i, item in enumerate(container.value):
@@ -199,7 +202,7 @@ def read(text: str) -> tuple[list[Row], list[Section]]:
                                 text.count("\n", 0, end) + 1, rule, False, key.start_mark.index, end))
                 last = (_line(text, end, end)[1], " " * key.start_mark.column)
         if last is not None:
-            sections.append(Section(path, label, isinstance(container, SequenceNode), *last))
+            sections.append(Section(path, isinstance(container, SequenceNode), *last))
     return rows, sections
 
 

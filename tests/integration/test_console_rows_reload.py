@@ -7,6 +7,7 @@ TIMS item is written to the Product2 field the edited row names."""
 from __future__ import annotations
 
 import html
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,6 @@ def item(item_id: str, name: str) -> tuple[str, dict[str, Any]]:
 
 def row_form(page: str) -> dict[str, str]:
     """Every field of the edit form as the page drew it (what a browser would post)."""
-    import re
-
     fields = {name: html.unescape(value) for name, value in re.findall(r'<input[^>]*name="([^"]+)"[^>]*value="([^"]*)"', page)}
     fields["text"] = html.unescape(re.search(r'<textarea id="text"[^>]*>(.*?)</textarea>', page, re.S).group(1))
     fields["record"] = ""
@@ -47,8 +46,6 @@ def row_form(page: str) -> dict[str, str]:
 
 def name_row(page: str) -> str:
     """The index of the products row named ``name``."""
-    import re
-
     found = re.search(r'name="r(\d+)\.target"[^>]*value="name"', page)
     assert found, page[:3000]
     return found.group(1)
@@ -93,6 +90,11 @@ async def test_a_row_edit_is_saved_and_the_running_products_flow_uses_it_for_the
             said = html.unescape(bad_rule.text)
             assert bad_rule.status_code == 400 and f'id="row-{row}-problems"' in bad_rule.text, said[:3000]
             assert f"products.yaml, line {line}" in said and 'id="save"' not in said
+            # rows drawn from another text than the one posted: the row action is refused, nothing applied
+            stale = operator.post(EDIT, data={**form, "text": form["text"] + "# edited meanwhile\n",
+                                              f"r{row}.source": "tims: name, salesforce: Other__c", "action": "rows"})
+            assert stale.status_code == 400 and "the text was edited since the rows were drawn" in html.unescape(stale.text)
+            assert "Other__c" not in html.unescape(stale.text).split('id="text"')[1]
             # a cross-site post is refused even with the token
             assert operator.post(EDIT, data={**form, "action": "rows"},
                                  headers={"Origin": "https://evil.example"}).status_code == 403

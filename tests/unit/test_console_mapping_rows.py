@@ -109,3 +109,5 @@ def test_a_new_row_needs_a_section_and_a_row_to_delete_must_exist() -> None:
         mapping_rows.apply_form(MASTER, form_of(MASTER), "delete:999")
     with pytest.raises(ValueError, match="not valid YAML"):
         mapping_rows.rows_of("a: [b\n")
+    with pytest.raises(ValueError, match="line 3 holds what a mapping cannot"):
+        mapping_rows.rows_of("inbound:\n  salesforce.Contact:\n    email: !custom {from: Email}\n")
