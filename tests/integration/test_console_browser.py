@@ -292,6 +292,7 @@ def edit_a_mapping_row(browser: Any, url: str, demo: Demo, shots: Path) -> None:
     changed = [d for d in browser.find_element(By.ID, "diff").text.splitlines()
                if d[:1] in "+-" and not d.startswith(("+++", "---"))]
     assert changed == ["-    city: {from: MailingCity, clean: text}", "+    city: {from: MailingCity, clean: upper}"]
+    browser.execute_script("arguments[0].scrollIntoView();", browser.find_element(By.ID, "diff"))  # for the picture
     browser.save_screenshot(str(shots / "12-mapping-row-diff.png"))
     browser.find_element(By.ID, "save").click()
     wait_for(browser, lambda: "The workers were told to reload customer_sync" in browser.page_source, "the save")
