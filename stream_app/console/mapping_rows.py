@@ -22,7 +22,9 @@ from typing import Any, Iterator, Mapping
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-__all__ = ["Row", "Section", "RowsRefused", "read", "rows_of", "apply_form", "ROW_ACTIONS", "is_row_action"]
+from stream_app.console.mapping_edit import Problem, digest
+
+__all__ = ["Row", "Section", "RowsRefused", "read", "rows_of", "apply_form", "table", "ROW_ACTIONS", "is_row_action"]
 
 #: keys of a rule that say where its value comes from (the rest say how it is transformed)
 _SOURCE_KEYS = ("from", "link", "concat", "value", "const")
@@ -209,6 +211,27 @@ def read(text: str) -> tuple[list[Row], list[Section]]:
 def rows_of(text: str) -> list[Row]:
     """The rows of a mapping text; ValueError when the text is not YAML."""
     return read(text)[0]
+
+
+def table(file: str, text: str, problems: list[Problem], refused: RowsRefused | None,
+          owners: Mapping[str, str]) -> dict[str, Any]:
+    """What the edit page's rows table shows: each row with what the operator typed (when
+    refused) and the problems that concern it (by its lines or its path), named by file, line
+    and field; ``owners``: the flow's owners by field, shown where a rule carries none."""
+    try:
+        rows, sections = read(text)
+    except ValueError as exc:
+        return {"rows": [], "sections": [], "rows_problem": str(exc), "rows_of": ""}
+    refused = refused or RowsRefused()
+    shown = []
+    for row in rows:
+        mine = [p for p in problems if (p.line and row.line <= p.line <= row.end_line)
+                or p.where == row.where or p.where.startswith(f"{row.where}.")]
+        mine += [Problem(file, row.line, row.where, said) for said in refused.errors.get(row.index, [])]
+        shown.append({"row": row, "values": refused.values.get(row.index) or row.values(), "problems": mine,
+                      "owner_shown": row.owner or owners.get(row.target) or owners.get(row.source, "")})
+    return {"rows": shown, "sections": sections, "rows_problem": None, "rows_of": digest(text),
+            "new_row": refused.values.get(None) or {}, "new_row_problems": refused.errors.get(None, [])}
 
 
 # -- writing ---------------------------------------------------------------------------------------

@@ -447,30 +447,6 @@ def _mapping_names(request: web.Request) -> tuple[str, str]:
     return request.match_info["flow"], request.match_info["name"]
 
 
-def _rows_shown(name: str, text: str, verdict: Any, refused: "mapping_rows.RowsRefused | None",
-                owners: dict[str, str]) -> dict[str, Any]:
-    """The rows table of the edit page: each row with what the operator typed (when refused) and
-    the problems that concern it, named by file, line and field, to show next to it."""
-    try:
-        rows, sections = mapping_rows.read(text)
-    except ValueError as exc:
-        return {"rows": [], "sections": [], "rows_problem": str(exc), "rows_of": ""}
-    problems = [p for p in verdict.problems if p.file == f"{name}.yaml"] if verdict is not None else []
-    shown = []
-    for row in rows:
-        mine = [p for p in problems if (p.line and row.line <= p.line <= row.end_line)
-                or p.where == row.where or p.where.startswith(f"{row.where}.")]
-        if refused is not None:
-            mine += [mapping_edit.Problem(f"{name}.yaml", row.line, row.where, said)
-                     for said in refused.errors.get(row.index, [])]
-        values = refused.values.get(row.index) if refused is not None else None
-        shown.append({"row": row, "values": values or row.values(), "problems": mine,
-                      "owner_shown": row.owner or owners.get(row.target) or owners.get(row.source, "")})
-    return {"rows": shown, "sections": sections, "rows_problem": None, "rows_of": mapping_edit.digest(text),
-            "new_row": (refused.values.get(None) if refused is not None else None) or {},
-            "new_row_problems": refused.errors.get(None, []) if refused is not None else []}
-
-
 async def _edit_page(request: web.Request, text: str, based_on: str, status: int = 200,
                      row_refused: "mapping_rows.RowsRefused | None" = None, **shown: Any) -> web.Response:
     flow, name = _mapping_names(request)
@@ -482,7 +458,8 @@ async def _edit_page(request: web.Request, text: str, based_on: str, status: int
     marked = {p.line for p in verdict.problems if p.line and p.file == f"{name}.yaml"} if verdict is not None else set()
     tool, _directory = await asyncio.to_thread(mapping_tool_for, _console(request).settings, flow, name)
     owners = tool.owners() if callable(getattr(tool, "owners", None)) else {}
-    context.update(await asyncio.to_thread(_rows_shown, name, text, verdict, row_refused, owners))
+    problems = [p for p in verdict.problems if p.file == f"{name}.yaml"] if verdict is not None else []
+    context.update(await asyncio.to_thread(mapping_rows.table, f"{name}.yaml", text, problems, row_refused, owners))
     return await render(request, "mapping_edit.html", status=status, flow=flow, name=name, text=text,
                         based_on=based_on, lines=lines, marked=marked, **context)
 

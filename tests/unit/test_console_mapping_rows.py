@@ -111,3 +111,26 @@ def test_a_new_row_needs_a_section_and_a_row_to_delete_must_exist() -> None:
         mapping_rows.rows_of("a: [b\n")
     with pytest.raises(ValueError, match="line 3 holds what a mapping cannot"):
         mapping_rows.rows_of("inbound:\n  salesforce.Contact:\n    email: !custom {from: Email}\n")
+
+
+def test_the_table_puts_each_problem_next_to_its_row_and_keeps_what_was_typed() -> None:
+    from stream_app.console.mapping_edit import Problem
+
+    rows = mapping_rows.rows_of(PRODUCTS)
+    by_path = Problem("products.yaml", 13, "fields.1.owner", "Input should be 'tims' or 'salesforce'")
+    city = mapping_rows.rows_of(MASTER)[5]
+    by_line = Problem("customer_master.yaml", city.line, "inbound.salesforce.Contact.city.clean", "unknown cleanser")
+    shown = mapping_rows.table("products.yaml", PRODUCTS, [by_path], None, {})
+    assert [s["row"].index for s in shown["rows"] if s["problems"]] == [1]
+    assert shown["rows_of"] and shown["rows"][0]["values"] == rows[0].values()
+    shown = mapping_rows.table("customer_master.yaml", MASTER, [by_line], None, {"email": "salesforce"})
+    assert [s["row"].where for s in shown["rows"] if s["problems"]] == ["inbound.salesforce.Contact.city"]
+    assert shown["rows"][0]["owner_shown"] == "salesforce"
+    refused = mapping_rows.RowsRefused({2: ["the transform must be written as key: value"]},
+                                       {2: {"source": "x", "transform": "y", "target": "z", "owner": ""}})
+    shown = mapping_rows.table("customer_master.yaml", MASTER, [], refused, {})
+    [problem] = shown["rows"][2]["problems"]
+    assert (problem.file, problem.line, problem.where) == ("customer_master.yaml", shown["rows"][2]["row"].line,
+                                                           shown["rows"][2]["row"].where)
+    assert shown["rows"][2]["values"]["transform"] == "y"
+    assert "not valid YAML" in mapping_rows.table("x.yaml", "a: [b\n", [], None, {})["rows_problem"]
