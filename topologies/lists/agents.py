@@ -28,12 +28,12 @@ from faust.types import EventT
 
 from connectors.envelope import SinkCommand, SourceEvent
 from topologies.flow import BatchLike, FlowContext
-from topologies.mapping_file import ReloadsMapping
 from topologies.lists.membership import (
     DEFAULT_MAPPING_DIR, Change, ListsMapping, Targets, apply_change, load_mapping, new_row, reconcile,
     segment_list_name,
 )
 from topologies.lists.messages import MERGE, Linked, Park, Recheck
+from topologies.mapping_file import ReloadsMapping
 from topologies.messages import EventMessage
 from topologies.origin import written_by_us
 from topologies.stage import KeyedBatchStage, agent_named, read_source_event
