@@ -8,7 +8,8 @@ no consumer group, so a command reaches all of them):
   messages wait in Kafka. The topic is compacted by key ``pause:<flow>``, so a worker that
   starts later reads the last word and starts the flow paused.
 - ``reload`` a flow's mappings: the flow object its install returned is asked to
-  ``reload_mappings()``; a flow without that method takes the files at its next start.
+  ``reload_mappings()`` (every flow with mapping files has it; a flow without it takes the
+  files at its next start).
 
 After acting, a worker writes a ``done`` record (who, what, whether it worked, the reason) that
 the console shows. Commands older than the worker's start only set the pause state: a reload

@@ -2,17 +2,19 @@
 
 :class:`OneFileMappings` answers ``stream-app mappings check|preview`` (``MappingsTool``) for a
 flow whose rules are such a file, so a wrong file shows before a worker starts with it.
+:class:`ReloadsMapping` gives such a flow ``reload_mappings()``, the console's live reload
+(docs/adr/0037).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Generic, TypeVar
+from typing import Any, Callable, ClassVar, Generic, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-__all__ = ["load_model", "summary", "OneFileMappings"]
+__all__ = ["load_model", "summary", "OneFileMappings", "ReloadsMapping"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -58,3 +60,40 @@ class OneFileMappings(Generic[M]):
         if self._preview is None:
             raise ValueError(f"{name}: this flow has no preview; `stream-app mappings check` validates its file")
         return self._preview(self._load(directory), Path(record_file))
+
+
+class ReloadsMapping:
+    """``reload_mappings()`` for a flow whose rules are one file held in ``self.mapping``: the
+    file is read again and validated first; a wrong file raises ValueError (file and fields
+    named) and the mapping in use stays. Every stage reads ``self.mapping`` per event, so the
+    new one applies from the next event on.
+
+    A flow names its loader and shipped folder in ``mapping_source``, and in
+    ``fixed_at_start`` the settings it took when the worker started (a timer's interval):
+    a reload that changes one is refused, as it would not take effect before a restart.
+    ``refuse_reload`` may add its own reasons; ``use_mapping`` may rebuild what derives from it."""
+
+    ctx: Any
+    mapping: Any
+    #: (the flow's ``load_mapping(directory)``, its shipped mappings folder)
+    mapping_source: ClassVar[tuple[Callable[[Path], Any], Path]]
+    fixed_at_start: ClassVar[tuple[str, ...]] = ()
+
+    def refuse_reload(self, mapping: Any) -> list[str]:
+        return []
+
+    def use_mapping(self, mapping: Any) -> None:
+        self.mapping = mapping
+
+    def reload_mappings(self) -> str:
+        load, shipped = self.mapping_source
+        directory = self.ctx.mappings_dir(shipped)
+        mapping = load(directory)
+        reasons = [f"{name} is taken when the worker starts (now {getattr(self.mapping, name)!r}, "
+                   f"the file says {getattr(mapping, name)!r})"
+                   for name in self.fixed_at_start if getattr(mapping, name) != getattr(self.mapping, name)]
+        reasons += self.refuse_reload(mapping)
+        if reasons:
+            raise ValueError(f"{directory}: kept the mapping in use: {'; '.join(reasons)}; restart the workers")
+        self.use_mapping(mapping)
+        return f"{directory}: " + ", ".join(summary(mapping))

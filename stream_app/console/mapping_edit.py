@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+import yaml
+
 from stream_app.console.mappings import preview_in, tool_for
 from stream_app.console.tail import newest_records
 from stream_app.flows import enabled_flows
@@ -68,8 +70,37 @@ def _candidate(directory: Path, name: str, text: str) -> Iterator[Path]:
 
 
 def _line_of(text: str, where: str) -> int | None:
-    """The line of the last key ``where`` names (``inbound.salesforce.Lead.email`` → ``email:``),
-    for errors that carry no line (pydantic-validated files)."""
+    """The line of the node ``where`` names (``inbound.salesforce.Lead.email``, ``fields.3.owner``),
+    for errors that carry no line (pydantic-validated files): the path is followed through the
+    YAML's nodes as far as it goes (a key the file lacks: its parent's line)."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return _line_by_key(text, where)
+    parts = [p for p in re.split(r"[.\[\]]", where) if p]
+    line = None
+    while node is not None and parts:
+        part, found = parts.pop(0), None
+        if isinstance(node, yaml.MappingNode):
+            # object names hold dots (``salesforce.Lead``): try the longest key first
+            for size in range(len(parts) + 1, 0, -1):
+                name = ".".join([part, *parts[:size - 1]])
+                found = next(((k, v) for k, v in node.value if getattr(k, "value", None) == name), None)
+                if found:
+                    del parts[:size - 1]
+                    break
+            key, node = found if found else (None, None)
+            line = key.start_mark.line + 1 if key is not None else line
+        elif isinstance(node, yaml.SequenceNode) and part.isdigit() and int(part) < len(node.value):
+            node = node.value[int(part)]
+            line = node.start_mark.line + 1
+        else:
+            node = None
+    return line if line is not None else _line_by_key(text, where)
+
+
+def _line_by_key(text: str, where: str) -> int | None:
+    """The line of the last key ``where`` names, found by its text (a file that is not YAML)."""
     for part in reversed([p for p in re.split(r"[.\[\]]", where) if p and not p.isdigit()]):
         found = re.search(rf"^[ \t]*-?[ \t]*['\"]?{re.escape(part)}['\"]?[ \t]*:", text, re.MULTILINE)
         if found:

@@ -25,7 +25,7 @@ from stream_app.console import security
 from stream_app.console.audit import OperatorAudit
 from stream_app.console.auth import User, parse_users
 from stream_app.console.letters import Filter, LetterBox
-from stream_app.console import mapping_edit
+from stream_app.console import mapping_edit, mapping_rows
 from stream_app.console.mappings import files_signature, mapping_files, parse_record
 from stream_app.console.mappings import preview as preview_mapping
 from stream_app.console.mappings import tool_for as mapping_tool_for
@@ -447,7 +447,8 @@ def _mapping_names(request: web.Request) -> tuple[str, str]:
     return request.match_info["flow"], request.match_info["name"]
 
 
-async def _edit_page(request: web.Request, text: str, based_on: str, status: int = 200, **shown: Any) -> web.Response:
+async def _edit_page(request: web.Request, text: str, based_on: str, status: int = 200,
+                     row_refused: "mapping_rows.RowsRefused | None" = None, **shown: Any) -> web.Response:
     flow, name = _mapping_names(request)
     context: dict[str, Any] = {"verdict": None, "record": "", "output": None, "record_error": None, "diff": None,
                                "reviewed": None, "latest_topic": None, "refused": None}
@@ -455,8 +456,29 @@ async def _edit_page(request: web.Request, text: str, based_on: str, status: int
     verdict = context["verdict"]
     lines = text.splitlines()
     marked = {p.line for p in verdict.problems if p.line and p.file == f"{name}.yaml"} if verdict is not None else set()
+    tool, _directory = await asyncio.to_thread(mapping_tool_for, _console(request).settings, flow, name)
+    owners = tool.owners() if callable(getattr(tool, "owners", None)) else {}
+    problems = [p for p in verdict.problems if p.file == f"{name}.yaml"] if verdict is not None else []
+    context.update(await asyncio.to_thread(mapping_rows.table, f"{name}.yaml", text, problems, row_refused, owners))
     return await render(request, "mapping_edit.html", status=status, flow=flow, name=name, text=text,
                         based_on=based_on, lines=lines, marked=marked, **context)
+
+
+def _with_rows(text: str, form: Any, action: str) -> str:
+    """``text`` with the row changes of the form written in (docs/adr/0037, addendum). The rows
+    were drawn from the text whose digest is ``rows_of``; when the text was edited since, a row
+    action is refused and the other actions take the text as it is."""
+    if str(form.get("rows_of", "")) != mapping_edit.digest(text):
+        if mapping_rows.is_row_action(action):
+            raise mapping_rows.RowsRefused({None: ["the text was edited since the rows were drawn: check the text "
+                                                   "first, then change the rows"]})
+        return text
+    try:
+        return mapping_rows.apply_form(text, form, action)
+    except mapping_rows.RowsRefused:
+        raise
+    except ValueError as exc:
+        raise mapping_rows.RowsRefused({None: [str(exc)]}) from None
 
 
 async def mapping_edit_page(request: web.Request) -> web.Response:
@@ -472,7 +494,8 @@ async def mapping_edit_page(request: web.Request) -> web.Response:
 
 async def mapping_edit_post(request: web.Request) -> web.Response:
     """One form, five buttons: check, preview (a pasted record or the newest real event),
-    review (the diff), save (only the text that was reviewed)."""
+    review (the diff), save (only the text that was reviewed); and the rows table's apply, add
+    and delete, which write the rows into the text before the same check."""
     user = security.require_operator(request)
     console = _console(request)
     settings = console.settings
@@ -484,6 +507,10 @@ async def mapping_edit_post(request: web.Request) -> web.Response:
         await asyncio.to_thread(mapping_tool_for, settings, flow, name)
     except ValueError as exc:
         return await render(request, "missing.html", status=404, what=str(exc))
+    try:
+        text = _with_rows(text, form, action)
+    except mapping_rows.RowsRefused as refused:
+        return await _edit_page(request, text, based_on, status=400, row_refused=refused, record=record_text)
     verdict = await asyncio.to_thread(mapping_edit.check_text, settings, flow, name, text)
     shown: dict[str, Any] = {"verdict": verdict, "record": record_text}
     if not verdict.ok:

@@ -3,7 +3,8 @@ demo`: the real broker, the sandbox, a worker, the sources and the console as th
 them. Log in; the customer 360 of a demo person shows her ids in Salesforce, Pardot and TIMS
 (masked email for a viewer); a dead letter is shown, replayed, and lands in the sandbox; a
 mapping edit with an error is refused with the message, then fixed, previewed, saved and
-reloaded by the worker; a flow is paused and resumed.
+reloaded by the worker; a row of the mapping table edited wrongly is refused with the message
+next to the row, then fixed, diffed and saved; a flow is paused and resumed.
 Screenshots go to $CONNECT_TEST_ARTEFACTS/console (default: the temp folder)."""
 
 from __future__ import annotations
@@ -165,6 +166,7 @@ def test_console_in_chromium(demo: Demo, browser: Any, kafka_bootstrap: str) -> 
     wait_for(browser, landed, "the replayed command in the sandbox's Contact", timeout=60)
 
     edit_a_mapping(browser, url, demo, shots)
+    edit_a_mapping_row(browser, url, demo, shots)
     pause_and_resume(browser, url, shots)
 
     # a viewer sees the same person with her email masked, and cannot replay
@@ -250,6 +252,53 @@ def edit_a_mapping(browser: Any, url: str, demo: Demo, shots: Path) -> None:
         return bool(reports) and "reload done: 2 files" in reports[0].text
 
     wait_for(browser, reloaded, "the worker's report of the reload", timeout=60)
+
+
+def edit_a_mapping_row(browser: Any, url: str, demo: Demo, shots: Path) -> None:
+    """A row of the mapping table edited by typing into its cells (no script of ours): a wrong
+    transform is refused with file, line and field next to the row; fixed, it is the only line
+    of the diff, and the save writes it."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{url}mappings/customer_sync/customer_master/edit")
+    wait_for(browser, lambda: browser.find_elements(By.ID, "rows"), "the rows table")
+    text = browser.find_element(By.ID, "text").get_attribute("value")
+    line = text.splitlines().index("    city: {from: MailingCity, clean: text}") + 1
+    row = next(tr.get_attribute("id") for tr in browser.find_elements(By.CSS_SELECTOR, "table.rows tr[id^='row-']")
+               if tr.find_elements(By.TAG_NAME, "td")[0].text == "inbound.salesforce.Contact"
+               and tr.find_elements(By.CSS_SELECTOR, "input[name$='.target']")[0].get_attribute("value") == "city")
+    index = row.removeprefix("row-")
+
+    def type_into(element_id: str, value: str) -> None:
+        cell = browser.find_element(By.ID, element_id)
+        cell.clear()
+        cell.send_keys(value)
+
+    type_into(f"r{index}-transform", "clean: txet")
+    browser.find_element(By.ID, "apply-rows").click()
+    wait_for(browser, lambda: browser.find_elements(By.ID, f"row-{index}-problems"), "the refusal next to the row")
+    said = browser.find_element(By.ID, f"row-{index}-problems").text
+    assert f"customer_master.yaml, line {line}" in said and "inbound.salesforce.Contact.city.clean" in said
+    assert "unknown cleanser" in said and not browser.find_elements(By.ID, "save")
+    assert browser.find_element(By.ID, f"r{index}-transform").get_attribute("aria-invalid") == "true"
+    browser.save_screenshot(str(shots / "11-mapping-row-refused.png"))
+
+    type_into(f"r{index}-transform", "clean: upper")
+    browser.find_element(By.ID, "apply-rows").click()
+    wait_for(browser, lambda: browser.find_elements(By.ID, "verdict"), "the row change checked")
+    assert not browser.find_elements(By.ID, f"row-{index}-problems")
+    browser.find_element(By.ID, "review").click()
+    wait_for(browser, lambda: browser.find_elements(By.ID, "diff"), "the diff")
+    changed = [d for d in browser.find_element(By.ID, "diff").text.splitlines()
+               if d[:1] in "+-" and not d.startswith(("+++", "---"))]
+    assert changed == ["-    city: {from: MailingCity, clean: text}", "+    city: {from: MailingCity, clean: upper}"]
+    browser.execute_script("arguments[0].scrollIntoView();", browser.find_element(By.ID, "diff"))  # for the picture
+    browser.save_screenshot(str(shots / "12-mapping-row-diff.png"))
+    browser.find_element(By.ID, "save").click()
+    wait_for(browser, lambda: "The workers were told to reload customer_sync" in browser.page_source, "the save")
+    logs = demo.log.parent / demo.found(r"logs in (\S+)\)").group(1)
+    saved = (logs / "mappings" / "customer_sync" / "customer_master.yaml").read_text()
+    assert "    city: {from: MailingCity, clean: upper}\n" in saved and saved.replace("clean: upper}", "clean: text}", 1) == text
 
 
 def pause_and_resume(browser: Any, url: str, shots: Path) -> None:

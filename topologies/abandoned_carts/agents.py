@@ -26,6 +26,7 @@ from topologies.abandoned_carts.cart import (
 )
 from topologies.customer_sync.identity import normalize_email
 from topologies.flow import BatchLike, FlowContext
+from topologies.mapping_file import ReloadsMapping
 from topologies.messages import EventMessage, StageMessage
 from topologies.money import MoneyError
 from topologies.stage import KeyedBatchStage, agent_named, read_source_event
@@ -55,8 +56,10 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class AbandonedCarts:
+class AbandonedCarts(ReloadsMapping):
     """The flow's topics, tables and stage bodies, built once per app by :func:`install`."""
+
+    mapping_source = (load_mapping, DEFAULT_MAPPING_DIR)
 
     def __init__(self, ctx: FlowContext, mapping: CartMapping) -> None:
         self.ctx = ctx

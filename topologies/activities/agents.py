@@ -28,6 +28,7 @@ from topologies.activities.context import Unusable, fold_tims, new_context_row, 
 from topologies.activities.tasks import (DEFAULT_MAPPING_DIR, ActivityMapping, apply_pardot, load_mapping,
                                          new_person_row)
 from topologies.flow import BatchLike, FlowContext
+from topologies.mapping_file import ReloadsMapping
 from topologies.messages import EventMessage
 from topologies.stage import KeyedBatchStage, agent_named, read_source_event
 
@@ -52,8 +53,10 @@ def row_key(event: SourceEvent) -> str | None:
     return f"customer:{customer}" if customer not in (None, "") else None
 
 
-class Activities:
+class Activities(ReloadsMapping):
     """The flow's topics, tables and stage bodies, built once per app by :func:`install`."""
+
+    mapping_source = (load_mapping, DEFAULT_MAPPING_DIR)
 
     def __init__(self, ctx: FlowContext, mapping: ActivityMapping) -> None:
         self.ctx = ctx

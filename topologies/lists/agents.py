@@ -33,6 +33,7 @@ from topologies.lists.membership import (
     segment_list_name,
 )
 from topologies.lists.messages import MERGE, Linked, Park, Recheck
+from topologies.mapping_file import ReloadsMapping
 from topologies.messages import EventMessage
 from topologies.origin import written_by_us
 from topologies.stage import KeyedBatchStage, agent_named, read_source_event
@@ -55,8 +56,15 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class Lists:
+def _list_name_pattern(mapping: ListsMapping) -> re.Pattern[str]:
+    return re.compile("^" + re.escape(mapping.segment_list_name).replace(
+        re.escape("{segment_id}"), "(?P<segment>[A-Za-z0-9_.:-]+)") + "$")
+
+
+class Lists(ReloadsMapping):
     """The flow's topics, tables and stage bodies, built once per app by :func:`install`."""
+
+    mapping_source = (load_mapping, DEFAULT_MAPPING_DIR)
 
     def __init__(self, ctx: FlowContext, mapping: ListsMapping) -> None:
         self.ctx = ctx
@@ -68,9 +76,11 @@ class Lists:
         self.people = ctx.replicated("people")
         settings = ctx.settings
         self.our_clients = {"salesforce": settings.salesforce_client_name, "tims": settings.tims_client_name}
-        self.list_name = re.compile("^" + re.escape(mapping.segment_list_name).replace(
-            re.escape("{segment_id}"), "(?P<segment>[A-Za-z0-9_.:-]+)") + "$")
+        self.list_name = _list_name_pattern(mapping)
         self.merge = KeyedBatchStage(ctx, "merge", MERGE, self.table, self._merge)
+
+    def use_mapping(self, mapping: ListsMapping) -> None:
+        self.mapping, self.list_name = mapping, _list_name_pattern(mapping)
 
     def count(self, name: str, n: int = 1) -> None:
         self.ctx.counters[name] += n

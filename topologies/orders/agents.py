@@ -25,6 +25,7 @@ from faust.types import EventT
 
 from connectors.envelope import SourceEvent
 from topologies.flow import FlowContext
+from topologies.mapping_file import ReloadsMapping
 from topologies.orders.messages import MERGE, Expire, MergeEvent
 from topologies.orders.order import (
     DEFAULT_MAPPING_DIR, OrderMapping, apply_salesforce, apply_tims, load_mapping, new_row, recheck,
@@ -48,9 +49,11 @@ log = logging.getLogger(__name__)
 WAITING_REPORT_INTERVAL = 10.0
 
 
-class Orders(OrderStages):
+class Orders(ReloadsMapping, OrderStages):
     """The flow's topics, tables and stage bodies, built once per app by :func:`install`;
     ``merge`` is :meth:`OrderStages.merge_one` over these."""
+
+    mapping_source = (load_mapping, DEFAULT_MAPPING_DIR)
 
     appliers = {"tims": apply_tims, "salesforce": apply_salesforce}
     rechecker = staticmethod(recheck)

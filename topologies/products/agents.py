@@ -25,6 +25,7 @@ from faust.types import EventT
 
 from connectors.envelope import SourceEvent
 from topologies.flow import BatchLike, FlowContext
+from topologies.mapping_file import ReloadsMapping
 from topologies.products.catalog import (
     DEFAULT_MAPPING_DIR, SALESFORCE_KEY, ProductMapping, Unusable, apply_event, load_mapping, new_row,
 )
@@ -41,8 +42,10 @@ TABLES = ("products", f"{FLOW_NAME}_product_map")
 SINK_OBJECTS = ("salesforce.Product2", "salesforce.PricebookEntry", "tims.item")
 
 
-class Products:
+class Products(ReloadsMapping):
     """The flow's topics, tables and stage bodies, built once per app by :func:`install`."""
+
+    mapping_source = (load_mapping, DEFAULT_MAPPING_DIR)
 
     def __init__(self, ctx: FlowContext, mapping: ProductMapping) -> None:
         self.ctx = ctx

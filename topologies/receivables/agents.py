@@ -29,6 +29,7 @@ from faust.types import EventT
 from connectors.envelope import SourceEvent
 from quality.anomalies import AnomalyDetector
 from topologies.flow import BatchLike, FlowContext
+from topologies.mapping_file import ReloadsMapping
 from topologies.origin import written_by_us
 from topologies.receivables.messages import MERGE, Linked, MergeEvent, Observed, Release, Review
 from topologies.receivables.rollup import (
@@ -60,8 +61,12 @@ def today() -> date:
     return datetime.now(timezone.utc).date()
 
 
-class Receivables:
+class Receivables(ReloadsMapping):
     """The flow's topics, tables and stage bodies, built once per app by :func:`install`."""
+
+    mapping_source = (load_mapping, DEFAULT_MAPPING_DIR)
+    #: the review timer's interval is set at install
+    fixed_at_start = ("review_interval_seconds",)
 
     def __init__(self, ctx: FlowContext, mapping: ReceivablesMapping) -> None:
         self.ctx = ctx
@@ -83,6 +88,10 @@ class Receivables:
         settings = ctx.settings
         self.our_clients = {"salesforce": settings.salesforce_client_name, "tims": settings.tims_client_name}
         self.merge = KeyedBatchStage(ctx, "merge", MERGE, self.table, self._merge)
+
+    def refuse_reload(self, mapping: ReceivablesMapping) -> list[str]:
+        new = sorted(name for name in SINK_OBJECTS if name in mapping.targets and name not in self.sink_topics)
+        return [f"new targets {', '.join(new)} need their sink topics"] if new else []
 
     # -- ingest ----------------------------------------------------------------------------------
     async def ingest_one(self, message: EventT) -> None:

@@ -16,6 +16,7 @@ from pydantic import Field, TypeAdapter
 
 from connectors.envelope import SourceEvent
 from topologies.flow import BatchLike, FlowContext
+from topologies.mapping_file import ReloadsMapping
 from topologies.messages import EventMessage, StageMessage
 from topologies.shop_catalog.catalog import (
     DEFAULT_MAPPING_DIR, CatalogMapping, apply_item, apply_variant, load_mapping, new_row, variants_of,
@@ -43,7 +44,9 @@ class Variant(StageMessage):
 MERGE = TypeAdapter(Union[Variant, EventMessage])
 
 
-class ShopCatalog:
+class ShopCatalog(ReloadsMapping):
+    mapping_source = (load_mapping, DEFAULT_MAPPING_DIR)
+
     def __init__(self, ctx: FlowContext, mapping: CatalogMapping) -> None:
         self.ctx = ctx
         self.mapping = mapping

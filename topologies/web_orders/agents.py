@@ -23,6 +23,7 @@ from faust.types import EventT
 from connectors.envelope import SourceEvent
 from topologies.customer_sync.identity import normalize_email
 from topologies.flow import FlowContext
+from topologies.mapping_file import ReloadsMapping
 from topologies.messages import EventMessage as MergeEvent
 from topologies.stage import KeyedBatchStage, read_source_event
 from topologies.waiting_orders import MERGE, Expire, OrderStages, now_ms
@@ -43,9 +44,11 @@ log = logging.getLogger(__name__)
 WAITING_REPORT_INTERVAL = 10.0
 
 
-class WebOrders(OrderStages):
+class WebOrders(ReloadsMapping, OrderStages):
     """The flow's topics, tables and stage bodies, built once per app by :func:`install`;
     ``merge`` is :meth:`OrderStages.merge_one` over these."""
+
+    mapping_source = (load_mapping, DEFAULT_MAPPING_DIR)
 
     noun = "web order"
     appliers = {"shop": apply_shop, "tims": apply_tims}
