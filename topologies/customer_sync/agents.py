@@ -339,7 +339,7 @@ def _earlier_events(batch: BatchLike, key: str) -> list[EventT]:
 
 def install(ctx: FlowContext) -> CustomerSync:
     """Build the flow on ``ctx.app``: mappings (validated now: a wrong file stops start-up),
-    topics, tables, the direct ``ingest`` and ``merge`` stages and the three agents."""
+    topics, tables, the direct ``ingest``, ``merge`` and ``matching`` stages and the two agents."""
     mappings = load_mappings(ctx.mappings_dir(DEFAULT_MAPPING_DIR))
     settings = ctx.settings
     policy = Policy(our_clients={"salesforce": settings.salesforce_client_name, "tims": settings.tims_client_name})
@@ -350,8 +350,9 @@ def install(ctx: FlowContext) -> CustomerSync:
     # worker has read the whole identity index; merge keeps its table itself (docs/adr/0038)
     ctx.direct("ingest", flow.source_topic, flow.ingest_one, before=flow.ready)
     ctx.direct_batches("merge", flow.merge_topic, flow.merge_one, tables=[flow.customer_master])
+    # matching too: every new customer of every worker passes its one partition (docs/adr/0036)
+    ctx.direct_batches("matching", flow.match_topic, matcher.match_one, tables=[matcher.table], before=flow.ready)
     for name, topic, body in (("tims_links", flow.tims_links_topic, flow.tims_links),
-                              ("identify", flow.identify_topic, flow.identify),
-                              ("matching", flow.match_topic, matcher.run)):
+                              ("identify", flow.identify_topic, flow.identify)):
         app.agent(topic, name=f"topologies.customer_sync.agents.{name}", concurrency=1)(agent_named(body, name))
     return flow

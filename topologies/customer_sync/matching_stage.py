@@ -7,6 +7,14 @@ such event carries the one key ``MATCH_KEY``, so one partition (one worker) deci
 order, alone writing the blocking index (``match_index``): no lost update, and two new records
 of one person arriving together see each other. Known customers never pass here.
 
+The stage runs outside Faust as a direct table stage that keeps ``match_index`` itself
+(docs/adr/0038): it is the one stage every new customer of every worker passes, so its cost per
+record bounds how fast new customers arrive across the deployment. A batch's decisions see one
+another through the batch's rows; its sends are acked before the index rows are written, and a
+batch interrupted before that is redone whole (a redone record finds the key it was filed
+under: ``owner_of`` its email). A record that makes the matcher raise is quarantined and leaves
+the index as it was (:class:`BatchRows` keeps its writes apart until it is done).
+
     ingest ──(email unknown)──► matching ──link───► merge (key: the customer it matched)
                                      │  ──review──► merge (key: a new customer) + audit.match_review
                                      │  ──new─────► merge (key: uuid5 of the email, as before)
@@ -22,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from faust.types import EventT
@@ -44,7 +53,7 @@ from topologies.stage import read_message
 if TYPE_CHECKING:
     from topologies.customer_sync.agents import CustomerSync
 
-__all__ = ["MatchStage", "Merges", "REVIEW_TOPIC", "MERGES_TOPIC", "MATCH_TABLE"]
+__all__ = ["MatchStage", "Merges", "BatchRows", "REVIEW_TOPIC", "MERGES_TOPIC", "MATCH_TABLE"]
 
 log = logging.getLogger(__name__)
 REVIEW_TOPIC = "audit.match_review"
@@ -58,21 +67,89 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+_MISSING = object()
+
+
+class BatchRows(MutableMapping[str, Any]):
+    """A table as one record of a batch sees it (the mapping under :class:`BlockingTable`): reads
+    through the batch's rows, writes kept apart until :meth:`keep` hands them to the batch, or
+    :meth:`drop` forgets them (the record raised half-way). Only keyed access: no iteration."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self._batch: BatchLike | None = None
+        self._event: Any = None
+        self._pending: dict[str, Any] = {}
+
+    def bind(self, batch: BatchLike, event: Any) -> None:
+        self._batch, self._event, self._pending = batch, event, {}
+
+    def keep(self) -> None:
+        assert self._batch is not None
+        for key, value in self._pending.items():
+            self._batch.put(self.table, key, value, self._event)
+        self._pending = {}
+
+    def drop(self) -> None:
+        self._pending = {}
+
+    def _read(self, key: str) -> Any:
+        value = self._pending.get(key, _MISSING)
+        if value is _MISSING:
+            assert self._batch is not None, "BatchRows read outside a batch"
+            value = self._batch.get(self.table, key, self._event)
+        return value
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._read(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        value = self._read(key)
+        return default if value is None else value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._pending[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        if self._read(key) is None:
+            raise KeyError(key)
+        self._pending[key] = None  # a tombstone in the changelog
+
+    def __iter__(self) -> Iterator[str]:
+        raise TypeError("BatchRows has keyed access only")
+
+    def __len__(self) -> int:
+        raise TypeError("BatchRows has keyed access only")
+
+
 class MatchStage:
-    """The ``matching`` agent: link, review or new for each would-be new customer."""
+    """The ``matching`` stage: link, review or new for each would-be new customer."""
 
     def __init__(self, flow: "CustomerSync", model: Model) -> None:
         self.flow = flow
         self.ctx = flow.ctx
         self.model = model
-        self.table = self.ctx.table(MATCH_TABLE, default=None, key_type=str)
-        self.blocks = BlockingTable(self.table)
+        self.table = self.ctx.direct_table(MATCH_TABLE)
+        self.rows = BatchRows(self.table)
+        self.blocks = BlockingTable(self.rows)
         self.review_topic = self.ctx.topic(REVIEW_TOPIC)
 
-    async def run(self, stream: Any) -> None:
-        await self.ctx.each("matching", stream, self.match_one)
+    async def match_one(self, batch: BatchLike, message: EventT) -> None:
+        """One message of a batch; whatever makes it raise quarantines it (the stage boundary)."""
+        self.rows.bind(batch, message)
+        try:
+            await self._match(batch, message)
+        except Exception as exc:  # noqa: BLE001 - a bug on one record must not stall the batch
+            self.rows.drop()
+            log.exception("customer_sync matching: a record raised; quarantined")
+            await self.ctx.quarantine(f"matching raised {type(exc).__name__}: {exc}", message.value)
+        else:
+            self.rows.keep()
 
-    async def match_one(self, message: EventT) -> None:
+    async def _match(self, batch: BatchLike, message: EventT) -> None:
         read = await read_message(self.ctx, "matching", MATCH, message)
         if read is None:
             return
@@ -88,8 +165,8 @@ class MatchStage:
         except ValidationError as exc:
             await self.ctx.quarantine(f"matching: not a source event ({exc.error_count()} errors)", body.event)
             return
-        key = await self._decide(event, body)
-        await self.ctx.send(self.flow.merge_topic, key, MergeEvent(event=body.event).wire())
+        key = await self._decide(batch, event, body)
+        await batch.send(self.flow.merge_topic, key, MergeEvent(event=body.event).wire())
 
     def _canonical(self, event: SourceEvent) -> dict[str, Any]:
         target = f"{event.source}.{event.entity}"
@@ -100,7 +177,7 @@ class MatchStage:
         except Uncleanable:
             return {}  # merge quarantines it; matching has nothing reliable to go on
 
-    async def _decide(self, event: SourceEvent, body: MatchCandidate) -> str:
+    async def _decide(self, batch: BatchLike, event: SourceEvent, body: MatchCandidate) -> str:
         """The customer the event goes to; the blocking index learns the record."""
         email = body.email
         owner = self.flow.known_customer([source_ref(event), *crossrefs(event)], email) or self.blocks.owner_of(email)
@@ -117,12 +194,12 @@ class MatchStage:
         self.blocks.add(key, profile, golden=match.decision != "link")
         if match.decision == "link":
             if self.flow.identity.get(f"email:{email}") is None:
-                await self.ctx.send(*self.flow.identity.entry(f"email:{email}", key))
+                await batch.send(*self.flow.identity.entry(f"email:{email}", key))
         elif match.decision == "review" and match.candidate:
-            await self._review(event, key, match)
+            await self._review(batch, event, key, match)
         return key
 
-    async def _review(self, event: SourceEvent, key: str, match: Match) -> None:
+    async def _review(self, batch: BatchLike, event: SourceEvent, key: str, match: Match) -> None:
         """A borderline pair: the record becomes a customer of its own, and a reviewer decides."""
         assert match.candidate is not None
         rid = review_id(key, match.candidate)
@@ -138,7 +215,7 @@ class MatchStage:
             "undo": [{"topic": MERGE_STAGE, "key": match.candidate,
                       "value": MergeUnmerge(kind="unmerge", merge_id=rid).wire()}],
         }
-        await self.ctx.send(self.review_topic, rid, record)
+        await batch.send(self.review_topic, rid, record)
 
 
 class Merges:

@@ -1,5 +1,5 @@
 """The customer sync's matching stage without a broker: what ``ingest`` sends it, and what it
-sends on for each decision (docs/adr/0036). The blocking table is a dict here."""
+sends on for each decision (docs/adr/0036). The stage's batch keeps its rows in a dict here."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from connectors.envelope import SourceEvent
 from quality.matching import default_model
 from tests.unit.topologies.test_merge_batches import Harness
 from topologies.customer_sync.identity import mint_key
-from topologies.customer_sync.matching import BlockingTable, profile_of
+from topologies.customer_sync.matching import profile_of
 from topologies.customer_sync.matching_stage import MatchStage
 from topologies.customer_sync.messages import MatchCandidate, MatchProfile
 
@@ -26,13 +26,46 @@ def message(key: str, value: Any) -> SimpleNamespace:
     return SimpleNamespace(key=key.encode(), value=value)
 
 
-def stage() -> tuple[Harness, MatchStage]:
+class DictBatch:
+    """A batch of the direct table stage (``BatchLike``) over a dict, sending through the harness."""
+
+    def __init__(self, outputs: Any) -> None:
+        self.outputs = outputs
+        self.rows: dict[str, Any] = {}
+        self.notes: dict[Any, Any] = {}
+
+    def get(self, table: Any, key: str, event: Any) -> Any:
+        return self.rows.get(key)
+
+    def put(self, table: Any, key: str, value: Any, event: Any) -> None:
+        self.rows[key] = value
+
+    def forget(self, table: Any, key: str) -> None:
+        self.rows.pop(key, None)
+
+    async def send(self, topic: Any, key: str, value: Any) -> None:
+        await self.outputs.send(topic, key, value)
+
+
+class Matcher:
+    """The stage and its batch: ``await matcher.match_one(message)`` handles one message."""
+
+    def __init__(self, stage: MatchStage, batch: DictBatch) -> None:
+        self.stage, self.batch = stage, batch
+        self.blocks = stage.blocks
+
+    async def match_one(self, message: Any) -> None:
+        await self.stage.match_one(self.batch, message)
+
+
+def stage() -> tuple[Harness, Matcher]:
     harness = Harness(size=1)
-    matcher = MatchStage(harness.flow, default_model())
-    matcher.blocks = BlockingTable({})
+    matcher = Matcher(MatchStage(harness.flow, default_model()), DictBatch(harness.outputs))
+    matcher.stage.rows.bind(matcher.batch, None)
     matcher.blocks.add(ADA_KEY, profile_of({"first_name": "Ada", "last_name": "Lovelace", "phone": "+14155550100",
                                             "street": "12 Main Street", "postal_code": "62701",
                                             "email": "ada@example.com"}), golden=True)
+    matcher.stage.rows.keep()
     return harness, matcher
 
 
@@ -86,6 +119,25 @@ async def test_profiles_follow_the_golden_record_and_bad_messages_are_quarantine
     await matcher.match_one(message("match", {"kind": "candidate", "email": "x@example.com"}))
     await matcher.match_one(message("match", MatchCandidate(event={"nope": 1}, email="x@example.com").wire()))
     assert harness.counters["quarantined"] == 2 and harness.outputs.on("customer_sync.merge") == []
+
+
+async def test_a_record_that_raises_is_quarantined_and_leaves_the_index_as_it_was() -> None:
+    harness, matcher = stage()
+    before = dict(matcher.batch.rows)
+
+    async def broken_review(*args: Any) -> None:  # after the record was filed in the index
+        raise RuntimeError("bug in review")
+
+    matcher.stage._review = broken_review  # type: ignore[method-assign]
+    event = tims("C20", name="Ada Lovelace", email="ada@elsewhere.example", billing_address={"postal_code": "62701"})
+    await matcher.match_one(message("match", MatchCandidate(event=event, email="ada@elsewhere.example").wire()))
+    assert harness.counters["quarantined"] == 1 and harness.outputs.on("customer_sync.merge") == []
+    assert matcher.batch.rows == before  # nothing of the failed record filed
+    # the next record is decided as if the failed one never came
+    other = tims("C21", name="Grace Hopper", email="grace@example.com")
+    await matcher.match_one(message("match", MatchCandidate(event=other, email="grace@example.com").wire()))
+    assert [key for key, _ in harness.outputs.on("customer_sync.merge")] == [mint_key("grace@example.com")]
+    assert matcher.blocks.owner_of("grace@example.com") == mint_key("grace@example.com")
 
 
 async def test_the_merge_stage_marks_the_duplicate_repoints_it_and_forwards_its_late_events() -> None:
