@@ -27,6 +27,7 @@ from stream_app.console import install_link as install_console_link
 from stream_app.flows import install_flows
 from stream_app.logs import configure
 from stream_app.settings import Settings
+from stream_app.shutdown import ConnectWorker
 from stream_app.sinks.agents import install_sinks
 from stream_app.topics import AUDIT_MATCH_REVIEW, AUDIT_MERGES, AUDIT_OPERATOR, OwnedTopics
 
@@ -109,6 +110,8 @@ def _faust_app(config: Settings) -> ConnectApp:
         web_port=config.web_port,
         web_tables_enabled=False,
         web_application_options={"client_max_size": WEB_MAX_BODY},
+        # its stop has a deadline: a worker whose broker is gone still exits (docs/adr/0024)
+        Worker=ConnectWorker,
         autodiscover=COMMAND_MODULES,
         # Faust's CLI would otherwise take the console script's name for a module to scan
         origin=COMMAND_MODULES[0],

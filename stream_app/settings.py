@@ -203,6 +203,9 @@ class WorkerSettings(BaseSettings):
     health_auth_interval: float = Field(default=300.0, ge=1, le=86_400)
     #: a source is not ready when its last successful read of its system is older than this
     source_read_stale_after: float = Field(default=600.0, ge=1, le=86_400)
+    #: a worker asked to stop (SIGTERM, SIGINT) that has not finished after this many seconds
+    #: exits with code 75 (stream_app/shutdown.py); keep it under the orchestrator's grace
+    shutdown_grace: float = Field(default=30.0, ge=1, le=3_600)
 
     #: flows this worker runs, comma-separated names from the flow registry; empty: every one
     flows: str = Field(default="", pattern=r"^[A-Za-z0-9_, ]*$")

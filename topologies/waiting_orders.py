@@ -21,6 +21,7 @@ from connectors.envelope import SinkCommand, SourceEvent
 from topologies.messages import EventMessage, StageMessage
 from topologies.sales_order_status import advances
 from topologies.stage import agent_named, read_message
+from topologies.told_links import Told
 
 if TYPE_CHECKING:
     from faust.types import EventT
@@ -252,7 +253,7 @@ class OrderStages:
         # Links this order was told of by the rechecks that released it: this worker's copy of the
         # replicated link map may not have them yet (docs/adr/0021, "Waiting references", addendum).
         told = {**waiting.get("told", {}), **(message.links if isinstance(message, Recheck) else {})}
-        links = _Told(told, self.links) if told else None
+        links = Told(told, self.links) if told else None
         if isinstance(message, Recheck):
             if stored is None or not waited:
                 return
@@ -287,13 +288,3 @@ class OrderStages:
             self.count("held")
             await self.ctx.quarantine(f"merge: {self.noun} {key} held: {decision.rejected}", row)
 
-
-class _Told:
-    """The link map, with the links a recheck carried read first."""
-
-    def __init__(self, told: dict[str, str], links: Any) -> None:
-        self.told, self.links = told, links
-
-    def get(self, key: str) -> str | None:
-        value = self.told.get(key)
-        return value if value is not None else self.links.get(key)

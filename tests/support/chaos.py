@@ -33,7 +33,6 @@ import asyncio
 import os
 import random
 import signal
-import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,7 +47,7 @@ from stream_app.sinks.agents import QUARANTINE_TOPIC as SINK_QUARANTINE
 from topologies.registry import all_flows
 from tests.support.kafka import topic_sizes
 from tests.support.people import Person, api_writes, arrive, by_email, cast, disagreements, wrong_ids
-from tests.support.worker import WorkerProcess, free_port
+from tests.support.worker import WorkerProcess, free_port, free_port_pair
 from tests.support.names import unique
 
 __all__ = ["ChaosPlan", "INVARIANTS", "dead_letter_topics", "quarantine_topics", "run_chaos"]
@@ -166,18 +165,6 @@ class Crew:
                 worker.stop(60.0)
 
 
-def _free_port_pair() -> int:
-    """A port whose successor is free too (the broker's controller listens on port + 1)."""
-    while True:
-        port = free_port()
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-
-
 def _paths(people: int) -> dict[str, int]:
     counts = {path: int(people * share) for path, share in PATH_SHARES.items()}
     counts["lead"] += people - sum(counts.values())
@@ -280,7 +267,7 @@ async def run_chaos(plan: ChaosPlan, workdir: Path, bootstrap: str | None = None
     rng = random.Random(plan.seed)
     run = unique()
     workdir.mkdir(parents=True, exist_ok=True)
-    broker = LocalKafka(port=_free_port_pair(), heap="512m") if plan.broker_kills else None
+    broker = LocalKafka(port=free_port_pair(), heap="512m") if plan.broker_kills else None
     if broker is not None:
         bootstrap = (await asyncio.to_thread(broker.up, 180.0, lambda *_: None)).bootstrap
     assert bootstrap is not None, "a run without broker kills uses the broker it is given"

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["WorkerProcess", "free_port"]
+__all__ = ["WorkerProcess", "free_port", "free_port_pair"]
 
 READY_MARK = "[^Worker]: Ready"
 STREAM_APP = str(Path(sys.executable).with_name("stream-app"))
@@ -20,6 +20,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def free_port_pair() -> int:
+    """A port whose successor is free too (a local broker's controller listens on port + 1)."""
+    while True:
+        port = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
 
 
 class WorkerProcess:

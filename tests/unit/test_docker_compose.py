@@ -52,3 +52,9 @@ def test_prometheus_scrapes_the_worker_web_port() -> None:
     port = COMPOSE["services"]["worker"]["environment"]["CONNECT_WEB_PORT"]
     targets = [t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]]
     assert f"worker:{port}" in targets
+
+
+def test_docker_waits_for_the_workers_own_shutdown_deadline() -> None:
+    worker = COMPOSE["services"]["worker"]
+    grace = float(worker["environment"].get("CONNECT_SHUTDOWN_GRACE", Settings.model_fields["shutdown_grace"].default))
+    assert float(worker["stop_grace_period"].removesuffix("s")) > grace

@@ -113,6 +113,12 @@ def test_the_worker_keeps_its_state_on_its_own_volume_and_is_disrupted_one_at_a_
     assert budget["spec"]["maxUnavailable"] == 1
 
 
+def test_kubernetes_waits_for_the_workers_own_shutdown_deadline() -> None:
+    [worker] = of_kind("StatefulSet")
+    grace = float(CONFIG.get("CONNECT_SHUTDOWN_GRACE", Settings.model_fields["shutdown_grace"].default))
+    assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > grace
+
+
 def test_every_source_runs_alone_in_its_deployment_with_a_service() -> None:
     systems = {}
     services = of_kind("Service")

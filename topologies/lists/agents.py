@@ -15,6 +15,11 @@ It sends membership events to the person's row; a list membership of a prospect 
 Salesforce waits in the prospect's row until it is. ``merge`` takes each system's statement and
 writes what the targets do not hold yet; a person who needs a segment's list or Campaign before
 they exist waits in the segment's row and is rechecked when they do.
+
+``merge`` may run on another worker than the ``ingest`` that learned a link, and that worker's
+copy of the map may not have read it yet: every message whose handling depends on a link carries
+it, and ``merge`` reads the links it was told (kept on the row until its own map has them) before
+its map (``topologies.told_links``; docs/adr/0026, addendum).
 """
 
 from __future__ import annotations
@@ -32,11 +37,12 @@ from topologies.lists.membership import (
     DEFAULT_MAPPING_DIR, Change, ListsMapping, Targets, apply_change, load_mapping, new_row, reconcile,
     segment_list_name,
 )
-from topologies.lists.messages import MERGE, Linked, Park, Recheck
+from topologies.lists.messages import MERGE, Linked, LinkedEvent, Park, Recheck
 from topologies.mapping_file import ReloadsMapping
 from topologies.messages import EventMessage
 from topologies.origin import written_by_us
 from topologies.stage import KeyedBatchStage, agent_named, read_source_event
+from topologies.told_links import LinkMap, Told, remember, told_values
 
 __all__ = ["Lists", "install", "FLOW_NAME", "SOURCE_TOPICS", "STAGE_TOPICS", "TABLES", "SINK_OBJECTS"]
 
@@ -59,6 +65,20 @@ def _now_ms() -> int:
 def _list_name_pattern(mapping: ListsMapping) -> re.Pattern[str]:
     return re.compile("^" + re.escape(mapping.segment_list_name).replace(
         re.escape("{segment_id}"), "(?P<segment>[A-Za-z0-9_.:-]+)") + "$")
+
+
+def _list_ref(list_id: Any) -> str:
+    return f"list:{list_id}"
+
+
+def _campaign_ref(campaign: str) -> str:
+    return f"campaign:{campaign[:15]}"
+
+
+def _with_told(row: dict[str, Any], kept: dict[str, Any]) -> dict[str, Any]:
+    """The row with the links it keeps from its messages (``told``; absent when none)."""
+    bare = {name: value for name, value in row.items() if name != "told"}
+    return {**bare, "told": kept} if kept else bare
 
 
 class Lists(ReloadsMapping):
@@ -96,6 +116,10 @@ class Lists(ReloadsMapping):
     async def _to_merge(self, key: str, message: Any) -> None:
         await self.ctx.send(self.merge_topic, key, message.wire())
 
+    def _known(self, *refs: str) -> dict[str, str]:
+        """What this worker's map holds for these references, carried to ``merge`` (whose map may lag)."""
+        return {ref: value for ref in refs if (value := self.people.get(ref)) is not None}
+
     async def ingest_one(self, message: EventT) -> None:
         event = await read_source_event(self.ctx, message)
         if event is None:
@@ -117,31 +141,37 @@ class Lists(ReloadsMapping):
         pid, who = str(event.record_id), str(who)
         linked = await self._link(f"prospect:{pid}", who)
         if await self._link(f"who:{who}", pid) or linked:
-            await self._to_merge(f"prospect:{pid}", Linked(kind="linked"))
-            await self._to_merge(f"who:{who}", Recheck(kind="recheck"))
+            told = {f"prospect:{pid}": who, f"who:{who}": pid}
+            await self._to_merge(f"prospect:{pid}", Linked(kind="linked", links=told))
+            await self._to_merge(f"who:{who}", Recheck(kind="recheck", links=told))
 
     async def _pardot_list(self, event: SourceEvent, raw: Any) -> None:
         found = self.list_name.match(str(event.fields.get("name") or ""))
         if found and event.change_type != "DELETE":
             segment = found.group("segment")
             changed = await self._link(f"segment-list:{segment}", event.record_id)
-            if await self._link(f"list:{event.record_id}", segment) or changed:
-                await self._to_merge(f"segment:{segment}", Linked(kind="linked"))
+            if await self._link(_list_ref(event.record_id), segment) or changed:
+                told = {f"segment-list:{segment}": event.record_id, _list_ref(event.record_id): segment}
+                await self._to_merge(f"segment:{segment}", Linked(kind="linked", links=told))
 
     async def _campaign(self, event: SourceEvent, raw: Any) -> None:
         segment = event.fields.get(self.mapping.segment_campaign_field)
         if segment:
             changed = await self._link(f"segment-campaign:{segment}", event.record_id)
-            if await self._link(f"campaign:{event.record_id[:15]}", str(segment)) or changed:
-                await self._to_merge(f"segment:{segment}", Linked(kind="linked"))
+            if await self._link(_campaign_ref(event.record_id), str(segment)) or changed:
+                told = {f"segment-campaign:{segment}": event.record_id, _campaign_ref(event.record_id): str(segment)}
+                await self._to_merge(f"segment:{segment}", Linked(kind="linked", links=told))
 
     async def _list_membership(self, event: SourceEvent, raw: Any) -> None:
         pid = event.fields.get("prospectId")
         if pid in (None, ""):
             await self.ctx.quarantine("ingest: list membership without prospectId", raw)
             return
-        who = self.people.get(f"prospect:{pid}")
-        await self.ctx.send(self.merge_topic, f"who:{who}" if who else f"prospect:{pid}", EventMessage(event=raw).wire())
+        links = self._known(f"prospect:{pid}", _list_ref(event.fields.get("listId")))
+        who = links.get(f"prospect:{pid}")
+        if who:
+            links.update(self._known(f"who:{who}"))
+        await self._to_merge(f"who:{who}" if who else f"prospect:{pid}", LinkedEvent(event=raw, links=links))
 
     async def _campaign_member(self, event: SourceEvent, raw: Any) -> None:
         if written_by_us(event, self.our_clients) is True:
@@ -156,7 +186,8 @@ class Lists(ReloadsMapping):
         if not who:
             self.count("unknown_members")
             return
-        await self.ctx.send(self.merge_topic, f"who:{who}", EventMessage(event=raw).wire())
+        links = self._known(f"member:{event.record_id}", _campaign_ref(campaign))
+        await self._to_merge(f"who:{who}", LinkedEvent(event=raw, links=links))
 
     async def _customer(self, event: SourceEvent, raw: Any) -> None:
         who = str(event.fields.get("external_id") or "")
@@ -184,29 +215,35 @@ class Lists(ReloadsMapping):
         else:
             await self.ctx.quarantine(f"merge: key {key!r} is not who:, prospect: or segment:", message.wire())
 
-    def targets(self, who: str, audience: str) -> Targets:
-        prospect = self.people.get(f"who:{who}")
+    def _told(self, row: dict[str, Any], message: Any) -> tuple[dict[str, Any], Told]:
+        """The links the row keeps with those the message carries, and the map to read them in
+        first: this worker's copy may not have read them yet (docs/adr/0026, addendum)."""
+        kept = remember(row.get("told", {}), getattr(message, "links", {}), self.people, _now_ms())
+        return kept, Told(told_values(kept), self.people)
+
+    def targets(self, who: str, audience: str, people: LinkMap) -> Targets:
+        prospect = people.get(f"who:{who}")
         if audience.startswith("link:"):
             _, list_id, campaign = audience.split(":")
             return Targets(int(list_id), campaign, int(prospect) if prospect else None)
         segment = audience.removeprefix("segment:")
-        list_id = self.people.get(f"segment-list:{segment}")
-        return Targets(int(list_id) if list_id else None, self.people.get(f"segment-campaign:{segment}"),
+        list_id = people.get(f"segment-list:{segment}")
+        return Targets(int(list_id) if list_id else None, people.get(f"segment-campaign:{segment}"),
                        int(prospect) if prospect else None)
 
-    def changes(self, row: dict[str, Any], event: SourceEvent) -> list[Change]:
+    def changes(self, row: dict[str, Any], event: SourceEvent, people: LinkMap) -> list[Change]:
         """What one source event says about the person's audiences."""
         fields, stamp = event.fields, event.commit_timestamp
         if event.entity == "list_membership":
             list_id = int(fields.get("listId") or 0)
-            segment = self.people.get(f"list:{list_id}")
+            segment = people.get(_list_ref(list_id))
             audience = self.mapping.audience_of_list(list_id) or (f"segment:{segment}" if segment else None)
             opted_out = bool(fields.get("optedOut"))
             member = event.change_type != "DELETE" and not fields.get("isDeleted") and not opted_out
             return [Change("pardot", audience, member, stamp, opted_out)] if audience else []
         if event.entity == "CampaignMember":
-            campaign = fields.get("CampaignId") or (self.people.get(f"member:{event.record_id}") or "").partition(" ")[0]
-            segment = self.people.get(f"campaign:{campaign[:15]}")
+            campaign = fields.get("CampaignId") or (people.get(f"member:{event.record_id}") or "").partition(" ")[0]
+            segment = people.get(_campaign_ref(campaign))
             audience = self.mapping.audience_of_campaign(campaign) or (f"segment:{segment}" if segment else None)
             return [Change("salesforce", audience, event.change_type != "DELETE", stamp)] if audience else []
         now = {f"segment:{s}" for s in (fields.get("segment_ids") or []) if isinstance(s, str)}
@@ -217,12 +254,13 @@ class Lists(ReloadsMapping):
 
     async def _person(self, batch: BatchLike, event: EventT, key: str, message: Any) -> None:
         row = batch.get(self.table, key, event) or new_row(key)
+        kept, people = self._told(row, message)
         if isinstance(message, Recheck):
             touched = list(row["audiences"])
         elif isinstance(message, EventMessage):
             source_event = SourceEvent.model_validate(message.event)
             touched = []
-            for change in self.changes(row, source_event):
+            for change in self.changes(row, source_event, people):
                 if apply_change(row, change):
                     touched.append(change.audience)
                 else:
@@ -231,17 +269,21 @@ class Lists(ReloadsMapping):
             await self.ctx.quarantine(f"merge: {message.kind} sent to a person", message.wire())
             return
         waiting = set(row["waiting"])
+        # After a recheck the person parks again under every segment it still waits for: the
+        # segment's row let go of it when it sent the recheck (parking twice is harmless).
+        parked = set() if isinstance(message, Recheck) else set(waiting)
         for audience in touched:
-            outcome = reconcile(row, audience, self.targets(row["who"], audience), self.mapping, _now_ms())
+            outcome = reconcile(row, audience, self.targets(row["who"], audience, people), self.mapping, _now_ms())
             await self._publish(batch, outcome.commands)
             for segment_audience in outcome.wait_for:
-                if segment_audience not in waiting and segment_audience.startswith("segment:"):
+                if segment_audience not in parked and segment_audience.startswith("segment:"):
                     await batch.send(self.merge_topic, segment_audience, Park(kind="park", who=row["who"]).wire())
-                    waiting.add(segment_audience)
+                    parked.add(segment_audience)
+                waiting.add(segment_audience)
             if not outcome.wait_for:
                 waiting.discard(audience)
         row["waiting"] = sorted(waiting)
-        batch.put(self.table, key, row, event)
+        batch.put(self.table, key, _with_told(row, kept), event)
 
     async def _publish(self, batch: BatchLike, commands: list[SinkCommand]) -> None:
         for command in commands:
@@ -253,7 +295,8 @@ class Lists(ReloadsMapping):
     async def _held(self, batch: BatchLike, event: EventT, key: str, message: Any) -> None:
         """A prospect's list memberships, held until Pardot links it to a Lead or Contact."""
         row = batch.get(self.table, key, event) or {"held": []}
-        who = self.people.get(key)
+        kept, people = self._told(row, message)
+        who = people.get(key)
         held = list(row["held"])
         if isinstance(message, EventMessage):
             if len(held) >= HELD_LIMIT and not who:
@@ -263,15 +306,18 @@ class Lists(ReloadsMapping):
             held.append(message.event)
         if who:
             for raw in held:
-                await batch.send(self.merge_topic, f"who:{who}", EventMessage(event=raw).wire())
+                refs = (key, f"who:{who}", _list_ref((raw.get("fields") or {}).get("listId")))
+                links = {ref: value for ref in refs if (value := people.get(ref)) is not None}
+                await batch.send(self.merge_topic, f"who:{who}", LinkedEvent(event=raw, links=links).wire())
             self.count("released", len(held))
             held = []
-        batch.put(self.table, key, {"held": held}, event)
+        batch.put(self.table, key, _with_told({"held": held}, kept), event)
 
     async def _segment_row(self, batch: BatchLike, event: EventT, key: str, message: Any) -> None:
         row = batch.get(self.table, key, event) or {"version": 0, "waiting": []}
+        kept, people = self._told(row, message)
         segment = key.removeprefix("segment:")
-        ready = bool(self.people.get(f"segment-list:{segment}") and self.people.get(f"segment-campaign:{segment}"))
+        list_id, campaign = people.get(f"segment-list:{segment}"), people.get(f"segment-campaign:{segment}")
         waiting = list(row["waiting"])
         if isinstance(message, EventMessage):
             await self._publish_segment(batch, row, SourceEvent.model_validate(message.event))
@@ -281,12 +327,15 @@ class Lists(ReloadsMapping):
                                           message.wire())
             else:
                 waiting.append(message.who)
-        if ready and waiting:
+        if list_id and campaign and waiting:
+            released = Recheck(kind="recheck", links={
+                f"segment-list:{segment}": list_id, _list_ref(list_id): segment,
+                f"segment-campaign:{segment}": campaign, _campaign_ref(campaign): segment}).wire()
             for who in waiting:
-                await batch.send(self.merge_topic, f"who:{who}", Recheck(kind="recheck").wire())
+                await batch.send(self.merge_topic, f"who:{who}", released)
             self.count("released", len(waiting))
             waiting = []
-        batch.put(self.table, key, {**row, "waiting": waiting}, event)
+        batch.put(self.table, key, _with_told({**row, "waiting": waiting}, kept), event)
 
     async def _publish_segment(self, batch: BatchLike, row: dict[str, Any], event: SourceEvent) -> None:
         """A TIMS segment as a Campaign and a Pardot list, each written when the segment changes."""

@@ -4,6 +4,10 @@
 ``prospect:<Pardot id>`` (list memberships of a prospect not yet synced with Salesforce, held
 until it is) and ``segment:<TIMS id>`` (a segment's publication, and the people waiting for its
 list and Campaign to exist).
+
+Each message that ``merge`` decides by the replicated ``people`` map carries the entries it is about
+(``links``, reference → value): ``merge`` may run on a worker whose copy of the map has not read
+them yet, and reads them first (``topologies.told_links``, docs/adr/0026, addendum).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from pydantic import Field, TypeAdapter
 
 from topologies.messages import EventMessage, StageMessage
 
-__all__ = ["Recheck", "Linked", "Park", "MERGE"]
+__all__ = ["Recheck", "Linked", "Park", "LinkedEvent", "MERGE"]
 
 
 class Recheck(StageMessage):
@@ -22,6 +26,8 @@ class Recheck(StageMessage):
     segment's list or Campaign): bring every target in line again."""
 
     kind: Literal["recheck"]
+    #: the links that released the person (absent in messages from before they were carried)
+    links: dict[str, str] = Field(default_factory=dict)
 
 
 class Linked(StageMessage):
@@ -29,6 +35,8 @@ class Linked(StageMessage):
     known now): release what waits."""
 
     kind: Literal["linked"]
+    #: the links learned (absent in messages from before they were carried)
+    links: dict[str, str] = Field(default_factory=dict)
 
 
 class Park(StageMessage):
@@ -38,4 +46,11 @@ class Park(StageMessage):
     who: str = Field(min_length=1)
 
 
-MERGE = TypeAdapter(Union[Recheck, Linked, Park, EventMessage])
+class LinkedEvent(EventMessage):
+    """A source event on its way to ``merge``, with the links its sender read for it (a
+    CampaignMember's Campaign, a list's segment, a prospect's Lead or Contact)."""
+
+    links: dict[str, str] = Field(default_factory=dict)
+
+
+MERGE = TypeAdapter(Union[Recheck, Linked, Park, LinkedEvent])

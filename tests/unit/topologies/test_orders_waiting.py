@@ -5,94 +5,15 @@ rechecks it has not read that link yet (docs/adr/0021, "Waiting references", add
 from __future__ import annotations
 
 import asyncio
-from collections import Counter, deque
 from types import SimpleNamespace
 from typing import Any
 
 from connectors.envelope import SourceEvent
-from stream_app.flows import BoundMetrics
+from tests.support.lagging_maps import Batch, Bus, Context, MapCopy
 from topologies.orders import agents
 from topologies.orders.order import DEFAULT_MAPPING_DIR, load_mapping
 
 OPP, ACCOUNT, P1, P2 = "006000000000001AAA", "001000000000001AAA", "01t000000000001AAA", "01t000000000002AAA"
-
-
-class Links:
-    """One worker's copy of the replicated link map; ``entry`` writes only to this copy (the
-    other worker reads it later, or not at all in these tests)."""
-
-    def __init__(self, values: dict[str, str] | None = None) -> None:
-        self.values = dict(values or {})
-
-    def get(self, key: str) -> str | None:
-        return self.values.get(key)
-
-    def entry(self, key: str, value: str) -> tuple[Any, str, bytes]:
-        self.values[key] = value
-        return SimpleNamespace(name="orders_links"), key, value.encode()
-
-    async def ready(self) -> None:
-        return None
-
-
-class Bus:
-    """The stage topics between the two workers: messages queued in the order they were sent."""
-
-    def __init__(self) -> None:
-        self.queue: deque[tuple[str, str, Any]] = deque()
-        self.quarantined: list[str] = []
-
-    async def send(self, topic: Any, key: str, value: Any) -> Any:
-        self.queue.append((topic.name, key, value))
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
-
-    def on(self, topic: str) -> list[tuple[str, Any]]:
-        return [(key, value) for name, key, value in self.queue if name == topic]
-
-
-class Context:
-    """One worker's flow context: its own link map; tables and topics shared through ``bus``."""
-
-    def __init__(self, bus: Bus, tables: dict[str, dict[str, Any]], links: Links) -> None:
-        self.bus, self.tables, self.links = bus, tables, links
-        self.counters: Counter[str] = Counter()
-        self.metrics = BoundMetrics(agents.FLOW_NAME)
-
-    def topic(self, *names: str, **options: Any) -> Any:
-        return SimpleNamespace(name=names[0])
-
-    def table(self, name: str, **options: Any) -> Any:
-        return self.tables.setdefault(name, {})
-
-    def replicated(self, name: str, *, lasting: bool = False) -> Links:
-        return self.links
-
-    async def send(self, topic: Any, key: str, value: Any) -> Any:
-        return await self.bus.send(topic, key, value)
-
-    async def quarantine(self, reason: str, raw: Any) -> None:
-        self.bus.quarantined.append(reason)
-
-
-class Batch:
-    """A batch of one event, straight onto the shared tables."""
-
-    def __init__(self, ctx: Context) -> None:
-        self.ctx, self.notes = ctx, {}
-
-    def get(self, table: Any, key: str, event: Any) -> Any:
-        return table.get(key)
-
-    def put(self, table: Any, key: str, value: Any, event: Any) -> None:
-        table[key] = value
-
-    def forget(self, table: Any, key: str) -> None:
-        return None
-
-    async def send(self, topic: Any, key: str, value: Any) -> None:
-        await self.ctx.send(topic, key, value)
 
 
 _n = iter(range(1, 1_000_000))
@@ -112,8 +33,8 @@ class TwoWorkers:
     def __init__(self, b_links: dict[str, str]) -> None:
         self.bus, tables = Bus(), {}
         mapping = load_mapping(DEFAULT_MAPPING_DIR)
-        self.a = agents.Orders(Context(self.bus, tables, Links()), mapping)
-        self.b = agents.Orders(Context(self.bus, tables, Links(b_links)), mapping)
+        self.a = agents.Orders(Context(agents.FLOW_NAME, self.bus, tables, MapCopy(name="orders_links")), mapping)
+        self.b = agents.Orders(Context(agents.FLOW_NAME, self.bus, tables, MapCopy(b_links, "orders_links")), mapping)
 
     async def ingest(self, value: dict[str, Any]) -> None:
         await self.a.ingest_one(SimpleNamespace(key=None, value=value))
