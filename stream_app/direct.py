@@ -140,6 +140,20 @@ class DirectStage:
             finally:
                 await _stop_quietly(consumer)
 
+    async def until_done(self, what: str, step: Callable[[], Awaitable[Any]]) -> Any:
+        """``step()``, tried again every ``RETRY_DELAY`` seconds until it succeeds: a start-up step
+        that fails because the broker is away for a moment must not end the worker."""
+        while True:
+            try:
+                return await step()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - logged; tried again until the worker stops
+                self.state = "restarting"
+                log.warning("direct stage %s.%s: %s failed (%s: %s); trying again in %.0f s", self.flow, self.stage,
+                            what, type(exc).__name__, exc, RETRY_DELAY)
+                await asyncio.sleep(RETRY_DELAY)
+
     def listener(self, consumer: AIOKafkaConsumer) -> ConsumerRebalanceListener:
         """What the consumer calls on a rebalance."""
         return _TakeOver(consumer, self.floors)

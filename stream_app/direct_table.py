@@ -291,9 +291,9 @@ class DirectTableStage(DirectStage):
     async def run(self) -> None:
         settings = self.app.settings
         # created up front by `stream-app worker`; here too for a worker started otherwise
-        await kafka_admin.ensure_topics(settings.kafka_bootstrap_servers, [t.changelog for t in self.tables],
-                                        partitions=settings.topic_partitions,
-                                        replication=settings.topic_replication_factor, compacted=True)
+        await self.until_done("creating the changelog topics", lambda: kafka_admin.ensure_topics(
+            settings.kafka_bootstrap_servers, [t.changelog for t in self.tables], partitions=settings.topic_partitions,
+            replication=settings.topic_replication_factor, compacted=True))
         standby = asyncio.create_task(self._follow_standbys()) if settings.table_standby_replicas > 0 else None
         try:
             await super().run()

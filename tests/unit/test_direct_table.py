@@ -137,3 +137,21 @@ def test_the_key_partitioner_puts_keys_where_kafkas_default_does() -> None:
             assert ours(key, partitions, partitions) == theirs(key, partitions, partitions)
             assert ours(key, partitions, partitions) == theirs(key, partitions, partitions)  # remembered
     assert ours(None, [0, 1], [1]) == 1
+
+
+async def test_a_start_up_step_that_fails_is_tried_again_until_it_succeeds(monkeypatch: Any) -> None:
+    from stream_app import direct
+
+    monkeypatch.setattr(direct, "RETRY_DELAY", 0.01)
+    stage = direct.DirectStage.__new__(direct.DirectStage)  # only what until_done reads
+    stage.flow, stage.stage, stage.state = "customer_sync", "merge", "starting"
+    calls: list[int] = []
+
+    async def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionError("broker away")
+        return "done"
+
+    assert await stage.until_done("creating the changelog topics", flaky) == "done"
+    assert len(calls) == 3 and stage.state == "restarting"
