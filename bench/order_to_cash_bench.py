@@ -215,7 +215,8 @@ async def main() -> None:
         if 4 in parts:
             tb.FLOW_TOPICS = {".customer_sync.ingest": ["src.tims.customer"],
                               ".customer_sync.merge": ["customer_sync.merge"],
-                              ".customer_sync.matching": ["customer_sync.matching"], "": ["customer_sync.identify"]}
+                              ".customer_sync.matching": ["customer_sync.matching"],
+                              ".customer_sync.identify": ["customer_sync.identify"]}
             found = await tb.topology(args.customer_events, 100.0, 2.0, Path(tmp))
             print(f"customer sync, same run: new customers {_per_s(found['throughput'])}{ratio(found['throughput'])}"
                   f"{tb._cpu(found['cpu_ms'])}; known {_per_s(found['known_throughput'])}{tb._cpu(found['known_cpu_ms'])}")

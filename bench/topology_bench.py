@@ -53,7 +53,8 @@ PARTITIONS = 4
 #: the topics the customer sync's worker reads in this bench (links.tims stays empty here), by the
 #: group that reads them: the Faust group (``""``), or a direct stage's (docs/adr/0028)
 FLOW_TOPICS = {".customer_sync.ingest": ["src.tims.customer"], ".customer_sync.merge": ["customer_sync.merge"],
-               ".customer_sync.matching": ["customer_sync.matching"], "": ["customer_sync.identify"]}
+               ".customer_sync.matching": ["customer_sync.matching"],
+               ".customer_sync.identify": ["customer_sync.identify"]}
 
 
 def customer_event(i: int, run: str) -> tuple[bytes, bytes]:

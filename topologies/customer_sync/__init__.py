@@ -21,7 +21,7 @@ FLOW = Flow(
     internal_topics=STAGE_TOPICS,
     tables=TABLES,
     direct_stages=(("ingest", SOURCE_TOPICS), ("merge", (f"{FLOW_NAME}.merge",)),
-                   ("matching", (f"{FLOW_NAME}.matching",))),
+                   ("matching", (f"{FLOW_NAME}.matching",)), ("identify", (f"{FLOW_NAME}.identify",))),
     sources=("salesforce", "pardot", "tims", "shop"),
     install=install,
     mappings=DEFAULT_MAPPING_DIR,

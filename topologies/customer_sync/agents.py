@@ -1,4 +1,4 @@
-"""Faust agents of the customer sync, thin around the pure modules beside them.
+"""The customer sync's stages, thin around the pure modules beside them.
 
 Identity is resolved where events come in (docs/adr/0019): every worker holds the identity
 index whole (``FlowContext.replicated``: source reference or ``email:<address>`` → customer
@@ -24,15 +24,15 @@ this worker has read the whole index before it takes events.
 
 Where a table write would stop a redone event from producing its output again (the golden
 record remembers event ids; released parked events leave ``pending``), the stage waits for the
-acks of its outputs before the write. ``merge`` does that wait once per batch (docs/adr/0011);
-it runs outside Faust as a direct table stage that keeps ``customer_master`` itself
-(``FlowContext.direct_batches``, docs/adr/0038); a batch interrupted before its acks is redone
-whole, which downstream tolerates (sinks are version-guarded, links and index entries are
-idempotent).
+acks of its outputs before the write, once per batch (docs/adr/0011): ``merge``, ``identify``
+and ``matching`` run outside Faust as direct table stages that keep their tables themselves
+(``customer_master``; ``id_map`` and ``pending``; ``match_index``: ``FlowContext.direct_batches``,
+docs/adr/0038); a batch interrupted before its acks is redone whole, which downstream tolerates
+(sinks are version-guarded, links and index entries are idempotent, a released event is
+deduped by its customer's record). Only ``tims_links`` is still a Faust agent.
 
-Every stage runs behind the stage boundary (``FlowContext.each``: what cannot be decoded, or
-makes a stage raise, is quarantined with the stage and the reason) and validates its input
-(``messages``). In the batched ``merge``, an unexpected error on one event quarantines that
+Every stage runs behind the stage boundary (what cannot be decoded, or makes a stage raise, is
+quarantined with the stage and the reason) and validates its input (``messages``). In ``merge``, an unexpected error on one event quarantines that
 event with the error and rebuilds its customer's working row from the table and the batch's
 earlier events for it, so one bad event never stalls a batch or kills the worker.
 """
@@ -90,8 +90,10 @@ class CustomerSync:
         self.identify_topic, self.merge_topic, self.match_topic = (ctx.topic(name) for name in STAGE_TOPICS)
         self.conflicts_topic = ctx.topic("audit.conflicts")
         self.sink_topics = {target: ctx.topic(f"sink.{target}") for target in mappings.outbound}
-        self.id_map = ctx.table("id_map", default=None, key_type=str)
-        self.pending = ctx.table("pending_identity", default=None, key_type=str)
+        #: kept by the direct ``identify`` stage (docs/adr/0038): reference → customer key, and the
+        #: events parked under a reference until it is linked
+        self.id_map = ctx.direct_table("id_map")
+        self.pending = ctx.direct_table("pending_identity")
         #: source reference or ``email:<address>`` → customer key, on every worker
         self.identity = ctx.replicated("identity")
         #: people erased by ``stream-app privacy erase``: ``key:<customer>``, ``ref:<reference>``,
@@ -192,47 +194,52 @@ class CustomerSync:
                          MergeTimsLink(kind="tims_link", tims_id=entry.tims_id).wire())
 
     # -- identify --------------------------------------------------------------------------------
-    async def identify(self, stream: Any) -> None:
-        await self.ctx.each("identify", stream, self.identify_one)
-
-    async def identify_one(self, event: EventT) -> None:
+    async def identify_one(self, batch: BatchLike, event: EventT) -> None:
+        """One message of an ``identify`` batch (a direct table stage keeping ``id_map`` and
+        ``pending``): an event parked or sent on, a link that releases what waits, an erasure.
+        What makes it raise is quarantined."""
         read = await read_message(self.ctx, "identify", IDENTIFY, event)
         if read is None:
             return
-        message = read[1]
-        if isinstance(message, IdentifyErase):
-            for table in (self.pending, self.id_map):
-                table.pop(read[0], None)
-        elif isinstance(message, IdentifyLink):
-            await self._link_ref(message)
-        else:
-            await self._identify(message)
+        ref, message = read
+        try:
+            if isinstance(message, IdentifyErase):
+                for table in (self.pending, self.id_map):
+                    if batch.get(table, ref, event) is not None:
+                        batch.put(table, ref, None, event)
+            elif isinstance(message, IdentifyLink):
+                await self._link_ref(batch, event, message)
+            else:
+                await self._identify(batch, event, message)
+        except Exception as exc:  # noqa: BLE001 - a bug on one message must not stall the batch
+            log.exception("customer_sync identify: a message for %s raised; quarantined", ref)
+            await self.ctx.quarantine(f"identify raised {type(exc).__name__}: {exc}", event.value)
 
-    async def _link_ref(self, message: IdentifyLink) -> None:
+    async def _link_ref(self, batch: BatchLike, event: EventT, message: IdentifyLink) -> None:
+        """The reference is linked: what was parked under it goes to its customer (the batch
+        writes the tables only once those sends are acked)."""
         ref, key = message.ref, message.customer_key
-        parked = [await self._send(self.merge_topic, key, MergeEvent(event=event).wire())
-                  for event in self.pending.get(ref) or []]
-        if parked:
-            await _acked(parked)
-        if self.id_map.get(ref) is None:
-            self.id_map[ref] = key
-        if self.pending.get(ref) is not None:
-            self.pending.pop(ref)
+        for parked in batch.get(self.pending, ref, event) or []:
+            await batch.send(self.merge_topic, key, MergeEvent(event=parked).wire())
+        if batch.get(self.id_map, ref, event) is None:
+            batch.put(self.id_map, ref, key, event)
+        if batch.get(self.pending, ref, event) is not None:
+            batch.put(self.pending, ref, None, event)
 
-    async def _identify(self, message: IdentifyEvent) -> None:
+    async def _identify(self, batch: BatchLike, event: EventT, message: IdentifyEvent) -> None:
         """An event with no known reference and no email: to its customer once one of its
         references is linked (the link may have arrived meanwhile), else parked under its own."""
         ref = message.tries[0]
-        key = self.id_map.get(ref)
+        key = batch.get(self.id_map, ref, event)
         if key is None:
             key = self._known(message.tries)
         else:
             self.count("identified_by_ref")
         if key is not None:
-            await self._send(self.merge_topic, key, MergeEvent(event=message.event).wire())
+            await batch.send(self.merge_topic, key, MergeEvent(event=message.event).wire())
             return
-        parked = (self.pending.get(ref) or [])[-(PENDING_LIMIT - 1):]
-        self.pending[ref] = parked + [message.event]
+        parked = (batch.get(self.pending, ref, event) or [])[-(PENDING_LIMIT - 1):]
+        batch.put(self.pending, ref, parked + [message.event], event)
         self.count("parked")
 
     # -- merge -----------------------------------------------------------------------------------
@@ -326,12 +333,6 @@ class CustomerSync:
         batch.put(self.customer_master, key, record, event)
 
 
-async def _acked(futures: list[Any]) -> None:
-    """Wait for the acks of sends that a table write is about to make unrepeatable."""
-    for future in futures:
-        await future
-
-
 def _earlier_events(batch: BatchLike, key: str) -> list[EventT]:
     """The batch's events already folded into ``key``'s working row (kept on the batch)."""
     return batch.notes.setdefault((FLOW_NAME, key), [])  # type: ignore[no-any-return]
@@ -339,7 +340,8 @@ def _earlier_events(batch: BatchLike, key: str) -> list[EventT]:
 
 def install(ctx: FlowContext) -> CustomerSync:
     """Build the flow on ``ctx.app``: mappings (validated now: a wrong file stops start-up),
-    topics, tables, the direct ``ingest``, ``merge`` and ``matching`` stages and the two agents."""
+    topics, tables, the direct ``ingest``, ``identify``, ``merge`` and ``matching`` stages and the
+    ``tims_links`` agent."""
     mappings = load_mappings(ctx.mappings_dir(DEFAULT_MAPPING_DIR))
     settings = ctx.settings
     policy = Policy(our_clients={"salesforce": settings.salesforce_client_name, "tims": settings.tims_client_name})
@@ -352,7 +354,8 @@ def install(ctx: FlowContext) -> CustomerSync:
     ctx.direct_batches("merge", flow.merge_topic, flow.merge_one, tables=[flow.customer_master])
     # matching too: every new customer of every worker passes its one partition (docs/adr/0036)
     ctx.direct_batches("matching", flow.match_topic, matcher.match_one, tables=[matcher.table], before=flow.ready)
-    for name, topic, body in (("tims_links", flow.tims_links_topic, flow.tims_links),
-                              ("identify", flow.identify_topic, flow.identify)):
+    ctx.direct_batches("identify", flow.identify_topic, flow.identify_one, tables=[flow.id_map, flow.pending],
+                       before=flow.ready)
+    for name, topic, body in (("tims_links", flow.tims_links_topic, flow.tims_links),):
         app.agent(topic, name=f"topologies.customer_sync.agents.{name}", concurrency=1)(agent_named(body, name))
     return flow
