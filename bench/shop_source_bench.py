@@ -60,8 +60,8 @@ async def one_path(bootstrap: str, prefix: str, orders: int, webhooks: bool) -> 
         await runner.cleanup()
     client = source.platform.client  # type: ignore[attr-defined]
     return {"path": "webhook" if webhooks else "reconciliation", "orders": orders, "seconds": round(seconds, 1),
-            "per_second": round(orders / seconds, 1), "api_calls": client.calls, "throttled": client.throttled,
-            "waited_for_bucket": round(client.waited, 1)}
+            "per_second": round(orders / seconds, 1), "api_calls": client.calls, "throttled": client.cost.throttled,
+            "waited_for_bucket": round(client.cost.waited, 1)}
 
 
 async def main() -> None:

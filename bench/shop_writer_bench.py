@@ -44,7 +44,7 @@ async def main(count: int) -> dict[str, object]:
         seconds = time.monotonic() - began
         figures[name] = {"seconds": round(seconds, 2), "per_second": round(count / seconds, 1),
                          "requests": server.requests - before}
-    figures["throttled"], figures["waited_seconds"] = writer.client.throttled, round(writer.client.waited, 1)
+    figures["throttled"], figures["waited_seconds"] = writer.client.cost.throttled, round(writer.client.cost.waited, 1)
     await writer.close()
     await runner.cleanup()
     return figures

@@ -21,7 +21,7 @@ from typing import Awaitable, Callable, TypeVar
 
 from connectors.errors import AuthExpiredError, FatalError, RetryableError
 
-__all__ = ["RetryPolicy", "RetryStats"]
+__all__ = ["RetryPolicy", "RetryStats", "CostStats"]
 
 T = TypeVar("T")
 
@@ -33,6 +33,20 @@ class RetryStats:
     retries: int = 0
     auth_refreshes: int = 0
     gave_up: int = 0
+
+
+@dataclass
+class CostStats:
+    """What a client of an API throttled by query cost (a bucket of points that refills at a
+    rate: Shopify's GraphQL, docs/adr/0033) counts, for the metrics layer: answers refused as
+    throttled, seconds spent waiting for the bucket (before a query, or told to by a refusal),
+    points charged, and the bucket as the API last reported it."""
+
+    throttled: int = 0
+    waited: float = 0.0
+    points: float = 0.0
+    available: float | None = None
+    maximum: float | None = None
 
 
 @dataclass(frozen=True)

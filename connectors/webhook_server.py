@@ -12,18 +12,37 @@ from __future__ import annotations
 import abc
 import hashlib
 import logging
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Awaitable, Callable
 
 from aiohttp import web
 
-__all__ = ["WebhookServer", "QUARANTINED_CHARS"]
+__all__ = ["WebhookServer", "QUARANTINED_CHARS", "DELIVERY_OUTCOMES", "delivery_outcome"]
 
 #: characters of a refused body kept in its quarantine record, which must fit one Kafka message
 QUARANTINED_CHARS = 64 * 1024
 #: bodies already quarantined, remembered so that retries do not quarantine them again
 QUARANTINE_MEMORY = 1_000
+#: what became of a delivery, in the few classes the metrics report (the reasons are in the log)
+DELIVERY_OUTCOMES = ("accepted", "ignored", "duplicate", "refused", "malformed", "too_large", "unavailable")
 log = logging.getLogger(__name__)
+
+
+def delivery_outcome(status: int, reason: str) -> str:
+    """The class of an answer: refused (401: signature, headers, timestamp, another shop),
+    duplicate (a delivery accepted before, 200 or 409), malformed (400, 422: quarantined),
+    too_large (413), unavailable (503: the sender redelivers), ignored or accepted."""
+    if status == 413:
+        return "too_large"
+    if status in (401, 403):
+        return "refused"
+    if status == 409 or reason == "duplicate":
+        return "duplicate"
+    if status == 503:
+        return "unavailable"
+    if status >= 400:
+        return "malformed"
+    return "ignored" if reason == "ignored" else "accepted"
 
 
 class WebhookServer(abc.ABC):
@@ -33,6 +52,11 @@ class WebhookServer(abc.ABC):
         self.url: str | None = None
         self._runner: web.AppRunner | None = None
         self._quarantined: OrderedDict[str, None] = OrderedDict()
+        #: answers by :data:`DELIVERY_OUTCOMES` class (read by the metrics layer)
+        self.deliveries: Counter[str] = Counter()
+
+    def count(self, status: int, reason: str) -> None:
+        self.deliveries[delivery_outcome(status, reason)] += 1
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.max_body)

@@ -242,7 +242,46 @@ def _sink_row(system: str) -> Row:
     ))
 
 
-def _api_row(system: str, *, quota: bool, tokens: bool) -> Row:
+def _webhook_row(system: str) -> Row:
+    where = f'source="{system}"'
+    refused = f'{where}, outcome=~"refused|too_large"'
+    return Row(f"{NAMES[system]} webhooks", (
+        Panel("Deliveries by outcome", (
+            (per("outcome", "rate", "connect_webhook_deliveries_total", where), "{{outcome}}"),), "ops",
+            "Every answer of the receiver: accepted (after the broker acked), ignored (a topic not read), "
+            "duplicate (a delivery accepted before), refused, malformed (quarantined), unavailable (503)."),
+        Panel("Refused and duplicate deliveries", (
+            (per("", "increase", "connect_webhook_deliveries_total", refused), "refused (signature, headers, size)"),
+            (per("", "increase", "connect_webhook_deliveries_total", f'{where}, outcome="duplicate"'),
+             "duplicates"),), "short",
+            "Refused: a wrong signature or a missing header (a rotated secret, or forged requests). "
+            "Duplicates: the platform delivered again; answered 200, published nothing."),
+        Panel("Changes webhooks missed", (
+            (per("", "increase", "connect_webhook_missed_events_total", where), "found by reconciliation"),),
+            "short", "Changes reconciliation published that no webhook had brought (its first pass "
+            "reads every record and is not counted). Each entity's last pass: the source row's "
+            "\"Since the last successful read\"."),
+    ))
+
+
+def _cost_panels(system: str) -> tuple[Panel, ...]:
+    where = f'system="{system}"'
+    return (
+        Panel("Cost bucket", (
+            (f"min(connect_api_cost_available{{{where}}})", "available"),
+            (f"max(connect_api_cost_maximum{{{where}}})", "maximum"),), "short",
+            "Points in the API's cost bucket as its last answer reported; a query runs when the bucket "
+            "holds its requested cost."),
+        Panel("Throttling", (
+            (per("", "rate", "connect_api_throttle_wait_seconds_total", where), "share of time waiting"),
+            (per("", "rate", "connect_api_throttled_total", where), "throttled answers /s"),), "short",
+            "Seconds per second the clients waited for the bucket to refill, and answers refused as throttled."),
+        Panel("Query cost charged", ((per("", "rate", "connect_api_cost_points_total", where), "points/s"),),
+              "short", "Against the bucket's restore rate (Shopify's default: 50 points a second)."),
+    )
+
+
+def _api_row(system: str, *, quota: bool, tokens: bool, cost: bool = False) -> Row:
     where = f'system="{system}"'
     panels = []
     if quota:
@@ -257,6 +296,8 @@ def _api_row(system: str, *, quota: bool, tokens: bool) -> Row:
         panels.append(Panel("OAuth tokens", (
             (per("", "increase", "connect_token_refreshes_total", where), "refreshes"),
             (per("", "increase", "connect_token_failures_total", where), "failures"),), "short"))
+    if cost:
+        panels.extend(_cost_panels(system))
     return Row(f"{NAMES[system]} API", tuple(panels))
 
 
@@ -282,6 +323,15 @@ def pardot() -> Dashboard:
         "Pardot v5 polling source and its daily API quota.",
         (_source_row("pardot", "Age of the updatedAt cursor (grows while Pardot is quiet)."),
          _api_row("pardot", quota=True, tokens=False)))
+
+
+def shop() -> Dashboard:
+    return Dashboard(
+        "connect-shop", "Connect: Shop",
+        "The online shop (Shopify GraphQL, docs/adr/0033): webhooks and reconciliation, the writer "
+        "(fulfilments, prices, stock) and the API's cost throttle.",
+        (_source_row("shop", "Age of the newest updated_at reconciliation has read (grows while the shop is quiet)."),
+         _webhook_row("shop"), _sink_row("shop"), _api_row("shop", quota=False, tokens=False, cost=True)))
 
 
 def dead_letters() -> Dashboard:
@@ -322,7 +372,7 @@ def dead_letters() -> Dashboard:
 
 
 def dashboards() -> list[Dashboard]:
-    return [overview(), salesforce(), tims(), pardot(), dead_letters()]
+    return [overview(), salesforce(), tims(), pardot(), shop(), dead_letters()]
 
 
 def render(dashboard: Dashboard) -> str:

@@ -93,6 +93,13 @@ class Processes:
                 raise DemoError(f"the {name} process exited with {proc.returncode}; its log is {log}, ending:\n    "
                                 + "\n    ".join(tail))
 
+    def kill(self, name: str) -> int:
+        """SIGKILL one process, as a crash would, and forget it (``start`` it again under its name)."""
+        proc = self.procs.pop(name)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        return proc.wait(30)
+
     def stop(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:

@@ -44,7 +44,8 @@ from prometheus_client.process_collector import ProcessCollector
 
 from connectors.budget import ApiBudget
 from connectors.kafka_admin import KafkaAdmin
-from connectors.retry import RetryStats
+from connectors.retry import CostStats, RetryStats
+from connectors.webhook_server import DELIVERY_OUTCOMES
 from connectors.salesforce.auth import TokenProvider
 from stream_app import watchdog
 from stream_app.worker_sensor import LeanMonitor
@@ -142,6 +143,18 @@ API_RETRIES = Counter("connect_api_retries", "Calls retried after a retryable fa
                       registry=REGISTRY)
 API_GAVE_UP = Counter("connect_api_gave_up", "Calls that failed after their last attempt", ["system"],
                       registry=REGISTRY)
+# APIs throttled by query cost (a bucket of points refilling at a rate: the shop's GraphQL API)
+API_THROTTLED = Counter("connect_api_throttled", "Answers refused as throttled (the cost bucket was empty)",
+                        ["system"], registry=REGISTRY)
+API_THROTTLE_WAIT = Counter("connect_api_throttle_wait_seconds",
+                            "Seconds a client waited for the API's cost bucket to refill", ["system"],
+                            registry=REGISTRY)
+API_COST = Counter("connect_api_cost_points", "Query cost the API charged, in its points", ["system"],
+                   registry=REGISTRY)
+API_COST_AVAILABLE = Gauge("connect_api_cost_available", "Points in the API's cost bucket, as it last reported",
+                           ["system"], registry=REGISTRY)
+API_COST_MAXIMUM = Gauge("connect_api_cost_maximum", "Size of the API's cost bucket, as it last reported",
+                         ["system"], registry=REGISTRY)
 TOKEN_REFRESHES = Counter("connect_token_refreshes", "OAuth access tokens refreshed", ["system"],
                           registry=REGISTRY)
 TOKEN_FAILURES = Counter("connect_token_failures", "OAuth token requests that failed", ["system"],
@@ -157,6 +170,14 @@ SOURCE_POSITION_AGE = Gauge(
 SOURCE_LAST_POLL = Gauge("connect_source_last_poll_timestamp_seconds",
                          "When the source last read its system successfully (epoch seconds)",
                          ["source", "stream"], registry=REGISTRY)
+WEBHOOK_DELIVERIES = Counter(
+    "connect_webhook_deliveries",
+    "Webhook deliveries a source's receiver answered, by outcome: accepted, ignored, duplicate, refused "
+    "(signature or headers), malformed (quarantined), too_large, unavailable (503: redelivered)",
+    ["source", "outcome"], registry=REGISTRY)
+WEBHOOK_MISSED = Counter("connect_webhook_missed_events",
+                         "Events reconciliation published that no webhook had brought (after its first pass)",
+                         ["source"], registry=REGISTRY)
 SOURCE_RETENTION = Gauge("connect_source_retention_seconds",
                          "How long the system keeps events a saved position can resume from",
                          ["source"], registry=REGISTRY)
@@ -370,7 +391,7 @@ def _observe_writes(engine: Any, system: str, sobject: str) -> None:
 
 
 def _client_objects(root: Any, depth: int = 3) -> Iterator[Any]:
-    """Budgets, token providers and retry stats reachable from ``root`` through attributes."""
+    """Budgets, token providers, retry and cost stats reachable from ``root`` through attributes."""
     seen: set[int] = set()
     todo = [(root, 0)]
     while todo:
@@ -378,7 +399,7 @@ def _client_objects(root: Any, depth: int = 3) -> Iterator[Any]:
         if obj is None or id(obj) in seen or isinstance(obj, (str, bytes, int, float, bool)):
             continue
         seen.add(id(obj))
-        if isinstance(obj, (ApiBudget, TokenProvider, RetryStats)):
+        if isinstance(obj, (ApiBudget, TokenProvider, RetryStats, CostStats)):
             yield obj
             continue
         if level < depth and hasattr(obj, "__dict__") and not isinstance(obj, type):
@@ -409,6 +430,9 @@ def watch_clients(system: str, root: Any) -> None:
         elif isinstance(obj, RetryStats):
             API_RETRIES.labels(owner)
             API_GAVE_UP.labels(owner)
+        elif isinstance(obj, CostStats):
+            for counter in (API_THROTTLED, API_THROTTLE_WAIT, API_COST):
+                counter.labels(owner)
         else:
             API_BUDGET_WAITS.labels(owner)
 
@@ -422,6 +446,8 @@ def _read_clients() -> None:
         elif isinstance(obj, RetryStats):
             _deltas.feed(API_RETRIES, (system,), (key, "retries"), obj.retries)
             _deltas.feed(API_GAVE_UP, (system,), (key, "gave_up"), obj.gave_up)
+        elif isinstance(obj, CostStats):
+            _read_cost(system, key, obj)
         else:
             _deltas.feed(API_BUDGET_WAITS, (system,), (key, "waits"), obj.waits)
             if obj.usage.limit and (system not in newest or obj.usage.seen_at > newest[system].usage.seen_at):
@@ -431,12 +457,21 @@ def _read_clients() -> None:
         API_LIMIT.labels(system).set(budget.usage.limit)
 
 
+def _read_cost(system: str, key: int, cost: CostStats) -> None:
+    _deltas.feed(API_THROTTLED, (system,), (key, "throttled"), cost.throttled)
+    _deltas.feed(API_THROTTLE_WAIT, (system,), (key, "waited"), cost.waited)
+    _deltas.feed(API_COST, (system,), (key, "points"), cost.points)
+    if cost.maximum:
+        API_COST_AVAILABLE.labels(system).set(cost.available or 0.0)
+        API_COST_MAXIMUM.labels(system).set(cost.maximum)
+
+
 def position_time(position: Mapping[str, Any]) -> float | None:
     """When the point a saved position resumes from was current, in epoch seconds.
 
     Salesforce: a replay id equal to the stream's latest was current when it was saved
     (``saved_at``); otherwise it is the last event's ``commit_timestamp``. Cursor sources (TIMS,
-    Pardot): their ``updated_at``.
+    Pardot): their ``updated_at``; the shop's reconciliation: the ``newest`` ``updated_at`` it read.
     """
     saved_at = position.get("saved_at")
     latest = position.get("latest_replay_id")
@@ -445,7 +480,7 @@ def position_time(position: Mapping[str, Any]) -> float | None:
     commit = position.get("commit_timestamp")
     if isinstance(commit, (int, float)) and commit > 0:
         return commit / 1000
-    updated = position.get("updated_at")
+    updated = position.get("updated_at") or position.get("newest")
     if isinstance(updated, str) and updated:
         try:
             return datetime.fromisoformat(updated.replace("Z", "+00:00")).timestamp()
@@ -457,12 +492,27 @@ def position_time(position: Mapping[str, Any]) -> float | None:
 def watch_source(source: Any) -> None:
     """A source process's counters: events published per entity (``Source.published_per_topic``),
     positions saved (``PositionStore.saved``: age and proof of a successful read), polls
-    (``Source.last_poll``), quarantined input, and the source's API clients."""
+    (``Source.last_poll``), quarantined input, the source's API clients, and its webhook
+    receiver's answers (``receiver.deliveries``) and what reconciliation found that webhooks
+    missed (``webhooks_missed``), when it has them."""
     system = bounded("source", source.system)
     if system == "salesforce":
         SOURCE_RETENTION.labels(system).set(SALESFORCE_RETENTION_SECONDS)
     QUARANTINED.labels(system)
     watch_clients(system, source)
+    receiver = getattr(source, "receiver", None)
+    deliveries = getattr(receiver, "deliveries", None)
+    if deliveries is not None:
+        for outcome in DELIVERY_OUTCOMES:
+            WEBHOOK_DELIVERIES.labels(system, outcome)
+        if hasattr(source, "webhooks_missed"):
+            WEBHOOK_MISSED.labels(system)
+
+    def read_webhooks() -> None:
+        for outcome, count in list(deliveries.items()):
+            _deltas.feed(WEBHOOK_DELIVERIES, (system, bounded("outcome", outcome)), (id(receiver), outcome), count)
+        if hasattr(source, "webhooks_missed"):
+            _deltas.feed(WEBHOOK_MISSED, (system,), (id(source), "webhooks_missed"), source.webhooks_missed)
 
     def read() -> None:
         now = time.time()
@@ -482,6 +532,8 @@ def watch_source(source: Any) -> None:
             SOURCE_LAST_POLL.labels(system, bounded("stream", stream)).set(at)
 
     _refreshers.append(read)
+    if deliveries is not None:
+        _refreshers.append(read_webhooks)
 
 
 # -- consumer lag -----------------------------------------------------------------------------------

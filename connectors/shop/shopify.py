@@ -20,7 +20,7 @@ import httpx
 from connectors.errors import FatalError, RetryableError
 from connectors.http_client import HttpClient
 from connectors.redact import redact_text
-from connectors.retry import RetryPolicy
+from connectors.retry import CostStats, RetryPolicy
 from connectors.shop.config import ShopConfig
 from connectors.shop.platform import Delivery, NotTheResource, Page, Platform, Refused
 from connectors.shop.records import ShopRecord, utc
@@ -196,8 +196,7 @@ class ShopifyClient(HttpClient):
         super().__init__(timeout=config.timeout, policy=policy, http=http)
         self.config = config
         self.throttle: dict[str, float] = {}
-        self.throttled = 0
-        self.waited = 0.0
+        self.cost = CostStats()
         self._last_requested = 0.0
         self._sleep = sleep
 
@@ -233,13 +232,22 @@ class ShopifyClient(HttpClient):
         cost = (body.get("extensions") or {}).get("cost") or {}
         self.throttle = dict(cost.get("throttleStatus") or self.throttle)
         self._last_requested = float(cost.get("requestedQueryCost") or self._last_requested)
+        self._count_cost(cost)
         codes = _codes(body)
         if "THROTTLED" in codes:
-            self.throttled += 1
-            raise RetryableError("shop GraphQL: throttled", code="THROTTLED", retry_after=self._refill_time())
+            refill = self._refill_time()
+            self.cost.throttled += 1
+            self.cost.waited += refill
+            raise RetryableError("shop GraphQL: throttled", code="THROTTLED", retry_after=refill)
         if "MAX_COST_EXCEEDED" in codes:
             raise CostTooHigh(f"shop GraphQL: {_messages(body)}", code="MAX_COST_EXCEEDED")
         return response
+
+    def _count_cost(self, cost: Mapping[str, Any]) -> None:
+        self.cost.points += float(cost.get("actualQueryCost") or 0)
+        if self.throttle:
+            self.cost.available = float(self.throttle.get("currentlyAvailable", 0))
+            self.cost.maximum = float(self.throttle.get("maximumAvailable", 0))
 
     def _refill_time(self, requested: float | None = None) -> float:
         status = self.throttle
@@ -253,7 +261,7 @@ class ShopifyClient(HttpClient):
         """Before a query like the last one, wait until the bucket (as last reported) holds it."""
         wait = self._refill_time() if self.throttle and self._last_requested else 0.0
         if wait > 0:
-            self.waited += wait
+            self.cost.waited += wait
             await self._sleep(min(wait, self.policy.max_delay))
 
 

@@ -94,5 +94,6 @@ class ShopWebhookReceiver(WebhookServer):
 
     def _answer(self, outcome: str, status: int, detail: str | None = None) -> web.Response:
         self.answers[outcome] += 1
+        self.count(status, outcome)
         body: dict[str, Any] = {"status": outcome} if status < 300 else {"error": outcome, "detail": detail}
         return web.json_response(body, status=status)

@@ -183,22 +183,25 @@ class WebhookReceiver(WebhookServer):
             reason = f"{exc.reason}: {exc.detail}"
             if not await self._handed_over(self._quarantine_once(body, lambda raw: self.on_malformed(reason, raw)),
                                            "quarantined"):
-                return _unavailable()
+                return self._unavailable()
             return self._refuse(request, exc.reason, exc.status, exc.detail)
         if not await self._handed_over(self.on_change(change), "published"):
-            return _unavailable()
+            return self._unavailable()
         self.accepted += 1
+        self.count(200, "accepted")
         return web.json_response({"status": "accepted"})
+
+    def _unavailable(self) -> web.Response:
+        self.count(503, "unavailable")
+        return web.json_response({"error": "unavailable", "detail": "the change could not be stored; retry"},
+                                 status=503)
 
     def _refuse(self, request: web.Request, reason: str, status: int, detail: str) -> web.Response:
         self.rejected[reason] += 1
+        self.count(status, reason)
         log.warning("TIMS webhook refused (%s) from %s, delivery %s", reason, request.remote,
                     request.headers.get("X-TIMS-Delivery-Id", "-")[:64])
         return web.json_response({"error": reason, "detail": detail}, status=status)
-
-
-def _unavailable() -> web.Response:
-    return web.json_response({"error": "unavailable", "detail": "the change could not be stored; retry"}, status=503)
 
 
 class TimsWebhookSource(TimsSource):

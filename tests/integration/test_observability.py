@@ -1,9 +1,10 @@
 """Every dashboard query and alert rule against a real Prometheus scraping a working pipeline.
 
-The pipeline: the sandbox (Salesforce, Pardot, TIMS) on a background loop, a `stream-app worker`
-with the customer sync and the Salesforce and TIMS sinks, and the three sources as their own
-processes, each serving /metrics on its own port. Prometheus (the Debian package; missing, the
-test fails) runs on loopback, scrapes all four every second and evaluates grafana/alerts.yml.
+The pipeline: the sandbox (Salesforce, Pardot, TIMS, the shop) on a background loop, a `stream-app
+worker` with the customer sync and the Salesforce, TIMS and shop sinks, and the four sources as
+their own processes (the shop's with its webhook receiver), each serving /metrics on its own port.
+Prometheus (the Debian package; missing, the test fails) runs on loopback, scrapes all five every
+second and evaluates grafana/alerts.yml.
 
 promtool must accept the rules file and every query (as recording rules). Then every
 expression of every dashboard (``$__rate_interval`` as ``1m``) must return data, and
@@ -31,6 +32,7 @@ import pytest
 import yaml
 
 from sandbox.run import Sandbox, start_sandbox
+from sandbox.shop import WebhookSettings
 from tests.support.kafka import produce_json
 from tests.support.promql import ALERTS, alert_queries, as_bool, dashboard_queries, instant, recording_rules_file
 from tests.support.sources import SourceProcess
@@ -38,8 +40,9 @@ from tests.support.worker import STREAM_APP, WorkerProcess, free_port
 
 pytestmark = pytest.mark.integration
 
-SINKS = "salesforce.Contact,salesforce.Account,tims.customer"
-SOURCES = ("salesforce", "tims", "pardot")
+SINKS = "salesforce.Contact,salesforce.Account,tims.customer,shop.fulfillment"
+SOURCES = ("salesforce", "tims", "pardot", "shop")
+SHOP_SECRET = "shpss_observability"
 
 
 class SandboxThread:
@@ -145,11 +148,21 @@ def _seed(sandbox: Sandbox) -> None:
                                        "Company": "Compiler Works", "pi__score__c": 240.0, "pi__grade__c": "A+"})
     sandbox.org.convert_lead(lead)
     sandbox.tims.upsert_customer(name="Ada Lovelace", email="ada@analytical.example", phone="+14155550100")
+    sandbox.shop.store.create_order(email="ada@analytical.example", line_items=[
+        {"sku": "AR-125", "title": "Argon 125", "quantity": 1, "price": "61.50"}])
 
 
-async def _drive(bootstrap: str, prefix: str) -> None:
+def _forge_shop_webhooks(sandbox: Sandbox, port: int) -> None:
+    """Deliveries signed with a secret the receiver does not have: refused, and counted."""
+    sandbox.shop.webhooks.configure(WebhookSettings(url=f"http://127.0.0.1:{port}/shop/webhook", secret="rotated",
+                                                    topics=["orders/create"], max_attempts=1))
+    sandbox.shop.store.create_order(email="grace@cobol.example", line_items=[
+        {"sku": "HE-80", "title": "Helium 80", "quantity": 2, "price": "45.00"}])
+
+
+async def _drive(bootstrap: str, prefix: str, shop_order: str) -> None:
     """What the sources cannot make happen on their own: a duplicate, a conflict, unreadable
-    input, a command the target refuses, and diagnostics pings."""
+    input, a command the target refuses, a shop order to fulfil, and diagnostics pings."""
     now = int(time.time() * 1000)
     contact = _event("obs-c1", "salesforce", "Contact", "003000000000OBSAAA", now, Email="obs@example.com",
                      FirstName="Obs", LastName="Erver", Phone="(415) 555-0100")
@@ -163,6 +176,10 @@ async def _drive(bootstrap: str, prefix: str) -> None:
                "record_key": "obs-refused", "source_commit_timestamp": now}
     await produce_json(bootstrap, f"{prefix}sink.salesforce.Contact", [
         ("salesforce:Contact:003000000000NOPAAA", refused), ("junk", "not a command")])
+    fulfil = {"system": "shop", "object": "fulfillment", "external_id_field": "order_id", "external_id": shop_order,
+              "fields": {"tracking_number": "1ZOBS"}, "version": 1, "record_key": "obs-fulfil",
+              "source_commit_timestamp": now}
+    await produce_json(bootstrap, f"{prefix}sink.shop.fulfillment", [(f"shop:fulfillment:{shop_order}", fulfil)])
     await produce_json(bootstrap, f"{prefix}diag.ping", [(f"k{i}", {"n": i}) for i in range(5)])
     # an invoice of no amount: the receivables flow's anomaly rules flag it
     await produce_json(bootstrap, f"{prefix}src.tims.invoice", [("INVOBS1", {
@@ -195,7 +212,9 @@ async def test_every_dashboard_and_alert_query_returns_data_from_a_live_promethe
     prometheus: PrometheusServer | None = None
     try:
         sandbox.do(_seed)
-        env = {**app_env, **sandbox.sandbox.worker_env()}
+        webhook_port = free_port()
+        env = {**app_env, **sandbox.sandbox.worker_env(), "CONNECT_SHOP_WEBHOOK_SECRET": SHOP_SECRET,
+               "CONNECT_SHOP_WEBHOOK_PORT": str(webhook_port), "CONNECT_SHOP_RECONCILE_INTERVAL": "2"}
         # the default flows and receivables (its anomaly rules feed a dashboard panel)
         flows = {"CONNECT_FLOWS": "customer_sync,products,orders,receivables"}
         with WorkerProcess({**env, **flows, "CONNECT_SINK_OBJECTS": SINKS}, tmp_path / "worker.log") as worker:
@@ -206,7 +225,9 @@ async def test_every_dashboard_and_alert_query_returns_data_from_a_live_promethe
                 "connect-source": [f"127.0.0.1:{source.port}" for source in sources],
             })
             prometheus.wait_until_all_up(1 + len(sources))
-            await _drive(bootstrap, prefix)
+            shop_order = sandbox.do(lambda s: s.shop.store.all("Order")[0]["id"])
+            await _drive(bootstrap, prefix, shop_order)
+            sandbox.do(lambda s: _forge_shop_webhooks(s, webhook_port))
             sandbox.do(lambda s: s.tims.upsert_customer(name="Alan Turing", email="alan@bombe.example"))
 
             remaining = queries
@@ -219,7 +240,7 @@ async def test_every_dashboard_and_alert_query_returns_data_from_a_live_promethe
             assert remaining == [], "no data for:\n" + "\n".join(f"  {w}: {e}" for w, e in remaining)
 
             targets = prometheus.api("targets")["activeTargets"]
-            assert sorted(t["health"] for t in targets) == ["up"] * 4, targets
+            assert sorted(t["health"] for t in targets) == ["up"] * 5, targets
             rules = [r for g in prometheus.api("rules")["groups"] for r in g["rules"]]
             assert len(rules) == len(alert_queries()) and {r["health"] for r in rules} == {"ok"}, rules
             provoked = {"ConnectDeadLettersGrowing", "ConnectQuarantineGrowing"}
@@ -238,7 +259,13 @@ async def test_every_dashboard_and_alert_query_returns_data_from_a_live_promethe
             assert value('sum(connect_sink_commands_total{system="salesforce", outcome="dead_lettered"})') >= 1
             assert value('sum(connect_sink_commands_total{outcome="written"})') >= 1
             assert value("sum(connect_sink_latency_seconds_count)") >= 1
-            assert value('count(count by (source) (connect_source_events_total > 0))') == 3
+            assert value('count(count by (source) (connect_source_events_total > 0))') == 4
+            assert value('sum(connect_webhook_deliveries_total{source="shop", outcome="refused"})') >= 1
+            assert value('sum(connect_sink_commands_total{system="shop", outcome="written"})') == 1
+            assert value('max(connect_api_cost_maximum{system="shop"})') > 0
+            assert value('sum(connect_api_cost_points_total{system="shop"})') > 0
+            assert sandbox.do(lambda s: [t["number"] for f in s.shop.store.get("Order", shop_order)["fulfillments"]
+                                         for t in f["trackingInfo"]]) == ["1ZOBS"]
             assert value('max(connect_source_retention_seconds{source="salesforce"})') == 72 * 3600
             assert value('max(connect_api_daily_limit{system="salesforce"})') > 0
             assert value(f'count(connect_consumer_lag{{topic="{prefix}diag.ping"}})') == 4

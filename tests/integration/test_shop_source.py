@@ -166,11 +166,11 @@ async def test_reconciliation_respects_the_throttle_and_a_restart_resumes(shop: 
                                                                          target: KafkaTarget) -> None:
     server, url = shop
     made = [new_order(server)["id"] for _ in range(12)]
-    server.bucket.configure(maximum=300, restore_rate=150, available=20)
+    server.bucket.configure(maximum=300, restore_rate=40, available=0)
     async with running(make_source(url, target, entities="order")) as first:
         values = await read_orders(target, 12)
     client = first.platform.client  # type: ignore[attr-defined]
-    assert client.throttled >= 1 and client.waited > 0, "the empty bucket was waited for"
+    assert client.cost.throttled >= 1 and client.cost.waited > 0, "the empty bucket was waited for"
     assert sorted(v["record_id"] for v in values) == sorted(made)
 
     store = PositionStore(target)

@@ -105,5 +105,5 @@ async def test_a_dry_bucket_is_waited_for(shop: tuple[ShopServer, ShopifyWriter]
               for n in range(30)]
     outcomes = await writer.write([fulfil(order, f"1Z{n}") for n, order in enumerate(orders)])
     assert all(o.ok for o in outcomes)
-    assert writer.client.throttled + writer.client.waited > 0
+    assert writer.client.cost.throttled + writer.client.cost.waited > 0
     assert all(server.store.get("Order", o["id"])["displayFulfillmentStatus"] == "FULFILLED" for o in orders)

@@ -15,8 +15,8 @@ from sandbox.run import Sandbox, start_sandbox
 from sandbox.demo import Processes
 from tests.support.worker import WorkerProcess, free_port
 
-__all__ = ["CLIENT", "SALESFORCE_WRITES", "FlowRig", "connector_writes", "flow_rig", "mapping_changed", "stage_counts",
-           "wait_until", "waiting_shows"]
+__all__ = ["CLIENT", "SALESFORCE_WRITES", "FlowRig", "connector_writes", "flow_rig", "mapping_changed", "settle",
+           "stage_counts", "wait_until", "waiting_shows"]
 
 CLIENT = "pardot-tims-connect"
 SALESFORCE_WRITES = {"create", "update", "upsert", "delete", "collections.create", "collections.update",
@@ -41,6 +41,20 @@ async def wait_until(what: str, check: Callable[[], bool], sources: Processes, w
         assert worker.proc is not None and worker.proc.poll() is None, worker.log_text()[-3000:]
         assert time.monotonic() < deadline, f"{what}: not after {timeout:.0f}s; now {state()}"
         await asyncio.sleep(0.25)
+
+
+async def settle(writes: Callable[[], tuple[int, ...]], still: float = 6.0,
+                 timeout: float = 90.0) -> tuple[bool, list[tuple[int, ...]]]:
+    """Wait until ``writes()`` (counts of the connector's writes) stands still for ``still``
+    seconds, or ``timeout``: whether it did, and what each window added."""
+    deadline, windows = time.monotonic() + timeout, []
+    while True:
+        before = writes()
+        await asyncio.sleep(still)
+        after = writes()
+        windows.append(tuple(a - b for a, b in zip(after, before)))
+        if after == before or time.monotonic() > deadline:
+            return after == before, windows
 
 
 @dataclass

@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from connectors.kafka_admin import KafkaAdmin, ensure_topics
 
-__all__ = ["produce_json", "read_json", "create_topics", "topic_sizes"]
+__all__ = ["produce_json", "read_json", "create_topics", "topic_sizes", "rejections"]
 
 
 async def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 4) -> None:
@@ -78,6 +78,19 @@ async def topic_sizes(bootstrap: str, topics: list[str]) -> dict[str, int]:
     for tp, end in ends.items():
         sizes[tp.topic] += end - starts[tp]
     return sizes
+
+
+async def rejections(bootstrap: str, topics: list[str]) -> tuple[dict[str, int], dict[str, int]]:
+    """Messages on each of ``topics`` (dead-letter and quarantine topics) that has any, and the
+    eight commonest reasons they give (for a failure message)."""
+    sizes = {topic: n for topic, n in (await topic_sizes(bootstrap, topics)).items() if n}
+    reasons: dict[str, int] = {}
+    for topic in sizes:
+        for value in await read_json(bootstrap, topic, until=lambda vs: True, timeout=10, quiet_after=1):
+            reason = str(value.get("reason") or value.get("error") or value)[:160] if isinstance(value, dict) \
+                else str(value)[:160]
+            reasons[reason] = reasons.get(reason, 0) + 1
+    return sizes, dict(sorted(reasons.items(), key=lambda kv: -kv[1])[:8])
 
 
 async def app_lag(bootstrap: str, group: str, prefix: str, topics: Iterable[str]) -> int:

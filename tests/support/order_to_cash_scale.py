@@ -33,8 +33,8 @@ from typing import Any, Awaitable, Callable
 
 from sandbox.demo import Processes
 from sandbox.run import Sandbox, start_sandbox
-from tests.support.flows import CLIENT, SALESFORCE_WRITES
-from tests.support.kafka import read_json, topic_sizes
+from tests.support.flows import CLIENT, SALESFORCE_WRITES, settle
+from tests.support.kafka import rejections, topic_sizes
 from tests.support.worker import WorkerProcess, free_port
 
 __all__ = ["ScalePlan", "run_order_to_cash_scale", "INVARIANTS", "balance_in_tims"]
@@ -269,38 +269,23 @@ async def run_order_to_cash_scale(env: dict[str, str], workdir: Path, plan: Scal
         if restart is not None:
             await restart
 
-        quiet_deadline, windows = time.monotonic() + 90, []
-        while True:
-            before = _writes(sandbox)
-            await asyncio.sleep(6)
-            after = _writes(sandbox)
-            windows.append((after[0] - before[0], after[1] - before[1]))
-            if after == before or time.monotonic() > quiet_deadline:
-                break
-        figures["quiet"] = after == before
+        figures["quiet"], windows = await settle(lambda: _writes(sandbox))
         figures["quiet_s"] = round(time.monotonic() - arrival, 1)
 
         tally = _tally(sandbox, won, customers)
         prefix = env["CONNECT_TOPIC_PREFIX"]
         bootstrap = env["KAFKA_BOOTSTRAP_SERVERS"]
-        rejected = await topic_sizes(bootstrap, [f"{prefix}{t}" for t in (
+        rejected, reasons = await rejections(bootstrap, [f"{prefix}{t}" for t in (
             "dlq.salesforce", "dlq.tims", "dlq.pardot", "quarantine.orders", "quarantine.receivables",
             "quarantine.sink")])
-        reasons: dict[str, int] = {}
-        if any(rejected.values()):  # say why, for the failure message
-            for topic in [t for t, n in rejected.items() if n]:
-                for value in await read_json(bootstrap, topic, until=lambda vs: True, timeout=10, quiet_after=1):
-                    reason = str(value.get("reason") or value.get("error") or value)[:160] if isinstance(value, dict) \
-                        else str(value)[:160]
-                    reasons[reason] = reasons.get(reason, 0) + 1
         source_events = sum((await topic_sizes(bootstrap, [f"{prefix}src.salesforce.{e}" for e in (
             "Opportunity", "OpportunityLineItem", "Account", "Product2")] + [f"{prefix}src.tims.{e}" for e in (
                 "customer", "sales_order", "invoice", "payment", "item")])).values())
         records = plan.opportunities * (1 + plan.lines) + plan.invoices + plan.payments
         calls = _salesforce_calls(sandbox)
         converged = figures["converged_s"]
-        return {**tally, "rejected": sum(rejected.values()), "rejected_by_topic": {k: v for k, v in rejected.items() if v},
-                "rejected_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])[:8]),
+        return {**tally, "rejected": sum(rejected.values()), "rejected_by_topic": rejected,
+                "rejected_reasons": reasons,
                 "tims_orders": len(sandbox.tims.all("sales_orders")), "won": len(won), "source_events": source_events,
                 "events_per_s": round(source_events / converged, 1) if converged else None,
                 "salesforce_calls": sum(calls.values()), "calls_by_kind": calls,

@@ -113,4 +113,4 @@ def test_dashboards_use_the_provisioned_datasource_and_unique_uids() -> None:
         for panel in dashboard["panels"]:
             if panel["type"] != "row":
                 assert panel["datasource"]["uid"] == uid, f"{path.name}: {panel['title']}"
-    assert len(uids) == len(set(uids)) == 5
+    assert len(uids) == len(set(uids)) == 6

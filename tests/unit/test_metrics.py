@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from connectors.budget import ApiBudget
-from connectors.retry import RetryStats
+from connectors.retry import CostStats, RetryStats
 from stream_app import metrics
 from stream_app.metrics_server import serve_source_metrics
 
@@ -86,6 +86,39 @@ def test_a_source_is_read_when_scraped() -> None:
     source.published_per_topic["src.pardot.prospect"] += 1
     metrics.refresh()
     assert sample("connect_source_events_total", source="pardot", entity="prospect") == 4
+
+
+def test_a_shop_source_reports_its_webhooks_reconciliation_and_cost_bucket() -> None:
+    """Read from what the shop source keeps anyway: the receiver's answers by class, what
+    reconciliation found that webhooks missed, the client's cost stats; the position's age from
+    the newest ``updated_at`` reconciliation read. Every series starts at 0."""
+    receiver = SimpleNamespace(deliveries=Counter())
+    cost = CostStats()
+    source = FakeSource(system="shop", client=SimpleNamespace(stats=RetryStats(), cost=cost))
+    source.receiver, source.webhooks_missed = receiver, 0  # type: ignore[attr-defined]
+    port = serve_source_metrics(source, 0)
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    for outcome in ("accepted", "refused", "duplicate", "malformed", "unavailable"):
+        assert f'connect_webhook_deliveries_total{{outcome="{outcome}",source="shop"}} 0.0' in text
+    assert 'connect_webhook_missed_events_total{source="shop"} 0.0' in text
+    assert 'connect_api_throttle_wait_seconds_total{system="shop"} 0.0' in text
+    assert "connect_api_cost_available{" not in text, "no bucket reported yet"
+
+    receiver.deliveries.update({"accepted": 5, "refused": 2})
+    source.webhooks_missed = 3  # type: ignore[attr-defined]
+    cost.throttled, cost.waited, cost.points, cost.available, cost.maximum = 2, 7.5, 480.0, 120.0, 1000.0
+    source.positions.saved["shop:order"] = (time.time(), {"since": None, "newest": "2026-01-01T00:00:00Z"})
+    metrics.refresh()
+    assert sample("connect_webhook_deliveries_total", source="shop", outcome="accepted") == 5
+    assert sample("connect_webhook_deliveries_total", source="shop", outcome="refused") == 2
+    assert sample("connect_webhook_missed_events_total", source="shop") == 3
+    assert (sample("connect_api_throttled_total", system="shop"), sample("connect_api_throttle_wait_seconds_total",
+                                                                         system="shop")) == (2, 7.5)
+    assert sample("connect_api_cost_points_total", system="shop") == 480
+    assert (sample("connect_api_cost_available", system="shop"), sample("connect_api_cost_maximum", system="shop")) == (
+        120, 1000)
+    age = sample("connect_source_position_age_seconds", source="shop", stream="order")
+    assert age is not None and age > 3600
 
 
 async def test_sink_stats_become_counters_and_confirmed_writes_latency() -> None:

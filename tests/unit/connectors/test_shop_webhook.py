@@ -67,3 +67,26 @@ async def test_a_failed_hand_over_is_a_503_and_the_redelivery_is_taken() -> None
         assert (await client.post("/shop/webhook", data=BODY, headers=HEADERS)).status == 503
         assert (await client.post("/shop/webhook", data=BODY, headers=HEADERS)).status == 200
     assert calls == 2 and hook.answers["accepted"] == 1
+
+
+async def test_every_answer_is_counted_in_its_delivery_class() -> None:
+    """The classes the metrics report (connect_webhook_deliveries_total): a forged signature is
+    refused, a redelivery a duplicate, an unread topic ignored, a broker failure unavailable."""
+    failing = True
+
+    async def publish(records: list[ShopRecord], delivery: Delivery) -> None:
+        if failing:
+            raise ConnectionError("broker gone")
+
+    hook = receiver(publish)
+    forged = {**HEADERS, "X-Shopify-Hmac-Sha256": sign("not the secret", BODY)}
+    unread = {**HEADERS, "X-Shopify-Topic": "app/uninstalled", "X-Shopify-Webhook-Id": "w-8"}
+    async with test_utils.TestClient(test_utils.TestServer(hook.app())) as client:
+        assert (await client.post("/shop/webhook", data=BODY, headers=forged)).status == 401
+        assert (await client.post("/shop/webhook", data=BODY, headers={"X-Shopify-Topic": "x"})).status == 401
+        assert (await client.post("/shop/webhook", data=BODY, headers=HEADERS)).status == 503
+        failing = False
+        for _ in range(3):
+            assert (await client.post("/shop/webhook", data=BODY, headers=HEADERS)).status == 200
+        assert (await client.post("/shop/webhook", data=BODY, headers=unread)).status == 200
+    assert dict(hook.deliveries) == {"refused": 2, "unavailable": 1, "accepted": 1, "duplicate": 2, "ignored": 1}
