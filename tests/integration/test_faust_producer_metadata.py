@@ -3,6 +3,8 @@ producer's metadata refreshes, so they name the app's topics instead of every to
 
 from __future__ import annotations
 
+import asyncio
+
 from pathlib import Path
 
 import pytest
@@ -25,7 +27,13 @@ async def test_declared_topics_are_tracked_after_their_creation(kafka_bootstrap:
         await app.producer.create_topic(first, 2, 1)
         await app.producer.create_topic(second, 1, 1)
         assert {first, second} <= set(client._topics)
-        assert client.cluster.partitions_for_topic(first) == {0, 1}
-        assert await kafka_admin.partitions(kafka_bootstrap, [first, second]) != []
+        # the refreshes that follow name the tracked topics and so learn the new one's partitions
+        # (a topic created a moment ago may not be in the broker's metadata at the first one)
+        deadline = asyncio.get_running_loop().time() + 15
+        while client.cluster.partitions_for_topic(first) != {0, 1}:
+            assert asyncio.get_running_loop().time() < deadline, "the declared topic's partitions never showed"
+            await client.force_metadata_update()
+            await asyncio.sleep(0.2)
+        assert len(await kafka_admin.partitions(kafka_bootstrap, [first, second])) == 3
     finally:
         await app.producer.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 
 import pytest
@@ -143,5 +144,10 @@ async def test_max_message_bytes_is_the_topics_own_or_the_brokers(kafka_bootstra
                                    NewTopic(default, 1, 1)])
     finally:
         await admin.close()
+    # a topic created a moment ago may not be in the broker's metadata yet (seen under load)
+    deadline = asyncio.get_running_loop().time() + 15
+    while len(await kafka_admin.partitions(kafka_bootstrap, [own, default])) < 2:
+        assert asyncio.get_running_loop().time() < deadline, "the created topics never appeared"
+        await asyncio.sleep(0.2)
     found = await kafka_admin.max_message_bytes(kafka_bootstrap, [own, default, unique("missing")])
     assert found[own] == 20_000 and found[default] >= 1_000_000 and len(found) == 2
