@@ -25,10 +25,11 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import httpx
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -66,30 +67,47 @@ def person(i: int) -> tuple[str, dict[str, Any], dict[str, str]]:
     return key, record, index
 
 
-async def produce(bootstrap: str, topic: str, records: Iterator[tuple[bytes, bytes]]) -> int:
+def worker_partition(key: str, partitions: int) -> int:
+    """The partition a worker keeps customer ``key``'s golden record on: the one the merge topic,
+    keyed by the customer key as text, gives it (Kafka's default partitioner)."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+async def produce(bootstrap: str, topic: str, records: Iterator[tuple[bytes, bytes]],
+                  partition_of: Callable[[bytes], int] | None = None,
+                  report: Callable[[str, int], None] | None = None) -> int:
+    """Send ``records`` (key, value) to ``topic``, to ``partition_of(key)`` when given (else the
+    default partitioner's); ``report(topic, sent so far)`` after each 20,000 acked."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=50, max_batch_size=1 << 20, acks=1)
     await producer.start()
     count, pending = 0, []
     try:
         for key, value in records:
-            pending.append(await producer.send(topic, value, key=key))
+            partition = None if partition_of is None else partition_of(key)
+            pending.append(await producer.send(topic, value, key=key, partition=partition))
             count += 1
             if len(pending) >= 20_000:
                 await asyncio.gather(*pending)
                 pending.clear()
+                if report is not None:
+                    report(topic, count)
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
     return count
 
 
-async def fill(bootstrap: str, prefix: str, group: str, letters: int, customers: int) -> dict[str, float]:
+async def fill(bootstrap: str, prefix: str, group: str, letters: int, customers: int, partitions: int = 4,
+               report: Callable[[str, int], None] | None = None) -> dict[str, float]:
+    """Dead letters, then the customers as the customer sync's workers write them: each golden
+    record on the ``customer_master`` changelog partition its worker keeps it on, and its
+    identity entries on the identity index's one partition."""
     master, identity = f"{group}-customer_master-changelog", f"{group}-customer_sync_identity-changelog"
-    await ensure_topics(bootstrap, [f"{prefix}dlq.salesforce"], partitions=4)
-    await ensure_topics(bootstrap, [master], partitions=4, compacted=True)
+    await ensure_topics(bootstrap, [f"{prefix}dlq.salesforce"], partitions=partitions)
+    await ensure_topics(bootstrap, [master], partitions=partitions, compacted=True)
     await ensure_topics(bootstrap, [identity], partitions=1, compacted=True)
     started = time.monotonic()
-    await produce(bootstrap, f"{prefix}dlq.salesforce", dead_letters(letters))
+    await produce(bootstrap, f"{prefix}dlq.salesforce", dead_letters(letters), report=report)
 
     def masters() -> Iterator[tuple[bytes, bytes]]:
         for i in range(customers):
@@ -101,8 +119,9 @@ async def fill(bootstrap: str, prefix: str, group: str, letters: int, customers:
             for entry, key in person(i)[2].items():
                 yield entry.encode(), key.encode()
 
-    await produce(bootstrap, master, masters())
-    await produce(bootstrap, identity, entries())
+    await produce(bootstrap, master, masters(), partition_of=lambda key: worker_partition(json.loads(key), partitions),
+                  report=report)
+    await produce(bootstrap, identity, entries(), report=report)
     return {"fill_seconds": round(time.monotonic() - started, 1)}
 
 
@@ -127,13 +146,13 @@ def timed(client: httpx.Client, path: str, expect: str) -> dict[str, float]:
     return {"first_ms": round(first, 1), "median_ms": round(statistics.median(draws), 1), "max_ms": round(max(draws), 1)}
 
 
-def rss_mb(pid: int) -> float | None:
-    """The resident memory of a process (Linux /proc), in MB."""
+def rss_mb(pid: int, field: str = "VmRSS") -> float | None:
+    """The resident memory of a process (Linux /proc), in MB; ``field="VmHWM"``: its peak so far."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return None
-    found = re.search(r"VmRSS:\s+(\d+) kB", status)
+    found = re.search(rf"{field}:\s+(\d+) kB", status)
     return round(int(found.group(1)) / 1024, 1) if found else None
 
 
