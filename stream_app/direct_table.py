@@ -260,18 +260,12 @@ class DirectTableStage(DirectStage):
     async def _one_batch(self, consumer: AIOKafkaConsumer) -> None:
         if self.gate is not None and not self.gate.is_set():
             await self.gate.wait()
-        # every partition held is recovered before records are taken, not at its first record:
-        # /readyz then says ready only once the rows are there (a partition nothing is sent to
-        # is recovered too), and a rolling restart waits for them
-        async with self.lock:
-            for partition in sorted(self.owned):
-                await self._recovered(partition)
         fetched = await consumer.getmany(timeout_ms=1000, max_records=self.batch_size)
         if not fetched:
             return
         async with self.lock:
             fetched = {tp: records for tp, records in fetched.items() if tp.partition in self.owned}
-            for tp in fetched:  # assigned meanwhile
+            for tp in fetched:
                 await self._recovered(tp.partition)
             batch = TableBatch(self.send)
             with collecting_sends() as sends:
