@@ -45,6 +45,9 @@ async def test_two_workers_restarted_one_after_the_other_under_load(app_env: dic
 
         return {0.2: stop("a"), 0.3: start("a"), 0.55: stop("b"), 0.65: start("b")}
 
+    # the test asserts a clean stop (exit 0); on a loaded CI machine one stop took longer than the
+    # 30 s default deadline and exited 75 (docs/adr/0024): the deadline is not what is tested here
+    app_env = {**app_env, "CONNECT_SHUTDOWN_GRACE": "120"}
     figures = await run_customer_scale(app_env, tmp_path, RUN, milestones)
     print(f"\nrolling restart: {sum(RUN.paths.values())} people over {figures['arrival']:.0f}s; "
           f"{figures['worker_events']}; longest pause in the writes {figures['longest_pause']:.1f}s; "
