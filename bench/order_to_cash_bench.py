@@ -92,14 +92,7 @@ async def _run_flow(flow: str, groups: dict[str, list[str]], links: dict[str, li
         return figures
     finally:
         worker.stop()
-        await _delete_run(run)
-
-
-async def _delete_run(run: str) -> None:
-    """The run's topics go (a broker that keeps every run's topics runs out of file handles)."""
-    names = [t for t in await kafka_admin.list_topics(tb.BOOTSTRAP) if t.startswith(f"bench-{run}")]
-    if names:
-        await kafka_admin.delete_topics(tb.BOOTSTRAP, names)
+        await tb.forget(run)
 
 
 async def orders(count: int, customers: int, workdir: Path) -> dict[str, Any]:
@@ -167,7 +160,7 @@ async def scale_calls(opportunities: int, workdir: Path) -> dict[str, Any]:
     try:
         return await run_order_to_cash_scale(env, workdir, plan)
     finally:
-        await _delete_run(run)
+        await tb.forget(run)
 
 
 def _per_s(value: float | None) -> str:

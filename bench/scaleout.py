@@ -39,14 +39,19 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from connectors import kafka_admin  # noqa: E402
 from tests.support.worker import WorkerProcess, free_port  # noqa: E402
 
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 PARTITIONS = 8
 
 
+_RUNS: list[str] = []  # each app's topics are deleted at the end
+
+
 def app_env(workdir: Path) -> dict[str, str]:
     run = uuid.uuid4().hex[:8]
+    _RUNS.append(run)
     return {"KAFKA_BOOTSTRAP_SERVERS": BOOTSTRAP, "CONNECT_APP_ID": f"bench-scale-{run}",
             "CONNECT_TOPIC_PREFIX": f"bs{run}.", "CONNECT_TOPIC_PARTITIONS": str(PARTITIONS),
             "CONNECT_BROKER_SESSION_TIMEOUT": "10", "CONNECT_BROKER_HEARTBEAT_INTERVAL": "1",
@@ -219,11 +224,17 @@ async def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="scaleout-"))  # kept: the workers' logs are there
     print(f"worker logs and state: {workdir}", flush=True)
     figures["throughput"] = []
-    for count in (int(n) for n in args.workers.split(",")):
-        result = await throughput(count, args.pings, workdir)
-        print(f"{count} worker(s): {result['pings_per_s']} pings/s", flush=True)
-        figures["throughput"].append(result)
-    figures["rebalance"] = await rebalances(args.rate, workdir)
+    try:
+        for count in (int(n) for n in args.workers.split(",")):
+            result = await throughput(count, args.pings, workdir)
+            print(f"{count} worker(s): {result['pings_per_s']} pings/s", flush=True)
+            figures["throughput"].append(result)
+        figures["rebalance"] = await rebalances(args.rate, workdir)
+    finally:
+        names = [t for t in await kafka_admin.list_topics(BOOTSTRAP)
+                 if any(t.startswith((f"bs{run}.", f"bench-scale-{run}-")) for run in _RUNS)]
+        if names:
+            await kafka_admin.delete_topics(BOOTSTRAP, names)
     print(f"join: {figures['rebalance']['join']}, leave: {figures['rebalance']['leave']}", flush=True)
     figures["load_average_at_end"] = round(os.getloadavg()[0], 1)  # the CPUs may be shared: read with it
     print(json.dumps(figures))

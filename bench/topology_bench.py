@@ -153,6 +153,7 @@ async def baseline(events: int) -> float:
     finally:
         await consumer.stop()
         await producer.stop()
+        await forget(run)
 
 
 async def caught_up(group: str, prefix: str, timeout: float) -> None:
@@ -180,6 +181,15 @@ async def caught_up(group: str, prefix: str, timeout: float) -> None:
     finally:
         await ends.stop()
         await admin.close()
+
+
+async def forget(run: str) -> None:
+    """Delete the run's topics (its prefix, its group's changelogs): a broker kept across many
+    runs otherwise collects thousands of partitions and takes minutes to start."""
+    names = [t for t in await kafka_admin.list_topics(BOOTSTRAP)
+             if t.startswith(f"bench-{run}.") or t.startswith(f"bench-{run}-")]
+    if names:
+        await kafka_admin.delete_topics(BOOTSTRAP, names)
 
 
 async def produced(run: str) -> int:
@@ -287,6 +297,7 @@ async def topology(events: int, rate: float, seconds: float, workdir: Path) -> d
         return figures
     finally:
         worker.stop()
+        await forget(run)
 
 
 async def paced_latencies(prefix: str, paced: list[tuple[bytes, bytes]], seen: int, rate: float) -> list[float]:
@@ -374,6 +385,7 @@ async def salesforce_calls(records: int, workdir: Path) -> tuple[dict[str, int],
         if worker is not None:
             await asyncio.to_thread(worker.stop)
         await sandbox.stop()
+        await forget(run)
 
 
 async def main() -> None:

@@ -33,6 +33,10 @@ SCALA_VERSION = "2.13"
 #: Kafka 4.x logs through log4j2 but ships no slf4j binding in kafka_2.13's dependencies.
 _LOG4J_VERSION = "2.24.3"
 
+# ``up`` waits this long past its timeout for a broker that is alive and still writing its log
+# (reading its partitions), and gives up when the log stays still for LOADING_QUIET seconds.
+LOADING_LIMIT = 600.0
+LOADING_QUIET = 30.0
 _DEFAULT_HOME = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pardot-tims-connect"
 
 
@@ -212,7 +216,7 @@ class LocalKafka:
     def up(self, timeout: float = 90.0, echo=print) -> BrokerStatus:
         """Start the broker unless it already runs; return its status once it answers."""
         current = self.status()
-        if current.running and wait_for_broker(self.bootstrap, timeout=timeout):
+        if current.running and self._wait_answering(current.pid, timeout, echo):
             echo(f"already running: {current.describe()}")
             return current
         self._require_java()
@@ -225,7 +229,7 @@ class LocalKafka:
         self.fetch(echo=echo)
         self._format()
         self._start()
-        if not wait_for_broker(self.bootstrap, timeout=timeout):
+        if not self._wait_answering(self._live_pid(), timeout, echo):
             tail = self._log_tail()
             self.down(echo=lambda *_: None)
             raise LocalKafkaError(
@@ -235,6 +239,35 @@ class LocalKafka:
         status = self.status()
         echo(f"started: {status.describe()}")
         return status
+
+    def _wait_answering(self, pid: int | None, timeout: float, echo=print) -> bool:
+        """Wait for the broker to answer. Past ``timeout`` keep waiting while it is alive and still
+        writing its log: a broker with thousands of partitions reads them all before it answers
+        (one kept across many test runs took over 90 s). Give up when it dies, when its log stays
+        still for ``LOADING_QUIET`` seconds, or ``LOADING_LIMIT`` seconds past the timeout."""
+        if wait_for_broker(self.bootstrap, timeout=timeout):
+            return True
+        limit = time.monotonic() + LOADING_LIMIT
+        while pid is not None and self._alive(pid) and time.monotonic() < limit:
+            quiet = time.time() - self._log_written()
+            if quiet > LOADING_QUIET:
+                return False
+            echo(f"the broker is still starting (reading {self._partitions_on_disk()} partitions; "
+                 f"`stream-app kafka reset` deletes them if they are only test data) ...")
+            if wait_for_broker(self.bootstrap, timeout=15.0):
+                return True
+        return False
+
+    def _log_written(self) -> float:
+        """When the broker last wrote its log (0 if it has none)."""
+        try:
+            return max(p.stat().st_mtime for p in (self.log_file, self.state_dir / "stdout.log") if p.exists())
+        except ValueError:
+            return 0.0
+
+    def _partitions_on_disk(self) -> int:
+        data = self.state_dir / "data"
+        return sum(1 for p in data.iterdir() if p.is_dir() and "-" in p.name) if data.is_dir() else 0
 
     def down(self, grace: float = 30.0, echo=print) -> None:
         pid = self._live_pid()

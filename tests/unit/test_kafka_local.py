@@ -79,3 +79,57 @@ def test_the_cluster_id_is_the_first_draw_that_does_not_start_with_a_dash(draws:
     source = iter(draws)
     cluster_id = _cluster_id(lambda: next(source))
     assert cluster_id == expected and _is_valid_cluster_id(cluster_id)
+
+
+def _sleeping_process():  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+
+def test_a_broker_still_reading_its_partitions_is_waited_for(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import stream_app.kafka_local as kafka_local
+
+    broker = LocalKafka(home=tmp_path, port=19092)
+    broker.state_dir.mkdir(parents=True)
+    (broker.state_dir / "data" / "orders-0").mkdir(parents=True)
+    answers = iter([False, False, True])
+
+    def wait_for_broker(bootstrap: str, timeout: float) -> bool:
+        broker.log_file.write_text("Creating new partition ...\n")  # the broker is busy loading
+        return next(answers)
+
+    monkeypatch.setattr(kafka_local, "wait_for_broker", wait_for_broker)
+    said: list[str] = []
+    process = _sleeping_process()
+    try:
+        assert broker._wait_answering(process.pid, timeout=1, echo=said.append)
+    finally:
+        process.kill()
+        process.wait()
+    assert len(said) == 2 and "reading 1 partitions" in said[0] and "kafka reset" in said[0]
+
+
+def test_a_broker_whose_log_stays_still_or_that_died_is_given_up(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    import os
+
+    import stream_app.kafka_local as kafka_local
+
+    broker = LocalKafka(home=tmp_path, port=19092)
+    broker.state_dir.mkdir(parents=True)
+    broker.log_file.write_text("started\n")
+    os.utime(broker.log_file, (1, 1))  # written long ago
+    calls: list[float] = []
+    monkeypatch.setattr(kafka_local, "wait_for_broker", lambda bootstrap, timeout: calls.append(timeout) or False)
+    process = _sleeping_process()
+    try:
+        assert not broker._wait_answering(process.pid, timeout=1, echo=lambda *_: None)
+    finally:
+        process.kill()
+        process.wait()
+    assert calls == [1]
+    broker.log_file.write_text("still writing\n")
+    assert not broker._wait_answering(process.pid, timeout=1, echo=lambda *_: None)  # dead: not waited on
+    assert calls == [1, 1]
