@@ -109,11 +109,15 @@ class DirectStage:
         #: batches whose offsets were committed (read by tests and the stats page)
         self.batches = 0
         #: ``starting`` (waiting for what ``before`` waits for), ``consuming``, or ``restarting``
-        #: after its consumer failed (``/readyz`` reports it)
+        #: after its consumer failed (``/readyz`` reports it); a direct table stage also says
+        #: ``joining`` until its group gave it partitions and ``recovering`` while it reads them
         self.state = "starting"
         #: where the Faust group stood on a partition this group had never committed: records
         #: before it were handled already, and are skipped (a fetch may have started earlier)
         self.floors: dict[TopicPartition, int] = {}
+
+    #: the state once the consumer has subscribed
+    subscribed_state = "consuming"
 
     async def run(self) -> None:
         """Take batches until the worker stops; a consumer that fails is started again."""
@@ -125,7 +129,7 @@ class DirectStage:
             try:
                 await consumer.start()
                 consumer.subscribe(self.topics, listener=self.listener(consumer))
-                self.state = "consuming"
+                self.state = self.subscribed_state
                 log.info("direct stage %s.%s: consuming %s as group %s", self.flow, self.stage,
                          ", ".join(self.topics), self.group)
                 while True:

@@ -12,10 +12,10 @@ itself, the way Faust does, in bulk:
   ``<app id>-<table>-changelog``, with Faust's key and value encoding (JSON), so what reads
   changelogs (rebuild, privacy export, the console) reads it unchanged, and a deployment whose
   Faust agent kept the table goes on from the same records.
-- **Recovery.** Before the stage handles a record of a partition it newly holds, it reads that
-  partition's changelog from the offset its local store kept (from the start when it kept none,
-  or when the topic no longer matches it) to the end. The stage reports ``recovering`` meanwhile
-  (``/readyz``).
+- **Recovery.** Before the stage takes records again after it was given partitions, it reads
+  each new partition's changelog from the offset its local store kept (from the start when it
+  kept none, or when the topic no longer matches it) to the end. The stage reports
+  ``recovering`` meanwhile, so ``/readyz`` waits for the rows.
 - **A batch** (:class:`TableBatch`, the same ``BatchLike`` a Faust stage's handler gets): each row
   is read once, changed in a working copy by the batch's events in offset order; the batch's
   sends are awaited, then each changed row is written once to the changelog, and once those are
@@ -36,7 +36,7 @@ import asyncio
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
@@ -101,34 +101,37 @@ class DirectTable:
                         path, type(exc).__name__, exc)
             return MemoryEntries()
 
-    async def recover(self, partition: int) -> int:
-        """Open the partition's store and read its changelog up to the end; returns the records read."""
+    async def recover(self, partition: int, kafka: kafka_admin.KafkaAdmin | None = None) -> int:
+        """Open the partition's store and read its changelog up to the end; returns the records read.
+        ``kafka``: an admin client to use (else one is opened for this partition)."""
+        if kafka is None:
+            async with kafka_admin.KafkaAdmin(self.app.settings.kafka_bootstrap_servers) as kafka:
+                return await self.recover(partition, kafka)
         store = self._stores.get(partition) or self._standby.pop(partition, None) or self._open(partition)
         tp = TopicPartition(self.changelog, partition)
         read = 0
-        async with kafka_admin.KafkaAdmin(self.app.settings.kafka_bootstrap_servers) as kafka:
-            start = (await kafka.beginning_offsets([self.changelog])).get(tp, 0)
-            end = (await kafka.end_offsets([self.changelog])).get(tp, 0)
-            kept = store.next_offset()
-            if kept is not None and not start <= kept <= end:
-                log.warning("%s[%d]: the local store read up to offset %d, outside the changelog (%d..%d); "
-                            "reading it again from the start", self.name, partition, kept, start, end)
-                store.clear()
-                kept = None
-            since = start if kept is None else kept
-            if since < end:
-                log.info("%s[%d]: recovering %d changelog records (offsets %d..%d)", self.name, partition,
-                         end - since, since, end)
-                pending: list[tuple[bytes | None, bytes | None]] = []
-                async for record in kafka.read_to_end([self.changelog], since={tp: since}, only=[tp]):
-                    pending.append((record.key, record.value))
-                    read += 1
-                    if len(pending) >= 10_000:
-                        store.apply(pending, record.offset + 1)
-                        pending = []
-                    if read % PROGRESS_EVERY == 0:
-                        log.info("%s[%d]: %d of about %d records recovered", self.name, partition, read, end - since)
-                store.apply(pending, end)
+        start = (await kafka.beginning_offsets([self.changelog])).get(tp, 0)
+        end = (await kafka.end_offsets([self.changelog])).get(tp, 0)
+        kept = store.next_offset()
+        if kept is not None and not start <= kept <= end:
+            log.warning("%s[%d]: the local store read up to offset %d, outside the changelog (%d..%d); "
+                        "reading it again from the start", self.name, partition, kept, start, end)
+            store.clear()
+            kept = None
+        since = start if kept is None else kept
+        if since < end:
+            log.info("%s[%d]: recovering %d changelog records (offsets %d..%d)", self.name, partition,
+                     end - since, since, end)
+            pending: list[tuple[bytes | None, bytes | None]] = []
+            async for record in kafka.read_to_end([self.changelog], since={tp: since}, only=[tp]):
+                pending.append((record.key, record.value))
+                read += 1
+                if len(pending) >= 10_000:
+                    store.apply(pending, record.offset + 1)
+                    pending = []
+                if read % PROGRESS_EVERY == 0:
+                    log.info("%s[%d]: %d of about %d records recovered", self.name, partition, read, end - since)
+            store.apply(pending, end)
         self._stores[partition] = store
         self.recovered[partition] = read
         log.info("%s[%d]: ready, %d rows (%d changelog records read)", self.name, partition, len(store), read)
@@ -231,7 +234,7 @@ BatchHandle = Callable[[TableBatch, DirectEvent], Awaitable[None]]
 
 class DirectTableStage(DirectStage):
     """A keyed stage over its own tables: batches as :class:`TableBatch`, partitions recovered
-    before their first record is handled, revocation after the batch in flight."""
+    as soon as they are given (before records are taken), revocation after the batch in flight."""
 
     def __init__(self, app: "ConnectApp", flow: str, stage: str, topics: list[str], handle: BatchHandle,
                  tables: list[DirectTable], send: Send,
@@ -260,13 +263,16 @@ class DirectTableStage(DirectStage):
     async def _one_batch(self, consumer: AIOKafkaConsumer) -> None:
         if self.gate is not None and not self.gate.is_set():
             await self.gate.wait()
+        # every partition held is recovered before records are taken, not at its first record:
+        # `/readyz` says ready only once the rows are there, so a rolling restart waits for them
+        async with self.lock:
+            await self._recovered(sorted(self.owned))
         fetched = await consumer.getmany(timeout_ms=1000, max_records=self.batch_size)
         if not fetched:
             return
         async with self.lock:
             fetched = {tp: records for tp, records in fetched.items() if tp.partition in self.owned}
-            for tp in fetched:
-                await self._recovered(tp.partition)
+            await self._recovered([tp.partition for tp in fetched])  # assigned during that fetch
             batch = TableBatch(self.send)
             with collecting_sends() as sends:
                 for event in self.events(fetched):
@@ -279,14 +285,25 @@ class DirectTableStage(DirectStage):
                 return
             await self.commit(consumer, fetched)
 
-    async def _recovered(self, partition: int) -> None:
-        missing = [table for table in self.tables if not table.holds(partition)]
-        if not missing:
-            return
-        self.state = "recovering"
-        for table in missing:
-            await table.recover(partition)
-        self.state = "consuming"
+    #: until the group gives the stage its partitions (none is an answer too)
+    subscribed_state = "joining"
+
+    def missing(self, partitions: Iterable[int]) -> list[tuple[DirectTable, int]]:
+        """The (table, partition) pairs of ``partitions`` not recovered yet."""
+        return [(table, partition) for partition in partitions for table in self.tables if not table.holds(partition)]
+
+    async def _recovered(self, partitions: list[int]) -> None:
+        """Recover what the stage's tables lack of ``partitions``, over one admin client; the
+        stage reports ``recovering`` meanwhile."""
+        missing = self.missing(partitions)
+        if missing:
+            self.state = "recovering"
+            async with kafka_admin.KafkaAdmin(self.app.settings.kafka_bootstrap_servers,
+                                              client_id=f"{self.group}.recovery") as kafka:
+                for table, partition in missing:
+                    await table.recover(partition, kafka)
+        if self.state in ("joining", "recovering") and not self.missing(self.owned):
+            self.state = "consuming"
 
     async def run(self) -> None:
         settings = self.app.settings
@@ -365,3 +382,6 @@ class _Keep(ConsumerRebalanceListener):
             self.stage.owned.add(tp.partition)
             if tp in floors and await self.consumer.committed(tp) is None:
                 self.consumer.seek(tp, floors[tp])
+        # told at once (the stage reads the rows before its next fetch): `/readyz` must not say
+        # ready in between
+        self.stage.state = "recovering" if self.stage.missing(self.stage.owned) else "consuming"
