@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["sanitize", "clean_text"]
+__all__ = ["sanitize", "clean_text", "is_clean"]
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
@@ -29,9 +29,40 @@ def clean_text(text: str) -> str:
     return _CONTROL.sub("", _SURROGATE.sub("\ufffd", text))
 
 
+def _clean_str(text: str) -> bool:
+    # isprintable() is a C loop that is False for every character _ANY matches (and for a few
+    # more, as tab or a no-break space, which the regex then clears)
+    return text.isprintable() or _ANY.search(text) is None
+
+
+def is_clean(value: Any, depth: int = 0) -> bool:
+    """Whether :func:`sanitize` would leave ``value`` as it is: no copies and no paths (the
+    common case, on every event)."""
+    if isinstance(value, str):
+        return _clean_str(value)
+    if depth >= MAX_DEPTH:
+        return True
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and not _clean_str(key):
+                return False
+            if not (_clean_str(item) if isinstance(item, str) else is_clean(item, depth + 1)):
+                return False
+        return True
+    if isinstance(value, list):
+        for item in value:
+            if not is_clean(item, depth + 1):
+                return False
+    return True
+
+
 def sanitize(value: Any, path: str = "", changed: list[str] | None = None, depth: int = 0) -> tuple[Any, list[str]]:
-    """``value`` with every string cleaned (keys too), and the paths that changed."""
-    changed = [] if changed is None else changed
+    """``value`` with every string cleaned (keys too), and the paths that changed (``value``
+    itself, not a copy, when nothing needs cleaning)."""
+    if changed is None:
+        if is_clean(value, depth):
+            return value, []
+        changed = []
     if isinstance(value, str):
         cleaned = clean_text(value)
         if cleaned != value:

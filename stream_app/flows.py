@@ -42,7 +42,7 @@ _QUARANTINED_HERE: contextvars.ContextVar[int] = contextvars.ContextVar("quarant
 
 
 #: where the message the current task handles came from (quarantine entries name it)
-_ORIGIN: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("message_origin", default=None)
+_ORIGIN: contextvars.ContextVar[tuple[str, Any] | None] = contextvars.ContextVar("message_origin", default=None)
 
 
 def origin_of(stage: str, event: Any) -> dict[str, Any] | None:
@@ -139,7 +139,8 @@ class FlowRuntime:
         self.counters["quarantined"] += 1
         _QUARANTINED_HERE.set(_QUARANTINED_HERE.get() + 1)
         metrics.observe_quarantined(self.flow.name)
-        origin = _ORIGIN.get()
+        taken = _ORIGIN.get()  # (stage, message): made into a dict only here, for the rare entry
+        origin = origin_of(*taken) if taken is not None else None
 
         def entry(keep: int) -> dict[str, Any]:
             made = {"flow": self.flow.name, "reason": reason[:2000], "raw": bounded(raw, keep)}
@@ -226,7 +227,7 @@ class FlowRuntime:
                 await gate.wait()
             taken.inc()
             before = _QUARANTINED_HERE.get()
-            token = _ORIGIN.set(origin_of(stage, args[-1]) if args else None)
+            token = _ORIGIN.set((stage, args[-1]) if args else None)
             try:
                 await handle(*args)
             finally:

@@ -75,6 +75,10 @@ class MemoryEntries:
     def __len__(self) -> int:
         return len(self._values)
 
+    def any(self) -> bool:
+        """Whether there may be an entry (False only when surely none)."""
+        return bool(self._values)
+
     def close(self) -> None:
         pass
 
@@ -90,6 +94,11 @@ class DiskEntries:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = self._open()
+        #: False only while the store surely holds no entry (deletes do not make it False again)
+        self._any = self._scan_any()
+
+    def _scan_any(self) -> bool:
+        return any(key != _OFFSET_KEY for key in self._db.keys())
 
     def _open(self) -> Any:
         from rocksdict import Options, Rdict  # only workers with the RocksDB store need it
@@ -102,6 +111,7 @@ class DiskEntries:
 
     def put(self, key: str, value: str) -> None:
         self._db[key.encode()] = value.encode()
+        self._any = True
 
     def apply(self, records: list[tuple[bytes | None, bytes | None]], next_offset: int) -> None:
         """The records and the offset after them, in one write."""
@@ -115,6 +125,7 @@ class DiskEntries:
                 batch.delete(key)
             else:
                 batch.put(key, value)
+                self._any = True
         batch.put(_OFFSET_KEY, str(next_offset).encode())
         self._db.write(batch)
 
@@ -126,9 +137,14 @@ class DiskEntries:
         self._db.close()
         shutil.rmtree(self.path, ignore_errors=True)
         self._db = self._open()
+        self._any = False
 
     def __len__(self) -> int:
         return sum(1 for key in self._db.keys() if key != _OFFSET_KEY)
+
+    def any(self) -> bool:
+        """Whether there may be an entry (False only when surely none)."""
+        return self._any
 
     def close(self) -> None:
         self._db.close()
@@ -174,6 +190,11 @@ class ReplicatedMap:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def any(self) -> bool:
+        """Whether the map may hold an entry: False only when it surely holds none (a cheap
+        test before lookups that nearly always miss, as the list of people erased)."""
+        return self._entries.any()
 
     def entry(self, key: str, value: str) -> tuple[Any, str, bytes]:
         """What to send to make ``key`` map to ``value`` everywhere: ``(topic, key, value)`` for a

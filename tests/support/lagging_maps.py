@@ -25,6 +25,9 @@ class MapCopy:
     def get(self, key: str) -> str | None:
         return self.values.get(key)
 
+    def any(self) -> bool:
+        return bool(self.values)
+
     def entry(self, key: str, value: str) -> tuple[Any, str, bytes]:
         self.values[key] = value
         return SimpleNamespace(name=self.name), key, value.encode()

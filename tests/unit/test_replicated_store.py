@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from aiokafka import TopicPartition
 
 from stream_app.replicated import DiskEntries, MemoryEntries, ReplicatedMap
@@ -51,3 +52,20 @@ def test_a_restarted_reader_goes_on_after_what_it_kept_unless_the_topic_changed(
     assert reader(store)._since({TP: 0}, {TP: 4}) == {TP: 0}
     assert store.next_offset() is None and store.get("k") is None
     store.close()
+
+
+@pytest.mark.parametrize("kind", ["memory", "disk"])
+def test_any_is_false_only_while_surely_empty(kind: str, tmp_path: Path) -> None:
+    entries = MemoryEntries() if kind == "memory" else DiskEntries(tmp_path / "store")
+    assert not entries.any()
+    entries.apply([(b"email:abc", None)], 1)  # a delete of nothing adds nothing
+    assert not entries.any()
+    entries.apply([(b"key:c1", b"e1")], 2)
+    assert entries.any()
+    entries.close()
+    if kind == "disk":  # opened again: found on disk
+        again = DiskEntries(tmp_path / "store")
+        assert again.any()
+        again.clear()
+        assert not again.any()
+        again.close()

@@ -149,6 +149,8 @@ class CustomerSync:
     def _erased(self, refs: list[str], email: str | None, key: str | None = None) -> bool:
         """Whether the event belongs to an erased person (counted, never kept or forwarded): a
         late event or a replay must not bring them back."""
+        if not self.erased.any():  # nobody erased yet: no lookups, no email hash
+            return False
         if ((key is not None and self.erased.get(f"key:{key}") is not None)
                 or any(self.erased.get(f"ref:{ref}") is not None for ref in refs)
                 or (email is not None and self.erased.get(erased_email(email)) is not None)):

@@ -34,3 +34,14 @@ def test_an_event_records_what_was_made_safe_and_encodes_everywhere() -> None:
 def test_whatever_comes_in_can_be_encoded_as_utf8_json_afterwards(value: object) -> None:
     cleaned, _ = sanitize(value)
     orjson.dumps(cleaned)
+
+
+@given(st.recursive(st.text(), lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+                    max_leaves=10))
+def test_the_quick_check_agrees_with_a_full_pass(value: object) -> None:
+    from connectors.sanitize import is_clean
+
+    cleaned, changed = sanitize(value)
+    assert is_clean(value) == (not changed)
+    if not changed:
+        assert cleaned is value  # nothing copied

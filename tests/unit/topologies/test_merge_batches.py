@@ -60,6 +60,9 @@ class Index:
     def get(self, key: str) -> str | None:
         return self.values.get(key)
 
+    def any(self) -> bool:
+        return bool(self.values)
+
     def entry(self, key: str, value: str) -> tuple[Any, str, bytes]:
         self.values[key] = value
         return self.topic, key, value.encode()
