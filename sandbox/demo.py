@@ -13,7 +13,8 @@ order-to-cash flows.
    Opportunity with both becomes one TIMS sales order; TIMS ships and invoices it (the status,
    ship date and tracking reach the Opportunity); the customer pays part, and the open balance
    reaches the Account and the Pardot prospect.
-5. The web shop: a TIMS price reaches the shop's variant and a TIMS price change follows; a web
+5. The web shop: a TIMS price reaches the shop's variant and a TIMS price change follows, as
+   does TIMS's stock at its main warehouse; a web
    order becomes one TIMS sales order and, once TIMS ships it, the shop order is fulfilled with
    the tracking number; an abandoned cart reaches the Pardot prospect and the nurture list, and
    the order the nurture email brings back clears both.
@@ -40,6 +41,7 @@ import httpx
 
 from connectors import registry
 from sandbox.run import DEFAULT_PORTS, Sandbox, port_is_free, start_sandbox
+from sandbox.shop.store import LOCATION
 
 __all__ = ["run_demo", "DemoError", "PEOPLE"]
 
@@ -314,7 +316,7 @@ async def _play_order_to_cash(sandbox: Sandbox, person: Person, processes: Proce
 async def _play_shop(sandbox: Sandbox, person: Person, processes: Processes, say: Callable[[str], None],
                      timeout: float, nurture_list: int) -> bool:
     shop, tims, pardot = sandbox.shop.store, sandbox.tims, sandbox.pardot
-    say("flow 5: the web shop: prices from TIMS, a web order to TIMS and back, an abandoned cart recovered")
+    say("flow 5: the web shop: prices and stock from TIMS, a web order to TIMS and back, an abandoned cart recovered")
     item = tims.find("items", sku="AR-40")[0]
     product = shop.create_product(title="Argon 40 cf", variants=[{"sku": "AR-40", "price": "40.00", "available": 20}])
 
@@ -326,6 +328,11 @@ async def _play_shop(sandbox: Sandbox, person: Person, processes: Processes, say
     tims.update("items", item["item_id"], {"unit_price": 44.0})
     say("  TIMS: AR-40 now costs 44.00")
     ok &= await _wait_for("the TIMS price change shows in the shop", lambda: price() == "44.00", processes, timeout, say)
+    tims.create("stock_levels", {"item_id": item["item_id"], "location_id": "MAIN", "on_hand": 35, "allocated": 0})
+    say("  TIMS: 35 × AR-40 in stock at MAIN")
+    stock = (product["variants"][0]["inventoryItem"]["id"], LOCATION)
+    ok &= await _wait_for("TIMS's stock at MAIN shows in the shop's main warehouse",
+                          lambda: shop.inventory.get(stock) == 35, processes, timeout, say)
     buyer = shop.create_customer(email=person.email, first_name=person.first, last_name=person.last)
     lines = [{"sku": "AR-40", "title": "Argon 40 cf", "quantity": 2, "price": "44.00"}]
     web = shop.create_order(email=person.email, customer_id=buyer["id"], line_items=lines)
@@ -451,7 +458,7 @@ async def run_demo(once: bool, say: Callable[[str], None] = print, timeout: floa
            "CONNECT_SINK_OBJECTS": "salesforce.Contact,salesforce.Account,tims.customer,salesforce.Task,"
                                    "salesforce.Campaign,salesforce.CampaignMember,pardot.list,pardot.list_membership,"
                                    "salesforce.Product2,salesforce.PricebookEntry,salesforce.Opportunity,tims.item,"
-                                   "tims.sales_order,pardot.prospect,shop.fulfillment,shop.variant",
+                                   "tims.sales_order,pardot.prospect,shop.fulfillment,shop.variant,shop.inventory",
            "CONNECT_FLOWS": "customer_sync,products,orders,receivables,activities,lists,web_orders,abandoned_carts,"
                             "shop_catalog",
            "CONNECT_MAPPINGS_DIR": str(_products_mapping(logs, sandbox.org.standard_pricebook_id)),

@@ -30,7 +30,8 @@ CATALOGUE = ROOT / "quality" / "suggest" / "data" / "catalogue.json"
 _PARDOT_OBJECTS = {"prospects": "prospect", "lists": "list", "list-memberships": "list_membership",
                    "visitor-activities": "visitor_activity"}
 _TIMS_SCHEMAS = {"customer": "CustomerFields", "sales_order": "SalesOrderFields", "invoice": "InvoiceFields",
-                 "payment": "PaymentFields", "item": "ItemFields", "segment": "SegmentFields"}
+                 "payment": "PaymentFields", "item": "ItemFields", "segment": "SegmentFields",
+                 "stock_level": "StockLevelFields"}
 _NUMBERS = {"credit_limit", "total_revenue", "score"}
 
 

@@ -14,6 +14,10 @@ record (one ``partition_key``) run in their batch order. Commands:
 - ``list`` keyed by ``name`` (Pardot's internal list name, unique in a business unit): update the
   list with that name, else create it; ``target_id`` the list id (a list v5 cannot look up by
   any other key; the lists flow names the lists it publishes, docs/adr/0026).
+- ``custom_redirect`` keyed by ``name``: update the custom redirect with that name, else create
+  it (``campaignId`` and ``destinationUrl`` are required then); ``target_id`` its id. v5 filters
+  custom redirects by id and dates only, so the writer reads their names (one call per 1,000) and
+  matches here; the shop catalogue flow names the redirects it publishes (docs/adr/0039).
 
 Fields go out as given: a None is JSON null, which clears the field in v5.
 
@@ -98,6 +102,7 @@ class PardotWriter(Writer):
             ("prospect", "upsert", "email"): self._upsert_by_email,
             ("prospect", "delete", "id"): self._delete_prospect,
             ("list", "upsert", "name"): self._upsert_list,
+            ("custom_redirect", "upsert", "name"): self._upsert_redirect,
         }
         if command.object == "list_membership":
             return self._add_membership if command.operation == "upsert" else self._remove_membership
@@ -122,15 +127,23 @@ class PardotWriter(Writer):
         return WriteOutcome(command, ok=True, target_id=str(prospect_id), created=False)
 
     async def _upsert_list(self, command: SinkCommand) -> WriteOutcome:
+        return await self._upsert_by_name(command, "lists", {"name": command.external_id})
+
+    async def _upsert_redirect(self, command: SinkCommand) -> WriteOutcome:
+        return await self._upsert_by_name(command, "custom-redirects", {"orderBy": "id"}, limit=1000)
+
+    async def _upsert_by_name(self, command: SinkCommand, collection: str, params: dict[str, Any],
+                              limit: int = 200) -> WriteOutcome:
+        """Update the object of ``collection`` named ``command.external_id``, else create it."""
         values = {k: v for k, v in command.fields.items() if k != "name"}
         found: list[dict[str, Any]] = []
-        async for page in self.client.query("lists", ("id", "name"), {"name": command.external_id}):
+        async for page in self.client.query(collection, ("id", "name"), params, limit=limit):
             found.extend(row for row in page if row.get("name") == command.external_id)
         if found:
             if values:
-                await self.client.update("lists", int(found[0]["id"]), values)
+                await self.client.update(collection, int(found[0]["id"]), values)
             return WriteOutcome(command, ok=True, target_id=str(found[0]["id"]), created=False)
-        created = await self.client.create("lists", {"name": command.external_id, **values}, fields=("id",))
+        created = await self.client.create(collection, {"name": command.external_id, **values}, fields=("id",))
         return WriteOutcome(command, ok=True, target_id=str(created["id"]), created=True)
 
     async def _add_membership(self, command: SinkCommand) -> WriteOutcome:

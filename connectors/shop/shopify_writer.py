@@ -13,9 +13,12 @@ Three objects, each batched as far as the platform's API allows:
     ``productVariantsBulkUpdate`` takes many variants of one product: the batch is grouped by
     product, one aliased mutation per product, all in one document.
 
-``inventory`` (key ``inventory_item_id``; fields ``location_id``, ``quantity``)
+``inventory`` (key ``level``, ``<inventory item id>@<location id>``; or key ``inventory_item_id``
+with ``location_id`` in the fields; field ``quantity``)
     One ``inventorySetQuantities`` (name ``available``) for the whole batch. The sender owns
-    stock (TIMS), so the compare quantity is not used (``ignoreCompareQuantity``).
+    stock (TIMS), so the compare quantity is not used (``ignoreCompareQuantity``). A sender
+    that writes one item at several locations keys by the level: the sink framework folds the
+    commands of one key, and one item's levels are several records (docs/adr/0039).
 
 Throttling is the client's (connectors/shop/shopify.py): it waits for the cost bucket before a
 document it cannot pay and retries ``THROTTLED`` after the refill time. ``userErrors`` become
@@ -37,8 +40,8 @@ from connectors.sink import WriteOutcome, Writer
 __all__ = ["ShopifyWriter", "OBJECTS"]
 
 log = logging.getLogger(__name__)
-#: object → the key field its commands carry
-OBJECTS = {"fulfillment": "order_id", "variant": "id", "inventory": "inventory_item_id"}
+#: object → the key fields its commands may carry
+OBJECTS = {"fulfillment": ("order_id",), "variant": ("id",), "inventory": ("level", "inventory_item_id")}
 #: orders (or products) per document: a document's requested cost must stay below the bucket
 #: (10 points per mutation, about 10 per order read)
 PER_DOCUMENT = 25
@@ -87,10 +90,10 @@ class ShopifyWriter(Writer):
         outcomes: dict[int, WriteOutcome] = {}
         groups: dict[str, list[int]] = {}
         for index, command in enumerate(commands):
-            wanted = OBJECTS.get(command.object)
-            if wanted is None or command.operation != "upsert" or command.external_id_field != wanted:
-                outcomes[index] = _failed(command, "unsupported", f"the shop writes {', '.join(OBJECTS)} "
-                                          f"by {'/'.join(OBJECTS.values())} (upsert only)")
+            wanted = OBJECTS.get(command.object, ())
+            if command.operation != "upsert" or command.external_id_field not in wanted:
+                keys = "; ".join(f"{name} by {'/'.join(fields)}" for name, fields in OBJECTS.items())
+                outcomes[index] = _failed(command, "unsupported", f"the shop writes {keys} (upsert only)")
             else:
                 groups.setdefault(command.object, []).append(index)
         for name, indexes in groups.items():
@@ -153,11 +156,12 @@ class ShopifyWriter(Writer):
         outcomes: dict[int, WriteOutcome] = {}
         rows: list[tuple[int, dict[str, Any]]] = []
         for n, command in enumerate(commands):
-            location, quantity = command.fields.get("location_id"), command.fields.get("quantity")
-            if not location or type(quantity) is not int:
-                outcomes[n] = _failed(command, "invalid", "an inventory write needs location_id and a whole quantity")
+            (item, location), quantity = _level(command), command.fields.get("quantity")
+            if not item or not location or type(quantity) is not int:
+                outcomes[n] = _failed(command, "invalid", "an inventory write needs a level (an inventory level id, "
+                                                          "or an inventory item and location_id) and a whole quantity")
             else:
-                rows.append((n, {"inventoryItemId": command.external_id, "locationId": location, "quantity": quantity}))
+                rows.append((n, {"inventoryItemId": item, "locationId": location, "quantity": quantity}))
         latest = {(r["inventoryItemId"], r["locationId"]): r for _, r in rows}  # the last command per level wins
         if latest:
             given = {"name": "available", "reason": "correction", "ignoreCompareQuantity": True,
@@ -168,6 +172,14 @@ class ShopifyWriter(Writer):
             for n, _ in rows:
                 outcomes[n] = _outcome(commands[n], done.get("s"), lambda _: commands[n].external_id)
         return [outcomes[n] for n in range(len(commands))]
+
+
+def _level(command: SinkCommand) -> tuple[str | None, str | None]:
+    """(inventory item, location) global ids of an inventory command."""
+    if command.external_id_field == "inventory_item_id":
+        return command.external_id, command.fields.get("location_id")
+    item, _, location = command.external_id.partition("@")
+    return item or None, location or None
 
 
 def _fulfilment_input(command: SinkCommand, open_ids: list[str]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ RESOURCES: dict[str, Resource] = {r.entity: r for r in (
     Resource("payments", "payment", "payment_id"),
     Resource("items", "item", "item_id"),
     Resource("segments", "segment", "segment_id"),
+    Resource("stock_levels", "stock_level", "stock_level_id"),
 )}
 
 

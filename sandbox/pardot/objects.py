@@ -149,6 +149,16 @@ _ACTIVITY = (
     _f("createdAt", "datetime", "f", "s"), _f("updatedAt", "datetime", "f", "s"),
 )
 
+#: v5's custom redirect: a tracked link to ``destinationUrl``; a click is a visitor activity of
+#: the prospect (type 21, custom URL click). Pardot assigns ``url`` (on the tracker domain).
+_REDIRECT = (
+    _f("id", "int", "f", "s"), _f("name", "str", "w"), _f("campaignId", "int", "w"),
+    _f("destinationUrl", "str", "w"), _f("folderId", "int", "w"), _f("trackerDomainId", "int", "w"),
+    _f("vanityUrlPath", "str", "w"),
+    *(_f(n, "str", "w") for n in ("gaSource", "gaMedium", "gaTerm", "gaContent", "gaCampaign")),
+    _f("url", "str"), _f("vanityUrl", "str"), _f("isDeleted", "bool"), *_AUDIT,
+)
+
 #: custom prospect fields (API name → type) the sandbox business unit has by default: the
 #: values Salesforce carries from TIMS, for nurture programs
 DEFAULT_CUSTOM_FIELDS: dict[str, str] = {
@@ -185,6 +195,8 @@ def build_specs(custom_fields: Mapping[str, str] | None = None) -> dict[str, Obj
         "lists": ObjectSpec("lists", {f.name: f for f in _LIST}, all_ops, ("name",)),
         "list-memberships": ObjectSpec("list-memberships", {f.name: f for f in _MEMBERSHIP}, all_ops,
                                        ("listId", "prospectId")),
+        "custom-redirects": ObjectSpec("custom-redirects", {f.name: f for f in _REDIRECT}, all_ops,
+                                       ("name", "campaignId", "destinationUrl")),
         "visitor-activities": ObjectSpec("visitor-activities", {f.name: f for f in _ACTIVITY},
                                          frozenset({"read", "query"}), soft_delete=False),
     }

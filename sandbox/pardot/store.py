@@ -8,6 +8,7 @@ rules. Timestamps have second precision, as Pardot's do, so several records ofte
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -33,7 +34,10 @@ FORM_HANDLER_ACTIVITY = (4, "Form Handler")
 
 Listener = Callable[[str, str, dict[str, Any]], None]  # (collection, "create"|"update"|"delete", record)
 _SYSTEM = {"id", "createdAt", "updatedAt", "createdById", "updatedById", "isDeleted"}
-_FIRST_IDS = {"prospects": 1001, "lists": 2001, "list-memberships": 3001, "visitor-activities": 4001}
+_FIRST_IDS = {"prospects": 1001, "lists": 2001, "list-memberships": 3001, "visitor-activities": 4001,
+              "custom-redirects": 5001}
+#: the business unit's tracker domain, which custom redirect URLs are on
+TRACKER_DOMAIN = "https://go.connect-sandbox.test"
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,8 @@ class PardotStore:
                    updatedById=user_id)
         if "isDeleted" in spec.fields:
             row["isDeleted"] = False
+        if collection == "custom-redirects":
+            row["url"] = f"{TRACKER_DOMAIN}/l/{row['id']}/{now:%Y-%m-%d}/cr{row['id']}"
         self._rows[collection][row["id"]] = row
         self._notify(collection, "create", row)
         return dict(row)
@@ -318,6 +324,10 @@ class PardotStore:
             clean[name] = _check_type(fspec.type, name, value)
         if "email" in clean and spec.collection == "prospects" and not valid_email(clean["email"]):
             raise PardotError(4, str(clean["email"]))
+        destination = clean.get("destinationUrl")
+        if spec.collection == "custom-redirects" and destination is not None \
+                and not re.match(r"^https?://[^/\s]+\.[^/\s]+(/\S*)?$", destination):
+            raise PardotError(154, "destinationUrl must be a fully qualified URL")
         return clean
 
     def _check_relations(self, collection: str, clean: Mapping[str, Any], own_id: int | None) -> None:

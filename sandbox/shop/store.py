@@ -17,11 +17,13 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Callable
 
-__all__ = ["ShopStore", "UnknownRecord", "KINDS", "gid", "numeric_id", "iso_utc"]
+__all__ = ["ShopStore", "UnknownRecord", "KINDS", "LOCATION", "LOCATIONS", "gid", "numeric_id", "iso_utc"]
 
 #: the GraphQL type of each kind of record the store keeps
 KINDS = ("Customer", "Product", "Order", "AbandonedCheckout")
 LOCATION = "gid://shopify/Location/1"
+#: the shop's locations (every item is stocked at each: the simulator has no ``inventoryActivate``)
+LOCATIONS = {LOCATION: "Main warehouse", "gid://shopify/Location/2": "East branch"}
 
 Listener = Callable[[str, dict[str, Any]], None]
 
@@ -167,6 +169,8 @@ class ShopStore:
         """``inventorySetQuantities`` (name ``available``) and stock taken by orders."""
         if not any(v["inventoryItem"]["id"] == item_id for p in self.all("Product") for v in p["variants"]):
             raise ValueError(f"no inventory item {item_id}")
+        if location_id not in LOCATIONS:
+            raise ValueError(f"The specified location could not be found: {location_id}")
         self.inventory[(item_id, location_id)] = quantity
         level = {"inventory_item_id": numeric_id(item_id), "location_id": numeric_id(location_id),
                  "available": quantity, "updated_at": self._rest_time(self._now()),

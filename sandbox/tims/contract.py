@@ -6,8 +6,9 @@ Only the JSON-Schema subset the document uses is interpreted: ``$ref``, ``allOf`
 ``nullable``, ``enum``, ``format`` (email, date, date-time), ``pattern``, ``minLength``,
 ``maxLength``, ``minimum``/``exclusiveMinimum`` (3.0 boolean form), ``maximum``, ``minItems``,
 ``maxItems``, ``items``, ``properties``, ``required``, ``additionalProperties: false`` and
-``readOnly``; plus our extensions ``x-tims-ref`` (the value is an id of that resource) and
-``x-tims-unique`` (no two records of the resource share the value).
+``readOnly``; plus our extensions ``x-tims-ref`` (the value is an id of that resource),
+``x-tims-unique`` (no two records of the resource share the value) and, on a schema,
+``x-tims-unique-together`` (no two records share that combination of values).
 """
 
 from __future__ import annotations
@@ -173,6 +174,10 @@ class Contract:
 
     def unique_fields(self, resource: str) -> list[str]:
         return [k for k, v in self.properties(resource).items() if v.get("x-tims-unique")]
+
+    def unique_together(self, resource: str) -> tuple[str, ...]:
+        """The fields whose combination no two records of ``resource`` may share (none: ())."""
+        return tuple(self.record_schema(resource).get("x-tims-unique-together", ()))
 
     # -- internals -----------------------------------------------------------------------
 

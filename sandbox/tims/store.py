@@ -415,6 +415,9 @@ class TimsStore:
         if resource == "payments":
             for invoice_id in {new.get("invoice_id"), (existing or {}).get("invoice_id")} - {None}:
                 self._refresh_invoice(invoice_id, modified_by, ts)
+        if resource == "items" and existing is not None and existing.get("sku") != new.get("sku"):
+            for level_id in [k for k, v in self._data["stock_levels"].items() if v.get("item_id") == record_id]:
+                self._refresh_derived("stock_levels", "stock_level_id", level_id, modified_by, ts)
         return WriteResult(_copy(new), created=existing is None, changed=True)
 
     def _check_shape(self, resource: str, candidate: dict[str, Any], erp_values: dict[str, Any]) -> None:
@@ -445,6 +448,13 @@ class TimsStore:
             errors.append(FieldError("duplicate_value",
                                      f"external_id {ext} already belongs to {self._by_external[resource][ext]}",
                                      "external_id"))
+        together = self.contract.unique_together(resource)
+        if together and all(candidate.get(name) is not None for name in together):
+            wanted = [candidate[name] for name in together]
+            for other_id, other in self._data[resource].items():
+                if other_id != own_id and [other.get(name) for name in together] == wanted:
+                    errors.append(FieldError("duplicate_value", f"{' and '.join(together)} already belong to {other_id}",
+                                             together[-1]))
         for name in self.contract.unique_fields(resource):
             value = candidate.get(name)
             if value is None:
@@ -485,19 +495,27 @@ class TimsStore:
                 record["status"] = "paid" if record["balance_due"] <= 0 else "open"
         elif resource == "customers":
             record.setdefault("total_revenue", 0.0)
+        elif resource == "stock_levels":
+            record["available"] = record["on_hand"] - record["allocated"]
+            record["sku"] = (self._data["items"].get(record["item_id"]) or {}).get("sku", "")
 
     def _refresh_invoice(self, invoice_id: str, modified_by: str, ts: datetime) -> None:
-        existing = self._data["invoices"].get(invoice_id)
+        self._refresh_derived("invoices", "invoice_id", invoice_id, modified_by, ts)
+
+    def _refresh_derived(self, resource: str, id_field: str, record_id: str, modified_by: str, ts: datetime) -> None:
+        """Recompute a record's derived fields after a record they depend on changed; a change
+        when they moved (an invoice's balance after a payment, a stock level's SKU)."""
+        existing = self._data[resource].get(record_id)
         if existing is None:
             return
         updated = {k: _copy(v) for k, v in existing.items() if k not in SYSTEM_FIELDS}
-        self._derive("invoices", updated)
+        self._derive(resource, updated)
         if updated == {k: v for k, v in existing.items() if k not in SYSTEM_FIELDS}:
             return
         updated.update(modified_by=modified_by, created_at=existing["created_at"], updated_at=format_ts(ts),
                        version=existing["version"] + 1)
-        self._store("invoices", "invoice_id", updated, existing)
-        self._record_change("invoices", "invoice_id", updated, "upsert", ts)
+        self._store(resource, id_field, updated, existing)
+        self._record_change(resource, id_field, updated, "upsert", ts)
 
     def _store(self, resource: str, id_field: str, new: dict[str, Any], existing: dict[str, Any] | None) -> None:
         record_id = new[id_field]

@@ -37,6 +37,7 @@ def test_demo_once_plays_both_flows(kafka_bootstrap: str, tmp_path: Path) -> Non
     assert "the Opportunity shows the order invoiced, with ship date and tracking" in out
     assert "(what TIMS's invoices add up to) on the Account and in Pardot" in out
     assert "the TIMS price change shows in the shop" in out
+    assert "TIMS's stock at MAIN shows in the shop's main warehouse" in out
     assert "one TIMS sales order for web order" in out
     assert "the shop order is fulfilled with TIMS's tracking number" in out
     assert "the abandoned cart on her Pardot prospect, and she is on the nurture list" in out

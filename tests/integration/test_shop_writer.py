@@ -107,3 +107,20 @@ async def test_a_dry_bucket_is_waited_for(shop: tuple[ShopServer, ShopifyWriter]
     assert all(o.ok for o in outcomes)
     assert writer.client.cost.throttled + writer.client.cost.waited > 0
     assert all(server.store.get("Order", o["id"])["displayFulfillmentStatus"] == "FULFILLED" for o in orders)
+
+
+async def test_stock_keyed_by_level_sets_one_item_at_several_locations(shop: tuple[ShopServer, ShopifyWriter]) -> None:
+    server, writer = shop
+    argon = server.store.create_product(title="Argon", variants=[{"sku": "AR-125", "price": "61.50"}])
+    item = argon["variants"][0]["inventoryItem"]["id"]
+    east = "gid://shopify/Location/2"
+    outcomes = await writer.write([command("inventory", "level", f"{item}@{LOCATION}", quantity=9),
+                                   command("inventory", "level", f"{item}@{east}", quantity=4),
+                                   command("inventory", "level", f"{item}@gid://shopify/Location/77", quantity=1),
+                                   command("inventory", "level", "no-location", quantity=1)])
+    # an unknown location refuses the whole call, as Shopify's userErrors do; a key without one is refused alone
+    assert [(o.ok, o.error_code) for o in outcomes] == [(False, "user_error")] * 3 + [(False, "invalid")]
+    ok = await writer.write([command("inventory", "level", f"{item}@{LOCATION}", quantity=9),
+                             command("inventory", "level", f"{item}@{east}", quantity=4)])
+    assert all(o.ok for o in ok)
+    assert (server.store.inventory[(item, LOCATION)], server.store.inventory[(item, east)]) == (9, 4)

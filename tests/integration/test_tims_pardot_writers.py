@@ -156,3 +156,24 @@ async def test_pardot_list_upsert_by_name_creates_once_then_updates(
     assert created.target_id == updated.target_id
     lists = [r for r in store.snapshot()["records"]["lists"] if r["name"] == "TIMS segment SEG000001"]
     assert len(lists) == 1 and lists[0]["title"] == "Monthly welding gas buyers"
+
+
+async def test_a_custom_redirect_is_upserted_by_its_name(pardot: tuple[PardotStore, Faults, PardotWriter]) -> None:
+    store, _, writer = pardot
+    store.create("custom-redirects", {"name": "Someone else's link", "campaignId": 1,
+                                      "destinationUrl": "https://example.com/"})
+
+    def publish(url: str, folder: int, version: int) -> SinkCommand:
+        return SinkCommand(system="pardot", object="custom_redirect", external_id_field="name",
+                           external_id="Shop product AR-125", version=version, record_key="sku:AR-125",
+                           fields={"destinationUrl": url, "campaignId": 7, "folderId": folder})
+
+    [created] = await writer.write([publish("https://shop.example.com/products/argon", 11, 1)])
+    [moved] = await writer.write([publish("https://shop.example.com/products/argon", 12, 2)])
+    [refused] = await writer.write([publish("not a url", 12, 3)])
+    assert (created.ok, created.created, moved.ok, moved.created) == (True, True, True, False)
+    assert created.target_id == moved.target_id and not refused.ok
+    [redirect] = [r for r in store.snapshot()["records"]["custom-redirects"] if r["name"] == "Shop product AR-125"]
+    assert (redirect["folderId"], redirect["destinationUrl"], redirect["campaignId"]) == (
+        12, "https://shop.example.com/products/argon", 7)
+    assert redirect["url"].startswith("https://go.connect-sandbox.test/l/")

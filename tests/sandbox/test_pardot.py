@@ -460,7 +460,25 @@ async def test_admin_state_lists_every_object(pardot: Pardot) -> None:
     prospect, _ = pardot.store.submit_form("s@example.com", {"firstName": "S"})
     pardot.store.add_to_list(pardot.store.create_list("L")["id"], prospect["id"])
     state = (await pardot.client.get("/__admin/state")).json()
-    assert state["counts"] == {"prospects": 1, "lists": 1, "list-memberships": 1, "visitor-activities": 1}
+    assert state["counts"] == {"prospects": 1, "lists": 1, "list-memberships": 1, "custom-redirects": 0,
+                               "visitor-activities": 1}
     assert state["records"]["prospects"][0]["email"] == "s@example.com"
     await pardot.client.post("/__admin/reset")
     assert pardot.store.snapshot()["counts"]["prospects"] == 0
+
+
+async def test_custom_redirects_need_a_name_campaign_and_full_url_and_get_a_tracked_url(pardot: Pardot) -> None:
+    base = "/api/v5/objects/custom-redirects"
+    missing = await pardot.client.post(base, params={"fields": "id"}, json={"name": "Argon", "destinationUrl":
+                                                                            "https://shop.example.com/products/argon"})
+    assert_error(missing, 400, 153)
+    relative = await pardot.client.post(base, params={"fields": "id"}, json={"name": "Argon", "campaignId": 7,
+                                                                             "destinationUrl": "/products/argon"})
+    assert_error(relative, 400, 154)
+    made = await pardot.client.post(base, params={"fields": "id,url,folderId"}, json={
+        "name": "Argon", "campaignId": 7, "destinationUrl": "https://shop.example.com/products/argon", "folderId": 11})
+    assert made.status_code == 201 and made.json()["url"].startswith("https://go.connect-sandbox.test/l/")
+    assert_error(await pardot.client.patch(f"{base}/{made.json()['id']}", params={"fields": "id"},
+                                           json={"url": "https://elsewhere.example.com/"}), 400, 180)
+    names = await pardot.client.get(base, params={"fields": "id,name", "orderBy": "id"})
+    assert [r["name"] for r in names.json()["values"]] == ["Argon"]

@@ -64,6 +64,7 @@ _SCHEMA_KEYWORDS = {
     "type", "properties", "required", "additionalProperties", "items", "nullable", "readOnly", "enum",
     "format", "pattern", "minLength", "maxLength", "minimum", "maximum", "exclusiveMinimum", "minItems",
     "maxItems", "default", "description", "example", "allOf", "$ref", "x-tims-ref", "x-tims-unique",
+    "x-tims-unique-together",
 }
 
 
@@ -109,7 +110,7 @@ def test_contract_is_openapi_yaml_whose_refs_resolve() -> None:
     webhook = doc["x-webhooks"]["change"]["post"]
     headers = {p["name"] for p in webhook["parameters"] if p["in"] == "header"}
     assert {"X-TIMS-Signature", "X-TIMS-Timestamp"} <= headers
-    for resource in ("customers", "sales_orders", "invoices", "payments", "items", "segments"):
+    for resource in ("customers", "sales_orders", "invoices", "payments", "items", "segments", "stock_levels"):
         assert f"/v1/{resource}/batch-upsert" in doc["paths"]
         batch = doc["paths"][f"/v1/{resource}/batch-upsert"]["post"]["requestBody"]["content"]["application/json"]
         assert batch["schema"]["properties"]["records"]["maxItems"] == 200
@@ -631,3 +632,24 @@ async def test_batch_records_that_are_not_objects_refuse_the_whole_batch(tims: T
     r = await tims.client.post("/v1/customers/batch-upsert", json={"records": [customer("003E1"), "nope"]})
     assert r.status_code == 400 and r.json()["error"]["details"] == {"records": [1]}
     assert tims.store.all("customers") == []
+
+
+async def test_stock_levels_per_item_and_location_carry_the_sku_and_what_is_available(tims: Tims) -> None:
+    item = tims.store.create("items", {"sku": "AR-125", "name": "Argon 125"})["item_id"]
+    made = await tims.client.post("/v1/stock_levels", json={"item_id": item, "location_id": "MAIN", "on_hand": 12,
+                                                            "allocated": 3, "available": 99, "sku": "FORGED"})
+    assert made.status_code == 201
+    level = made.json()
+    assert (level["stock_level_id"], level["sku"], level["available"], level["version"]) == ("STK000001", "AR-125", 9, 1)
+    again = await tims.client.post("/v1/stock_levels", json={"item_id": item, "location_id": "MAIN", "on_hand": 1})
+    assert again.status_code == 422
+    assert again.json()["error"]["details"]["errors"][0]["code"] == "duplicate_value"
+    assert (await tims.client.post("/v1/stock_levels", json={"item_id": item, "location_id": "EAST"})).status_code == 201
+    assert (await tims.client.post("/v1/stock_levels", json={"item_id": "IT999999", "location_id": "EAST"})).status_code == 422
+
+    tims.store.update("items", item, {"sku": "AR-125X"})  # the item's SKU changes: so do its levels
+    levels = (await tims.client.get("/v1/stock_levels")).json()["records"]
+    assert [(lv["sku"], lv["version"]) for lv in levels] == [("AR-125X", 2), ("AR-125X", 2)]
+    feed = (await tims.client.get("/v1/changes", params={"entity": "stock_level"})).json()["changes"]
+    assert [(c["id"], c["version"]) for c in feed] == [("STK000001", 1), ("STK000002", 1), ("STK000001", 2),
+                                                       ("STK000002", 2)]

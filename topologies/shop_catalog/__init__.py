@@ -1,5 +1,6 @@
-"""Shop catalogue: TIMS item prices reach the shop's variants with the same SKU; TIMS owns the
-price, the shop its titles and images (docs/adr/0035). Rules in ``mappings/shop_catalog.yaml``.
+"""Shop catalogue: TIMS item prices and stock levels reach the shop's variants with the same
+SKU; TIMS owns price and stock, the shop its titles and images (docs/adr/0035); promoted items
+reach Pardot as custom redirects (docs/adr/0039). Rules in ``mappings/shop_catalog.yaml``.
 """
 
 from topologies.flow import Flow
