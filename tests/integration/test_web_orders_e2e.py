@@ -46,6 +46,17 @@ def settings(tmp_path: Path, webhook_port: int) -> Any:
     return of
 
 
+def with_the_customer_master(tmp_path: Path) -> Any:
+    """The settings with the customer sync beside web orders, shop customers and orders polled."""
+    def of(sandbox: Sandbox) -> dict[str, str]:
+        env = {**settings(tmp_path, free_port())(sandbox), "CONNECT_FLOWS": "customer_sync,web_orders",
+               "CONNECT_SINK_OBJECTS": "tims.customer,tims.sales_order", "CONNECT_SHOP_ENTITIES": "order,customer",
+               "CONNECT_SHOP_RECONCILE_INTERVAL": "1"}
+        del env["CONNECT_SHOP_WEBHOOK_SECRET"]  # polling only: the reconciliation reads every second
+        return env
+    return of
+
+
 def sales_orders(sandbox: Sandbox, order: dict[str, Any]) -> list[dict[str, Any]]:
     return sandbox.tims.find("sales_orders", external_id=row_key(order["id"]))
 
@@ -132,14 +143,7 @@ async def test_shop_customers_join_the_customer_master(app_env: dict[str, str], 
     """Flow 4 with flow 1: a person only the shop knows becomes one TIMS customer (by the customer
     sync) and their web order goes to it; a shop customer TIMS already has by email is the same
     person, not a second customer."""
-    def of(sandbox: Sandbox) -> dict[str, str]:
-        env = {**settings(tmp_path, free_port())(sandbox), "CONNECT_FLOWS": "customer_sync,web_orders",
-               "CONNECT_SINK_OBJECTS": "tims.customer,tims.sales_order", "CONNECT_SHOP_ENTITIES": "order,customer",
-               "CONNECT_SHOP_RECONCILE_INTERVAL": "1"}
-        del env["CONNECT_SHOP_WEBHOOK_SECRET"]  # polling only: the reconciliation reads every second
-        return env
-
-    async with flow_rig(app_env, tmp_path, of, ("shop", "tims")) as rig:
+    async with flow_rig(app_env, tmp_path, with_the_customer_master(tmp_path), ("shop", "tims")) as rig:
         shop, tims = rig.sandbox.shop, rig.sandbox.tims
         tims.create("items", {"sku": "AR-125", "name": "Argon 125", "unit_price": 61.5})
         known = tims.create("customers", {"name": "Ada Lovelace", "email": "ada@example.com"})["customer_id"]
@@ -179,14 +183,7 @@ async def test_a_buyer_matched_under_another_email_gets_the_order_on_the_masters
     work emails (Salesforce owns them), so no email link could have released either order."""
     bootstrap, prefix = app_env["KAFKA_BOOTSTRAP_SERVERS"], app_env["CONNECT_TOPIC_PREFIX"]
 
-    def of(sandbox: Sandbox) -> dict[str, str]:
-        env = {**settings(tmp_path, free_port())(sandbox), "CONNECT_FLOWS": "customer_sync,web_orders",
-               "CONNECT_SINK_OBJECTS": "tims.customer,tims.sales_order", "CONNECT_SHOP_ENTITIES": "order,customer",
-               "CONNECT_SHOP_RECONCILE_INTERVAL": "1"}
-        del env["CONNECT_SHOP_WEBHOOK_SECRET"]  # polling only: the reconciliation reads every second
-        return env
-
-    async with flow_rig(app_env, tmp_path, of, ("shop", "tims")) as rig:
+    async with flow_rig(app_env, tmp_path, with_the_customer_master(tmp_path), ("shop", "tims")) as rig:
         shop, tims = rig.sandbox.shop, rig.sandbox.tims
         tims.create("items", {"sku": "AR-125", "name": "Argon 125", "unit_price": 61.5})
         await produce_json(bootstrap, f"{prefix}src.salesforce.Contact", [
