@@ -6,7 +6,10 @@ An order row (a JSON dict) holds ``key``, ``waiting`` (the references it waits f
 when), ``held``/``reported`` (why it is held, and the reason last quarantined), ``version`` (of
 its writes, for the sinks' version guard) and ``seen`` (the ids of its last events). The
 ``waiting`` stage parks an order under each reference it waits for and sends it a
-:class:`Recheck` when the reference is linked.
+:class:`Recheck` when the reference is linked. A flow whose orders wait for one of several
+references (a web order's buyer: its shop customer or its email) lets go of the others once one
+released the order (:class:`Unpark`), so nothing stays parked, and counted as waiting, for
+nothing.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ if TYPE_CHECKING:
     from topologies.flow import BatchLike, FlowContext
 
 __all__ = ["Decision", "Write", "seen", "hold", "conclude", "tims_progress", "now_ms", "OrderStages", "Recheck", "Park", "Linked", "Expire",
-           "MERGE", "WAITING"]
+           "Unpark", "MERGE", "WAITING"]
 
 
 class Recheck(StageMessage):
@@ -65,9 +68,17 @@ class Expire(StageMessage):
     kind: Literal["expire"]
 
 
+class Unpark(StageMessage):
+    """The order ``key`` waits no longer for the message key's reference, which is not linked:
+    another reference released it."""
+
+    kind: Literal["unpark"]
+    key: str = Field(min_length=1)
+
+
 #: what ``merge`` reads (keyed by the order) and what ``waiting`` reads (keyed by a reference)
 MERGE = TypeAdapter(Union[Recheck, EventMessage])
-WAITING = TypeAdapter(Union[Park, Linked, Expire])
+WAITING = TypeAdapter(Union[Park, Linked, Expire, Unpark])
 
 #: (system, object, external id field, external id, fields)
 Write = tuple[str, str, str, str, dict[str, Any]]
@@ -155,6 +166,9 @@ class OrderStages:
     merge: Any
     #: reference → the orders parked under it (a table keyed like the ``waiting`` topic)
     waiting: Any
+    #: an order released by one reference leaves the others it was parked under (:class:`Unpark`):
+    #: for flows whose orders wait for one reference *or* another
+    unpark_released = False
 
     def __init__(self, ctx: "FlowContext", table: Any, waiting_topic: Any, sink_topics: dict[str, Any]) -> None:
         self.ctx, self.table, self.waiting_topic, self.sink_topics = ctx, table, waiting_topic, sink_topics
@@ -226,6 +240,11 @@ class OrderStages:
             due, after = self.expire(entry)
             await self._recheck_all(due, final=True)
             waiting[ref] = after
+        elif isinstance(message, Unpark):
+            if message.key in entry["orders"]:
+                waiting[ref] = {**entry, "orders": {k: v for k, v in entry["orders"].items() if k != message.key},
+                                "expired": [k for k in entry["expired"] if k != message.key]}
+                self.count("unparked")
         elif self.linked_already(ref, entry):
             value = entry.get("value") or self.links.get(ref)
             await self.ctx.send(self.merge_topic, message.key,
@@ -271,7 +290,16 @@ class OrderStages:
         # After a recheck the order parks again under every reference it still waits for: the
         # waiting stage may have let go of it when it sent the recheck (parking twice is harmless).
         await self._publish(batch, key, row, decision, set() if isinstance(message, Recheck) else waited)
+        if self.unpark_released and (left := waited - set(decision.wait_for)):
+            await self._unpark(batch, key, left, links or self.links)
         batch.put(self.table, key, row, event)
+
+    async def _unpark(self, batch: "BatchLike", key: str, refs: set[str], links: Any) -> None:
+        """The order left ``refs`` without them being linked (another reference released it):
+        their parking goes, or it would count as waiting for ever."""
+        for ref in sorted(refs):
+            if links.get(ref) is None:
+                await batch.send(self.waiting_topic, ref, Unpark(kind="unpark", key=key).wire())
 
     async def _publish(self, batch: "BatchLike", key: str, row: dict[str, Any], decision: Decision,
                        waited: set[str]) -> None:

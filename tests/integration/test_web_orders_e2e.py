@@ -10,6 +10,9 @@ the shop and TIMS sources as processes, on the real broker (docs/adr/0035).
 - TIMS picks, ships (tracking) and invoices the first: the shop order is fulfilled once, with
   the tracking number. Then every sales order event is delivered again, newest first: still one
   fulfilment, still one sales order per shop order.
+- With the customer sync: a shop-only person becomes one TIMS customer and gets the order; a
+  shop customer whose email differs from TIMS's, joined by the matching rules, gets the order on
+  the master's TIMS customer, whether that customer exists already or is made after the order.
 """
 
 from __future__ import annotations
@@ -40,6 +43,17 @@ def settings(tmp_path: Path, webhook_port: int) -> Any:
                 "CONNECT_SHOP_RECONCILE_INTERVAL": "3", "CONNECT_SHOP_OVERLAP_SECONDS": "5",
                 **mapping_changed(tmp_path, "web_orders", DEFAULT_MAPPING_DIR, "web_orders.yaml",
                                   "unknown_sku_grace_seconds: 60", "unknown_sku_grace_seconds: 2")}
+    return of
+
+
+def with_the_customer_master(tmp_path: Path) -> Any:
+    """The settings with the customer sync beside web orders, shop customers and orders polled."""
+    def of(sandbox: Sandbox) -> dict[str, str]:
+        env = {**settings(tmp_path, free_port())(sandbox), "CONNECT_FLOWS": "customer_sync,web_orders",
+               "CONNECT_SINK_OBJECTS": "tims.customer,tims.sales_order", "CONNECT_SHOP_ENTITIES": "order,customer",
+               "CONNECT_SHOP_RECONCILE_INTERVAL": "1"}
+        del env["CONNECT_SHOP_WEBHOOK_SECRET"]  # polling only: the reconciliation reads every second
+        return env
     return of
 
 
@@ -129,14 +143,7 @@ async def test_shop_customers_join_the_customer_master(app_env: dict[str, str], 
     """Flow 4 with flow 1: a person only the shop knows becomes one TIMS customer (by the customer
     sync) and their web order goes to it; a shop customer TIMS already has by email is the same
     person, not a second customer."""
-    def of(sandbox: Sandbox) -> dict[str, str]:
-        env = {**settings(tmp_path, free_port())(sandbox), "CONNECT_FLOWS": "customer_sync,web_orders",
-               "CONNECT_SINK_OBJECTS": "tims.customer,tims.sales_order", "CONNECT_SHOP_ENTITIES": "order,customer",
-               "CONNECT_SHOP_RECONCILE_INTERVAL": "1"}
-        del env["CONNECT_SHOP_WEBHOOK_SECRET"]  # polling only: the reconciliation reads every second
-        return env
-
-    async with flow_rig(app_env, tmp_path, of, ("shop", "tims")) as rig:
+    async with flow_rig(app_env, tmp_path, with_the_customer_master(tmp_path), ("shop", "tims")) as rig:
         shop, tims = rig.sandbox.shop, rig.sandbox.tims
         tims.create("items", {"sku": "AR-125", "name": "Argon 125", "unit_price": 61.5})
         known = tims.create("customers", {"name": "Ada Lovelace", "email": "ada@example.com"})["customer_id"]
@@ -156,3 +163,56 @@ async def test_shop_customers_join_the_customer_master(app_env: dict[str, str], 
         await rig.until_quiet()
         assert sorted(c["email"] for c in tims.all("customers")) == ["ada@example.com", "grace@example.com"]
         assert [c["customer_id"] for c in tims.all("customers") if c["email"] == "ada@example.com"] == [known]
+
+
+def contact(record_id: str, email: str, first: str, last: str, phone: str) -> tuple[str, dict[str, Any]]:
+    """A Salesforce Contact event as the Salesforce source publishes it (Salesforce owns the email)."""
+    return record_id, {"event_id": f"sf-{record_id}", "source": "salesforce", "entity": "Contact",
+                       "record_id": record_id, "change_type": "CREATE", "commit_timestamp": int(time.time() * 1000),
+                       "full_state": True,
+                       "fields": {"Email": email, "FirstName": first, "LastName": last, "Phone": phone}}
+
+
+async def test_a_buyer_matched_under_another_email_gets_the_order_on_the_masters_tims_customer(
+        app_env: dict[str, str], tmp_path: Path) -> None:
+    """Issue #15 flow 1, "email first, then the matching rules": the shop customer's email is private,
+    TIMS and Salesforce hold the work email; the customer master's matching rules join them (names
+    and phone agree, docs/adr/0036), and the web order lands on that TIMS customer, once. Ada's
+    TIMS customer exists before she orders; Grace's does not: her order waits until the master
+    has made it (from her Contact, now joined by her shop customer). The emails in TIMS stay the
+    work emails (Salesforce owns them), so no email link could have released either order."""
+    bootstrap, prefix = app_env["KAFKA_BOOTSTRAP_SERVERS"], app_env["CONNECT_TOPIC_PREFIX"]
+
+    async with flow_rig(app_env, tmp_path, with_the_customer_master(tmp_path), ("shop", "tims")) as rig:
+        shop, tims = rig.sandbox.shop, rig.sandbox.tims
+        tims.create("items", {"sku": "AR-125", "name": "Argon 125", "unit_price": 61.5})
+        await produce_json(bootstrap, f"{prefix}src.salesforce.Contact", [
+            contact("003A", "ada@lovelace-welding.com", "Ada", "Lovelace", "+1 415-555-0100"),
+            contact("003B", "grace@navy.example", "Grace", "Hopper", "+1 212-555-0199")])
+        ada = tims.create("customers", {"name": "Ada Lovelace", "email": "ada@lovelace-welding.com",
+                                        "phone": "+1 415-555-0100"})["customer_id"]
+        await read_json(bootstrap, f"{prefix}customer_master.links", timeout=60, until=lambda vs: any(
+            v["links"].get("tims_customer") == ada for v in vs))  # Ada's Contact and TIMS customer are one
+
+        shoppers = [shop.store.create_customer(email=email, first_name=first, last_name=last, phone=phone)
+                    for email, first, last, phone in (("ada.private@example.com", "Ada", "Lovelace", "+1 415-555-0100"),
+                                                      ("gh1906@example.com", "Grace", "Hopper", "+1 212-555-0199"))]
+        orders = [shop.store.create_order(email=shopper["email"], customer_id=shopper["id"],
+                                          line_items=[{"sku": "AR-125", "quantity": 1, "price": "61.50"}])
+                  for shopper in shoppers]
+
+        def grace() -> list[dict[str, Any]]:
+            return tims.find("customers", external_id="003B")
+
+        await rig.until("Ada's order on her TIMS customer",
+                        lambda: [o["customer_id"] for o in sales_orders(rig.sandbox, orders[0])] == [ada],
+                        state=lambda: tims.all("sales_orders"))
+        await rig.until("Grace's TIMS customer made by the master, and her order on it", lambda: len(grace()) == 1 and [
+            o["customer_id"] for o in sales_orders(rig.sandbox, orders[1])] == [grace()[0]["customer_id"]],
+            state=lambda: (tims.all("customers"), tims.all("sales_orders")), timeout=90)
+        await rig.until_quiet()
+        assert len(tims.all("sales_orders")) == 2, "one TIMS sales order per shop order"
+        assert sorted((c["email"], c["customer_id"] == ada) for c in tims.all("customers")) == [
+            ("ada@lovelace-welding.com", True), ("grace@navy.example", False)], "one TIMS customer per person"
+        await waiting_shows(rig, "web_orders", "customer", 0.0)
+        await waiting_shows(rig, "web_orders", "email", 0.0)  # the private emails' parkings were let go

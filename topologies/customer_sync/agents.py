@@ -47,6 +47,7 @@ from pydantic import ValidationError
 
 from connectors.envelope import SourceEvent
 from quality.matching import default_model
+from topologies import customer_links
 from topologies.customer_sync.cleansing import Uncleanable
 from topologies.customer_sync.golden import Policy, apply_event, apply_tims_link, new_record
 from topologies.customer_sync.identity import crossrefs, normalize_email, source_ref
@@ -89,6 +90,7 @@ class CustomerSync:
         self.tims_links_topic = ctx.topic(*LINK_TOPICS)
         self.identify_topic, self.merge_topic, self.match_topic = (ctx.topic(name) for name in STAGE_TOPICS)
         self.conflicts_topic = ctx.topic("audit.conflicts")
+        self.links_topic = ctx.topic(customer_links.TOPIC)
         self.sink_topics = {target: ctx.topic(f"sink.{target}") for target in mappings.outbound}
         #: kept by the direct ``identify`` stage (docs/adr/0038): reference → customer key, and the
         #: events parked under a reference until it is linked
@@ -121,6 +123,14 @@ class CustomerSync:
         """The whole identity index and list of erased people read: ``ingest`` may decide."""
         await self.identity.ready()
         await self.erased.ready()
+
+    async def tell_links(self, batch: BatchLike, record: dict[str, Any]) -> None:
+        """Other flows learn a record's ids in each system when they change (a flow cannot read
+        this one's tables; ``topologies.customer_links``)."""
+        told = customer_links.links_to_tell(record)
+        if told is not None:
+            await batch.send(self.links_topic, told.customer_key, told.wire())
+            self.count("links_told")
 
     async def _send(self, topic: Any, key: str, value: Any) -> Any:
         return await self.ctx.send(topic, key, value)
@@ -332,6 +342,7 @@ class CustomerSync:
         await self.merges.profile(batch, key, record, outcome.changed, fresh)
         self.count("commands", len(outcome.commands))
         self.count("conflicts", len(outcome.conflicts))
+        await self.tell_links(batch, record)
         batch.put(self.customer_master, key, record, event)
 
 

@@ -277,6 +277,7 @@ class Merges:
         await self._repoint(batch, [*record["refs"], *([f"email:{email}"] if email else [])], message.into)
         await batch.send(self.flow.merge_topic, message.into, MergeAbsorbed(
             kind="absorbed", source=key, record=snapshot, merge_id=message.merge_id, by=message.by).wire())
+        await self.flow.tell_links(batch, record)
         batch.put(self.flow.customer_master, key, record, event)
 
     async def _absorbed(self, batch: BatchLike, event: EventT, key: str, record: dict[str, Any] | None,
@@ -294,6 +295,7 @@ class Merges:
         await self.profile(batch, key, record, report.fields)
         await self._audit(batch, report)
         self.flow.count("customers_merged")
+        await self.flow.tell_links(batch, record)
         batch.put(self.flow.customer_master, key, record, event)
 
     async def _unmerge(self, batch: BatchLike, event: EventT, key: str, record: dict[str, Any] | None,
@@ -312,6 +314,7 @@ class Merges:
             kind="restore", merge_id=message.merge_id, version=record["version"], by=message.by).wire())
         await self._audit(batch, report)
         self.flow.count("customers_unmerged")
+        await self.flow.tell_links(batch, record)
         batch.put(self.flow.customer_master, key, record, event)
 
     async def _restore(self, batch: BatchLike, event: EventT, key: str, record: dict[str, Any] | None,
@@ -320,6 +323,7 @@ class Merges:
             return
         outcome = restore(record, message.merge_id, message.version, self.flow.mappings)
         await self._publish(batch, key, outcome)
+        await self.flow.tell_links(batch, record)
         batch.put(self.flow.customer_master, key, record, event)
 
     async def _publish(self, batch: BatchLike, key: str, outcome: Outcome) -> None:

@@ -6,9 +6,12 @@ A row (a JSON dict in the ``web_orders`` table) is keyed by the order's TIMS ext
 ``/``), so a TIMS sales order event finds its row by its ``external_id`` alone.
 
 - A shop order becomes one TIMS sales order (batch upsert by ``external_id``: idempotent) once
-  its buyer's email is linked to a TIMS customer (``email:<address>``, learnt from TIMS customer
-  events: the customer master writes every person's email to TIMS) and each line's SKU to a
-  TIMS item (``sku:<sku>``, from TIMS item events). Until then it waits for those references.
+  its buyer is linked to a TIMS customer and each line's SKU to a TIMS item (``sku:<sku>``, from
+  TIMS item events). The buyer is the TIMS customer the customer master holds the order's shop
+  customer under (``customer:shop:<platform>:Customer:<n>``, from the master's links,
+  ``topologies.customer_links``: exact, whatever the emails), else the one with the buyer's email
+  (``email:<address>``, from TIMS customer events); while neither is linked the order waits for
+  both, and the first linked releases it.
 - A line without a SKU, or a non-positive quantity, holds the order at once (quarantined with the
   reason). A SKU TIMS does not know after ``unknown_sku_grace_seconds`` holds it too (the item
   may still be on its way); a later TIMS item with that SKU releases it.
@@ -27,6 +30,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from connectors.envelope import SourceEvent
+from topologies.customer_links import CustomerLinks
 from topologies.customer_sync.identity import normalize_email
 from topologies.mapping_file import load_model
 from topologies.money import MoneyError, currency_code, to_decimal, wire
@@ -34,10 +38,13 @@ from topologies.sales_order_status import rank
 from topologies.waiting_orders import Decision, Write, conclude, hold, seen, tims_progress
 
 __all__ = ["WebOrderMapping", "Links", "Decision", "load_mapping", "new_row", "row_key", "order_id_of", "apply_shop",
-           "apply_tims", "recheck", "DEFAULT_MAPPING_DIR", "KEY_PREFIX"]
+           "apply_tims", "recheck", "buyer_refs", "resolve_buyer", "master_link", "DEFAULT_MAPPING_DIR", "KEY_PREFIX",
+           "BY_CUSTOMER"]
 
 DEFAULT_MAPPING_DIR = Path(__file__).with_name("mappings")
 KEY_PREFIX = "shop:"
+#: the link of a shop customer (as the customer master holds it) to its TIMS customer
+BY_CUSTOMER = "customer:"
 SEEN_LIMIT = 50
 _NOT_IN_EXTERNAL_ID = re.compile(r"[^A-Za-z0-9_.:-]")
 ORDER_FIELDS = ("name", "email", "currency", "line_items", "created_at", "cancelled_at", "fulfillment_status",
@@ -70,7 +77,8 @@ def load_mapping(directory: Path) -> WebOrderMapping:
 
 
 class Links(Protocol):
-    """``email:<address>`` → TIMS customer id, ``sku:<sku>`` → TIMS item id."""
+    """``customer:<shop customer>`` and ``email:<address>`` → TIMS customer id, ``sku:<sku>`` →
+    TIMS item id."""
 
     def get(self, key: str) -> str | None: ...
 
@@ -84,6 +92,33 @@ def order_id_of(key: str) -> str:
     """The platform's order id back from a row key (``shop:shopify:Order:1001`` → the gid)."""
     platform, kind, number = key.removeprefix(KEY_PREFIX).split(":", 2)
     return f"gid://{platform}/{kind}/{number}"
+
+
+def buyer_refs(order: dict[str, Any]) -> list[str]:
+    """The references that name the order's buyer, the customer master's first: its shop customer
+    (``customer:shop:shopify:Customer:7``; none for a guest checkout) and its email."""
+    refs = [BY_CUSTOMER + row_key(str(order["customer_id"]))] if order.get("customer_id") else []
+    email = normalize_email(order.get("email"))
+    return refs + ([f"email:{email}"] if email else [])
+
+
+def resolve_buyer(order: dict[str, Any], links: Links) -> tuple[str | None, list[str]]:
+    """The TIMS customer of the first of the buyer's references that is linked (None: none is
+    yet), and the references (docs/adr/0035, addendum)."""
+    refs = buyer_refs(order)
+    for ref in refs:
+        customer = links.get(ref)
+        if customer is not None:
+            return customer, refs
+    return None, refs
+
+
+def master_link(told: CustomerLinks) -> tuple[str, str] | None:
+    """``(customer:<shop customer>, TIMS customer)`` when the customer master holds both for one
+    person; else None (no shop customer, or no TIMS customer yet: the master tells again when it
+    has one)."""
+    shop, tims = told.links.get("shop_customer"), told.links.get("tims_customer")
+    return (BY_CUSTOMER + shop, tims) if shop and tims else None
 
 
 def new_row(key: str) -> dict[str, Any]:
@@ -151,13 +186,12 @@ def _sales_order(row: dict[str, Any], mapping: WebOrderMapping, links: Links, de
             hold(row, f"line {n} quantity is not positive", decision)
             return []
         to_decimal(line.get("price") or 0, f"line {n} price")
-    email = normalize_email(order.get("email"))
-    if email is None:
-        hold(row, "the buyer has no usable email", decision)
+    customer, buyer = resolve_buyer(order, links)
+    if not buyer:
+        hold(row, "the buyer has no shop customer and no usable email", decision)
         return []
-    customer = links.get(f"email:{email}")
     if customer is None:
-        decision.wait_for.append(f"email:{email}")
+        decision.wait_for += buyer
     unknown = sorted({str(line["sku"]) for line in lines if links.get(f"sku:{line['sku']}") is None})
     decision.wait_for += [f"sku:{sku}" for sku in unknown]
     if unknown and final:  # held, and still parked: a TIMS item with that SKU releases it

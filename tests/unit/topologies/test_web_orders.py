@@ -47,7 +47,8 @@ def test_keys_are_tims_external_ids_and_come_back() -> None:
 def test_an_order_waits_for_its_buyer_and_skus_then_becomes_one_tims_order() -> None:
     row, links = new_row(KEY), {"sku:AR-125": "IT1"}
     first = apply_shop(row, shop_order(), MAPPING, links, NOW)
-    assert first.commands == [] and first.wait_for == ["email:ada@example.com", "sku:HE-80"]
+    assert first.commands == [] and first.wait_for == [
+        "customer:shop:shopify:Customer:7", "email:ada@example.com", "sku:HE-80"]
     links.update(LINKED)
     (command,) = recheck(row, MAPPING, links, NOW + 1000).commands
     assert (command.system, command.object, command.external_id_field, command.external_id) == (
