@@ -20,6 +20,7 @@ from connectors.spec import ConnectorContext
 from stream_app.health import HEALTHZ, READYZ, LoopProbe, source_readiness
 from stream_app.logs import configure as configure_logging
 from stream_app.settings import Settings, config_error, lenient_settings
+from stream_app.shutdown import ShutdownDeadline
 
 __all__ = ["SYSTEMS", "kafka_target", "connector_context", "build", "backfill", "run_source"]
 
@@ -71,8 +72,18 @@ async def run_source(source: Source, metrics_port: int | None = None, metrics_ho
             HEALTHZ: probe.report,
             READYZ: lambda: source_readiness(source, started, limits.source_read_stale_after)})
     loop = asyncio.get_running_loop()
+    # as a worker's (stream_app/shutdown.py): with the broker gone, the batch in flight waits for
+    # acks that never come and the producer's close for a flush; past the grace the process
+    # ends with code 75, and the source reads again from its saved position when started
+    deadline = ShutdownDeadline(limits.shutdown_grace, lambda: [
+        f"source {source.system}: the batch in flight (its position is not saved: read again at the next start)"])
+
+    def stop(sig: signal.Signals) -> None:
+        deadline.arm(f"{sig.name} received")
+        source.stop()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, source.stop)
+        loop.add_signal_handler(sig, stop, sig)
     probing = asyncio.create_task(probe.run(), name="loop probe")
     try:
         await source.start()
@@ -83,4 +94,5 @@ async def run_source(source: Source, metrics_port: int | None = None, metrics_ho
         started = False
         probing.cancel()
         await source.close()
+        deadline.disarm()
         log.info("source %s stopped after publishing %d events", source.system, source.published)

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections import Counter
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -28,7 +29,8 @@ from sandbox.faults import Faults
 from sandbox.tims import DEFAULT_API_KEYS, TimsStore, start_server
 from stream_app.run_source import backfill
 from stream_app.settings import load_settings
-from tests.support.kafka import read_json
+from stream_app.shutdown import EXIT_SHUTDOWN_DEADLINE
+from tests.support.kafka import private_broker, read_json
 from tests.support.worker import STREAM_APP
 from tests.support.names import unique
 
@@ -224,6 +226,47 @@ async def test_a_sigkilled_source_process_loses_nothing_after_a_restart(app_env:
         assert saved["change_id"] == sandbox.call(lambda: sandbox.store.changes[-1].change_id)
     finally:
         sandbox.stop()
+
+
+async def test_a_source_whose_broker_is_gone_exits_within_its_grace_on_sigterm(tmp_path: Path) -> None:
+    """As a worker (test_worker_shutdown.py): the batch in flight waits for acks from a broker
+    that is gone; past CONNECT_SHUTDOWN_GRACE the process ends with code 75, and its position
+    was not saved past what Kafka acked."""
+    grace, margin = 8, 15
+    sandbox = ThreadedTims()
+    try:
+        sandbox.call(lambda: [sandbox.store.upsert_customer(f"001G{i:05d}", name=f"Backlog {i}") for i in range(3000)])
+        async with private_broker() as broker:
+            run = unique()
+            env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "CONNECT_APP_ID": f"test-{run}",
+                   "CONNECT_TOPIC_PREFIX": f"t{run}.", "CONNECT_DATA_DIR": str(tmp_path / "data"),
+                   "CONNECT_TIMS_BASE_URL": sandbox.url, "CONNECT_TIMS_API_KEY": KEY,
+                   "CONNECT_SHUTDOWN_GRACE": str(grace)}
+            log = tmp_path / "source.log"
+            source = _spawn(env, log)
+            try:
+                await read_json(broker.bootstrap, f"t{run}.src.tims.customer", until=lambda vs: len(vs) >= 1, timeout=90)
+                pid = broker.status().pid
+                assert pid is not None
+                os.killpg(pid, signal.SIGKILL)  # while the source publishes the backlog
+                await asyncio.sleep(1)
+                asked = time.monotonic()
+                os.killpg(source.pid, signal.SIGTERM)
+                try:
+                    code = await asyncio.to_thread(source.wait, grace + margin)
+                except subprocess.TimeoutExpired:
+                    pytest.fail(f"the source still ran {grace + margin} s after SIGTERM (grace {grace} s)")
+                took = time.monotonic() - asked
+            finally:
+                if source.poll() is None:
+                    os.killpg(source.pid, signal.SIGKILL)
+                    source.wait(10)
+    finally:
+        sandbox.stop()
+    text = log.read_text(errors="replace")
+    assert f"shutdown: SIGTERM received; stopping, and exiting with code {EXIT_SHUTDOWN_DEADLINE}" in text
+    assert code == EXIT_SHUTDOWN_DEADLINE, f"exit code {code} after {took:.1f} s: the stop did not need the deadline"
+    assert "source tims: the batch in flight" in text
 
 
 async def test_backfill_snapshots_then_the_live_source_hands_over_without_a_gap(tims: Tims,

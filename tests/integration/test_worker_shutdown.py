@@ -12,17 +12,15 @@ import os
 import signal
 import subprocess
 import time
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 
-from stream_app.kafka_local import LocalKafka
 from stream_app.shutdown import EXIT_SHUTDOWN_DEADLINE
-from tests.support.kafka import produce_json
+from tests.support.kafka import private_broker, produce_json
 from tests.support.names import unique
-from tests.support.worker import WorkerProcess, free_port_pair
+from tests.support.worker import WorkerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -30,17 +28,6 @@ GRACE = 10
 #: what the test allows beyond the grace: the signal's delivery, the log's flush, a loaded machine
 MARGIN = 15
 BACKLOG = 5_000
-
-
-@asynccontextmanager
-async def private_broker() -> AsyncIterator[LocalKafka]:
-    """A broker of this test's own (ports, data), removed after it."""
-    broker = LocalKafka(port=free_port_pair(), heap="512m")
-    try:
-        await asyncio.to_thread(broker.up, 180.0, lambda *_: None)
-        yield broker
-    finally:
-        broker.reset(lambda *_: None)
 
 
 def contact(i: int) -> tuple[str, dict[str, Any]]:

@@ -5,13 +5,27 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from connectors.kafka_admin import KafkaAdmin, ensure_topics
+from stream_app.kafka_local import LocalKafka
+from tests.support.worker import free_port_pair
 
-__all__ = ["produce_json", "read_json", "create_topics", "topic_sizes", "rejections"]
+__all__ = ["produce_json", "read_json", "create_topics", "topic_sizes", "rejections", "private_broker"]
+
+
+@asynccontextmanager
+async def private_broker() -> AsyncIterator[LocalKafka]:
+    """A broker of the test's own (ports, data), which it may kill; removed after it."""
+    broker = LocalKafka(port=free_port_pair(), heap="512m")
+    try:
+        await asyncio.to_thread(broker.up, 180.0, lambda *_: None)
+        yield broker
+    finally:
+        broker.reset(lambda *_: None)
 
 
 async def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 4) -> None:

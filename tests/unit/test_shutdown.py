@@ -56,3 +56,14 @@ def test_a_description_that_fails_still_lets_the_process_exit(caplog: pytest.Log
     ShutdownDeadline(1, broken, exit=exited.append).expire("SIGTERM received")
     assert exited == [EXIT_SHUTDOWN_DEADLINE]
     assert "(not known: RuntimeError)" in caplog.records[-1].getMessage()
+
+
+def test_a_disarmed_deadline_does_not_end_the_process() -> None:
+    import time
+
+    exits: list[int] = []
+    deadline = ShutdownDeadline(0.2, lambda: [], exit=exits.append)
+    deadline.arm("SIGTERM received")
+    deadline.disarm()
+    time.sleep(0.5)
+    assert exits == []
