@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 from collections import Counter
@@ -83,7 +84,9 @@ async def test_hostile_messages_are_quarantined_and_the_worker_keeps_syncing(
                                       until=lambda vs: len(vs) >= len(topics) * len(hostile) + 1, timeout=120)
         landed = await read_json(bootstrap, f"{prefix}sink.salesforce.Contact", until=lambda vs: len(vs) >= 1, timeout=90)
         assert worker.proc.poll() is None, "the worker died"
-        metrics = httpx.get(f"http://127.0.0.1:{worker.env['CONNECT_WEB_PORT']}/metrics").text
+        # a stage counts a message processed when its handler returns, which may be a moment
+        # after the output the test saw (the handler's later sends, e.g. a topic's first, wait)
+        metrics = await settled_metrics(worker.env["CONNECT_WEB_PORT"], stages=5, timeout=30)
         log = worker.log_text()
         worker.stop()
 
@@ -105,6 +108,25 @@ async def test_hostile_messages_are_quarantined_and_the_worker_keeps_syncing(
         taken = counts[(stage, "in")]
         assert taken == counts[(stage, "processed")] + counts[(stage, "quarantined")], (stage, counts)
         assert counts[(stage, "quarantined")] == quarantined_here, (stage, counts)
+
+
+async def settled_metrics(port: str, stages: int, timeout: float) -> str:
+    """The worker's /metrics once ``stages`` stages took messages and each handled every one
+    (processed or quarantined), or as they are after ``timeout`` seconds (the test then says
+    which count is off)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        counts = stage_counts(text)
+        taken = [stage for (stage, outcome), n in counts.items() if outcome == "in" and n]
+        if len(taken) >= stages and all(
+                counts[(stage, "in")] == counts[(stage, "processed")] + counts[(stage, "quarantined")]
+                for stage in taken):
+            return text
+        if loop.time() > deadline:
+            return text
+        await asyncio.sleep(0.5)
 
 
 def _stage_of(reason: str) -> str:
