@@ -51,14 +51,16 @@ from typing import Any, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from connectors.kafka_admin import ensure_topics, list_topics  # noqa: E402
+from connectors.kafka_admin import end_offsets, ensure_topics, list_topics  # noqa: E402
 from stream_app import flows  # noqa: E402
 from stream_app.rebuild import group_id  # noqa: E402
 from stream_app.settings import Settings, load_settings  # noqa: E402
 
 from console_bench import delete_topics, produce, rss_mb  # noqa: E402
 from recovery import BenchFailed, _interrupted  # noqa: E402
-from topology_bench import PARTITIONS, Worker, cpu_seconds, customer_event, customer_update, progress, worker_env  # noqa: E402
+from topology_bench import (  # noqa: E402
+    PARTITIONS, Worker, cpu_seconds, customer_event, customer_update, produced, progress, worker_env,
+)
 
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 SOURCE = "src.tims.customer"
@@ -246,7 +248,13 @@ class Bench:
         worker = self.start_worker("first-start", self.app.workdir / "data-first-start")
         await asyncio.to_thread(worker.wait_ready, 300)
         await asyncio.to_thread(worker.stop)
-        committed = await flows.AppGroups.of(self.app.settings, self.app.group).committed(BOOTSTRAP)
+        groups = flows.AppGroups.of(self.app.settings, self.app.group)
+        deadline = time.monotonic() + 60
+        while await groups.live(BOOTSTRAP):  # the rebuild refuses while a group has members
+            if time.monotonic() > deadline:
+                raise BenchFailed(f"groups {await groups.live(BOOTSTRAP)} still have members 60 s after the stop")
+            await asyncio.sleep(1)
+        committed = await groups.committed(BOOTSTRAP)
         if committed:  # the rebuild would call the app unfinished once the events are written
             raise BenchFailed(f"the first start committed offsets: {committed}")
 
@@ -266,6 +274,7 @@ class Bench:
         return seconds
 
     async def rebuild(self) -> dict[str, Any]:
+        before = await produced(self.app.run)
         phase = Phase("rebuild", self.app, self.events)
         proc, log = self.command("rebuild", "rebuild", "--timeout", str(round(self.timeout)))
 
@@ -283,6 +292,7 @@ class Bench:
         if code != 0:
             raise BenchFailed(f"stream-app rebuild exited {code}:\n{output[-3000:]}")
         figures = phase.figures("rebuild", seconds)
+        figures["rebuild_messages_per_event"] = round((await produced(self.app.run) - before) / self.events, 2)
         tables, done = TABLES_LINE.search(output), DONE_LINE.search(output)
         figures["rebuild_tables"] = tables.group(1) if tables else None
         if done:
@@ -292,7 +302,7 @@ class Bench:
 
     async def replay(self) -> dict[str, Any]:
         sinks = [t for t in await list_topics(BOOTSTRAP) if t.startswith(self.app.settings.topic("sink."))]
-        commands_before = await _total_end(sinks)
+        commands_before, before = await _total_end(sinks), await produced(self.app.run)
         args = ("replay", "--topic", SOURCE, "--from-offset", "0")
         planned = re.findall(r"^total: (\d+) messages to reprocess", self.run_command("replay-dry-run", *args, "--dry-run"),
                              re.M)
@@ -314,6 +324,7 @@ class Bench:
         figures["replay_worker_ready_seconds"] = round(await ready - phase.started, 1)
         figures["replay_planned_messages"] = sum(int(n) for n in planned)
         figures["replay_sink_commands"] = await _total_end(sinks) - commands_before
+        figures["replay_messages_per_event"] = round((await produced(self.app.run) - before) / self.events, 2)
         await asyncio.to_thread(worker.stop)
         progress(f"replay: {seconds:.1f} s, {self.events / seconds:,.0f} events/s; "
                  f"{figures['replay_sink_commands']} sink commands made")
@@ -321,8 +332,6 @@ class Bench:
 
 
 async def _total_end(topics: list[str]) -> int:
-    from connectors.kafka_admin import end_offsets
-
     return sum((await end_offsets(BOOTSTRAP, topics)).values()) if topics else 0
 
 
