@@ -56,8 +56,8 @@ from stream_app import flows  # noqa: E402
 from stream_app.rebuild import group_id  # noqa: E402
 from stream_app.settings import Settings, load_settings  # noqa: E402
 
-from console_bench import delete_topics, produce, rss_mb  # noqa: E402
-from recovery import BenchFailed, _interrupted  # noqa: E402
+from console_bench import produce, rss_mb  # noqa: E402
+from recovery import BenchFailed, guarded  # noqa: E402
 from topology_bench import (  # noqa: E402
     PARTITIONS, Worker, cpu_seconds, customer_event, customer_update, produced, progress, worker_env,
 )
@@ -385,38 +385,25 @@ def main() -> None:
                         "event each)")
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds each phase may take (default 600 + 1 s per 50 events)")
-    parser.add_argument("--keep", action="store_true", help="keep the topics (and print their prefix)")
+    parser.add_argument("--keep", action="store_true", help="keep the topics (the app id is printed)")
     args = parser.parse_args()
     customers = args.customers or args.events
     if args.events < 1 or not 1 <= customers <= args.events:
         parser.error("--events must be at least 1, --customers between 1 and --events")
     timeout = args.timeout if args.timeout is not None else 600 + args.events / 50
-    signal.signal(signal.SIGTERM, _interrupted)
     token = uuid.uuid4().hex[:8]
-    failed = True
     with tempfile.TemporaryDirectory(prefix="bench-replay-") as folder:
         bench = Bench(App(token, Path(folder)), args.events, customers, timeout)
-        try:
-            result = asyncio.run(measure(bench))
-            failed = False
-        except BenchFailed as exc:
-            print(f"replay bench failed: {exc}", file=sys.stderr)
-            sys.exit(1)
-        except KeyboardInterrupt:
-            print("replay bench interrupted", file=sys.stderr)
-            sys.exit(130)
-        finally:
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the way out is not cut short
+
+        def stop(failed: bool) -> None:
             bench.stop_all()
             if failed:
                 for log in sorted(Path(folder).glob("*.log")) + sorted(Path(folder).glob("data/rebuild-*.log")):
                     lines = log.read_text(errors="replace").splitlines()[-30:]
                     print(f"--- the end of {log.name} ---", *lines, sep="\n", file=sys.stderr)
-            if args.keep:
-                progress(f"kept the topics of app {bench.app.settings.app_id}")
-            else:
-                asyncio.run(delete_topics(BOOTSTRAP, token))
-                progress(f"deleted the topics of app {bench.app.settings.app_id}")
+
+        result = guarded("replay bench", lambda: measure(bench), stop, token=token, app=bench.app.settings.app_id,
+                         keep=args.keep)
     print(json.dumps(result))
 
 
