@@ -44,7 +44,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Awaitable, Callable, Iterator
 
 import httpx
 
@@ -380,6 +380,33 @@ def _interrupted(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def guarded(name: str, work: Callable[[], Awaitable[dict[str, Any]]], stop: Callable[[bool], None], *, token: str,
+            app: str, keep: bool) -> dict[str, Any]:
+    """``work()``'s figures; on the way out, also after a failure, Ctrl-C or SIGTERM (exit 1 or
+    130 then), ``stop(failed)`` stops what the bench started and the app's topics (those whose
+    name holds ``token``) are deleted, unless ``keep``."""
+    signal.signal(signal.SIGTERM, _interrupted)
+    failed = True
+    try:
+        result = asyncio.run(work())
+        failed = False
+        return result
+    except BenchFailed as exc:
+        print(f"{name} failed: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print(f"{name} interrupted", file=sys.stderr)
+        sys.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the way out is not cut short
+        stop(failed)
+        if keep:
+            progress(f"kept the topics of app {app}")
+        else:
+            asyncio.run(delete_topics(BOOTSTRAP, token))
+            progress(f"deleted the topics of app {app}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--customers", type=int, default=1_000_000)
@@ -396,27 +423,11 @@ def main() -> None:
     if not parts or not parts <= {2, 3, 4}:
         parser.error(f"--parts {args.parts!r}: a comma-separated choice among 2, 3, 4")
     timeout = args.timeout if args.timeout is not None else 120 + args.customers / 1000
-    signal.signal(signal.SIGTERM, _interrupted)
     with tempfile.TemporaryDirectory(prefix="bench-recovery-") as folder:
         bench = Bench(args.customers, args.partitions, timeout, Path(folder))
-        failed = True
-        try:
-            result = asyncio.run(run(args, parts, bench))
-            failed = False
-        except BenchFailed as exc:
-            print(f"recovery bench failed: {exc}", file=sys.stderr)
-            sys.exit(1)
-        except KeyboardInterrupt:
-            print("recovery bench interrupted", file=sys.stderr)
-            sys.exit(130)
-        finally:
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the way out is not cut short
-            bench.stop_all(show_logs=failed)
-            if args.keep:
-                progress(f"kept the topics of app {bench.app_id} (prefix {bench.prefix})")
-            else:
-                asyncio.run(delete_topics(BOOTSTRAP, bench.token))
-                progress(f"deleted the topics of app {bench.app_id}")
+        result = guarded("recovery bench", lambda: run(args, parts, bench),
+                         lambda failed: bench.stop_all(show_logs=failed), token=bench.token,
+                         app=f"{bench.app_id} (prefix {bench.prefix})", keep=args.keep)
     print(json.dumps(result))
 
 

@@ -208,6 +208,16 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU process ``pid`` has used so far (None where /proc is not there, or the
+    process is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Worker:
     def __init__(self, env: dict[str, str], log: Path) -> None:
         exe = shutil.which("stream-app") or str(Path(sys.executable).with_name("stream-app"))
@@ -227,11 +237,7 @@ class Worker:
 
     def cpu_seconds(self) -> float | None:
         """User + system CPU the worker has used so far (None where /proc is not there)."""
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
