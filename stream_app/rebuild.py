@@ -323,8 +323,10 @@ class _Worker:
 
 
 async def _follow(bootstrap: str, plan: RebuildPlan, worker: _Worker, timeout: float, progress: bool,
-                  interval: float) -> None:
-    """Show the group's progress over the inputs and the flow topics until its lag is 0."""
+                  interval: float, flow: list[str] | None = None) -> None:
+    """Show the group's progress over the inputs and the flow topics until its lag is 0. ``flow``:
+    every flow topic the app may have; one the worker creates meanwhile (an app whose workers
+    never ran) is watched from its start, so the rebuild does not stop while it still holds work."""
     watched = plan.inputs + plan.flow
     seeds = {tp: offset for tp, offset in plan.seeds.items() if tp.topic in watched}
     deadline = time.monotonic() + timeout if timeout else None
@@ -333,6 +335,9 @@ async def _follow(bootstrap: str, plan: RebuildPlan, worker: _Worker, timeout: f
               disable=not progress, dynamic_ncols=True) as bar:
         while True:
             worker.check()
+            if flow:
+                existing = await list_topics(bootstrap)
+                watched = plan.inputs + [t for t in flow if t in plan.flow or t in existing]
             committed = await plan.groups.committed(bootstrap)
             ends = await end_offsets(bootstrap, watched)
             done = sum(max(0, committed.get(tp, seeds.get(tp, 0)) - seeds.get(tp, 0)) for tp in ends)
@@ -391,7 +396,7 @@ async def rebuild(settings: "Settings", *, previous_group: str | None = None, wi
         started = time.monotonic()
         try:
             await _follow(bootstrap, plan, worker, timeout, progress,
-                          interval=max(0.5, min(2.0, settings.broker_commit_interval)))
+                          interval=max(0.5, min(2.0, settings.broker_commit_interval)), flow=flow_topics(settings))
         finally:
             worker.stop()
 

@@ -170,3 +170,33 @@ async def test_rebuild_under_a_new_app_version(connect: Connect, monkeypatch: py
     lines = await rebuilt_and_edited(connect, monkeypatch, new, before, previous_group=old)
     assert f"previous state: group {old}" in "\n".join(lines)
     assert substance(await tables(connect, old)) == substance(before)  # the old version is left alone
+
+
+async def test_rebuild_of_an_app_whose_workers_never_ran(app_env: dict[str, str], tmp_path: Any,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the source topic exists: the rebuild worker creates the stage topics, and the rebuild
+    waits for them too (it watched only the topics it found at its start, and could stop while
+    the later stages still held work)."""
+    from tests.support.kafka import create_topics, produce_json
+
+    bootstrap, prefix = app_env["KAFKA_BOOTSTRAP_SERVERS"], app_env["CONNECT_TOPIC_PREFIX"]
+    env = {**app_env, "CONNECT_FLOWS": "customer_sync", "CONNECT_SINK_OBJECTS": ""}
+    people = 2000
+    events = [(f"C{i:05d}", {"event_id": f"never-ran-{i}", "source": "tims", "entity": "customer",
+                             "record_id": f"C{i:05d}", "change_type": "CREATE", "commit_timestamp": 1_000 + i,
+                             "fields": {"customer_id": f"C{i:05d}", "name": f"Never Ran {i}",
+                                        "email": f"never.ran{i}@example.com", "modified_by": "tims-ui"}})
+              for i in range(people)]
+    await create_topics(bootstrap, [f"{prefix}src.tims.customer"])
+    await produce_json(bootstrap, f"{prefix}src.tims.customer", events)
+    stage_topics = [f"{prefix}customer_sync.{stage}" for stage in ("merge", "matching", "identify")]
+    assert not set(stage_topics) & await kafka_admin.list_topics(bootstrap)
+
+    lines: list[str] = []
+    settings = settings_for(env, monkeypatch)
+    code = await rb.rebuild(settings, env=env, log_path=tmp_path / "rebuild.log", timeout=240, progress=False,
+                            say=lines.append)
+    output = "\n".join(lines)
+    assert code == 0, output
+    assert f"customer_master {people}" in output, output
+    assert await app_lag(bootstrap, rb.group_id(settings), prefix, ["customer_sync.merge", "customer_sync.matching"]) == 0
