@@ -8,9 +8,10 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, AsyncIterator
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -71,13 +72,22 @@ class Counting:
         self.handled += 1
 
 
-async def test_rows_survive_a_restart_a_lost_store_and_a_take_over(kafka_bootstrap: str, tmp_path: Path) -> None:
+@asynccontextmanager
+async def stage_topics(bootstrap: str) -> AsyncIterator[tuple[str, str, str, AIOKafkaProducer]]:
+    """A group, its two-partition input topic, an output topic and a started producer."""
     group, topic, out = f"test-{unique()}", f"t{unique()}.merge", f"t{unique()}.out"
-    await create_topics(kafka_bootstrap, [topic, out], partitions=2)
-    keys = [f"k{i}" for i in range(20)]
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await create_topics(bootstrap, [topic, out], partitions=2)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     try:
+        yield group, topic, out, producer
+    finally:
+        await producer.stop()
+
+
+async def test_rows_survive_a_restart_a_lost_store_and_a_take_over(kafka_bootstrap: str, tmp_path: Path) -> None:
+    keys = [f"k{i}" for i in range(20)]
+    async with stage_topics(kafka_bootstrap) as (group, topic, out, producer):
         async def round_of(n: int) -> None:
             await produce_json(kafka_bootstrap, topic, [(key, {"round": n}) for key in keys])
 
@@ -107,8 +117,6 @@ async def test_rows_survive_a_restart_a_lost_store_and_a_take_over(kafka_bootstr
         await round_of(5)
         other = Counting(kafka_bootstrap, group, topic, out, tmp_path / "b", producer)
         await run_stage_until(other.stage, lambda: other.handled >= 20, timeout=90, settle=1.5)
-    finally:
-        await producer.stop()
     counts = await read_json(kafka_bootstrap, out, until=lambda values: len(values) >= 100, timeout=30)
     latest: dict[str, int] = {}
     for value in counts:
@@ -120,12 +128,8 @@ async def test_rows_survive_a_restart_a_lost_store_and_a_take_over(kafka_bootstr
 
 
 async def test_partitions_are_recovered_when_assigned_before_any_record(kafka_bootstrap: str, tmp_path: Path) -> None:
-    group, topic, out = f"test-{unique()}", f"t{unique()}.merge", f"t{unique()}.out"
-    await create_topics(kafka_bootstrap, [topic, out], partitions=2)
     keys = [f"k{i}" for i in range(20)]
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
-    await producer.start()
-    try:
+    async with stage_topics(kafka_bootstrap) as (group, topic, out, producer):
         await produce_json(kafka_bootstrap, topic, [(key, {"round": 1}) for key in keys])
         first = Counting(kafka_bootstrap, group, topic, out, tmp_path / "a", producer)
         await run_stage_until(first.stage, lambda: first.handled >= 20, timeout=90, settle=1.5)
@@ -143,17 +147,11 @@ async def test_partitions_are_recovered_when_assigned_before_any_record(kafka_bo
         assert fresh.handled == 0
         assert sum(fresh.table.recovered.values()) == 20
         assert rows == [{"n": 1}] * 20
-    finally:
-        await producer.stop()
 
 
 async def test_a_standby_takes_a_partition_over_warm(kafka_bootstrap: str, tmp_path: Path) -> None:
-    group, topic, out = f"test-{unique()}", f"t{unique()}.merge", f"t{unique()}.out"
-    await create_topics(kafka_bootstrap, [topic, out], partitions=2)
     keys = [f"k{i}" for i in range(40)]
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
-    await producer.start()
-    try:
+    async with stage_topics(kafka_bootstrap) as (group, topic, out, producer):
         a = Counting(kafka_bootstrap, group, topic, out, tmp_path / "a", producer)
         b = Counting(kafka_bootstrap, group, topic, out, tmp_path / "b", producer, standbys=1)
         a_task, b_task = asyncio.create_task(a.stage.run()), asyncio.create_task(b.stage.run())
@@ -180,8 +178,6 @@ async def test_a_standby_takes_a_partition_over_warm(kafka_bootstrap: str, tmp_p
             for task in (a_task, b_task):
                 task.cancel()
             await asyncio.gather(a_task, b_task, return_exceptions=True)
-    finally:
-        await producer.stop()
     counts = await read_json(kafka_bootstrap, out, until=lambda values: len(values) >= 2 * len(keys), timeout=30)
     assert sorted(value["n"] for value in counts if value["key"] == "k0") == [1, 2]
     assert {value["key"] for value in counts if value["n"] == 2} == set(keys)
