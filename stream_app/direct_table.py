@@ -302,8 +302,8 @@ class DirectTableStage(DirectStage):
                                               client_id=f"{self.group}.recovery") as kafka:
                 for table, partition in missing:
                     await table.recover(partition, kafka)
-        if self.state in ("joining", "recovering") and not self.missing(self.owned):
-            self.state = "consuming"
+        if self.state == "recovering" and not self.missing(self.owned):
+            self.state = "consuming"  # (``joining`` ends in the assignment callback, below)
 
     async def run(self) -> None:
         settings = self.app.settings

@@ -155,3 +155,43 @@ async def test_a_start_up_step_that_fails_is_tried_again_until_it_succeeds(monke
 
     assert await stage.until_done("creating the changelog topics", flaky) == "done"
     assert len(calls) == 3 and stage.state == "restarting"
+
+
+async def test_the_stage_says_joining_then_recovering_until_the_rows_of_its_partitions_are_read() -> None:
+    from aiokafka import TopicPartition
+
+    from stream_app.direct_table import DirectTableStage, _Keep
+
+    rows = table([])
+    rows._stores = {}  # holds nothing yet
+    read: list[int] = []
+
+    async def recover(partition: int, kafka: Any = None) -> int:
+        read.append(partition)
+        rows._stores[partition] = MemoryEntries()
+        return 0
+
+    rows.recover = recover  # type: ignore[method-assign]
+    stage = DirectTableStage.__new__(DirectTableStage)  # only what the states need
+    stage.tables, stage.owned, stage.floors, stage.lock = [rows], set(), {}, asyncio.Lock()
+    stage.group = "app-v1.customer_sync.merge"
+    stage.app = SimpleNamespace(settings=SimpleNamespace(kafka_bootstrap_servers="unused:9092"))
+    stage.state = stage.subscribed_state
+    keep = _Keep(stage, SimpleNamespace())
+
+    await stage._recovered(sorted(stage.owned))  # the loop runs before the group has answered
+    assert stage.state == "joining"
+    await keep.on_partitions_assigned([TopicPartition("t.customer_sync.merge", 0), TopicPartition("t.customer_sync.merge", 1)])
+    assert stage.state == "recovering"
+    await stage._recovered(sorted(stage.owned))
+    assert stage.state == "consuming" and read == [0, 1]
+
+    # a rebalance (aiokafka revokes everything, then assigns the new set): partition 1 moved away
+    await keep.on_partitions_revoked([TopicPartition("t.customer_sync.merge", 0), TopicPartition("t.customer_sync.merge", 1)])
+    await keep.on_partitions_assigned([TopicPartition("t.customer_sync.merge", 0)])
+    assert stage.state == "recovering" and stage.owned == {0}
+    await stage._recovered(sorted(stage.owned))
+    assert stage.state == "consuming" and read == [0, 1, 0]
+    await keep.on_partitions_revoked([TopicPartition("t.customer_sync.merge", 0)])
+    await keep.on_partitions_assigned([])  # more workers than partitions: ready with none
+    assert stage.state == "consuming"
