@@ -39,8 +39,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from connectors import kafka_admin  # noqa: E402
 from tests.support.worker import WorkerProcess, free_port  # noqa: E402
+
+from topology_bench import forget  # noqa: E402
 
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 PARTITIONS = 8
@@ -231,10 +232,8 @@ async def main() -> None:
             figures["throughput"].append(result)
         figures["rebalance"] = await rebalances(args.rate, workdir)
     finally:
-        names = [t for t in await kafka_admin.list_topics(BOOTSTRAP)
-                 if any(t.startswith((f"bs{run}.", f"bench-scale-{run}-")) for run in _RUNS)]
-        if names:
-            await kafka_admin.delete_topics(BOOTSTRAP, names)
+        for run in _RUNS:
+            await forget(run)
     print(f"join: {figures['rebalance']['join']}, leave: {figures['rebalance']['leave']}", flush=True)
     figures["load_average_at_end"] = round(os.getloadavg()[0], 1)  # the CPUs may be shared: read with it
     print(json.dumps(figures))

@@ -184,10 +184,10 @@ async def caught_up(group: str, prefix: str, timeout: float) -> None:
 
 
 async def forget(run: str) -> None:
-    """Delete the run's topics (its prefix, its group's changelogs): a broker kept across many
-    runs otherwise collects thousands of partitions and takes minutes to start."""
-    names = [t for t in await kafka_admin.list_topics(BOOTSTRAP)
-             if t.startswith(f"bench-{run}.") or t.startswith(f"bench-{run}-")]
+    """Delete every topic named with the run's token (its prefix, its groups' changelogs): a
+    broker kept across many runs otherwise collects thousands of partitions and takes minutes to
+    start."""
+    names = [t for t in await kafka_admin.list_topics(BOOTSTRAP) if run in t]
     if names:
         await kafka_admin.delete_topics(BOOTSTRAP, names)
 

@@ -101,12 +101,9 @@ class DirectTable:
                         path, type(exc).__name__, exc)
             return MemoryEntries()
 
-    async def recover(self, partition: int, kafka: kafka_admin.KafkaAdmin | None = None) -> int:
-        """Open the partition's store and read its changelog up to the end; returns the records read.
-        ``kafka``: an admin client to use (else one is opened for this partition)."""
-        if kafka is None:
-            async with kafka_admin.KafkaAdmin(self.app.settings.kafka_bootstrap_servers) as kafka:
-                return await self.recover(partition, kafka)
+    async def recover(self, partition: int, kafka: kafka_admin.KafkaAdmin) -> int:
+        """Open the partition's store and read its changelog up to the end, over ``kafka`` (the
+        stage's admin client for the assignment); returns the records read."""
         store = self._stores.get(partition) or self._standby.pop(partition, None) or self._open(partition)
         tp = TopicPartition(self.changelog, partition)
         read = 0
